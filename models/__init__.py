@@ -1,0 +1,1 @@
+"""Model implementations behind one Task interface; see models/task.py and models/registry.py."""

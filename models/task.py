@@ -1,0 +1,132 @@
+"""The model interface: one Task per model family, in the spirit of TF Model Garden's Task.
+
+A Task builds the model, its datasets, a training step that returns a loss dict, a prediction
+step and an evaluator. The harness (replicate.runner) owns the loop: optimizer and schedule from
+the recipe, checkpoints, NaN guard, curve, early check. The harness never special-cases a model.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Protocol
+
+from omegaconf import DictConfig
+
+
+class Evaluator(Protocol):
+    """Accumulates predictions, then computes a metrics dict (keys as the claims name them)."""
+
+    def update(self, predictions: list[dict]) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+@dataclass
+class TaskContext:
+    """What a Task needs to know about the job: its model config, variant, tier and data."""
+
+    model_cfg: DictConfig
+    variant: str
+    framework: str
+    tier_cfg: DictConfig           # model.tiers[<tier>]
+    data_cfg: DictConfig           # datasets[<tier.data>]
+    input_size: int
+    seed: int
+    shuffle_labels: bool = False
+
+    @property
+    def arch(self) -> DictConfig:
+        return self.model_cfg.variants[self.variant].arch
+
+
+class Task(abc.ABC):
+    """One model family. Subclasses register with ``@register_model(name)``."""
+
+    name: ClassVar[str]
+    frameworks: ClassVar[tuple[str, ...]] = ("torch",)
+    # True: training_step(model, batch, optimizers) steps its own optimizers (GANs); the loop
+    # still schedules, checkpoints and guards the returned losses.
+    manual_optimization: ClassVar[bool] = False
+
+    def __init__(self, ctx: TaskContext):
+        self.ctx = ctx
+
+    def prepare_data(self) -> str:
+        """Make the data available (generate synthetic sets, verify manifests); return its hash."""
+        from replicate.data.prepare import prepare_dataset
+
+        return prepare_dataset(self.ctx.data_cfg)
+
+    @abc.abstractmethod
+    def build_model(self, variant: str, framework: str) -> Any:
+        """The model of ``variant`` (a key of the model config's variants) for ``framework``."""
+
+    @abc.abstractmethod
+    def build_dataset(self, split: str, *, train: bool) -> Any:
+        """A dataset of ``split`` (a key of the data config's splits)."""
+
+    @abc.abstractmethod
+    def training_step(self, model: Any, batch: Any) -> dict[str, Any]:
+        """Losses of one batch; ``loss`` is the one optimized, others are logged."""
+
+    @abc.abstractmethod
+    def predict(self, model: Any, batch: Any) -> list[dict]:
+        """Predictions in the evaluator's input format."""
+
+    @abc.abstractmethod
+    def build_evaluator(self, split: str) -> Evaluator:
+        """The evaluator for ``split``."""
+
+    def collate(self, items: list) -> Any:
+        """Turn dataset items into a batch; default: tuple of lists (detection style)."""
+        return tuple(zip(*items))
+
+    def batch_size_of(self, batch: Any) -> int:
+        return len(batch[0])
+
+    def to_device(self, batch: Any, device: Any) -> Any:
+        """Move a batch to ``device``; default handles (images, targets) lists of tensors/dicts."""
+        images, targets = batch
+        images = [img.to(device, non_blocking=True) for img in images]
+        targets = [{k: v.to(device) if hasattr(v, "to") else v for k, v in t.items()} for t in targets]
+        return images, targets
+
+    def parameter_groups(self, model: Any) -> Iterable:
+        """What the optimizer updates."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def configure_optimizers(self, model: Any, recipe: Any, lr: float, build: Any) -> dict[str, Any]:
+        """Optimizers by name; ``build(recipe, params, lr)`` makes one from the recipe.
+
+        One optimizer named "main" by default; GANs return one per network.
+        """
+        return {"main": build(recipe, self.parameter_groups(model), lr)}
+
+    def check_loss(self, model: Any, batch: Any) -> Any:
+        """A differentiable loss of every trainable parameter, for ``replicate check``.
+
+        Default: the training loss. GANs (manual optimization) return the sum of their losses.
+        """
+        return self.training_step(model, batch)["loss"]
+
+    def draw_sample(self, item: Any) -> Any:
+        """One dataset item as a uint8 image tensor [3,H,W] with its labels drawn (visual check).
+
+        Default: detection style (image in [0,1], target with boxes and labels).
+        """
+        import torch
+        from torchvision.utils import draw_bounding_boxes
+
+        image, target = item
+        names = [str(int(label)) for label in target["labels"]]
+        return draw_bounding_boxes((image.clamp(0, 1) * 255).to(torch.uint8), target["boxes"], labels=names,
+                                   colors="yellow", width=1)
+
+    def trainable_parameters(self, model: Any) -> int:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def output_shapes(self, model: Any, batch: Any) -> dict[str, tuple]:
+        """Shapes of the prediction outputs for ``replicate check``; default: from predict()."""
+        preds = self.predict(model, batch)
+        return {k: tuple(v.shape) for k, v in preds[0].items() if hasattr(v, "shape")}

@@ -1,0 +1,153 @@
+"""Faster R-CNN, Mask R-CNN and RetinaNet through torchvision's detection builders.
+
+Papers: Ren et al. 2015 (Faster R-CNN, arXiv:1506.01497); Lin et al. 2017 (FPN, arXiv:1612.03144);
+He et al. 2017 (Mask R-CNN, arXiv:1703.06870); Lin et al. 2017 (RetinaNet, arXiv:1708.02002).
+Reference implementation: pytorch/vision torchvision.models.detection and references/detection
+(BSD-3-Clause). Nothing is re-implemented here: the models are torchvision's classes, configured
+from the Hydra model config; only the small smoke backbone is ours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import resnet50
+from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign, misc
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from models.registry import register_model
+from models.task import Task
+from replicate.errors import ConfigError
+
+ASPECT_RATIOS = (0.5, 1.0, 2.0)
+
+
+def small_cnn(width: int) -> nn.Module:
+    """Four stride-2 conv stages (stride 16, 4*width channels): a backbone that trains on a CPU."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for c_out in (width, 2 * width, 4 * width, 4 * width):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                   nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        c_in = c_out
+    body = nn.Sequential(*layers)
+    body.out_channels = c_in
+    return body
+
+
+def resnet50_fpn(trainable_layers: int, retinanet: bool) -> nn.Module:
+    """ResNet-50-FPN with frozen batch norm, as torchvision builds it for its COCO weights.
+
+    Frozen BN is what makes the trainable count equal torchvision's published num_params: with
+    plain BatchNorm2d (torchvision's choice when no weights are given) 53,120 more are trainable.
+    """
+    trunk = resnet50(weights=None, norm_layer=misc.FrozenBatchNorm2d)
+    if retinanet:  # P3-P7: RetinaNet v1 adds P6/P7 from P5's FPN output (256 channels)
+        return _resnet_fpn_extractor(trunk, trainable_layers, returned_layers=[2, 3, 4],
+                                     extra_blocks=LastLevelP6P7(256, 256))
+    return _resnet_fpn_extractor(trunk, trainable_layers)
+
+
+class TorchvisionDetection(Task):
+    """Shared Task for torchvision's detectors; subclasses choose the detector class."""
+
+    with_masks = False
+    iou_types: tuple[str, ...] = ("bbox",)
+
+    def num_classes(self) -> int:
+        data = self.ctx.data_cfg
+        return len(data.classes) + 1 if data.kind == "synthetic" else int(data.num_classes)
+
+    def build_model(self, variant: str, framework: str) -> nn.Module:
+        arch = self.ctx.model_cfg.variants[variant].arch
+        size = self.ctx.input_size
+        common = dict(min_size=size, max_size=size)
+        if arch.backbone == "resnet50_fpn":
+            backbone = resnet50_fpn(int(arch.get("trainable_layers", 5)), retinanet=self.detector is RetinaNet)
+            return self.detector(backbone, self.num_classes(), **common)
+        if arch.backbone == "small_cnn":
+            return self.build_small(arch, common)
+        raise ConfigError(f"model.variants.{variant}.arch.backbone",
+                          f"{arch.backbone!r} is not allowed; allowed: resnet50_fpn, small_cnn")
+
+    def build_small(self, arch: Any, common: dict) -> nn.Module:
+        backbone = small_cnn(int(arch.width))
+        anchors = AnchorGenerator(sizes=(tuple(arch.anchor_sizes),), aspect_ratios=(ASPECT_RATIOS,))
+        heads = self.small_heads(arch, backbone.out_channels, anchors)
+        # torchvision refuses num_classes next to a given predictor: the predictor carries it.
+        num_classes = None if "box_predictor" in heads else self.num_classes()
+        # detector_kwargs: torchvision's own knobs (proposal counts etc.), straight from the config.
+        return self.detector(backbone, num_classes, **heads, **common, **arch.get("detector_kwargs", {}))
+
+    def small_heads(self, arch: Any, channels: int, anchors: AnchorGenerator) -> dict:
+        """Heads sized for the one-feature-map smoke backbone (two-stage detectors)."""
+        hidden = 256  # torchvision's 1024-wide box head would dominate the small model's cost
+        return dict(
+            rpn_anchor_generator=anchors,
+            box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
+            box_head=TwoMLPHead(channels * 49, hidden), box_predictor=FastRCNNPredictor(hidden, self.num_classes()),
+            rpn_batch_size_per_image=int(arch.rpn_batch), box_batch_size_per_image=int(arch.roi_batch))
+
+    def build_dataset(self, split: str, *, train: bool) -> Any:
+        from replicate.data.coco_dataset import CocoDetection, RandomHorizontalFlip
+
+        data = self.ctx.data_cfg
+        paths = data.splits[split]
+        return CocoDetection(
+            Path(data.root), paths.images, paths.annotations,
+            transforms=RandomHorizontalFlip(0.5, generator=self.ctx.seed) if train else None,
+            shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None,
+            with_masks=self.with_masks)
+
+    def training_step(self, model: nn.Module, batch: Any) -> dict[str, Any]:
+        images, targets = batch
+        losses = model(list(images), list(targets))
+        out = {"loss": sum(losses.values())}
+        out.update({k: v.detach() for k, v in losses.items()})
+        return out
+
+    def predict(self, model: nn.Module, batch: Any) -> list[dict]:
+        images, targets = batch
+        outputs = model(list(images))
+        return [{"image_id": int(t["image_id"]), **o} for o, t in zip(outputs, targets)]
+
+    def build_evaluator(self, split: str):
+        from replicate.evaluation.coco import CocoEvaluator
+
+        data = self.ctx.data_cfg
+        return CocoEvaluator(Path(data.root) / data.splits[split].annotations, iou_types=self.iou_types)
+
+
+@register_model("faster_rcnn")
+class FasterRCNNTask(TorchvisionDetection):
+    detector = FasterRCNN
+
+
+@register_model("mask_rcnn")
+class MaskRCNNTask(TorchvisionDetection):
+    detector = MaskRCNN
+    with_masks = True
+    iou_types = ("bbox", "segm")
+
+    def small_heads(self, arch: Any, channels: int, anchors: AnchorGenerator) -> dict:
+        heads = super().small_heads(arch, channels, anchors)
+        heads.update(mask_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2),
+                     mask_head=MaskRCNNHeads(channels, (64, 64), 1),
+                     mask_predictor=MaskRCNNPredictor(64, 64, self.num_classes()))
+        return heads
+
+
+@register_model("retinanet")
+class RetinaNetTask(TorchvisionDetection):
+    detector = RetinaNet
+
+    def small_heads(self, arch: Any, channels: int, anchors: AnchorGenerator) -> dict:
+        return dict(anchor_generator=anchors)

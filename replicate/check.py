@@ -1,0 +1,112 @@
+"""Pre-flight check of a model without training it: the defects that are cheap to catch early.
+
+Config valid; the full variant builds with the config's trainable parameter count; outputs pass
+through; gradients reach every trainable parameter; one batch can be overfit.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from replicate.config.compose import compose_config
+from replicate.config.validate import chosen_framework, chosen_variant
+from replicate.plan import make_spec
+from replicate.runner.job import build_task
+from replicate.runner.torch_loop import seed_everything
+from replicate.visual import write_sample_grid
+
+OVERFIT_STEPS = 40
+OVERFIT_DROP = 0.5   # the loss on one repeated batch must fall below half its first value
+
+
+@dataclass
+class CheckReport:
+    model: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c["ok"] for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append({"check": name, "ok": bool(ok), "detail": detail})
+
+
+def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, visual: bool = False) -> CheckReport:
+    """Run every check; a failing check is reported, not raised, so all of them are seen."""
+    cfg = compose_config(list(overrides) + ["tier=smoke"] if not any(o.startswith("tier=") for o in overrides)
+                         else overrides)
+    report = CheckReport(cfg.model.name)
+    report.add("config", True, f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")
+    spec = make_spec(cfg, None)
+    task = build_task(spec, cfg)
+    framework = chosen_framework(cfg)
+    _check_param_count(task, cfg, framework, report)
+    seed_everything(int(cfg.seed))
+    task.prepare_data()
+    model = task.build_model(chosen_variant(cfg), framework)
+    dataset = task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=False)
+    batch = task.collate([dataset[i] for i in range(min(2, len(dataset)))])
+    _check_shapes(task, model, batch, report)
+    _check_gradients(task, model, batch, report)
+    _check_overfit(task, model, batch, cfg, report)
+    if visual:
+        path = write_sample_grid(task, task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=True),
+                                 Path(cfg.results_dir) / "check" / f"{cfg.model.name}_samples.png")
+        report.add("visual", path.is_file(), f"training samples drawn to {path}")
+    for item in report.checks:
+        echo(f"{'ok  ' if item['ok'] else 'FAIL'} {item['check']:<12} {item['detail']}")
+    return report
+
+
+def _check_param_count(task: Any, cfg: Any, framework: str, report: CheckReport) -> None:
+    full = cfg.model.variants.full
+    model = task.build_model("full", framework)
+    count = task.trainable_parameters(model)
+    report.add("params", count == full.trainable_params,
+               f"full variant: {count:,} trainable, config says {full.trainable_params:,} ({full.params_source})")
+
+
+def _check_shapes(task: Any, model: Any, batch: Any, report: CheckReport) -> None:
+    model.eval()
+    with torch.no_grad():
+        shapes = task.output_shapes(model, batch)
+    ok = bool(shapes) and all(len(s) > 0 for s in shapes.values())
+    report.add("shapes", ok, ", ".join(f"{k}{list(v)}" for k, v in shapes.items()) or "no outputs")
+
+
+def _check_gradients(task: Any, model: Any, batch: Any, report: CheckReport) -> None:
+    model.train()
+    model.zero_grad(set_to_none=True)
+    task.check_loss(model, batch).backward()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in named if p.grad is None or not torch.isfinite(p.grad).all()]
+    detail = f"{len(named) - len(missing)}/{len(named)} trainable tensors get finite gradients"
+    if missing:
+        detail += f"; none reach: {', '.join(missing[:5])}"
+    report.add("gradients", not missing, detail)
+    model.zero_grad(set_to_none=True)
+
+
+def _check_overfit(task: Any, model: Any, batch: Any, cfg: Any, report: CheckReport) -> None:
+    recipe = cfg.model.tiers[cfg.tier.name].recipe
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-3) if recipe is None or recipe.optimizer != "sgd" else \
+        torch.optim.SGD(params, lr=float(recipe.lr), momentum=0.9)
+    model.train()
+    began, losses = time.perf_counter(), []
+    for _ in range(OVERFIT_STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        loss = task.check_loss(model, batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    first, last = losses[0], min(losses[-5:])
+    report.add("overfit", last < OVERFIT_DROP * first,
+               f"one batch, {OVERFIT_STEPS} steps: loss {first:.3f} -> {last:.3f} "
+               f"(needs < {OVERFIT_DROP:.0%} of the first; {time.perf_counter() - began:.1f}s)")

@@ -1,0 +1,140 @@
+"""The `replicate` command: a thin layer over plain functions; Hydra overrides follow the subcommand.
+
+Exit codes: 0 success (suite: every verdict PASS), 1 a verdict is not PASS or the harness failed,
+2 bad input (config key, file, resource) with a one-line message naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from replicate.errors import ZooError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="replicate", description="Replicate-and-evaluate a model zoo.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, overrides: bool = True, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        if overrides:
+            p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=faster_rcnn seed=1")
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    add("run", "run one job: replicate run model=NAME [tier=smoke] [hardware=cpu] [seed=0]")
+    suite = add("suite", "run every job of a suite via Ray: replicate suite [suite=smoke]")
+    suite.add_argument("--allow-fail", action="store_true",
+                       help="exit 0 whenever the suite completed, whatever the verdicts")
+    check = add("check", "pre-flight a model without training: replicate check model=NAME")
+    check.add_argument("--visual", action="store_true", help="also write a PNG of training samples")
+    add("models", "list the registered models", overrides=False)
+    add("history", "past jobs from the store: replicate history [model=NAME]")
+    evaluate = add("evaluate", "COCO-evaluate a detections file", overrides=False, json_flag=False)
+    evaluate.add_argument("--annotations", required=True, help="COCO ground-truth JSON")
+    evaluate.add_argument("--detections", required=True, help="COCO results JSON (a list of detections)")
+    evaluate.add_argument("--iou-type", default="bbox", choices=("bbox", "segm"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _cmd_run, "suite": _cmd_suite, "check": _cmd_check, "models": _cmd_models,
+        "history": _cmd_history, "evaluate": _cmd_evaluate,
+    }
+    try:
+        return handlers[args.command](args)
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished jobs are in the store; re-run the same suite id to resume", file=sys.stderr)
+        return 130
+
+
+def _echo_for(args: argparse.Namespace) -> Callable[[str], None]:
+    """Progress lines go to stderr with --json, so stdout stays parseable."""
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    return lambda line: print(line, file=stream, flush=True)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from replicate.harness import run_one
+    from replicate.tables import print_jobs
+
+    result = run_one(args.overrides, echo=_echo_for(args))
+    if args.json:
+        _print_json({"suite_id": result.suite_id, "jobs": result.jobs})
+    else:
+        print_jobs(result.jobs)
+    return 0 if result.all_pass else 1
+
+
+def _cmd_suite(args: argparse.Namespace) -> int:
+    from replicate.harness import run_suite
+    from replicate.tables import print_groups, print_jobs
+
+    result = run_suite(args.overrides, echo=_echo_for(args))
+    if args.json:
+        _print_json({"suite_id": result.suite_id, "jobs": result.jobs, "groups": result.groups,
+                     "skipped": result.skipped})
+    else:
+        print_jobs(result.jobs, title=f"suite {result.suite_id}")
+        print_groups(result.groups)
+    return 0 if (result.all_pass or args.allow_fail) else 1
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from replicate.check import run_check
+
+    report = run_check(args.overrides, echo=_echo_for(args), visual=args.visual)
+    if args.json:
+        _print_json({"model": report.model, "ok": report.ok, "checks": report.checks})
+    return 0 if report.ok else 1
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from replicate.catalog import model_rows
+    from replicate.tables import print_models
+
+    rows = model_rows()
+    _print_json(rows) if args.json else print_models(rows)
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from hydra.utils import instantiate
+
+    from replicate.config.compose import compose_config
+    from replicate.tables import print_jobs
+
+    model = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("model=")), None)
+    cfg = compose_config(args.overrides)
+    store = instantiate(cfg.store)
+    rows = store.jobs(model=model)
+    store.close()
+    if args.json:
+        _print_json(rows)
+    else:
+        print_jobs(rows, title=f"history{' of ' + model if model else ''} ({len(rows)} jobs)")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from replicate.evaluation.coco import evaluate_files
+
+    print(json.dumps(evaluate_files(args.annotations, args.detections, args.iou_type)))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Config composition (Hydra) and validation (structured schema)."""

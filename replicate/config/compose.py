@@ -1,0 +1,90 @@
+"""Compose the Hydra config from ``conf/`` plus command-line overrides, then validate it.
+
+Hydra's own errors for a bad override are long and sometimes tracebacks; here every failure
+becomes a ConfigError that names the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from replicate.errors import ConfigError
+
+GROUPS = ("model", "tier", "hardware", "suite", "scheduler", "store", "logger", "data")
+
+
+def conf_dir() -> Path:
+    """The ``conf/`` folder: $ZOO_CONF_DIR, else the one beside the installed package."""
+    env = os.environ.get("ZOO_CONF_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "config.yaml").is_file():
+        raise ConfigError("ZOO_CONF_DIR", f"no config.yaml in {path}")
+    return path
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the files of one config group, e.g. the models of ``conf/model``."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def _check_group_overrides(overrides: Sequence[str]) -> None:
+    """Name unknown group choices ourselves: Hydra's message lists search paths, not options."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(item, "overrides are KEY=VALUE (e.g. model=faster_rcnn)")
+        key, value = item.split("=", 1)
+        key = key.lstrip("+~")
+        if key in GROUPS and value not in group_options(key):
+            raise ConfigError(key, f"unknown {value!r}; allowed: {', '.join(group_options(key))}")
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose the root config with overrides, resolved and validated.
+
+    Args:
+        overrides: Hydra override strings, e.g. ``["model=faster_rcnn", "seed=1"]``.
+
+    Returns:
+        The resolved, validated config.
+
+    Raises:
+        ConfigError: an override or a config value is invalid; the message names the key.
+    """
+    from replicate.config.validate import validate  # late: validate imports the model registry
+
+    overrides = list(overrides)
+    _check_group_overrides(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_key_of(exc, overrides), _first_line(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return validate(cfg)
+
+
+def _key_of(exc: Exception, overrides: Sequence[str]) -> str:
+    key = getattr(exc, "full_key", None)
+    if key:
+        return str(key)
+    text = str(exc)
+    for item in overrides:
+        name = item.split("=", 1)[0].lstrip("+~")
+        if name and name in text:
+            return name
+    return "overrides"
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,220 @@
+"""Structured schema of the configs: types and required keys, checked by OmegaConf.
+
+Semantic rules that types cannot express (allowed values, ranges, cross-references) live in
+``validate.py``. Field names here are the keys users write in ``conf/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ClaimConfig:
+    """A published number this model must reproduce."""
+
+    metric: str = MISSING            # key of the evaluator's output, e.g. bbox_AP
+    value: float = MISSING
+    split: str = MISSING             # e.g. val2017, test-dev2017, minival2014
+    source: str = MISSING            # paper + table, or reference repo + file
+    kind: str = "paper"              # paper | zoo
+    direction: str = "higher"        # higher | lower (which way is better)
+    tolerance: float = 0.02          # the lab's 1-3% rule
+    tolerance_kind: str = "relative"  # relative | absolute
+    variant: Optional[str] = None    # None: the 'full' variant
+    primary: bool = False
+
+
+@dataclass
+class VariantConfig:
+    """One architecture of a model family: the paper's full one or a small smoke variant."""
+
+    description: str = ""
+    arch: dict[str, Any] = field(default_factory=dict)   # builder arguments, model-specific
+    trainable_params: Optional[int] = None
+    params_source: Optional[str] = None
+
+
+@dataclass
+class RecipeConfig:
+    """How to train: optimizer, schedule, batch. Units of milestones follow steps or epochs."""
+
+    optimizer: str = "sgd"           # sgd | adam | adamw
+    lr: float = MISSING
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    batch_size: int = MISSING        # per job (all its accelerators together)
+    recipe_batch_size: Optional[int] = None  # the paper's batch: linear LR scaling reference
+    steps: Optional[int] = None
+    epochs: Optional[int] = None
+    schedule: str = "multistep"      # multistep | linear_decay | constant
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+    decay_start: Optional[float] = None  # linear_decay: where the decay begins (steps/epochs)
+    warmup_steps: int = 0
+    warmup_factor: float = 0.001
+    grad_clip: Optional[float] = None
+    eval_every: Optional[int] = None     # steps between curve evaluations (None: early check + end)
+    checkpoint_every: int = 100
+    log_every: int = 10
+    eval_batches: Optional[int] = None   # None: the whole val split
+    extra: dict[str, Any] = field(default_factory=dict)  # model-specific loss weights etc.
+    source: str = MISSING
+
+
+@dataclass
+class ReferenceConfig:
+    """A measured result of this implementation (smoke tier) with its seed noise."""
+
+    metric: str = MISSING
+    value: float = MISSING
+    spread: float = MISSING          # std over seeds
+    seeds: list[int] = field(default_factory=list)
+    tolerance: float = MISSING       # relative band, derived from the spread
+    direction: str = "higher"
+    source: str = MISSING            # command and date it was measured with
+    curve: dict[str, float] = field(default_factory=dict)  # fraction of schedule -> metric
+
+
+@dataclass
+class ModelTierConfig:
+    """What one tier means for one model: variant, data, recipe, what it is compared with."""
+
+    variant: str = MISSING
+    data: str = MISSING              # a key of datasets
+    train_split: str = "train"
+    eval_split: str = "val"
+    input_size: int = MISSING
+    recipe: Optional[RecipeConfig] = None
+    reference: Optional[ReferenceConfig] = None
+    claim_split: Optional[str] = None  # the claim split this tier's eval split stands for
+
+
+@dataclass
+class ModelConfig:
+    """A target model: registry name, frameworks, variants, claims, tiers."""
+
+    name: str = MISSING
+    paper: str = MISSING
+    reference_impl: str = MISSING
+    frameworks: list[str] = MISSING
+    variants: dict[str, VariantConfig] = MISSING
+    claims: list[ClaimConfig] = MISSING
+    tiers: dict[str, ModelTierConfig] = MISSING
+
+
+@dataclass
+class EarlyCheckConfig:
+    enabled: bool = True
+    fraction: float = 0.25
+    tolerance: float = 0.5
+
+
+@dataclass
+class TierConfig:
+    name: str = MISSING
+    trains: bool = MISSING
+    compare_with: str = MISSING      # reference | claim | reference_curve
+    schedule_fraction: float = 1.0
+    early_check: EarlyCheckConfig = field(default_factory=EarlyCheckConfig)
+
+
+@dataclass
+class RayResources:
+    num_cpus: float = 1
+    num_gpus: float = 0
+    accelerator_type: Optional[str] = None
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    accelerator: str = MISSING       # cpu | gpu | tpu
+    accelerator_name: Optional[str] = None
+    count: int = MISSING
+    price_per_accelerator_hour: float = MISSING
+    price_source: str = MISSING
+    ray: RayResources = field(default_factory=RayResources)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    expected_images_per_s: Optional[float] = None
+
+
+@dataclass
+class SplitConfig:
+    images: Optional[str] = None
+    annotations: Optional[str] = None
+    pairs: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    kind: str = MISSING              # synthetic | coco | paired
+    root: str = MISSING
+    num_classes: int = 0
+    image_size: int = 128
+    num_train: int = 0
+    num_val: int = 0
+    max_objects: int = 3
+    classes: list[str] = field(default_factory=list)
+    seed: int = 0
+    splits: dict[str, SplitConfig] = field(default_factory=dict)
+
+
+@dataclass
+class SuiteEntry:
+    model: str = MISSING
+    tier: str = MISSING
+    hardware: str = MISSING
+    seeds: list[int] = field(default_factory=lambda: [0])
+    framework: Optional[str] = None
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SuiteConfig:
+    name: str = MISSING
+    description: str = ""
+    entries: list[SuiteEntry] = MISSING
+
+
+@dataclass
+class SchedulerConfig:
+    _target_: str = MISSING
+    address: Optional[str] = None
+    max_retries: int = 2
+    job_timeout_s: float = 7200
+    autoscaling: bool = False
+    num_cpus: Optional[int] = None
+
+
+@dataclass
+class StoreConfig:
+    _target_: str = MISSING
+    url: str = MISSING
+
+
+@dataclass
+class RootConfig:
+    model: ModelConfig = MISSING
+    tier: TierConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    suite: SuiteConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    store: StoreConfig = MISSING
+    logger: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, DataConfig] = field(default_factory=dict)
+    seed: int = 0
+    framework: Optional[str] = None
+    variant: Optional[str] = None
+    checkpoint: Optional[str] = None
+    results_dir: str = "results"
+    suite_id: Optional[str] = None
+    shuffle_labels: bool = False
+    device: str = "auto"
+    num_threads: Optional[int] = None

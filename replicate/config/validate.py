@@ -1,0 +1,179 @@
+"""Validate a composed config before anything runs: types by the structured schema, then the
+rules types cannot say. Every failure is one ConfigError naming the key and what is allowed."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from replicate.config.schema import RootConfig
+from replicate.errors import ConfigError
+
+FRAMEWORKS = ("torch", "tensorflow")
+TIERS = ("smoke", "eval", "short", "full")
+ACCELERATORS = ("cpu", "gpu", "tpu")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("multistep", "linear_decay", "constant")
+COMPARE_WITH = ("reference", "claim", "reference_curve", "none")  # none: calibration runs only
+MAX_TOLERANCE = 0.5
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(key, message)
+
+
+def _one_of(value, allowed, key: str) -> None:
+    _require(value in allowed, key, f"{value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+
+
+def apply_schema(cfg: DictConfig) -> DictConfig:
+    """Merge into the structured schema: wrong types and unknown keys fail with their key."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        raise ConfigError(str(key), str(exc).strip().splitlines()[0]) from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(missing[0], "required value is missing")
+    return merged
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check the whole root config; return it typed by the schema."""
+    cfg = apply_schema(cfg)
+    _validate_model(cfg)
+    _validate_selection(cfg)
+    _validate_hardware(cfg)
+    _validate_suite(cfg)
+    return cfg
+
+
+def _validate_model(cfg: DictConfig) -> None:
+    model = cfg.model
+    for i, fw in enumerate(model.frameworks):
+        _one_of(fw, FRAMEWORKS, f"model.frameworks[{i}]")
+    _require("full" in model.variants, "model.variants", "a 'full' variant (the paper's architecture) is required")
+    full = model.variants.full
+    _require(full.trainable_params is not None, "model.variants.full.trainable_params", "required (with its source)")
+    _require(bool(full.params_source), "model.variants.full.params_source", "required: where the count comes from")
+    _require(len(model.claims) > 0, "model.claims", "at least one claim is required")
+    for i, claim in enumerate(model.claims):
+        _validate_claim(cfg, claim, f"model.claims[{i}]")
+    _require(any(c.primary for c in model.claims), "model.claims", "one claim must be primary: true")
+    for name, tier in model.tiers.items():
+        _validate_model_tier(cfg, name, tier)
+
+
+def _validate_claim(cfg: DictConfig, claim, key: str) -> None:
+    _require(bool(str(claim.source).strip()), f"{key}.source", "required: paper table or reference file")
+    _one_of(claim.kind, ("paper", "zoo"), f"{key}.kind")
+    _one_of(claim.direction, ("higher", "lower"), f"{key}.direction")
+    _one_of(claim.tolerance_kind, ("relative", "absolute"), f"{key}.tolerance_kind")
+    if claim.tolerance_kind == "relative":
+        _require(0 < claim.tolerance <= MAX_TOLERANCE, f"{key}.tolerance",
+                 f"{claim.tolerance} is outside (0, {MAX_TOLERANCE}]")
+    else:
+        _require(claim.tolerance > 0, f"{key}.tolerance", f"{claim.tolerance} must be > 0")
+    if claim.variant is not None:
+        _one_of(claim.variant, list(cfg.model.variants), f"{key}.variant")
+
+
+def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
+    key = f"model.tiers.{name}"
+    _one_of(name, TIERS, key)
+    _one_of(tier.variant, list(cfg.model.variants), f"{key}.variant")
+    _one_of(tier.data, list(cfg.datasets), f"{key}.data")
+    if tier.recipe is not None:
+        _validate_recipe(tier.recipe, f"{key}.recipe")
+    if tier.claim_split is not None:
+        splits = sorted({c.split for c in cfg.model.claims})
+        _one_of(tier.claim_split, splits, f"{key}.claim_split")
+    if tier.reference is not None:
+        ref = tier.reference
+        _require(0 < ref.tolerance <= MAX_TOLERANCE, f"{key}.reference.tolerance",
+                 f"{ref.tolerance} is outside (0, {MAX_TOLERANCE}]")
+        _require(bool(ref.source.strip()), f"{key}.reference.source", "required: how it was measured")
+
+
+def _validate_recipe(recipe, key: str) -> None:
+    _one_of(recipe.optimizer, OPTIMIZERS, f"{key}.optimizer")
+    _one_of(recipe.schedule, SCHEDULES, f"{key}.schedule")
+    _require(recipe.lr > 0, f"{key}.lr", f"{recipe.lr} must be > 0")
+    _require(recipe.batch_size > 0, f"{key}.batch_size", f"{recipe.batch_size} must be > 0")
+    _require((recipe.steps is None) != (recipe.epochs is None), f"{key}.steps",
+             "give exactly one of steps or epochs")
+    length = recipe.steps if recipe.steps is not None else recipe.epochs
+    _require(length > 0, f"{key}.{'steps' if recipe.steps is not None else 'epochs'}", f"{length} must be > 0")
+    _require(list(recipe.milestones) == sorted(recipe.milestones), f"{key}.milestones", "must be increasing")
+    _require(recipe.checkpoint_every > 0, f"{key}.checkpoint_every", "must be > 0")
+    _require(bool(recipe.source.strip()), f"{key}.source", "required: where the recipe comes from")
+
+
+def _validate_selection(cfg: DictConfig) -> None:
+    """The chosen tier, variant, framework and seed must exist for the chosen model."""
+    model = cfg.model
+    _require(cfg.tier.name in model.tiers, "tier",
+             f"model '{model.name}' defines no tier '{cfg.tier.name}'; allowed: {', '.join(model.tiers)}")
+    tier = model.tiers[cfg.tier.name]
+    if cfg.variant is not None:
+        _one_of(cfg.variant, list(model.variants), "variant")
+    if cfg.framework is not None:
+        _one_of(cfg.framework, list(model.frameworks), "framework")
+    _require(cfg.seed >= 0, "seed", f"{cfg.seed} must be >= 0")
+    _one_of(cfg.device, ("auto", "cpu", "cuda"), "device")
+    _one_of(cfg.tier.compare_with, COMPARE_WITH, "tier.compare_with")
+    early = cfg.tier.early_check
+    _require(0 < early.fraction < 1, "tier.early_check.fraction", f"{early.fraction} is outside (0, 1)")
+    _require(0 < early.tolerance < 1, "tier.early_check.tolerance", f"{early.tolerance} is outside (0, 1)")
+    key = f"model.tiers.{cfg.tier.name}"
+    if cfg.tier.trains:
+        _require(tier.recipe is not None, f"{key}.recipe", f"tier '{cfg.tier.name}' trains: a recipe is required")
+    if cfg.tier.compare_with == "reference":
+        _require(tier.reference is not None, f"{key}.reference",
+                 "not recorded yet: measure it over seeds (replicate calibrate) and add it")
+    if cfg.tier.compare_with == "reference_curve":
+        fraction = str(cfg.tier.schedule_fraction)
+        _require(tier.reference is not None and fraction in tier.reference.curve, f"{key}.reference.curve",
+                 f"needs the reference metric at fraction {fraction} of the schedule")
+    if cfg.tier.compare_with == "claim":
+        _require(tier.claim_split is not None, f"{key}.claim_split",
+                 f"which claim split this tier checks; claims are on: {', '.join(sorted({c.split for c in model.claims}))}")
+
+
+def _validate_hardware(cfg: DictConfig) -> None:
+    hw = cfg.hardware
+    _one_of(hw.accelerator, ACCELERATORS, "hardware.accelerator")
+    _require(hw.count >= 1, "hardware.count", f"{hw.count} must be >= 1")
+    _require(hw.price_per_accelerator_hour >= 0, "hardware.price_per_accelerator_hour", "must be >= 0")
+    if hw.accelerator == "tpu":
+        _require("tensorflow" in cfg.model.frameworks, "hardware",
+                 f"'{hw.name}' is a TPU profile but model '{cfg.model.name}' has no TensorFlow implementation "
+                 f"(frameworks: {', '.join(cfg.model.frameworks)}); allowed: GPU or CPU profiles")
+        _require(cfg.framework in (None, "tensorflow"), "framework",
+                 f"a TPU profile runs the TensorFlow implementation; allowed: tensorflow")
+
+
+def _validate_suite(cfg: DictConfig) -> None:
+    from replicate.config.compose import group_options
+
+    for i, entry in enumerate(cfg.suite.entries):
+        key = f"suite.entries[{i}]"
+        _one_of(entry.model, group_options("model"), f"{key}.model")
+        _one_of(entry.tier, group_options("tier"), f"{key}.tier")
+        _one_of(entry.hardware, group_options("hardware"), f"{key}.hardware")
+        _require(len(entry.seeds) > 0, f"{key}.seeds", "at least one seed")
+
+
+def chosen_framework(cfg: DictConfig) -> str:
+    """The framework a job runs: explicit, else TensorFlow on TPU, else the model's first."""
+    if cfg.framework is not None:
+        return cfg.framework
+    if cfg.hardware.accelerator == "tpu":
+        return "tensorflow"
+    return cfg.model.frameworks[0]
+
+
+def chosen_variant(cfg: DictConfig) -> str:
+    return cfg.variant if cfg.variant is not None else cfg.model.tiers[cfg.tier.name].variant

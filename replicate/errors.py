@@ -1,0 +1,43 @@
+"""Typed errors. Library code raises these; only the CLI turns them into exit codes."""
+
+from __future__ import annotations
+
+
+class ZooError(Exception):
+    """Base of every error zoo-replicate raises on purpose."""
+
+    exit_code = 1
+
+
+class UserInputError(ZooError):
+    """Bad input from the user: a config key, a file, a resource request. Exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UserInputError):
+    """A configuration value is missing or invalid; ``key`` names it."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+class DataError(UserInputError):
+    """A dataset file is missing or corrupt; ``path`` names it."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class ResourceUnavailable(UserInputError):
+    """The cluster lacks a resource a job asks for (a GPU kind, TPU chips)."""
+
+
+class NumericalError(ZooError):
+    """A loss or metric became NaN or Inf during training."""
+
+
+class EarlyAbort(ZooError):
+    """The early check found the run far below its reference curve."""

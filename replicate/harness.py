@@ -1,0 +1,136 @@
+"""run_suite / run_one: plan -> schedule -> verdict -> store. Plain functions behind the CLI."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from replicate.config.compose import compose_config
+from replicate.jobs import PASS, Failure, JobResult
+from replicate.plan import PlannedJob, make_spec, plan_suite
+from replicate.records import job_record
+from replicate.verdict import judge_group, judge_job, target_for
+
+
+@dataclass
+class SuiteResult:
+    """What a suite (or a single run) produced: one row per job, one per seed group."""
+
+    suite_id: Optional[str]
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # finished before: not run again
+
+    @property
+    def all_pass(self) -> bool:
+        rows = self.groups or self.jobs
+        return bool(rows) and all(r["verdict"] == PASS for r in rows)
+
+
+def _store(cfg: DictConfig):
+    return instantiate(cfg.store)
+
+
+def _scheduler(cfg: DictConfig):
+    return instantiate(cfg.scheduler)
+
+
+def run_one(overrides: Sequence[str], echo: Callable[[str], None] = print) -> SuiteResult:
+    """One job (``replicate run``): compose, schedule, judge, store."""
+    cfg = compose_config(overrides)
+    spec = make_spec(cfg, cfg.suite_id)
+    return _execute(cfg, [PlannedJob(spec, cfg, {}, int(cfg.seed))], cfg.suite_id, echo, skip_finished=False)
+
+
+def run_suite(overrides: Sequence[str], echo: Callable[[str], None] = print) -> SuiteResult:
+    """All jobs of a suite via the scheduler; a re-run of the same suite id skips finished jobs."""
+    root = compose_config(overrides)
+    suite_id, planned = plan_suite(root, overrides)
+    store = _store(root)
+    store.upsert_suite(suite_id, root.suite.name, {"overrides": list(overrides), "suite": root.suite.name})
+    store.close()
+    result = _execute(root, planned, suite_id, echo, skip_finished=True)
+    store = _store(root)
+    store.finish_suite(suite_id)
+    store.close()
+    return result
+
+
+def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str],
+             echo: Callable[[str], None], *, skip_finished: bool) -> SuiteResult:
+    store = _store(root)
+    out = SuiteResult(suite_id)
+    done_ids = store.finished_job_ids(suite_id) if (skip_finished and suite_id) else set()
+    by_id = {p.spec.job_id: p for p in planned}
+    runnable = []
+    for job in planned:
+        if job.spec.job_id in done_ids:
+            out.skipped.append(job.spec.job_id)
+        elif job.problem:
+            result = JobResult(job_id=job.spec.job_id,
+                               failure=Failure("modeling", "incorrect functionality", job.problem))
+            _record(store, job, result, out, echo, len(planned))
+        else:
+            runnable.append(job)
+    if out.skipped:
+        echo(f"suite {suite_id}: {len(out.skipped)} finished job(s) skipped (already in the store)")
+    if runnable:
+        scheduler = _scheduler(root)
+        echo(f"running {len(runnable)} job(s) with {type(scheduler).__name__} ...")
+        scheduler.run([(j.spec, j.cfg) for j in runnable],
+                             lambda spec, result: _record(store, by_id[spec.job_id], result, out, echo, len(planned)))
+    for job_id in out.skipped:
+        out.jobs.append(store.get_job(job_id))
+    out.groups = _judge_groups(store, planned, out, suite_id)
+    store.close()
+    return out
+
+
+def _record(store: Any, job: PlannedJob, result: JobResult, out: SuiteResult, echo: Callable[[str], None],
+            total: int) -> None:
+    target = target_for(job.cfg, job.spec.variant)
+    verdict, failure = judge_job(result, target)
+    record = job_record(job.spec, result, verdict, failure, target, job.cfg.hardware)
+    store.save_job(record)
+    out.jobs.append(store.get_job(job.spec.job_id))
+    value = record["metric_value"]
+    shown = f"{record['metric_name']}={value:.4g}" if value is not None else (failure.message if failure else "")
+    echo(f"[{len(out.jobs)}/{total}] {job.spec.job_id}: {verdict} {shown} ({record['wall_s']:.0f}s)")
+
+
+def _judge_groups(store: Any, planned: list[PlannedJob], out: SuiteResult, suite_id: Optional[str]) -> list[dict]:
+    """Aggregate seeds of the same model x variant x framework x tier x hardware."""
+    rows = {r["job_id"]: r for r in out.jobs if r}
+    key = lambda p: (p.spec.model, p.spec.variant, p.spec.framework, p.spec.tier, p.spec.hardware)  # noqa: E731
+    groups = []
+    for (model, variant, framework, tier, hardware), members in itertools.groupby(sorted(planned, key=key), key):
+        members = [m for m in members if m.spec.job_id in rows]
+        if not members:
+            continue
+        target = target_for(members[0].cfg, variant)
+        triples = [(m.seed, _result_of(rows[m.spec.job_id]), rows[m.spec.job_id]["verdict"]) for m in members]
+        group = judge_group(triples, target)
+        record = {"suite_id": suite_id or "", "model": model, "variant": variant, "framework": framework,
+                  "tier": tier, "hardware": hardware, "seeds": group.seeds, "metric_name": target.metric,
+                  "mean": group.mean, "std": group.std, "verdict": group.verdict,
+                  "failure_stage": group.failure.stage if group.failure else None,
+                  "failure_impact": group.failure.impact if group.failure else None,
+                  "message": group.failure.message if group.failure else None,
+                  "compared_with": target.to_dict(), "noise_note": group.noise_note}
+        if suite_id:
+            store.save_group(record)
+        groups.append(record)
+    return groups
+
+
+def _result_of(row: dict[str, Any]) -> JobResult:
+    """Rebuild the parts of a JobResult the group verdict reads from a stored row."""
+    failure = None
+    if row.get("failure_stage"):
+        failure = Failure(row["failure_stage"], row["failure_impact"], row.get("failure_message") or "")
+    return JobResult(job_id=row["job_id"], metrics=row.get("metrics") or {}, failure=failure,
+                     early_check=row.get("early_check") or {}, infra=row["verdict"] == "INFRA")

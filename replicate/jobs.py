@@ -1,0 +1,104 @@
+"""Plain-data job description and job result: they cross process and machine boundaries
+(Ray workers) and land in the store unchanged, so they hold only JSON-able values."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# Verdict outcomes (design.md, "Verdicts").
+PASS, BELOW, ABOVE, EARLY_ABORT, ERROR, INFRA = "PASS", "BELOW", "ABOVE", "EARLY_ABORT", "ERROR", "INFRA"
+OUTCOMES = (PASS, BELOW, ABOVE, EARLY_ABORT, ERROR, INFRA)
+
+# Failure classes from the reengineering defect study (design.md, "Failure classes").
+STAGES = ("environment", "data pipeline", "modeling", "training", "evaluation", "infrastructure")
+IMPACTS = (
+    "crash",
+    "accuracy below expectations",
+    "speed below expectations",
+    "numerical error",
+    "hang",
+    "memory exhaustion",
+    "incorrect functionality",
+)
+
+
+@dataclass
+class Failure:
+    """Why a job is not PASS: the stage the defect likely sits in and its impact."""
+
+    stage: str
+    impact: str
+    message: str
+    exception: Optional[str] = None
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"failure stage {self.stage!r} not in {STAGES}")
+        if self.impact not in IMPACTS:
+            raise ValueError(f"failure impact {self.impact!r} not in {IMPACTS}")
+
+
+@dataclass
+class JobSpec:
+    """Everything a worker needs to run one job; ``config`` is the resolved config as a dict."""
+
+    job_id: str
+    suite_id: Optional[str]
+    model: str
+    variant: str
+    framework: str
+    tier: str
+    hardware: str
+    seed: int
+    config: dict[str, Any]
+    config_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Times:
+    """Wall time split, in seconds."""
+
+    setup_s: float = 0.0
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    lost_s: float = 0.0          # work redone after a restart (since the last checkpoint)
+
+    @property
+    def total_s(self) -> float:
+        return self.setup_s + self.train_s + self.eval_s + self.lost_s
+
+
+@dataclass
+class JobResult:
+    """What a job produced: metrics, curve, times, environment, or the failure that stopped it."""
+
+    job_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    curve: list[dict[str, float]] = field(default_factory=list)   # {"step", "loss"} / {"step", metric}
+    times: Times = field(default_factory=Times)
+    steps_done: int = 0
+    steps_planned: int = 0
+    images_seen: int = 0
+    throughput: Optional[float] = None        # training images per second
+    restarts: int = 0
+    lr_scaling: dict[str, Any] = field(default_factory=dict)
+    early_check: dict[str, Any] = field(default_factory=dict)  # step, metric, reference, aborted
+    environment: dict[str, Any] = field(default_factory=dict)
+    failure: Optional[Failure] = None
+    infra: bool = False                       # failed because of the cluster, not the model
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobResult":
+        data = dict(data)
+        data["times"] = Times(**data.get("times", {}))
+        if data.get("failure"):
+            data["failure"] = Failure(**data["failure"])
+        return cls(**data)

@@ -1,0 +1,51 @@
+"""Turn a job's spec, result and verdict into the store's row: cost, time-to-quality, band."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from replicate.jobs import Failure, JobResult, JobSpec
+from replicate.verdict import Target
+
+
+def cost_of(result: JobResult, hardware: Any) -> tuple[float, float]:
+    """Accelerator-hours and cost: wall time (restarts included) x accelerators x hourly price."""
+    hours = result.times.total_s / 3600.0 * int(hardware.count)
+    return hours, hours * float(hardware.price_per_accelerator_hour)
+
+
+def time_to_quality(result: JobResult, target: Target) -> Optional[float]:
+    """Seconds (setup + training) until the metric first entered the band, if it did."""
+    if target.value is None or not target.metric:
+        return None
+    for point in result.curve:
+        value = point.get(target.metric)
+        if value is not None and target.contains(value):
+            return result.times.setup_s + float(point.get("train_s", 0.0))
+    return None
+
+
+def job_record(spec: JobSpec, result: JobResult, verdict: str, failure: Optional[Failure], target: Target,
+               hardware: Any) -> dict[str, Any]:
+    hours, cost = cost_of(result, hardware)
+    early = dict(result.early_check)
+    if early.get("aborted"):
+        saved_h = early.get("saved_train_s", 0.0) / 3600.0 * int(hardware.count)
+        early.update(saved_accelerator_hours=saved_h, saved_cost=saved_h * float(hardware.price_per_accelerator_hour))
+    times = result.times
+    return {
+        "job_id": spec.job_id, "suite_id": spec.suite_id, "model": spec.model, "variant": spec.variant,
+        "framework": spec.framework, "tier": spec.tier, "hardware": spec.hardware, "seed": spec.seed,
+        "verdict": verdict,
+        "failure_stage": failure.stage if failure else None,
+        "failure_impact": failure.impact if failure else None,
+        "failure_message": failure.message if failure else None,
+        "metric_name": target.metric, "metric_value": result.metrics.get(target.metric) if target.metric else None,
+        "metrics": result.metrics, "compared_with": target.to_dict(), "curve": result.curve,
+        "setup_s": times.setup_s, "train_s": times.train_s, "eval_s": times.eval_s, "lost_s": times.lost_s,
+        "wall_s": times.total_s, "accelerator_hours": hours, "cost": cost, "throughput": result.throughput,
+        "time_to_quality_s": time_to_quality(result, target), "steps_done": result.steps_done,
+        "steps_planned": result.steps_planned, "restarts": result.restarts, "early_check": early,
+        "lr_scaling": result.lr_scaling, "environment": result.environment, "config": spec.config,
+        "config_hash": spec.config_hash,
+    }

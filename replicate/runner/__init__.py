@@ -1,0 +1,1 @@
+"""The job runner: what a Ray worker executes (train -> evaluate -> JobResult)."""

@@ -1,0 +1,57 @@
+"""Environment fingerprint: what a job ran on, so "what changed since the last PASS" is a diff."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "torchvision", "tensorflow-cpu", "tensorflow", "ray", "numpy")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _driver() -> str | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def fingerprint(*, config_hash: str, dataset_hash: str | None, device: str) -> dict[str, Any]:
+    """Versions (Python, frameworks, CUDA, cuDNN, driver, Ray), accelerator, git state, hashes."""
+    import torch
+
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    env.update({pkg: _version(pkg) for pkg in PACKAGES})
+    env["cuda"] = torch.version.cuda
+    env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    env["driver"] = _driver()
+    env["accelerator"] = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
+    env["git_commit"] = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    env["git_dirty"] = None if status is None else bool(status)
+    env["config_hash"] = config_hash
+    env["dataset_hash"] = dataset_hash
+    return env

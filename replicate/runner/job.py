@@ -1,0 +1,90 @@
+"""run_job: what a worker executes for one JobSpec. Never raises for a model failure: the
+failure is classified and returned in the JobResult, so one broken model never stops a suite."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from replicate.jobs import JobResult, JobSpec
+from replicate.runner import checkpoint as ckpt
+
+
+def checkpoint_dir(cfg: Any, job_id: str) -> Path:
+    return Path(cfg.results_dir) / "checkpoints" / job_id
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = None) -> JobResult:
+    """Build the Task from the registry, train and evaluate it, return the result.
+
+    Args:
+        spec: the job; ``spec.config`` is the resolved root config.
+        progress: show a progress bar on stderr.
+        num_threads: torch intra-op threads (the CPUs the scheduler gave this job).
+    """
+    from replicate.failures import classify
+    from replicate.runner.environment import fingerprint
+    from replicate.runner.torch_loop import RunContext, TorchLoop
+    from replicate.verdict import early_reference, target_for
+
+    began = time.perf_counter()
+    result = JobResult(job_id=spec.job_id)
+    cfg = OmegaConf.create(spec.config)
+    directory = checkpoint_dir(cfg, spec.job_id)
+    if (directory / ckpt.DONE).exists():  # a finished job run again starts from scratch
+        for name in (ckpt.LATEST, ckpt.DONE, ckpt.PROGRESS):
+            (directory / name).unlink(missing_ok=True)
+    ckpt.write_json(directory / "worker.json", {"pid": os.getpid(), "started": time.time()})
+    ctx = RunContext(checkpoint_dir=directory, progress=progress)
+    try:
+        import torch
+
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+        ctx.device = pick_device(cfg.device)
+        target = target_for(cfg, spec.variant)
+        ctx.metric, ctx.direction = target.metric, target.direction
+        ctx.early_reference = early_reference(cfg)
+        ctx.early_fraction = cfg.tier.early_check.fraction
+        ctx.early_tolerance = cfg.tier.early_check.tolerance
+        task = build_task(spec, cfg)
+        result = TorchLoop(task, cfg, ctx, result).run()
+    except Exception as exc:  # noqa: BLE001 - every model failure becomes a classified result
+        result.failure = classify(exc, ctx.stage)
+        if result.times.setup_s == 0.0:
+            result.times.setup_s = time.perf_counter() - began
+    result.environment = {**fingerprint(config_hash=spec.config_hash,
+                                        dataset_hash=result.environment.get("dataset_hash"),
+                                        device=ctx.device), **result.environment}
+    if result.failure is None:
+        ckpt.write_json(directory / ckpt.DONE, {"finished": time.time()})
+    return result
+
+
+def build_task(spec: JobSpec, cfg: Any):
+    from models.registry import get_task_class
+    from models.task import TaskContext
+
+    cls = get_task_class(spec.model)
+    tier = cfg.model.tiers[cfg.tier.name]
+    ctx = TaskContext(model_cfg=cfg.model, variant=spec.variant, framework=spec.framework, tier_cfg=tier,
+                      data_cfg=cfg.datasets[tier.data], input_size=int(tier.input_size), seed=int(cfg.seed),
+                      shuffle_labels=bool(cfg.shuffle_labels))
+    return cls(ctx)
+
+
+def run_job_dict(spec: dict[str, Any], progress: bool = True, num_threads: int | None = None) -> dict[str, Any]:
+    """Plain-dict wrapper for crossing a process boundary (Ray)."""
+    return run_job(JobSpec(**spec), progress=progress, num_threads=num_threads).to_dict()

@@ -1,0 +1,1 @@
+"""Schedulers: Ray (local on the fly, or a cluster address) and inline (this process)."""

@@ -1,0 +1,29 @@
+"""Inline scheduler: runs jobs one after another in this process (no Ray, no retries).
+
+For debugging a model and for measuring the harness's own overhead; suites use Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from replicate.errors import ResourceUnavailable
+from replicate.jobs import JobResult, JobSpec
+
+
+class InlineScheduler:
+    def __init__(self, job_timeout_s: float = 7200, **_: Any):
+        self.job_timeout_s = job_timeout_s
+
+    def run(self, jobs: list[tuple[JobSpec, Any]], on_result: Callable[[JobSpec, JobResult], None]) -> None:
+        import torch
+
+        from replicate.runner.job import run_job
+
+        for _spec, cfg in jobs:
+            hw = cfg.hardware
+            if hw.accelerator == "tpu" or hw.ray.num_gpus > torch.cuda.device_count():
+                raise ResourceUnavailable(f"hardware={hw.name}: this machine has {torch.cuda.device_count()} GPUs and "
+                                          f"no TPU; the profile needs {hw.count} x {hw.accelerator}")
+        for spec, _cfg in jobs:
+            on_result(spec, run_job(spec, progress=True))

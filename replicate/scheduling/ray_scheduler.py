@@ -1,0 +1,120 @@
+"""Ray scheduler: start a local Ray on the fly, or connect to a cluster (KubeRay) by address.
+
+Jobs of a suite run concurrently as resources allow. A job whose worker dies is retried by Ray
+(``max_retries``) and resumes from its checkpoint; retries exhausted is INFRA. A job that raises
+comes back as a classified ERROR result from run_job and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Optional
+
+from replicate.jobs import Failure, JobResult, JobSpec
+from replicate.scheduling.resources import check_fits, ray_options
+
+OnResult = Callable[[JobSpec, JobResult], None]
+
+
+def _execute(spec: dict[str, Any], num_threads: int) -> dict[str, Any]:
+    from replicate.runner.job import run_job_dict
+
+    return run_job_dict(spec, progress=False, num_threads=num_threads)
+
+
+class RayScheduler:
+    """Runs JobSpecs as Ray tasks with resources from their hardware profiles."""
+
+    def __init__(self, address: Optional[str] = None, max_retries: int = 2, job_timeout_s: float = 7200,
+                 autoscaling: bool = False, num_cpus: Optional[int] = None, **_: Any):
+        self.address, self.max_retries, self.job_timeout_s = address, max_retries, job_timeout_s
+        self.autoscaling, self.num_cpus = autoscaling, num_cpus
+
+    def start(self) -> bool:
+        """Connect to Ray; True when this call started a local Ray that we must shut down."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
+                                      configure_logging=True)
+        if self.address:
+            ray.init(address=self.address, **kwargs)
+            return False
+        # Workers must import this project: pass the interpreter's path on to them.
+        ray.init(num_cpus=self.num_cpus, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_project_path())}},
+                 **kwargs)
+        return True
+
+    def check(self, jobs: list[tuple[JobSpec, Any]]) -> None:
+        """Fail fast (exit 2) for a profile no node can ever run, unless the cluster autoscales."""
+        import ray
+
+        if self.autoscaling:
+            return
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        for _spec, cfg in jobs:
+            check_fits(cfg.hardware.name, ray_options(cfg.hardware), nodes)
+
+    def run(self, jobs: list[tuple[JobSpec, Any]], on_result: OnResult) -> None:
+        import ray
+
+        started = self.start()
+        try:
+            self.check(jobs)
+            remote = ray.remote(_execute)
+            pending: dict[Any, tuple[JobSpec, float]] = {}
+            for spec, cfg in jobs:
+                options = ray_options(cfg.hardware)
+                threads = max(1, int(options["num_cpus"]))
+                ref = remote.options(**options, max_retries=self.max_retries, retry_exceptions=False,
+                                     name=spec.job_id).remote(spec.to_dict(), threads)
+                pending[ref] = (spec, time.monotonic())
+            self.collect(pending, on_result)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def collect(self, pending: dict[Any, tuple[JobSpec, float]], on_result: OnResult) -> None:
+        import ray
+
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+            for ref in done:
+                spec, _ = pending.pop(ref)
+                on_result(spec, self.fetch(ref, spec))
+            for ref, (spec, submitted) in list(pending.items()):
+                if time.monotonic() - submitted > self.job_timeout_s:
+                    ray.cancel(ref, force=True)
+                    pending.pop(ref)
+                    on_result(spec, JobResult(job_id=spec.job_id, failure=Failure(
+                        "infrastructure", "hang", f"no result within scheduler.job_timeout_s={self.job_timeout_s:g}")))
+
+    def fetch(self, ref: Any, spec: JobSpec) -> JobResult:
+        import ray
+        from ray import exceptions as rex
+
+        try:
+            return JobResult.from_dict(ray.get(ref))
+        except rex.OutOfMemoryError as exc:
+            return JobResult(job_id=spec.job_id, failure=Failure("training", "memory exhaustion", _short(exc)))
+        except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ActorDiedError, rex.RaySystemError,
+                rex.ObjectLostError, rex.TaskCancelledError) as exc:
+            return JobResult(job_id=spec.job_id, infra=True, failure=Failure(
+                "infrastructure", "crash", f"retries exhausted ({self.max_retries}): {_short(exc)}"))
+        except rex.RayTaskError as exc:  # run_job never raises for model failures: a harness defect
+            return JobResult(job_id=spec.job_id, failure=Failure("environment", "crash", _short(exc)))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _project_path() -> list[str]:
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    return [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -1,0 +1,306 @@
+"""The results store: suites, jobs and group verdicts behind a small, dict-in/dict-out API.
+
+Any SQLAlchemy URL works (a SQLite file by default, PostgreSQL on the cluster). Opening a store
+upgrades its schema to the latest Alembic revision, so an old results file keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, create_engine, make_url, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from replicate.errors import ConfigError
+from replicate.jobs import INFRA, OUTCOMES
+from replicate.store.tables import (
+    GROUP_KEY,
+    JOB_DEFAULTS,
+    Base,
+    GroupVerdict,
+    Job,
+    Suite,
+    check_json,
+    coerce_values,
+    row_to_dict,
+    utcnow,
+)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+URL_KEY = "store.url"
+
+JOB_REQUIRED = ("job_id", "model", "variant", "framework", "tier", "hardware", "seed", "verdict")
+GROUP_REQUIRED = (*GROUP_KEY, "verdict")
+# Kept as stored: created_at marks the first run; ``id`` is internal (groups are found by key).
+GROUP_IGNORED = ("id", "created_at")
+
+
+class ResultStore:
+    """Read and write zoo-replicate results in a SQL database.
+
+    Args:
+        url: SQLAlchemy database URL, e.g. ``sqlite:///results/zoo.db`` or
+            ``postgresql+psycopg://user:pass@host/zoo``. A SQLite file's folder is created.
+        **ignored: Extra keys of the Hydra ``store`` config; accepted and ignored.
+
+    Raises:
+        ConfigError: ``store.url`` is unparseable, names an unknown dialect or driver, cannot be
+            opened, or holds a schema revision this version does not know.
+    """
+
+    def __init__(self, url: str, **ignored: Any):
+        self.url = str(url)
+        parsed = _parse_url(self.url)
+        self._safe_url = parsed.render_as_string(hide_password=True)
+        self._engine = _create_engine(parsed)
+        try:
+            _upgrade_to_head(self._engine)
+        except (OperationalError, CommandError) as exc:
+            self._engine.dispose()
+            raise ConfigError(URL_KEY, f"cannot open store {self._safe_url}: {exc}") from exc
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"ResultStore({self._safe_url!r})"
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    # Suites ---------------------------------------------------------------------------------
+
+    def upsert_suite(self, suite_id: str, name: str, config: dict) -> None:
+        """Record that a suite started; a re-run of the same suite clears its ``finished_at``."""
+        config = check_json(config, "config")
+        with self._sessions.begin() as session:
+            suite = session.get(Suite, suite_id)
+            if suite is None:
+                session.add(Suite(suite_id=suite_id, name=name, config=config))
+                return
+            suite.name, suite.config, suite.finished_at = name, config, None
+
+    def finish_suite(self, suite_id: str) -> None:
+        """Stamp ``finished_at`` on a suite.
+
+        Raises:
+            ValueError: the suite was never recorded with :meth:`upsert_suite`.
+        """
+        with self._sessions.begin() as session:
+            suite = session.get(Suite, suite_id)
+            if suite is None:
+                raise ValueError(f"unknown suite {suite_id!r}")
+            suite.finished_at = utcnow()
+
+    def suites(self, limit: Optional[int] = None) -> list[dict]:
+        """All suites, newest first (``created_at``, then ``suite_id``, both descending)."""
+        query = select(Suite).order_by(Suite.created_at.desc(), Suite.suite_id.desc()).limit(limit)
+        with self._sessions() as session:
+            return [row_to_dict(row) for row in session.scalars(query)]
+
+    # Jobs -----------------------------------------------------------------------------------
+
+    def finished_job_ids(self, suite_id: str) -> set[str]:
+        """Ids of the suite's jobs that need no re-run: all with a row except INFRA ones."""
+        query = select(Job.job_id).where(Job.suite_id == suite_id, Job.verdict != INFRA)
+        with self._sessions() as session:
+            return set(session.scalars(query))
+
+    def get_job(self, job_id: str) -> Optional[dict]:
+        """The job's row as a dict, or None when it was never saved."""
+        with self._sessions() as session:
+            row = session.get(Job, job_id)
+            return None if row is None else row_to_dict(row)
+
+    def save_job(self, record: Mapping[str, Any]) -> None:
+        """Insert or replace the row of ``record["job_id"]``.
+
+        A re-run replaces every column the record gives and resets the ones it omits to their
+        defaults, so no stale failure or metric of an earlier run survives. ``created_at`` keeps
+        its first value unless the record gives one; ``updated_at`` is always now.
+
+        Raises:
+            ValueError: a key is not a column, a required key is missing, the verdict is not an
+                outcome, or a value has the wrong type or is not JSON-able.
+        """
+        values = _job_values(record)
+        created_at = values.pop("created_at", None)
+        values.pop("updated_at", None)   # managed here: it says when the row last changed
+
+        def write(session: Session) -> None:
+            row = session.get(Job, values["job_id"])
+            if row is None:
+                row = Job(created_at=created_at or utcnow())
+                session.add(row)
+            elif created_at is not None:
+                row.created_at = created_at
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+
+        self._write_with_retry(write)
+
+    def jobs(
+        self,
+        *,
+        model: Optional[str] = None,
+        suite_id: Optional[str] = None,
+        tier: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> list[dict]:
+        """Jobs matching every filter given, newest first (``created_at``, then ``job_id``,
+        both descending)."""
+        query = select(Job)
+        for column, wanted in ((Job.model, model), (Job.suite_id, suite_id), (Job.tier, tier)):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        query = query.order_by(Job.created_at.desc(), Job.job_id.desc()).limit(limit)
+        with self._sessions() as session:
+            return [row_to_dict(row) for row in session.scalars(query)]
+
+    # Group verdicts -------------------------------------------------------------------------
+
+    def save_group(self, record: Mapping[str, Any]) -> None:
+        """Insert or replace the verdict of one group, found by its key (:data:`GROUP_KEY`).
+
+        Omitted optional columns are reset; ``id`` and ``created_at`` in the record are ignored
+        so that a dict read back with :meth:`groups` can be saved again.
+
+        Raises:
+            ValueError: as for :meth:`save_job`.
+        """
+        values = _group_values(record)
+
+        def write(session: Session) -> None:
+            key = [getattr(GroupVerdict, name) == values[name] for name in GROUP_KEY]
+            row = session.scalars(select(GroupVerdict).where(*key)).one_or_none()
+            if row is None:
+                row = GroupVerdict()
+                session.add(row)
+            for name, value in values.items():
+                setattr(row, name, value)
+
+        self._write_with_retry(write)
+
+    def groups(self, suite_id: str) -> list[dict]:
+        """The suite's group verdicts, ordered by model, variant, framework, tier, hardware."""
+        order = [getattr(GroupVerdict, name) for name in GROUP_KEY[1:]]
+        query = select(GroupVerdict).where(GroupVerdict.suite_id == suite_id).order_by(*order)
+        with self._sessions() as session:
+            return [row_to_dict(row) for row in session.scalars(query)]
+
+    def _write_with_retry(self, write) -> None:
+        """Run ``write`` in a transaction; retry once if a concurrent writer inserted the row
+        between our read and our insert (the retry then finds and updates it)."""
+        try:
+            with self._sessions.begin() as session:
+                write(session)
+        except IntegrityError:
+            with self._sessions.begin() as session:
+                write(session)
+
+
+# Opening ------------------------------------------------------------------------------------
+
+
+def _parse_url(url: str) -> URL:
+    """Parse ``url``, turning SQLAlchemy's errors into a ConfigError naming ``store.url``."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError, TypeError) as exc:
+        raise ConfigError(URL_KEY, f"not a database URL: {url!r} ({exc})") from exc
+
+
+def _create_engine(url: URL) -> Engine:
+    """Build the engine; for SQLite, create the file's folder and share in-memory databases."""
+    kwargs: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:"):
+            # Each new connection to :memory: would see a fresh, empty database.
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        elif not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return create_engine(url, **kwargs)
+    except (ArgumentError, ImportError) as exc:   # unknown dialect, driver not installed
+        safe = url.render_as_string(hide_password=True)
+        raise ConfigError(URL_KEY, f"unsupported database URL {safe!r}: {exc}") from exc
+
+
+def _alembic_config() -> Config:
+    """An Alembic config pointing at the packaged migrations; no alembic.ini involved."""
+    config = Config()
+    # ConfigParser interpolates '%'; escape it so any install path works.
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    return config
+
+
+def _upgrade_to_head(engine: Engine) -> None:
+    """Run ``alembic upgrade head`` on ``engine``, skipping it when already at head."""
+    config = _alembic_config()
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.begin() as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+# Validation ---------------------------------------------------------------------------------
+
+
+def _job_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated column values of a job record, defaults filled in for omitted columns."""
+    _check_keys(record, Job, JOB_REQUIRED, "job")
+    values = {name: factory() for name, factory in JOB_DEFAULTS.items()}
+    nullable = {c.name for c in Job.__table__.columns if c.nullable}
+    values.update(dict.fromkeys(nullable - set(JOB_DEFAULTS), None))
+    values.update(coerce_values(record, Job))
+    _check_verdict(values["verdict"])
+    return values
+
+
+def _group_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated column values of a group record; omitted optional columns reset."""
+    _check_keys(record, GroupVerdict, GROUP_REQUIRED, "group")
+    record = {k: v for k, v in record.items() if k not in GROUP_IGNORED}
+    settable = {c.name for c in GroupVerdict.__table__.columns} - set(GROUP_IGNORED)
+    values: dict[str, Any] = dict.fromkeys(settable, None)
+    values["seeds"] = []
+    values.update(coerce_values(record, GroupVerdict))
+    _check_verdict(values["verdict"])
+    return values
+
+
+def _check_keys(record: Mapping[str, Any], model: type[Base], required: Iterable[str], what: str):
+    """Reject keys that are not columns and required keys that are missing or None."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"a {what} record must be a mapping, got {type(record).__name__}")
+    columns = {c.name for c in model.__table__.columns}
+    unknown = sorted(set(record) - columns)
+    if unknown:
+        raise ValueError(f"unknown {what} field(s) {unknown}; columns are {sorted(columns)}")
+    missing = [key for key in required if record.get(key) is None]
+    if missing:
+        raise ValueError(f"{what} record lacks required field(s) {missing}")
+
+
+def _check_verdict(verdict: str) -> None:
+    if verdict not in OUTCOMES:
+        raise ValueError(f"verdict {verdict!r} not in {OUTCOMES}")

@@ -1,0 +1,77 @@
+"""Human-readable tables (rich) for jobs, seed groups and the model catalogue."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.table import Table
+
+_COLOURS = {"PASS": "green", "BELOW": "red", "ABOVE": "yellow", "EARLY_ABORT": "magenta", "ERROR": "red", "INFRA": "blue"}
+
+
+def _console() -> Console:
+    return Console(width=160)
+
+
+def _fmt(value: Optional[float], digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _reference(row: dict[str, Any]) -> str:
+    target = row.get("compared_with") or {}
+    if target.get("value") is None:
+        return "-"
+    return f"{_fmt(target['value'])} [{_fmt(target['low'])}, {_fmt(target['high'])}] ({target['kind']})"
+
+
+def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
+    """One line per job: verdict, metric vs reference band, time, cost, failure class."""
+    table = Table(title=title)
+    for col in ("model", "tier", "hardware", "seed", "verdict", "metric", "value", "reference [band]",
+                "time", "cost", "failure"):
+        table.add_column(col)
+    for row in rows:
+        verdict = row["verdict"]
+        failure = f"{row['failure_stage']} / {row['failure_impact']}" if row.get("failure_stage") else ""
+        table.add_row(row["model"], row["tier"], row["hardware"], str(row["seed"]),
+                      f"[{_COLOURS.get(verdict, 'white')}]{verdict}[/]", row.get("metric_name") or "-",
+                      _fmt(row.get("metric_value")), _reference(row), _duration(row.get("wall_s")),
+                      f"{row.get('cost') or 0:.2f}", failure)
+    _console().print(table)
+    for row in rows:
+        if row.get("failure_message") and row["verdict"] != "PASS":
+            _console().print(f"  {row['model']} s{row['seed']}: {row['failure_message']}", markup=False)
+
+
+def print_groups(groups: list[dict[str, Any]]) -> None:
+    """Multi-seed verdicts; only printed when some group has more than one seed."""
+    if not any(len(g["seeds"]) > 1 for g in groups):
+        return
+    table = Table(title="verdicts over seeds")
+    for col in ("model", "tier", "hardware", "seeds", "verdict", "mean", "std", "note"):
+        table.add_column(col)
+    for g in groups:
+        table.add_row(g["model"], g["tier"], g["hardware"], ",".join(map(str, g["seeds"])),
+                      f"[{_COLOURS.get(g['verdict'], 'white')}]{g['verdict']}[/]", _fmt(g["mean"]), _fmt(g["std"]),
+                      g.get("noise_note") or "")
+    _console().print(table)
+
+
+def print_models(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="registered models")
+    for col in ("name", "frameworks", "variants", "tiers", "full trainable params", "primary claim"):
+        table.add_column(col)
+    for r in rows:
+        claim = r["primary_claim"]
+        table.add_row(r["name"], ", ".join(r["frameworks"]), ", ".join(r["variants"]), ", ".join(r["tiers"]),
+                      f"{r['trainable_params']:,}",
+                      f"{claim['metric']} {claim['value']} on {claim['split']} ({claim['source']})")
+    _console().print(table)
