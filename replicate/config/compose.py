@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -46,6 +47,34 @@ def _check_group_overrides(overrides: Sequence[str]) -> None:
             raise ConfigError(key, f"unknown {value!r}; allowed: {', '.join(group_options(key))}")
 
 
+def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[Any]]:
+    """Group choices (model=..., +data@...=...) go to Hydra; values are applied on the typed config.
+
+    Applying values after the schema merge means any key the schema knows can be set without
+    Hydra's ``+`` (schema defaults are not in the YAML files), while a misspelt key still fails.
+    """
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    groups, values = [], []
+    for raw, item in zip(overrides, parsed):
+        name = item.key_or_group.split("@")[0]
+        (groups if name in GROUPS or item.package else values).append(raw if name in GROUPS else item)
+    return groups, values
+
+
+def _apply_values(cfg: DictConfig, values: list[Any]) -> None:
+    for item in values:
+        key = item.key_or_group
+        if item.is_delete():
+            raise ConfigError(key, "deleting a key is not supported; set it to null instead")
+        try:
+            OmegaConf.update(cfg, key, item.value(), merge=True, force_add=item.is_add())
+        except OmegaConfBaseException as exc:
+            message = _first_line(exc)
+            if "not in struct" in message or "Key '" in message:
+                message = f"no such key in the config (check its spelling); {message}"
+            raise ConfigError(key, message) from None
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose the root config with overrides, resolved and validated.
 
@@ -53,24 +82,33 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
         overrides: Hydra override strings, e.g. ``["model=faster_rcnn", "seed=1"]``.
 
     Returns:
-        The resolved, validated config.
+        The resolved config, typed by the schema and validated.
 
     Raises:
         ConfigError: an override or a config value is invalid; the message names the key.
     """
-    from replicate.config.validate import validate  # late: validate imports the model registry
+    from replicate.config.validate import apply_schema, validate  # late: validate imports the registry
 
     overrides = list(overrides)
     _check_group_overrides(overrides)
+    try:
+        groups, values = _split_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(_key_of(exc, overrides), _first_line(exc)) from None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-        OmegaConf.resolve(cfg)
+            cfg = compose(config_name="config", overrides=groups)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_key_of(exc, overrides), _first_line(exc)) from None
     finally:
         GlobalHydra.instance().clear()
+    cfg = apply_schema(cfg)
+    _apply_values(cfg, values)
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(str(getattr(exc, "full_key", None) or "config"), _first_line(exc)) from None
     return validate(cfg)
 
 

@@ -34,15 +34,14 @@ def apply_schema(cfg: DictConfig) -> DictConfig:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
         raise ConfigError(str(key), str(exc).strip().splitlines()[0]) from None
-    missing = sorted(OmegaConf.missing_keys(merged))
-    if missing:
-        raise ConfigError(missing[0], "required value is missing")
     return merged
 
 
 def validate(cfg: DictConfig) -> DictConfig:
-    """Check the whole root config; return it typed by the schema."""
-    cfg = apply_schema(cfg)
+    """Check the whole (schema-typed, resolved) root config; return it."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(missing[0], "required value is missing")
     _validate_model(cfg)
     _validate_selection(cfg)
     _validate_hardware(cfg)

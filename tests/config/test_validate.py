@@ -1,0 +1,60 @@
+"""Malformed configuration: exit code 2 and one line naming the key, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicate.cli import main
+from replicate.config.compose import compose_config, group_options
+from replicate.config.validate import chosen_framework
+
+BAD = {
+    "unknown model": (["model=resnet9000"], "model: unknown 'resnet9000'; allowed:"),
+    "unknown hardware": (["hardware=gpu9000"], "hardware: unknown 'gpu9000'; allowed:"),
+    "tolerance above 0.5": (["model.claims.0.tolerance=0.7"], "model.claims[0].tolerance: 0.7 is outside (0, 0.5]"),
+    "tolerance zero": (["model.claims.1.tolerance=0"], "model.claims[1].tolerance: 0.0 is outside (0, 0.5]"),
+    "claim value missing": (["model.claims.0.value=???"], "model.claims[0].value: required value is missing"),
+    "claim source empty": (["model.claims.0.source=''"], "model.claims[0].source: required"),
+    "claim value not a number": (["model.claims.0.value=high"], "model.claims.0.value: Value 'high'"),
+    "TPU for a torch-only model": (["hardware=tpu_v4_8"], "hardware: 'tpu_v4_8' is a TPU profile but model 'faster_rcnn'"),
+    "tier the model lacks": (["tier=short"], "tier: model 'faster_rcnn' defines no tier 'short'; allowed:"),
+    "framework the model lacks": (["framework=tensorflow"], "framework: 'tensorflow' is not allowed; allowed: torch"),
+    "unknown optimizer": (["model.tiers.smoke.recipe.optimizer=rmsprop"], "model.tiers.smoke.recipe.optimizer: 'rmsprop'"),
+    "negative seed": (["seed=-3"], "seed: -3 must be >= 0"),
+    "misspelt key": (["model.tiers.smoke.recipe.stepz=3"], "model.tiers.smoke.recipe.stepz"),
+    "not KEY=VALUE": (["faster_rcnn"], "faster_rcnn: overrides are KEY=VALUE"),
+    "unknown dataset": (["model.tiers.smoke.data=imagenet"], "model.tiers.smoke.data: 'imagenet' is not allowed"),
+    "suite names unknown model": (["suite.entries.0.model=nope"], "suite.entries[0].model: 'nope' is not allowed"),
+    "early check fraction": (["tier.early_check.fraction=1.5"], "tier.early_check.fraction: 1.5 is outside (0, 1)"),
+    "no primary claim": (["model.claims.0.primary=false"], "model.claims: one claim must be primary"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_malformed_config_exits_2_with_one_line_naming_the_key(name, capsys):
+    overrides, expected = BAD[name]
+    code = main(["run", *overrides])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert expected in err, err
+
+
+def test_every_model_config_is_valid_at_every_tier_it_defines():
+    for model in group_options("model"):
+        cfg = compose_config([f"model={model}"] + (["tier.compare_with=none"]))
+        for tier in cfg.model.tiers:
+            compose_config([f"model={model}", f"tier={tier}", "tier.compare_with=none"])
+
+
+def test_tpu_profile_selects_tensorflow_for_a_model_that_has_it():
+    cfg = compose_config(["model=yolov3", "hardware=tpu_v4_8", "tier.compare_with=none"])
+    assert chosen_framework(cfg) == "tensorflow"
+    assert cfg.hardware.ray.resources["TPU"] == 4
+
+
+def test_every_hardware_profile_composes():
+    for hw in group_options("hardware"):
+        cfg = compose_config(["model=yolov3", f"hardware={hw}", "tier.compare_with=none"])
+        assert cfg.hardware.count >= 1 and cfg.hardware.price_source

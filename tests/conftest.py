@@ -1,0 +1,38 @@
+"""Shared fixtures: the real config composed and shrunk, a session-wide local Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference"
+
+# Small data and few steps: the real pipeline, shrunk so a job takes seconds.
+TINY = [
+    "datasets.shapes.num_train=16", "datasets.shapes.num_val=8", "datasets.shapes.image_size=64",
+    "model.tiers.smoke.recipe.steps=4", "model.tiers.smoke.recipe.checkpoint_every=2",
+    "model.tiers.smoke.recipe.log_every=1", "model.tiers.smoke.input_size=64",
+]
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    """Overrides that shrink a smoke job to seconds."""
+    return list(TINY)
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test session (starting Ray costs seconds)."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

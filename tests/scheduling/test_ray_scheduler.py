@@ -1,0 +1,88 @@
+"""The Ray scheduler on a real local Ray: concurrency, isolation of failures, fail-fast on
+missing resources, and a killed worker that is retried and resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from replicate.cli import main
+from replicate.harness import run_one, run_suite
+from replicate.store.results_store import ResultStore
+
+NO_VERDICT = ["tier.compare_with=none"]  # these tests are about scheduling, not about accuracy
+
+
+def test_gpu_profile_on_a_cpu_cluster_fails_fast_with_exit_2(ray_local, results_dir, capsys):
+    began = time.monotonic()
+    code = main(["run", "model=faster_rcnn", "hardware=h100x1", f"results_dir={results_dir}", *NO_VERDICT])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "hardware=h100x1" in err and "GPU=1" in err and "accelerator_type:H100" in err
+    assert time.monotonic() - began < 60
+
+
+def test_tpu_resources_are_requested_as_the_tpu_resource():
+    from replicate.config.compose import compose_config
+    from replicate.scheduling.resources import ray_options
+
+    cfg = compose_config(["model=yolov3", "hardware=tpu_v4_8", *NO_VERDICT])
+    options = ray_options(cfg.hardware)
+    assert options["num_gpus"] == 0
+    assert options["resources"]["TPU"] == 4
+    assert "accelerator_type:TPU-V4" in options["resources"]
+
+
+def test_a_failing_job_is_recorded_and_does_not_stop_the_others(ray_local, results_dir, tiny):
+    entries = ("suite.entries=[{model:faster_rcnn,tier:smoke,hardware:cpu,seeds:[0]},"
+               "{model:faster_rcnn,tier:smoke,hardware:cpu,seeds:[1],overrides:['model.tiers.smoke.recipe.lr=1e12']}]")
+    result = run_suite([entries, "suite_id=isolation", f"results_dir={results_dir}", *tiny, *NO_VERDICT],
+                       echo=lambda _: None)
+    verdicts = {row["seed"]: row for row in result.jobs}
+    assert verdicts[0]["verdict"] == "PASS"
+    assert verdicts[1]["verdict"] == "ERROR"
+    assert (verdicts[1]["failure_stage"], verdicts[1]["failure_impact"]) == ("training", "numerical error")
+    # Re-running the same suite id skips both finished jobs.
+    again = run_suite([entries, "suite_id=isolation", f"results_dir={results_dir}", *tiny, *NO_VERDICT],
+                      echo=lambda _: None)
+    assert len(again.skipped) == 2
+
+
+def _kill_when_checkpointed(checkpoints: Path, killed: dict) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for job in checkpoints.glob("*"):
+            if (job / "latest.pt").exists() and (job / "worker.json").exists():
+                pid = json.loads((job / "worker.json").read_text())["pid"]
+                progress = json.loads((job / "progress.json").read_text())
+                os.kill(pid, signal.SIGKILL)
+                killed.update(pid=pid, step=progress["step"])
+                return
+        time.sleep(0.2)
+
+
+def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, results_dir, tiny):
+    killed: dict = {}
+    watcher = threading.Thread(target=_kill_when_checkpointed, args=(results_dir / "checkpoints", killed))
+    watcher.start()
+    result = run_one(["model=faster_rcnn", f"results_dir={results_dir}", *tiny, *NO_VERDICT,
+                      "model.tiers.smoke.recipe.steps=30", "model.tiers.smoke.recipe.checkpoint_every=5"],
+                     echo=lambda _: None)
+    watcher.join()
+    assert killed, "the job finished before a checkpoint could be seen"
+    (row,) = result.jobs
+    assert row["verdict"] == "PASS"
+    assert row["restarts"] == 1
+    assert row["steps_done"] == 30
+    # The curve continues from the checkpoint: no step is logged twice.
+    steps = [p["step"] for p in row["curve"] if "loss" in p]
+    assert steps == sorted(set(steps)) and steps[-1] == 30
+    store = ResultStore(f"sqlite:///{results_dir}/zoo.db")
+    assert [r["job_id"] for r in store.jobs(model="faster_rcnn")] == [row["job_id"]]
+    store.close()
