@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--visual", action="store_true", help="also write a PNG of training samples")
     add("models", "list the registered models", overrides=False)
     add("history", "past jobs from the store: replicate history [model=NAME]")
+    calibrate = add("calibrate", "measure a smoke reference over seeds: replicate calibrate model=NAME",
+                    json_flag=True)
+    calibrate.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    from replicate.commands import darknet
+
+    darknet.add_parser(sub)
     evaluate = add("evaluate", "COCO-evaluate a detections file", overrides=False, json_flag=False)
     evaluate.add_argument("--annotations", required=True, help="COCO ground-truth JSON")
     evaluate.add_argument("--detections", required=True, help="COCO results JSON (a list of detections)")
@@ -42,10 +48,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Overrides may come before or after flags (argparse stops collecting positionals at a flag).
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _cmd_run, "suite": _cmd_suite, "check": _cmd_check, "models": _cmd_models,
-        "history": _cmd_history, "evaluate": _cmd_evaluate,
+        "history": _cmd_history, "evaluate": _cmd_evaluate, "calibrate": _cmd_calibrate,
+        "darknet": _cmd_darknet,
     }
     try:
         return handlers[args.command](args)
@@ -114,11 +128,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_history(args: argparse.Namespace) -> int:
     from hydra.utils import instantiate
 
-    from replicate.config.compose import compose_config
+    from replicate.config.compose import compose_config, group_options
+    from replicate.errors import ConfigError
     from replicate.tables import print_jobs
 
     model = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("model=")), None)
-    cfg = compose_config(args.overrides)
+    if model is not None and model not in group_options("model"):
+        raise ConfigError("model", f"unknown {model!r}; allowed: {', '.join(group_options('model'))}")
+    # Only the store matters here: compose without the model so any model's history can be read.
+    cfg = compose_config([o for o in args.overrides if not o.startswith("model=")])
     store = instantiate(cfg.store)
     rows = store.jobs(model=model)
     store.close()
@@ -127,6 +145,31 @@ def _cmd_history(args: argparse.Namespace) -> int:
     else:
         print_jobs(rows, title=f"history{' of ' + model if model else ''} ({len(rows)} jobs)")
     return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from replicate.calibrate import calibrate
+    from replicate.errors import ConfigError
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError("--seeds", f"{args.seeds!r} is not a comma-separated list of integers") from None
+    block = calibrate(args.overrides, seeds, echo=_echo_for(args))
+    if args.json:
+        _print_json(block)
+    else:
+        print("# record under model.tiers.smoke.reference:")
+        print(yaml.safe_dump({"reference": block}, sort_keys=False, width=200))
+    return 0
+
+
+def _cmd_darknet(args: argparse.Namespace) -> int:
+    from replicate.commands import darknet
+
+    return darknet.run(args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -80,7 +80,7 @@ def early_reference(cfg: DictConfig) -> Optional[float]:
     """The reference curve's value at the early-check fraction, if the tier has one."""
     tier = cfg.model.tiers[cfg.tier.name]
     early = cfg.tier.early_check
-    if not early.enabled or tier.reference is None:
+    if not early.enabled or tier.reference is None or cfg.tier.compare_with == "none":
         return None
     value = tier.reference.curve.get(str(early.fraction))
     return None if value is None else float(value)

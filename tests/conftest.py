@@ -36,3 +36,9 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory) -> Path:
+    """The synthetic dataset generated once per session (the TINY size)."""
+    return tmp_path_factory.mktemp("shapes") / "shapes"

@@ -203,8 +203,9 @@ class TorchLoop:
         recipe = self.tier.recipe
         self.ctx.stage = "training"
         early_step = math.ceil(self.ctx.early_fraction * self.steps)
-        bar = tqdm(total=self.steps, initial=self.step, desc=f"{self.cfg.model.name}/{self.cfg.tier.name}/s{self.cfg.seed}",
-                   file=sys.stderr, disable=not self.ctx.progress, mininterval=2.0, dynamic_ncols=True)
+        self.label = f"{self.cfg.model.name}/{self.cfg.tier.name}/s{self.cfg.seed}"
+        bar = tqdm(total=self.steps, initial=self.step, desc=self.label, file=sys.stderr, disable=not self.ctx.progress,
+                   mininterval=2.0, dynamic_ncols=True)
         data = self.batches()
         self.model.train()
         tick = time.perf_counter()
@@ -234,6 +235,11 @@ class TorchLoop:
         lr = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]
         self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), "lr": lr, **values})
         bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
+        tenth = max(1, self.steps // 10)
+        if bar.disable and (self.step // tenth) != ((self.step - self.tier.recipe.log_every) // tenth):
+            # No bar (a Ray worker's stderr is not a terminal): a line every 10% instead.
+            print(f"{self.label}: step {self.step}/{self.steps} loss {values['loss']:.4f} ({self.train_s:.0f}s)",
+                  file=sys.stderr, flush=True)
         ckpt.write_json(self.ctx.checkpoint_dir / ckpt.PROGRESS, {"step": self.step, "train_s": self.train_s})
 
     def wants_eval(self, early_step: int) -> bool:

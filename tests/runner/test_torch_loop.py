@@ -1,0 +1,67 @@
+"""The torch loop through run_job: checkpoints and resume, early abort, failure classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from replicate.config.compose import compose_config
+from replicate.harness import run_one
+from replicate.jobs import JobResult
+from replicate.plan import make_spec
+from replicate.runner import checkpoint as ckpt
+from replicate.runner.job import build_task, checkpoint_dir
+from replicate.runner.torch_loop import RunContext, TorchLoop
+
+
+def _common(results_dir: Path, shapes_root: Path, tiny: list[str]) -> list[str]:
+    return ["model=faster_rcnn", "scheduler=inline", f"results_dir={results_dir}",
+            f"datasets.shapes.root={shapes_root}", *tiny]
+
+
+def _loop(overrides: list[str]) -> TorchLoop:
+    cfg = compose_config(overrides)
+    spec = make_spec(cfg, None)
+    ctx = RunContext(checkpoint_dir=checkpoint_dir(cfg, "resume-test"), progress=False, metric="bbox_AP")
+    return TorchLoop(build_task(spec, cfg), cfg, ctx, JobResult(spec.job_id))
+
+
+def test_resume_continues_from_the_latest_checkpoint(results_dir, shapes_root, tiny):
+    common = _common(results_dir, shapes_root, tiny) + ["tier.compare_with=none"]
+    first = _loop(common).run()
+    assert first.steps_done == 4 and first.restarts == 0
+    directory = checkpoint_dir(compose_config(common), "resume-test")
+    assert ckpt.load_latest(directory)["step"] == 4
+    # A longer schedule over the same checkpoint directory picks up at step 4, not 0.
+    second = _loop(common + ["model.tiers.smoke.recipe.steps=6"]).run()
+    assert second.steps_done == 6 and second.restarts == 1
+    logged = [p["step"] for p in second.curve if "loss" in p]
+    assert logged == [1, 2, 3, 4, 5, 6]
+    assert second.images_seen == 6 * 4
+
+
+def test_far_below_the_reference_curve_stops_with_early_abort_and_records_saved_cost(results_dir, shapes_root,
+                                                                                     tiny):
+    overrides = _common(results_dir, shapes_root, tiny) + [
+        "model.tiers.smoke.recipe.steps=8", "tier.early_check.tolerance=0.01"]
+    (row,) = run_one(overrides, echo=lambda _: None).jobs
+    assert row["verdict"] == "EARLY_ABORT"
+    assert (row["failure_stage"], row["failure_impact"]) == ("training", "accuracy below expectations")
+    assert row["steps_done"] == 2 and row["steps_planned"] == 8
+    assert row["early_check"]["aborted"] and row["early_check"]["saved_train_s"] > 0
+
+
+def test_missing_checkpoint_file_is_a_data_pipeline_error_naming_it(results_dir, shapes_root, tiny):
+    overrides = _common(results_dir, shapes_root, tiny) + ["tier.compare_with=none", "checkpoint=/no/such/weights.pt"]
+    (row,) = run_one(overrides, echo=lambda _: None).jobs
+    assert row["verdict"] == "ERROR"
+    assert (row["failure_stage"], row["failure_impact"]) == ("data pipeline", "crash")
+    assert "/no/such/weights.pt" in row["failure_message"]
+
+
+def test_shuffled_labels_change_the_training_targets(shapes_root, tiny, results_dir):
+    common = _common(results_dir, shapes_root, tiny) + ["tier.compare_with=none"]
+    plain = _loop(common).task.build_dataset("train", train=True)
+    shuffled = _loop(common + ["shuffle_labels=true"]).task.build_dataset("train", train=True)
+    differing = sum(not plain[i][1]["boxes"].shape == shuffled[i][1]["boxes"].shape
+                    or not (plain[i][1]["boxes"] == shuffled[i][1]["boxes"]).all() for i in range(len(plain)))
+    assert differing >= len(plain) // 2

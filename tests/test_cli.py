@@ -1,0 +1,65 @@
+"""The CLI's read commands and COCO evaluation of a detections file, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from models.registry import registered_names
+from replicate.cli import main
+
+
+def test_models_lists_every_registered_model_with_its_full_parameter_count(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["name"] for r in rows) == registered_names()
+    frcnn = next(r for r in rows if r["name"] == "faster_rcnn")
+    assert frcnn["trainable_params"] == 41_755_286
+    assert frcnn["primary_claim"]["value"] == 37.0 and "torchvision" in frcnn["primary_claim"]["source"]
+
+
+def _shapes_val(shapes_root, tiny):
+    from omegaconf import OmegaConf
+
+    from replicate.data.shapes import ensure_shapes
+
+    size = {o.split("=")[0].split(".")[-1]: int(o.split("=")[1]) for o in tiny if o.startswith("datasets.shapes.")}
+    cfg = OmegaConf.load("conf/data/shapes.yaml")
+    cfg.root = str(shapes_root)
+    cfg.update(size)
+    return ensure_shapes(cfg) / "val.json"
+
+
+def test_evaluate_prints_twelve_stats_and_perfect_detections_score_one(shapes_root, tiny, tmp_path, capsys):
+    gt = _shapes_val(shapes_root, tiny)
+    anns = json.loads(gt.read_text())["annotations"]
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+            for a in anns]
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(dets))
+    assert main(["evaluate", "--annotations", str(gt), "--detections", str(path)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert len(stats) == 12
+    assert stats[0] == pytest.approx(1.0) and stats[1] == pytest.approx(1.0)
+
+
+def test_evaluate_missing_file_exits_2_naming_it(tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    assert main(["evaluate", "--annotations", str(missing), "--detections", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_then_history_shows_the_job(results_dir, shapes_root, tiny, capsys):
+    common = [f"results_dir={results_dir}", f"datasets.shapes.root={shapes_root}", *tiny]
+    code = main(["run", "model=faster_rcnn", "scheduler=inline", "tier.compare_with=none", "--json", *common])
+    run = json.loads(capsys.readouterr().out)
+    assert code == 0
+    (job,) = run["jobs"]
+    assert job["steps_done"] == 4 and job["verdict"] == "PASS"
+    assert job["environment"]["torch"] and job["environment"]["config_hash"] == job["config_hash"]
+    assert job["train_s"] > 0 and job["wall_s"] >= job["train_s"] + job["eval_s"]
+    assert main(["history", "model=faster_rcnn", "--json", *common]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["job_id"] for r in rows] == [job["job_id"]]
