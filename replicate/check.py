@@ -39,8 +39,12 @@ class CheckReport:
 
 def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, visual: bool = False) -> CheckReport:
     """Run every check; a failing check is reported, not raised, so all of them are seen."""
-    cfg = compose_config(list(overrides) + ["tier=smoke"] if not any(o.startswith("tier=") for o in overrides)
-                         else overrides)
+    overrides = list(overrides)
+    if not any(o.startswith("tier=") for o in overrides):
+        overrides.append("tier=smoke")
+    if not any(o.startswith("tier.compare_with=") for o in overrides):
+        overrides.append("tier.compare_with=none")  # nothing is trained: no reference needed
+    cfg = compose_config(overrides)
     report = CheckReport(cfg.model.name)
     report.add("config", True, f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")
     spec = make_spec(cfg, None)

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -101,6 +102,10 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
             cfg = compose(config_name="config", overrides=groups)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_key_of(exc, overrides), _first_line(exc)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{mark.name}:{mark.line + 1}" if mark else "conf"
+        raise ConfigError(where, f"YAML syntax error: {getattr(exc, 'problem', None) or exc}") from None
     finally:
         GlobalHydra.instance().clear()
     cfg = apply_schema(cfg)

@@ -54,8 +54,8 @@ class ImageToImageEvaluator:
                 f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same "
                 "[B, C, H, W] shape"
             )
-        pred = pred.detach().float().cpu()
-        target = target.detach().float().cpu()
+        pred = pred.detach().float().cpu().contiguous()  # torchmetrics views its inputs
+        target = target.detach().float().cpu().contiguous()
         self._l1.update(pred, target)
         # Clamp: a generator without a final tanh may overshoot, and SSIM/PSNR assume the range.
         pred01 = ((pred + 1) / 2).clamp(0, 1)

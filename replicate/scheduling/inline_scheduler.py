@@ -25,5 +25,5 @@ class InlineScheduler:
             if hw.accelerator == "tpu" or hw.ray.num_gpus > torch.cuda.device_count():
                 raise ResourceUnavailable(f"hardware={hw.name}: this machine has {torch.cuda.device_count()} GPUs and "
                                           f"no TPU; the profile needs {hw.count} x {hw.accelerator}")
-        for spec, _cfg in jobs:
-            on_result(spec, run_job(spec, progress=True))
+        for spec, cfg in jobs:
+            on_result(spec, run_job(spec, progress=True, num_threads=cfg.num_threads))

@@ -1,0 +1,478 @@
+"""pix2pix: a U-Net generator and a PatchGAN discriminator trained with cGAN + lambda * L1.
+
+Paper: Isola, Zhu, Zhou, Efros, "Image-to-Image Translation with Conditional Adversarial
+Networks", CVPR 2017 (arXiv:1611.07004). Reference implementation:
+junyanz/pytorch-CycleGAN-and-pix2pix (BSD licence): ``models/networks.py`` (UnetGenerator,
+UnetSkipConnectionBlock, NLayerDiscriminator, GANLoss, init_weights) and
+``models/pix2pix_model.py`` (the D-then-G update). The networks below follow those classes
+layer for layer, so the full variant has the reference's parameter counts (G 54,413,955 with
+unet_256 / ngf 64 / batch norm; D 2,768,705 with n_layers 3 / ndf 64 on 6 input channels).
+
+The harness optimizes one ``nn.Module``; :class:`Pix2Pix` holds both networks so checkpoints
+carry both, and :class:`Pix2PixTask` steps their two optimizers itself (manual optimization).
+
+Inference: the harness evaluates in ``eval()`` mode (running batch-norm statistics, no dropout,
+the reference's ``--eval``). The paper instead runs G at test time as in training (section 3.3:
+dropout on, batch norm on the test batch); ``recipe.extra.paper_inference: true`` does that, as
+the full tier does. The smoke tier's ``translation`` is explained in conf/model/pix2pix.yaml.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from models.registry import register_model
+from models.task import Task
+from replicate.errors import ConfigError, DataError
+
+# What G translates (recipe.extra.translation). label_to_photo is the paper's Cityscapes task.
+# The other two read the pairs the other way round (the reference's --direction BtoA);
+# photo_to_foreground also merges every class of the label map into one white foreground.
+TRANSLATIONS = ("label_to_photo", "photo_to_label", "photo_to_foreground")
+
+
+# --------------------------------------------------------------------------- networks
+class UnetSkipConnectionBlock(nn.Module):
+    """One U-Net level: down-conv, the inner levels, up-conv, and the skip concatenation.
+
+    As the reference's ``UnetSkipConnectionBlock``: batch norm makes the convolutions bias-free;
+    the outermost level has no norm and ends in tanh; the innermost has no down-norm (its
+    output is 1x1 at 256 px, where batch statistics of one image are undefined).
+    """
+
+    def __init__(self, outer_nc: int, inner_nc: int, input_nc: Optional[int] = None,
+                 submodule: Optional[nn.Module] = None, outermost: bool = False,
+                 innermost: bool = False, use_dropout: bool = False):
+        super().__init__()
+        self.outermost = outermost
+        input_nc = outer_nc if input_nc is None else input_nc
+        downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=False)
+        downrelu, uprelu = nn.LeakyReLU(0.2, True), nn.ReLU(True)
+        downnorm, upnorm = nn.BatchNorm2d(inner_nc), nn.BatchNorm2d(outer_nc)
+        if outermost:
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            layers = [downconv, submodule, uprelu, upconv, nn.Tanh()]
+        elif innermost:
+            upconv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=False)
+            layers = [downrelu, downconv, uprelu, upconv, upnorm]
+        else:
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=False)
+            layers = [downrelu, downconv, downnorm, submodule, uprelu, upconv, upnorm]
+            if use_dropout:  # the paper's only noise source: dropout in the 8*ngf-wide levels
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """The reference's ``UnetGenerator``: ``num_downs`` levels, the image shrinks to 1/2**num_downs."""
+
+    def __init__(self, input_nc: int, output_nc: int, num_downs: int, ngf: int = 64, use_dropout: bool = True):
+        super().__init__()
+        if num_downs < 5:
+            raise ValueError(f"num_downs must be >= 5 (the four widening levels + the bottom), got {num_downs}")
+        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True)
+        for _ in range(num_downs - 5):  # the 8*ngf-wide middle levels carry the dropout
+            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, use_dropout=use_dropout)
+        for mult in (4, 2, 1):
+            block = UnetSkipConnectionBlock(ngf * mult, ngf * mult * 2, submodule=block)
+        self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class NLayerDiscriminator(nn.Module):
+    """The reference's ``NLayerDiscriminator``: n_layers 3 gives the 70x70 PatchGAN.
+
+    Output: one logit per (overlapping) patch, e.g. [B,1,30,30] for a 256x256 input.
+    """
+
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1  # the last widening conv keeps the resolution
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=False),
+                       nn.BatchNorm2d(ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(module: nn.Module, gain: float = 0.02) -> None:
+    """The reference's ``init_type='normal'``: conv weights N(0, 0.02), BN weights N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+
+
+class Pix2Pix(nn.Module):
+    """Both networks in one module, so the harness checkpoints and moves them together."""
+
+    def __init__(self, generator: UnetGenerator, discriminator: NLayerDiscriminator):
+        super().__init__()
+        self.generator = generator
+        self.discriminator = discriminator
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        return self.generator(source)
+
+
+@contextmanager
+def paper_inference(generator: nn.Module) -> Iterator[None]:
+    """Runs ``generator`` as in training (dropout, batch statistics) without touching its state.
+
+    ``track_running_stats=False`` makes batch norm use the batch's statistics and leave its
+    running buffers alone, so evaluation never changes the checkpointed model.
+    """
+    norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]
+    was_training = generator.training
+    generator.train()
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+        generator.train(was_training)
+
+
+def build_pix2pix(arch: Any, channels: int = 3) -> Pix2Pix:
+    """Builds both networks from a variant's ``arch`` (keys as the reference's options).
+
+    ``generator`` is ``unet_<size>`` (the reference's netG names: unet_256 has 8 levels, i.e.
+    log2(size)); ``num_downs`` may override it. The discriminator sees source and image stacked
+    (2 * channels), as the reference's conditional D does.
+    """
+    name = str(arch.get("generator", "unet_256"))
+    if not name.startswith("unet_") or not name[5:].isdigit():
+        raise ConfigError("arch.generator", f"{name!r} is not allowed; allowed: unet_<size>, e.g. unet_256")
+    num_downs = int(arch.get("num_downs") or round(math.log2(int(name[5:]))))
+    generator = UnetGenerator(channels, channels, num_downs, int(arch.get("ngf", 64)),
+                              use_dropout=bool(arch.get("dropout", True)))
+    discriminator = NLayerDiscriminator(2 * channels, int(arch.get("ndf", 64)), int(arch.get("n_layers", 3)))
+    init_weights(generator)
+    init_weights(discriminator)
+    return Pix2Pix(generator, discriminator)
+
+
+# ------------------------------------------------------------------------------ losses
+def gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """The reference's ``GANLoss('vanilla')``: BCE with logits against an all-1 or all-0 map."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
+def discriminator_loss(model: Pix2Pix, source: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """D's loss, halved as in the reference so D learns slower than G (paper, section 3.3)."""
+    d = model.discriminator
+    return 0.5 * (gan_loss(d(torch.cat([source, fake], 1)), False) + gan_loss(d(torch.cat([source, real], 1)), True))
+
+
+def generator_losses(model: Pix2Pix, source: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                     lambda_l1: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cGAN term, lambda * L1 term) of G's objective, eq. 4 of the paper."""
+    gan = gan_loss(model.discriminator(torch.cat([source, fake], 1)), True)
+    return gan, lambda_l1 * nn.functional.l1_loss(fake, real)
+
+
+# ------------------------------------------------------------------------------- data
+class JitterPairs(Dataset):
+    """The paper's random jitter, applied to label and photo alike (section 6.2 of the appendix).
+
+    Resize to ``load_size`` and crop a random ``crop_size`` window (the reference's
+    ``--preprocess resize_and_crop``, 286 -> 256), then mirror with probability 0.5. Draws from
+    torch's global generator, which the harness seeds and checkpoints, so a resumed run sees the
+    same jitter.
+    """
+
+    def __init__(self, dataset: Dataset, crop_size: int, load_size: Optional[int] = None, flip: bool = True):
+        self.dataset, self.crop_size, self.load_size, self.flip = dataset, crop_size, load_size, flip
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        label, photo = self.dataset[index]
+        if self.load_size and self.load_size > self.crop_size:
+            size = (self.load_size, self.load_size)
+            # nearest keeps the label map's colour codes exact; the photo is resampled smoothly
+            label = nn.functional.interpolate(label[None], size=size, mode="nearest")[0]
+            photo = nn.functional.interpolate(photo[None], size=size, mode="bicubic", align_corners=False)[0]
+            top, left = (int(v) for v in torch.randint(self.load_size - self.crop_size + 1, (2,)))
+            window = (slice(None), slice(top, top + self.crop_size), slice(left, left + self.crop_size))
+            label, photo = label[window], photo[window].clamp(-1, 1)
+        if self.flip and torch.rand(()) < 0.5:
+            label, photo = label.flip(-1), photo.flip(-1)
+        return label, photo
+
+
+# ------------------------------------------------------------------------- evaluation
+# Cityscapes train classes (trainId 0..18) and their colours in the gtFine *_color.png maps,
+# which the pix2pix "cityscapes" pairs carry as their label half (cityscapesScripts labels.py).
+CITYSCAPES_COLOURS = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32))
+IGNORE = 255
+COLOUR_MATCH = 30.0  # max RGB distance to a class colour; the aligned files are JPEG-compressed
+
+
+def colour_to_train_ids(label: torch.Tensor) -> torch.Tensor:
+    """A [B,3,H,W] colour label map in [-1, 1] -> [B,H,W] trainIds; unmatched pixels IGNORE."""
+    rgb = ((label.float() + 1) * 127.5).permute(0, 2, 3, 1)[..., None, :]
+    palette = torch.tensor(CITYSCAPES_COLOURS, dtype=torch.float32, device=label.device)
+    distance, ids = (rgb - palette).norm(dim=-1).min(-1)
+    return torch.where(distance <= COLOUR_MATCH, ids, torch.full_like(ids, IGNORE))
+
+
+def fcn_scores(hist: torch.Tensor) -> dict[str, float]:
+    """Per-pixel acc, mean per-class acc and mean class IoU of a confusion matrix.
+
+    As ``get_scores`` of the reference's scripts/eval_cityscapes/util.py: rows are the true
+    class, classes absent from both truth and prediction are left out of the means (nanmean).
+    """
+    hist = hist.double()
+    diag = hist.diag()
+    per_class = diag / hist.sum(1)
+    iou = diag / (hist.sum(1) + hist.sum(0) - diag)
+    return {"fcn_per_pixel_acc": float(diag.sum() / hist.sum()),
+            "fcn_per_class_acc": float(per_class.nanmean()), "fcn_class_iou": float(iou.nanmean())}
+
+
+class FCNScoreEvaluator:
+    """FCN-scores of generated photos (paper, section 4.1): segment them, compare with the labels.
+
+    The segmenter is torchvision's ``fcn_resnet50`` with 19 Cityscapes classes, loaded from a
+    state dict (``{"model": state}`` or the bare state), fed ImageNet-normalised [0, 1] images.
+    Differences from the paper's protocol (its Caffe FCN-8s, gtFine labelIds): the label ids come
+    from the colour label half of each pair, matched to the class colours within COLOUR_MATCH.
+    """
+
+    def __init__(self, segmenter: Path, device: str = "cpu"):
+        from torchvision.models.segmentation import fcn_resnet50
+
+        state = torch.load(segmenter, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+        self.net = fcn_resnet50(weights=None, weights_backbone=None, num_classes=len(CITYSCAPES_COLOURS),
+                                aux_loss=any(k.startswith("aux_classifier.") for k in state))
+        self.net.load_state_dict(state)
+        self.net.eval().to(device)
+        self.hist = torch.zeros(len(CITYSCAPES_COLOURS), len(CITYSCAPES_COLOURS), dtype=torch.long)
+
+    @torch.no_grad()
+    def update(self, predictions: list[dict]) -> None:
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        device = next(self.net.parameters()).device
+        for p in predictions:
+            image = ((p["pred"].float().cpu() + 1) / 2).clamp(0, 1)
+            logits = self.net(((image - mean) / std).to(device))["out"]
+            guess, truth = logits.argmax(1).cpu().flatten(), colour_to_train_ids(p["label"].cpu()).flatten()
+            keep = truth != IGNORE
+            n = len(CITYSCAPES_COLOURS)
+            self.hist += torch.bincount(truth[keep] * n + guess[keep], minlength=n * n).view(n, n)
+
+    def compute(self) -> dict[str, float]:
+        if self.hist.sum() == 0:
+            raise RuntimeError("FCNScoreEvaluator.compute() called before any labelled pixel was seen")
+        return fcn_scores(self.hist)
+
+
+class ImagePairEvaluator:
+    """Adapts :class:`ImageToImageEvaluator` to the harness's ``update(predictions)``."""
+
+    def __init__(self) -> None:
+        from replicate.evaluation.image import ImageToImageEvaluator
+
+        self.inner = ImageToImageEvaluator()
+
+    def update(self, predictions: list[dict]) -> None:
+        for p in predictions:
+            pred, target = p["pred"], p["target"]
+            if pred.dim() == 3:
+                pred, target = pred[None], target[None]
+            self.inner.update(pred, target)
+
+    def compute(self) -> dict[str, float]:
+        return self.inner.compute()
+
+
+# ------------------------------------------------------------------------------- task
+@register_model("pix2pix")
+class Pix2PixTask(Task):
+    """pix2pix on paired (label map, photo) data; batches are (labels, photos) tensors."""
+
+    manual_optimization = True
+
+    # ------------------------------------------------------------------ config
+    @property
+    def extra(self) -> Any:
+        recipe = self.ctx.tier_cfg.recipe
+        return recipe.extra if recipe is not None else {}
+
+    def tier_key(self) -> str:
+        """``model.tiers.<name>`` of this job's tier, for error messages that name the key."""
+        name = next((n for n, t in self.ctx.model_cfg.tiers.items() if t == self.ctx.tier_cfg), "<tier>")
+        return f"model.tiers.{name}"
+
+    def translation(self) -> str:
+        translation = str(self.extra.get("translation", "label_to_photo"))
+        if translation not in TRANSLATIONS:
+            raise ConfigError(f"{self.tier_key()}.recipe.extra.translation",
+                              f"{translation!r} is not allowed; allowed: {', '.join(TRANSLATIONS)}")
+        return translation
+
+    def segmenter_path(self) -> Optional[Path]:
+        """The FCN checkpoint a tier that declares ``extra.segmenter`` is scored with (FCN-score).
+
+        Raises:
+            ConfigError: the tier declares the key but leaves it empty.
+            DataError: the file does not exist.
+        """
+        if "segmenter" not in self.extra:
+            return None
+        value = self.extra.get("segmenter")
+        key = f"{self.tier_key()}.recipe.extra.segmenter"
+        if not value:
+            raise ConfigError(key, "required: the path of the FCN checkpoint that computes the FCN-scores "
+                                   "(paper, section 4.1); set it with "
+                                   f"{key}=/path/to/fcn.pth")
+        if self.translation() != "label_to_photo":
+            raise ConfigError(f"{self.tier_key()}.recipe.extra.translation",
+                              "FCN-scores segment generated photos: the translation must be label_to_photo")
+        path = Path(str(value))
+        if not path.is_file():
+            raise DataError(str(path), f"FCN segmenter checkpoint not found (key: {key})")
+        return path
+
+    def prepare_data(self) -> str:
+        self.segmenter_path()  # fail before hours of training, not at the final evaluation
+        self.translation()
+        return super().prepare_data()
+
+    # ------------------------------------------------------------------- model
+    def build_model(self, variant: str, framework: str) -> Pix2Pix:
+        if framework != "torch":
+            raise ConfigError("framework", f"{framework!r} is not allowed for pix2pix; allowed: torch")
+        return build_pix2pix(self.ctx.model_cfg.variants[variant].arch)
+
+    def trainable_parameters(self, model: Pix2Pix) -> int:
+        """The generator's count: the config's (and the reference printout's) full-variant figure."""
+        return sum(p.numel() for p in model.generator.parameters() if p.requires_grad)
+
+    # -------------------------------------------------------------------- data
+    def build_dataset(self, split: str, *, train: bool) -> Dataset:
+        from replicate.data.paired_dataset import PairedImages
+
+        data = self.ctx.data_cfg
+        dataset = PairedImages(Path(data.root), data.splits[split].pairs, size=self.ctx.input_size,
+                               shuffle_pairs_seed=self.ctx.seed if train and self.ctx.shuffle_labels else None)
+        if not train:
+            return dataset
+        return JitterPairs(dataset, self.ctx.input_size, self.extra.get("load_size"),
+                           flip=bool(self.extra.get("flip", True)))
+
+    def collate(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
+        labels, photos = zip(*items)
+        return torch.stack(labels), torch.stack(photos)
+
+    def to_device(self, batch: Any, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(t.to(device, non_blocking=True) for t in batch)
+
+    def batch_size_of(self, batch: Any) -> int:
+        return int(batch[0].shape[0])
+
+    def source_target(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(G's input, the image G must produce) of a (labels, photos) batch, by translation."""
+        labels, photos = batch
+        translation = self.translation()
+        if translation == "label_to_photo":
+            return labels, photos
+        if translation == "photo_to_foreground":
+            # Label maps are black (-1, -1, -1) on background and a saturated colour elsewhere.
+            foreground = (labels > 0).any(1, keepdim=True)
+            labels = torch.where(foreground, 1.0, -1.0).to(labels.dtype).expand_as(labels).contiguous()
+        return photos, labels
+
+    def draw_sample(self, item: Any) -> torch.Tensor:
+        """A 2x2 tile: label | photo above; their 50/50 blend (alignment) | G's target below.
+
+        Square, because the harness's sample grid resizes every tile to a square.
+        """
+        target = self.source_target((item[0][None], item[1][None]))[1][0]
+        label, photo, target = (((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) for t in (*item, target))
+        blend = ((label.float() + photo.float()) / 2).round().to(torch.uint8)
+        return torch.cat([torch.cat([label, photo], -1), torch.cat([blend, target], -1)], -2)
+
+    # ---------------------------------------------------------------- training
+    def configure_optimizers(self, model: Pix2Pix, recipe: Any, lr: float, build: Any) -> dict[str, Any]:
+        """One Adam per network (the reference's optimizer_G / optimizer_D, same lr and betas)."""
+        return {"G": build(recipe, model.generator.parameters(), lr),
+                "D": build(recipe, model.discriminator.parameters(), lr)}
+
+    def training_step(self, model: Pix2Pix, batch: Any, optimizers: dict[str, Any]) -> dict[str, Any]:
+        """The reference's ``optimize_parameters``: D on a detached fake, then G against the updated D."""
+        source, real = self.source_target(batch)
+        fake = model.generator(source)
+        optimizers["D"].zero_grad(set_to_none=True)
+        loss_d = discriminator_loss(model, source, real, fake.detach())
+        loss_d.backward()
+        optimizers["D"].step()
+        model.discriminator.requires_grad_(False)  # G's step must not accumulate D gradients
+        try:
+            optimizers["G"].zero_grad(set_to_none=True)
+            loss_gan, loss_l1 = generator_losses(model, source, real, fake, float(self.extra.get("lambda_l1", 100.0)))
+            loss_g = loss_gan + loss_l1
+            loss_g.backward()
+            optimizers["G"].step()
+        finally:
+            model.discriminator.requires_grad_(True)
+        return {"loss": loss_g.detach(), "loss_G_GAN": loss_gan.detach(), "loss_G_L1": loss_l1.detach(),
+                "loss_D": loss_d.detach()}
+
+    def check_loss(self, model: Pix2Pix, batch: Any) -> torch.Tensor:
+        """G's objective plus D's loss: every parameter of both networks gets a gradient."""
+        source, real = self.source_target(batch)
+        fake = model.generator(source)
+        loss_gan, loss_l1 = generator_losses(model, source, real, fake, float(self.extra.get("lambda_l1", 100.0)))
+        return loss_gan + loss_l1 + discriminator_loss(model, source, real, fake.detach())
+
+    # -------------------------------------------------------------- evaluation
+    def predict(self, model: Pix2Pix, batch: Any) -> list[dict]:
+        source, real = self.source_target(batch)
+        if self.extra.get("paper_inference", False):
+            with paper_inference(model.generator):
+                fake = model.generator(source)
+        else:
+            fake = model.generator(source)
+        out = {"pred": fake, "target": real}
+        if "segmenter" in self.extra:  # the FCN-score compares the segmented photo with the label map
+            out["label"] = batch[0]
+        return [out]
+
+    def build_evaluator(self, split: str) -> Any:
+        segmenter = self.segmenter_path()
+        if segmenter is None:
+            return ImagePairEvaluator()
+        return FCNScoreEvaluator(segmenter, "cuda" if torch.cuda.is_available() else "cpu")

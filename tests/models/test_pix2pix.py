@@ -1,0 +1,234 @@
+"""pix2pix (models/pix2pix.py): parameter counts, shapes, the GAN step, the FCN-score hook.
+
+Fast tests compose the real config shrunk to a tiny generated shapes set; the smoke-tier
+learning run (minutes) is marked slow.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.pix2pix import (CITYSCAPES_COLOURS, IGNORE, FCNScoreEvaluator, JitterPairs, Pix2Pix, build_pix2pix,
+                            colour_to_train_ids, fcn_scores)
+from replicate.config.compose import compose_config
+from replicate.errors import ConfigError, DataError
+from replicate.plan import make_spec
+from replicate.runner.job import build_task
+from replicate.runner.optim import build_optimizer
+
+TINY = ["datasets.shapes.num_train=8", "datasets.shapes.num_val=4", "datasets.shapes.image_size=64"]
+
+
+def make_task(tmp_path: Path, extra: list[str] = ()):
+    cfg = compose_config(["model=pix2pix", "tier.compare_with=none", f"results_dir={tmp_path}", *TINY, *extra])
+    return build_task(make_spec(cfg, None), cfg), cfg
+
+
+def first_batch(task, train: bool = False, count: int = 4):
+    task.prepare_data()
+    dataset = task.build_dataset("train", train=train)
+    return task.collate([dataset[i] for i in range(count)])
+
+
+def test_full_variant_counts_match_the_reference(tmp_path):
+    task, cfg = make_task(tmp_path)
+    model = task.build_model("full", "torch")
+    full = cfg.model.variants.full
+    assert task.trainable_parameters(model) == full.trainable_params == 54_413_955
+    discriminator = sum(p.numel() for p in model.discriminator.parameters() if p.requires_grad)
+    assert discriminator == full.arch.discriminator_params == 2_768_705
+    # The 70x70 PatchGAN: a 30x30 map of patch logits for a 256x256 pair (6 channels).
+    model.eval()
+    with torch.no_grad():
+        assert model.discriminator(torch.zeros(1, 6, 256, 256)).shape == (1, 1, 30, 30)
+
+
+def test_unet_256_keeps_the_image_size_and_tanh_range():
+    arch = {"generator": "unet_256", "ngf": 8}  # the reference's 8 levels, narrow to stay fast
+    model = build_pix2pix(arch).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 256, 256))
+    assert out.shape == (1, 3, 256, 256) and out.abs().max() <= 1
+    # Dropout sits only in the 8*ngf-wide middle levels: num_downs - 5 = 3 of them.
+    assert sum(isinstance(m, torch.nn.Dropout) for m in model.modules()) == 3
+
+
+def test_small_variant_shapes(tmp_path):
+    task, cfg = make_task(tmp_path)
+    model = task.build_model("small", "torch")
+    assert isinstance(model, Pix2Pix)
+    batch = first_batch(task)
+    assert [tuple(t.shape) for t in batch] == [(4, 3, 64, 64)] * 2 and task.batch_size_of(batch) == 4
+    model.eval()
+    with torch.no_grad():
+        assert task.output_shapes(model, batch) == {"pred": (4, 3, 64, 64), "target": (4, 3, 64, 64)}
+        patches = model.discriminator(torch.cat(batch, 1))
+    assert patches.shape == (4, 1, 14, 14)  # n_layers 2 at 64 px
+
+
+def test_training_steps_give_finite_losses_and_lower_l1(tmp_path):
+    task, cfg = make_task(tmp_path)
+    torch.manual_seed(0)
+    model = task.build_model("small", "torch").train()
+    recipe = cfg.model.tiers.smoke.recipe
+    optimizers = task.configure_optimizers(model, recipe, float(recipe.lr), build_optimizer)
+    assert set(optimizers) == {"G", "D"}
+    batch = first_batch(task, train=True)
+    losses = [task.training_step(model, batch, optimizers) for _ in range(6)]
+    assert set(losses[0]) == {"loss", "loss_G_GAN", "loss_G_L1", "loss_D"}
+    assert all(math.isfinite(float(v)) for out in losses for v in out.values())
+    assert float(losses[-1]["loss_G_L1"]) < float(losses[0]["loss_G_L1"])
+    # D's parameters are trainable again after G's step froze them.
+    assert all(p.requires_grad for p in model.discriminator.parameters())
+
+
+def test_check_loss_reaches_every_parameter(tmp_path):
+    task, _ = make_task(tmp_path)
+    model = task.build_model("small", "torch").train()
+    task.check_loss(model, first_batch(task)).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_evaluator_reports_l1_psnr_ssim(tmp_path):
+    task, _ = make_task(tmp_path)
+    model = task.build_model("small", "torch").eval()
+    evaluator = task.build_evaluator("val")
+    with torch.no_grad():
+        evaluator.update(task.predict(model, first_batch(task)))
+    metrics = evaluator.compute()
+    assert set(metrics) == {"L1", "PSNR", "SSIM"}
+    # Untrained: output about 0 against a -1/+1 foreground map, so L1 is about 1.
+    assert 0.9 < metrics["L1"] <= 1.01
+
+
+def test_paper_inference_uses_batch_statistics_and_keeps_state(tmp_path):
+    task, _ = make_task(tmp_path, ["+model.tiers.smoke.recipe.extra.paper_inference=true"])
+    model = task.build_model("small", "torch").eval()
+    batch = first_batch(task)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        first, second = (task.predict(model, batch)[0]["pred"] for _ in range(2))
+        plain = model.generator(task.source_target(batch)[0])
+    assert not torch.equal(first, second)  # dropout stays on, as in the paper
+    assert not torch.allclose(first, plain)  # batch statistics, not the running ones
+    assert not model.training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_translations_pick_source_and_target(tmp_path):
+    task, _ = make_task(tmp_path, ["+model.tiers.smoke.recipe.extra.translation=label_to_photo"])
+    labels, photos = first_batch(task)
+    source, target = task.source_target((labels, photos))
+    assert source is labels and target is photos
+    task, _ = make_task(tmp_path)  # the smoke config: photo_to_foreground
+    source, target = task.source_target((labels, photos))
+    assert source is photos and set(target.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(target[:, 0] < 0, (labels <= 0).all(1))  # background is black in the label map
+
+
+def test_unknown_translation_names_its_key(tmp_path):
+    task, _ = make_task(tmp_path, ["model.tiers.smoke.recipe.extra.translation=sideways"])
+    with pytest.raises(ConfigError) as err:
+        task.prepare_data()
+    assert err.value.key == "model.tiers.smoke.recipe.extra.translation"
+
+
+def test_shuffled_pairs_differ(tmp_path):
+    def pairs(task):  # the training set without its random flips
+        task.prepare_data()
+        dataset = task.build_dataset("train", train=True)
+        dataset = dataset.dataset if isinstance(dataset, JitterPairs) else dataset
+        return task.collate([dataset[i] for i in range(len(dataset))])
+
+    labels, photos = pairs(make_task(tmp_path)[0])
+    s_labels, s_photos = pairs(make_task(tmp_path, ["shuffle_labels=true"])[0])
+    assert torch.equal(s_labels, labels)  # each index keeps its label map, paired with another's photo
+    assert all(not torch.equal(a, b) for a, b in zip(s_photos, photos))
+    assert sorted(p.sum().item() for p in s_photos) == pytest.approx(sorted(p.sum().item() for p in photos))
+
+
+def test_jitter_resizes_crops_and_keeps_label_codes():
+    torch.manual_seed(0)
+    label = torch.full((3, 32, 32), -1.0)
+    label[0, 8:20, 8:20] = 1.0  # a red square on black
+    pairs = JitterPairs([(label, torch.rand(3, 32, 32) * 2 - 1)], crop_size=32, load_size=36)
+    for _ in range(4):
+        out_label, out_photo = pairs[0]
+        assert out_label.shape == out_photo.shape == (3, 32, 32)
+        assert set(out_label.unique().tolist()) == {-1.0, 1.0} and out_photo.abs().max() <= 1
+
+
+def test_full_tier_requires_the_fcn_segmenter(tmp_path):
+    task, _ = make_task(tmp_path, ["tier=full"])
+    key = "model.tiers.full.recipe.extra.segmenter"
+    for hook in (task.prepare_data, lambda: task.build_evaluator("val")):
+        with pytest.raises(ConfigError) as err:
+            hook()
+        assert err.value.key == key
+    task, _ = make_task(tmp_path, ["tier=full", f"{key}={tmp_path / 'missing.pth'}"])
+    with pytest.raises(DataError, match="missing.pth"):
+        task.build_evaluator("val")
+
+
+def test_fcn_segmenter_needs_label_to_photo(tmp_path):
+    task, _ = make_task(tmp_path, ["+model.tiers.smoke.recipe.extra.segmenter=/some/fcn.pth"])
+    with pytest.raises(ConfigError) as err:
+        task.prepare_data()
+    assert err.value.key == "model.tiers.smoke.recipe.extra.translation"
+
+
+def test_colour_label_maps_become_train_ids():
+    colours = torch.tensor([CITYSCAPES_COLOURS[0], CITYSCAPES_COLOURS[13], (10, 200, 10)], dtype=torch.float32)
+    jpeg_noise = torch.tensor([[4.0, -3.0, 5.0]])  # compression moves colours a little
+    label = ((colours + jpeg_noise) / 127.5 - 1).T.reshape(1, 3, 1, 3)
+    assert colour_to_train_ids(label).tolist() == [[[0, 13, IGNORE]]]
+
+
+def test_fcn_scores_follow_the_reference_definitions():
+    hist = torch.zeros(19, 19, dtype=torch.long)
+    hist[0, 0], hist[0, 1], hist[1, 1] = 6, 2, 2  # rows: truth; classes 2..18 absent
+    scores = fcn_scores(hist)
+    assert scores["fcn_per_pixel_acc"] == pytest.approx(8 / 10)
+    assert scores["fcn_per_class_acc"] == pytest.approx((6 / 8 + 2 / 2) / 2)
+    assert scores["fcn_class_iou"] == pytest.approx((6 / 8 + 2 / 4) / 2)
+
+
+@pytest.mark.slow
+def test_fcn_score_evaluator_runs_a_saved_segmenter(tmp_path):
+    from torchvision.models.segmentation import fcn_resnet50
+
+    path = tmp_path / "fcn.pth"
+    torch.save({"model": fcn_resnet50(weights=None, weights_backbone=None, num_classes=19).state_dict()}, path)
+    evaluator = FCNScoreEvaluator(path)
+    label = (torch.tensor(CITYSCAPES_COLOURS[0], dtype=torch.float32) / 127.5 - 1).view(1, 3, 1, 1).expand(1, 3, 32, 32)
+    evaluator.update([{"pred": torch.zeros(1, 3, 32, 32), "target": torch.zeros(1, 3, 32, 32), "label": label}])
+    scores = evaluator.compute()
+    assert evaluator.hist.sum() == 32 * 32 and evaluator.hist[0].sum() == 32 * 32
+    assert set(scores) == {"fcn_per_pixel_acc", "fcn_per_class_acc", "fcn_class_iou"}
+
+
+def test_draw_sample_is_a_square_uint8_tile(tmp_path):
+    task, _ = make_task(tmp_path)
+    task.prepare_data()
+    image = task.draw_sample(task.build_dataset("train", train=True)[0])
+    assert image.dtype == torch.uint8 and image.shape == (3, 128, 128)
+
+
+@pytest.mark.slow
+def test_smoke_tier_learns_and_shuffled_pairs_do_not(tmp_path):
+    """The acceptance run: L1 ends far below the untrained L1 and below what shuffled pairs reach."""
+    from replicate.runner.job import run_job
+
+    finals = {}
+    for shuffle in (False, True):
+        cfg = compose_config(["model=pix2pix", "tier.compare_with=none", f"results_dir={tmp_path}",
+                              f"shuffle_labels={str(shuffle).lower()}"])
+        result = run_job(make_spec(cfg, None), progress=False)
+        assert result.failure is None, result.failure
+        finals[shuffle] = result.metrics["L1"]
+    assert finals[False] <= 1.0 / 3  # untrained L1 is about 1.0 (see test_evaluator_reports_l1_psnr_ssim)
+    assert finals[False] < 0.6 * finals[True]
