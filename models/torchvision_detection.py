@@ -9,6 +9,7 @@ from the Hydra model config; only the small smoke backbone is ours.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import MultiScaleRoIAlign, misc
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -150,4 +152,8 @@ class RetinaNetTask(TorchvisionDetection):
     detector = RetinaNet
 
     def small_heads(self, arch: Any, channels: int, anchors: AnchorGenerator) -> dict:
-        return dict(anchor_generator=anchors)
+        # GroupNorm in the heads, as torchvision's RetinaNet v2 builder: it lets the heads train
+        # from scratch (without it the small model reached bbox_AP 4.0 after 1200 steps).
+        head = RetinaNetHead(channels, anchors.num_anchors_per_location()[0], self.num_classes(),
+                             norm_layer=partial(nn.GroupNorm, int(arch.get("head_groups", 16))))
+        return dict(anchor_generator=anchors, head=head)
