@@ -64,7 +64,10 @@ class TorchvisionDetection(Task):
     with_masks = False
     iou_types: tuple[str, ...] = ("bbox",)
 
-    def num_classes(self) -> int:
+    def num_classes(self, arch: Any) -> int:
+        """The variant's own count if it names one (the published count is for it), else the data's."""
+        if arch.get("num_classes") is not None:
+            return int(arch.num_classes)
         data = self.ctx.data_cfg
         return len(data.classes) + 1 if data.kind == "synthetic" else int(data.num_classes)
 
@@ -74,7 +77,7 @@ class TorchvisionDetection(Task):
         common = dict(min_size=size, max_size=size)
         if arch.backbone == "resnet50_fpn":
             backbone = resnet50_fpn(int(arch.get("trainable_layers", 5)), retinanet=self.detector is RetinaNet)
-            return self.detector(backbone, self.num_classes(), **common)
+            return self.detector(backbone, self.num_classes(arch), **common)
         if arch.backbone == "small_cnn":
             return self.build_small(arch, common)
         raise ConfigError(f"model.variants.{variant}.arch.backbone",
@@ -85,7 +88,7 @@ class TorchvisionDetection(Task):
         anchors = AnchorGenerator(sizes=(tuple(arch.anchor_sizes),), aspect_ratios=(ASPECT_RATIOS,))
         heads = self.small_heads(arch, backbone.out_channels, anchors)
         # torchvision refuses num_classes next to a given predictor: the predictor carries it.
-        num_classes = None if "box_predictor" in heads else self.num_classes()
+        num_classes = None if "box_predictor" in heads else self.num_classes(arch)
         # detector_kwargs: torchvision's own knobs (proposal counts etc.), straight from the config.
         return self.detector(backbone, num_classes, **heads, **common, **arch.get("detector_kwargs", {}))
 
@@ -95,7 +98,7 @@ class TorchvisionDetection(Task):
         return dict(
             rpn_anchor_generator=anchors,
             box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
-            box_head=TwoMLPHead(channels * 49, hidden), box_predictor=FastRCNNPredictor(hidden, self.num_classes()),
+            box_head=TwoMLPHead(channels * 49, hidden), box_predictor=FastRCNNPredictor(hidden, self.num_classes(arch)),
             rpn_batch_size_per_image=int(arch.rpn_batch), box_batch_size_per_image=int(arch.roi_batch))
 
     def build_dataset(self, split: str, *, train: bool) -> Any:
@@ -143,7 +146,7 @@ class MaskRCNNTask(TorchvisionDetection):
         heads = super().small_heads(arch, channels, anchors)
         heads.update(mask_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2),
                      mask_head=MaskRCNNHeads(channels, (64, 64), 1),
-                     mask_predictor=MaskRCNNPredictor(64, 64, self.num_classes()))
+                     mask_predictor=MaskRCNNPredictor(64, 64, self.num_classes(arch)))
         return heads
 
 
@@ -154,6 +157,6 @@ class RetinaNetTask(TorchvisionDetection):
     def small_heads(self, arch: Any, channels: int, anchors: AnchorGenerator) -> dict:
         # GroupNorm in the heads, as torchvision's RetinaNet v2 builder: it lets the heads train
         # from scratch (without it the small model reached bbox_AP 4.0 after 1200 steps).
-        head = RetinaNetHead(channels, anchors.num_anchors_per_location()[0], self.num_classes(),
+        head = RetinaNetHead(channels, anchors.num_anchors_per_location()[0], self.num_classes(arch),
                              norm_layer=partial(nn.GroupNorm, int(arch.get("head_groups", 16))))
         return dict(anchor_generator=anchors, head=head)

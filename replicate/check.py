@@ -109,7 +109,7 @@ def _check_overfit(task: Any, model: Any, batch: Any, cfg: Any, report: CheckRep
         loss = task.check_loss(model, batch)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     first, last = losses[0], min(losses[-5:])
     report.add("overfit", last < OVERFIT_DROP * first,
                f"one batch, {OVERFIT_STEPS} steps: loss {first:.3f} -> {last:.3f} "
