@@ -110,6 +110,10 @@ class Task(abc.ABC):
         """
         return self.training_step(model, batch)["loss"]
 
+    def load_checkpoint(self, model: Any, path: Any) -> bool:
+        """Load a model-specific checkpoint format (e.g. Darknet .weights); False: not handled."""
+        return False
+
     def draw_sample(self, item: Any) -> Any:
         """One dataset item as a uint8 image tensor [3,H,W] with its labels drawn (visual check).
 

@@ -102,8 +102,13 @@ class TorchLoop:
     def load_weights(self, path: Path) -> None:
         if not path.is_file():
             raise DataError(str(path), "checkpoint file not found (key: checkpoint)")
+        if self.task.load_checkpoint(self.model, path):
+            return
         state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("model", state) if isinstance(state, dict) else state
+        if isinstance(state, dict):  # our checkpoints hold "model"; reference repos "state_dict"
+            state = state.get("model", state.get("state_dict", state))
+        # DataParallel-trained files prefix every key with "module."
+        state = {k.removeprefix("module."): v for k, v in state.items()}
         self.model.load_state_dict(state)
 
     def loader(self, dataset: Any, batch_size: int, sampler: Optional[Sampler] = None) -> DataLoader:

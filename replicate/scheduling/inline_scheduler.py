@@ -26,4 +26,6 @@ class InlineScheduler:
                 raise ResourceUnavailable(f"hardware={hw.name}: this machine has {torch.cuda.device_count()} GPUs and "
                                           f"no TPU; the profile needs {hw.count} x {hw.accelerator}")
         for spec, cfg in jobs:
-            on_result(spec, run_job(spec, progress=True, num_threads=cfg.num_threads))
+            # The same thread count as a Ray job of this profile: results then match suite runs.
+            threads = cfg.num_threads or int(cfg.hardware.ray.num_cpus)
+            on_result(spec, run_job(spec, progress=True, num_threads=threads))

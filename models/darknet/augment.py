@@ -1,0 +1,216 @@
+"""Darknet-style detection data augmentation and resizing on tensors.
+
+What AlexeyAB/darknet ``src/data.c`` load_data_detection does (YOLOv4, arXiv:2004.10934, Sec. 3.3;
+YOLO licence), re-implemented on torch tensors:
+
+* jitter: crop a box whose sides move by up to ``jitter`` x the image size in each direction
+  (outside the image is grey), then stretch it to the network size (scale and aspect jitter);
+* flip: horizontal, probability 1/2 (``flip=1`` in [net]);
+* HSV: hue shift uniform in +-``hue``, saturation and exposure scaled by a factor in
+  [1, s] or its inverse, each with probability 1/2 (darknet's rand_scale);
+* mosaic (``mosaic=1`` in [net]): four jittered images fill the four rectangles around a random
+  cut point.
+
+Evaluation resizes (stretch, or letterbox when ``letter_box=1``) and records how, so predictions
+can be mapped back onto the original image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, get_worker_info
+from torchvision.transforms.v2 import functional as TF
+
+GREY = 0.5            # darknet fills outside the image with .5
+MIN_BOX_PX = 2.0      # boxes thinner than this after cropping are dropped (no usable target)
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation strengths; defaults are darknet's, values come from the cfg (or the recipe)."""
+
+    jitter: float = 0.2
+    hue: float = 0.0
+    saturation: float = 1.0
+    exposure: float = 1.0
+    flip: bool = True
+    mosaic: float = 0.0          # probability of a mosaic sample
+    letter_box: bool = False
+
+    @classmethod
+    def from_cfg(cls, net: dict, last_yolo: dict, overrides: Optional[dict] = None) -> "AugmentConfig":
+        """From [net] (hue, saturation, exposure, flip, mosaic, letter_box) and the last [yolo]'s
+        jitter (darknet reads the jitter of the network's last layer)."""
+        values = dict(jitter=float(last_yolo.get("jitter", 0.2)), hue=float(net.get("hue", 0.0)),
+                      saturation=float(net.get("saturation", 1.0)), exposure=float(net.get("exposure", 1.0)),
+                      flip=bool(net.get("flip", 1)), mosaic=float(bool(net.get("mosaic", 0))),
+                      letter_box=bool(net.get("letter_box", 0)))
+        values.update(overrides or {})
+        return cls(**values)
+
+
+class _Random:
+    """A seeded generator that reseeds itself once per DataLoader worker (else all would agree)."""
+
+    def __init__(self, seed: int):
+        self.seed, self.worker, self.gen = seed, None, torch.Generator().manual_seed(seed)
+
+    def _generator(self) -> torch.Generator:
+        info = get_worker_info()
+        if info is not None and self.worker != info.id:
+            self.worker = info.id
+            self.gen.manual_seed(self.seed * 1009 + info.id + 1)
+        return self.gen
+
+    def uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * torch.rand((), generator=self._generator()).item()
+
+    def scale(self, s: float) -> float:
+        """darknet rand_scale: a factor in [1, s], inverted half of the time."""
+        factor = self.uniform(1.0, max(s, 1.0))
+        return factor if self.uniform(0, 1) < 0.5 else 1.0 / factor
+
+    def index(self, n: int) -> int:
+        return int(torch.randint(n, (), generator=self._generator()).item())
+
+
+def crop_resize(image: torch.Tensor, boxes: torch.Tensor, rect: tuple[float, float, float, float],
+                out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop ``rect`` = (x0, y0, x1, y1) (may leave the image: grey there), stretch to ``out_hw``."""
+    _, h, w = image.shape
+    x0, y0, x1, y1 = rect
+    theta = torch.tensor([[(x1 - x0) / w, 0, (x0 + x1) / w - 1],
+                          [0, (y1 - y0) / h, (y0 + y1) / h - 1]], dtype=image.dtype)
+    grid = F.affine_grid(theta[None], [1, 3, *out_hw], align_corners=False)
+    out = F.grid_sample(image[None] - GREY, grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)[0] + GREY
+    sx, sy = out_hw[1] / (x1 - x0), out_hw[0] / (y1 - y0)
+    boxes = boxes.clone()
+    boxes[:, 0::2] = ((boxes[:, 0::2] - x0) * sx).clamp(0, out_hw[1])
+    boxes[:, 1::2] = ((boxes[:, 1::2] - y0) * sy).clamp(0, out_hw[0])
+    return out, boxes
+
+
+def distort_colour(image: torch.Tensor, rng: _Random, cfg: AugmentConfig) -> torch.Tensor:
+    """Hue shift, saturation and exposure scaling (darknet random_distort_image)."""
+    if cfg.hue > 0:
+        image = TF.adjust_hue(image, rng.uniform(-cfg.hue, cfg.hue))
+    if cfg.saturation != 1.0:
+        # HSV saturation x f with value kept: each channel moves from the max by the factor
+        value = image.max(0, keepdim=True).values
+        image = (value - (value - image) * rng.scale(cfg.saturation)).clamp(min=0)
+    if cfg.exposure != 1.0:
+        image = image * rng.scale(cfg.exposure)   # HSV value x f == RGB x f
+    return image.clamp(0, 1)
+
+
+def _keep_boxes(target: dict, boxes: torch.Tensor) -> dict:
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PX) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PX)
+    out = {k: v for k, v in target.items() if k not in ("masks",)}
+    out["boxes"] = boxes[keep]
+    for key in ("labels", "area", "iscrowd"):
+        if key in target:
+            out[key] = target[key][keep]
+    return out
+
+
+def jitter_item(image: torch.Tensor, target: dict, out_hw: tuple[int, int], rng: _Random,
+                cfg: AugmentConfig) -> tuple[torch.Tensor, dict]:
+    """One image: jittered crop stretched to ``out_hw``, flip, colour."""
+    _, h, w = image.shape
+    dw, dh = cfg.jitter * w, cfg.jitter * h
+    left, right = rng.uniform(-dw, dw), rng.uniform(-dw, dw)
+    top, bottom = rng.uniform(-dh, dh), rng.uniform(-dh, dh)
+    image, boxes = crop_resize(image, target["boxes"], (left, top, w - right, h - bottom), out_hw)
+    if cfg.flip and rng.uniform(0, 1) < 0.5:
+        image = image.flip(-1)
+        boxes = torch.stack((out_hw[1] - boxes[:, 2], boxes[:, 1], out_hw[1] - boxes[:, 0], boxes[:, 3]), 1)
+    return distort_colour(image, rng, cfg), _keep_boxes(target, boxes)
+
+
+def mosaic(items: list[tuple[torch.Tensor, dict]], size: int, rng: _Random,
+           cfg: AugmentConfig) -> tuple[torch.Tensor, dict]:
+    """Four jittered images around a random cut point (YOLOv4 Sec. 3.3); target of the first."""
+    cx, cy = int(rng.uniform(0.3, 0.7) * size), int(rng.uniform(0.3, 0.7) * size)
+    canvas = torch.full((3, size, size), GREY)
+    boxes, labels = [], []
+    for (image, target), (x0, y0, x1, y1) in zip(items, [(0, 0, cx, cy), (cx, 0, size, cy),
+                                                        (0, cy, cx, size), (cx, cy, size, size)]):
+        piece, t = jitter_item(image, target, (y1 - y0, x1 - x0), rng, cfg)
+        canvas[:, y0:y1, x0:x1] = piece
+        boxes.append(t["boxes"] + torch.tensor([x0, y0, x0, y0], dtype=torch.float32))
+        labels.append(t["labels"])
+    out = {"image_id": items[0][1]["image_id"], "boxes": torch.cat(boxes), "labels": torch.cat(labels)}
+    out["iscrowd"] = torch.zeros(len(out["labels"]), dtype=torch.int64)
+    return canvas, _keep_boxes(out, out["boxes"])
+
+
+class YoloTrainSet(Dataset):
+    """Training items: jittered/flipped/colour-distorted (or mosaic) images at ``size`` x ``size``.
+
+    Args:
+        base: A detection dataset of (image [3,H,W] in [0,1], target with boxes xyxy and labels).
+        size: Network input size.
+        cfg: Augmentation strengths.
+        seed: Seed of the augmentation draws.
+    """
+
+    def __init__(self, base: Any, size: int, cfg: AugmentConfig, seed: int):
+        self.base, self.size, self.cfg, self.rng = base, size, cfg, _Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+        if self.cfg.mosaic > 0 and self.rng.uniform(0, 1) < self.cfg.mosaic:
+            others = [self.rng.index(len(self.base)) for _ in range(3)]
+            return mosaic([self.base[i] for i in [index, *others]], self.size, self.rng, self.cfg)
+        image, target = self.base[index]
+        return jitter_item(image, target, (self.size, self.size), self.rng, self.cfg)
+
+
+class ResizeForEval:
+    """Resize to the network size (stretch, or letterbox); ``target["resize"]`` records how.
+
+    ``resize`` = (scale x, scale y, offset x, offset y, original width, original height):
+    original = (network - offset) / scale.
+    """
+
+    def __init__(self, size: int, letter_box: bool = False):
+        self.size, self.letter_box = size, letter_box
+
+    def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+        _, h, w = image.shape
+        s = self.size
+        if self.letter_box:
+            scale = min(s / w, s / h)
+            nw, nh = round(w * scale), round(h * scale)
+            ox, oy = (s - nw) // 2, (s - nh) // 2
+            sx, sy = nw / w, nh / h
+        else:
+            nw, nh, ox, oy, sx, sy = s, s, 0, 0, s / w, s / h
+        if (nh, nw) != (h, w):
+            image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False,
+                                  antialias=True)[0]
+        if (nh, nw) != (s, s):
+            image = F.pad(image - GREY, (ox, s - nw - ox, oy, s - nh - oy)) + GREY
+        target = {k: v for k, v in target.items() if k != "masks"}
+        boxes = target["boxes"].clone()
+        boxes[:, 0::2] = boxes[:, 0::2] * sx + ox
+        boxes[:, 1::2] = boxes[:, 1::2] * sy + oy
+        target["boxes"] = boxes
+        target["resize"] = torch.tensor([sx, sy, ox, oy, w, h], dtype=torch.float32)
+        return image, target
+
+
+def to_original(boxes: torch.Tensor, resize: torch.Tensor) -> torch.Tensor:
+    """Boxes in network pixels -> boxes on the original image (clipped to it)."""
+    sx, sy, ox, oy, w, h = resize.tolist()
+    out = boxes.clone()
+    out[:, 0::2] = ((out[:, 0::2] - ox) / sx).clamp(0, w)
+    out[:, 1::2] = ((out[:, 1::2] - oy) / sy).clamp(0, h)
+    return out

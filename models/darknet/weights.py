@@ -1,0 +1,129 @@
+"""Darknet ``.weights`` files <-> a ``DarknetModel``'s tensors.
+
+Format (pjreddie/darknet and AlexeyAB/darknet ``parser.c`` load_weights / save_weights; YOLOv3
+arXiv:1804.02767, YOLOv4 arXiv:2004.10934; public domain / YOLO licence), little-endian:
+
+* header: ``major``, ``minor``, ``revision`` as int32, then ``seen`` (images trained on) as int64
+  when ``major * 10 + minor >= 2`` (and both < 1000), else int32;
+* then, for every [convolutional] layer in order: with batch norm its beta (bias), gamma (scale),
+  rolling mean and rolling variance, else the conv bias; then the kernel
+  ``[filters, in_channels / groups, size, size]``; all float32. Other layers carry nothing.
+
+Darknet reads files that stop early (e.g. ``darknet53.conv.74``, the first 74 layers) and loads
+what is there: ``strict=False`` does the same; ``strict=True`` (evaluation of a released
+checkpoint) demands exactly one value per parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.darknet.torch_backend import ConvBlock, DarknetModel
+from replicate.errors import DataError
+
+# AlexeyAB save_weights writes version 0.2.5 with a 64-bit ``seen``.
+WRITE_VERSION = (0, 2, 5)
+
+
+@dataclass
+class WeightsInfo:
+    """What a .weights file held: its header and how many conv layers were loaded."""
+
+    major: int
+    minor: int
+    revision: int
+    seen: int
+    conv_layers_loaded: int
+    conv_layers_total: int
+
+
+def _seen_is_64bit(major: int, minor: int) -> bool:
+    return major * 10 + minor >= 2 and major < 1000 and minor < 1000
+
+
+def _conv_tensors(block: ConvBlock) -> list[torch.Tensor]:
+    """Tensors of one conv layer in file order."""
+    if block.bn is not None:
+        bn = block.bn
+        return [bn.bias, bn.weight, bn.running_mean, bn.running_var, block.conv.weight]
+    return [block.conv.bias, block.conv.weight]
+
+
+def read_header(data: bytes, path: str) -> tuple[tuple[int, int, int, int], int]:
+    """((major, minor, revision, seen), header length in bytes)."""
+    if len(data) < 16:
+        raise DataError(path, f"darknet weights file too short for a header ({len(data)} bytes)")
+    major, minor, revision = (int(v) for v in np.frombuffer(data, dtype="<i4", count=3))
+    if _seen_is_64bit(major, minor):
+        return (major, minor, revision, int(np.frombuffer(data, dtype="<i8", count=1, offset=12)[0])), 20
+    return (major, minor, revision, int(np.frombuffer(data, dtype="<i4", count=1, offset=12)[0])), 16
+
+
+def load_darknet_weights(model: DarknetModel, path: str | Path, strict: bool = True) -> WeightsInfo:
+    """Copy a .weights file into ``model`` (in place).
+
+    Args:
+        model: The model built from the cfg the weights belong to.
+        path: The .weights file.
+        strict: Require the file to hold exactly the model's conv layers.
+
+    Raises:
+        DataError: The file is missing, truncated mid-layer, too short or too long (strict).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(str(path), "darknet weights file not found") from None
+    except OSError as exc:
+        raise DataError(str(path), f"darknet weights file unreadable: {exc}") from None
+    (major, minor, revision, seen), offset = read_header(data, str(path))
+    if (len(data) - offset) % 4:
+        raise DataError(str(path), f"body of {len(data) - offset} bytes is not a whole number of float32")
+    values = np.frombuffer(data, dtype="<f4", offset=offset)
+    blocks = model.conv_blocks()
+    position, loaded = 0, 0
+    with torch.no_grad():
+        for layer, block in blocks:
+            tensors = _conv_tensors(block)
+            need = sum(t.numel() for t in tensors)
+            if position == len(values) and not strict:
+                break
+            if position + need > len(values):
+                raise DataError(str(path), f"ends inside layer {layer.index} ({layer.where()}): needs {need} "
+                                           f"values, {len(values) - position} left; wrong cfg or classes?")
+            for tensor in tensors:
+                chunk = values[position:position + tensor.numel()]
+                tensor.copy_(torch.from_numpy(chunk.copy()).view_as(tensor))
+                position += tensor.numel()
+            loaded += 1
+    if strict and (loaded < len(blocks) or position != len(values)):
+        raise DataError(str(path), f"holds {len(values)} values; the model's {len(blocks)} conv layers take "
+                                   f"{position} (wrong cfg or number of classes?)")
+    return WeightsInfo(major, minor, revision, seen, loaded, len(blocks))
+
+
+def weights_file_size(model: DarknetModel, version: tuple[int, int, int] = WRITE_VERSION) -> int:
+    """Bytes of the .weights file of ``model`` (header + float32 values)."""
+    header = 20 if _seen_is_64bit(*version[:2]) else 16
+    return header + 4 * sum(t.numel() for _, block in model.conv_blocks() for t in _conv_tensors(block))
+
+
+def save_darknet_weights(model: DarknetModel, path: str | Path, seen: int = 0,
+                         version: tuple[int, int, int] = WRITE_VERSION) -> Path:
+    """Write ``model``'s conv layers as a .weights file darknet can load."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    major, minor, revision = version
+    seen_dtype = "<i8" if _seen_is_64bit(major, minor) else "<i4"
+    with open(path, "wb") as f:
+        f.write(np.array(version, dtype="<i4").tobytes())
+        f.write(np.array([seen], dtype=seen_dtype).tobytes())
+        for _, block in model.conv_blocks():
+            for tensor in _conv_tensors(block):
+                f.write(tensor.detach().cpu().to(torch.float32).numpy().astype("<f4").tobytes())
+    return path
