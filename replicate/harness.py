@@ -78,6 +78,7 @@ def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str
             runnable.append(job)
     if out.skipped:
         echo(f"suite {suite_id}: {len(out.skipped)} finished job(s) skipped (already in the store)")
+    _preflight_data(runnable, echo)
     if runnable:
         scheduler = _scheduler(root)
         echo(f"running {len(runnable)} job(s) with {type(scheduler).__name__} ...")
@@ -88,6 +89,23 @@ def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str
     out.groups = _judge_groups(store, planned, out, suite_id)
     store.close()
     return out
+
+
+def _preflight_data(jobs: list[PlannedJob], echo: Callable[[str], None]) -> None:
+    """Check (and generate, if synthetic) every dataset once, before any job is scheduled.
+
+    A missing or corrupt file is then a DataError naming it (exit 2) instead of one ERROR per
+    job, and concurrent workers never race to generate the same synthetic set.
+    """
+    from replicate.data.prepare import prepare_dataset
+
+    seen: set[str] = set()
+    for job in jobs:
+        data = job.cfg.datasets[job.cfg.model.tiers[job.cfg.tier.name].data]
+        if data.root in seen:
+            continue
+        seen.add(data.root)
+        echo(f"data {data.name}: {data.root} (manifest {prepare_dataset(data)[:12]})")
 
 
 def _record(store: Any, job: PlannedJob, result: JobResult, out: SuiteResult, echo: Callable[[str], None],

@@ -63,3 +63,27 @@ def test_run_then_history_shows_the_job(results_dir, shapes_root, tiny, capsys):
     assert main(["history", "model=faster_rcnn", "--json", *common]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["job_id"] for r in rows] == [job["job_id"]]
+
+
+def test_missing_real_dataset_exits_2_naming_the_path(tmp_path, capsys):
+    missing = tmp_path / "no-coco"
+    code = main(["run", "model=faster_rcnn", "tier=eval", "scheduler=inline", f"datasets.coco2017.root={missing}",
+                 f"results_dir={tmp_path / 'results'}", f"checkpoint={tmp_path / 'w.pth'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(missing) in err and "datasets.coco2017.root" in err
+
+
+def test_corrupt_annotation_file_exits_2_naming_it(tmp_path, capsys):
+    from replicate.data.manifest import write_manifest
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    ann = root / "annotations" / "instances_val2017.json"
+    ann.write_text("{}")
+    (root / "annotations" / "instances_train2017.json").write_text("{}")
+    write_manifest(root)
+    ann.write_text('{"images": []}')  # changed after the manifest was written
+    code = main(["run", "model=faster_rcnn", "tier=eval", "scheduler=inline", f"datasets.coco2017.root={root}",
+                 f"results_dir={tmp_path / 'results'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "instances_val2017.json" in err
