@@ -110,6 +110,16 @@ class Task(abc.ABC):
         """
         return self.training_step(model, batch)["loss"]
 
+    def aspect_ratios(self, dataset: Any) -> Any:
+        """Width/height of every item, for aspect-ratio grouping; None: the task does not group.
+
+        Default: a COCO-format dataset (``.coco`` and ``.image_ids``) gives them from its index.
+        """
+        coco, ids = getattr(dataset, "coco", None), getattr(dataset, "image_ids", None)
+        if coco is None or ids is None:
+            return None
+        return [coco.imgs[i]["width"] / coco.imgs[i]["height"] for i in ids]
+
     def load_checkpoint(self, model: Any, path: Any) -> bool:
         """Load a model-specific checkpoint format (e.g. Darknet .weights); False: not handled."""
         return False

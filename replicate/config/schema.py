@@ -58,6 +58,7 @@ class RecipeConfig:
     warmup_steps: int = 0
     warmup_factor: float = 0.001
     grad_clip: Optional[float] = None
+    aspect_ratio_group_factor: Optional[int] = None  # batch images of similar shape (detection)
     eval_every: Optional[int] = None     # steps between curve evaluations (None: early check + end)
     checkpoint_every: int = 100
     log_every: int = 10

@@ -26,6 +26,7 @@ from models.task import Task
 from replicate.errors import DataError, NumericalError
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
+from replicate.runner.grouping import GroupedBatches, aspect_ratio_groups
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 
 
@@ -113,8 +114,14 @@ class TorchLoop:
 
     def loader(self, dataset: Any, batch_size: int, sampler: Optional[Sampler] = None) -> DataLoader:
         workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
+        common = dict(collate_fn=self.task.collate, num_workers=workers, pin_memory=self.amp)
+        factor = self.tier.recipe.aspect_ratio_group_factor if self.tier.recipe else None
+        ratios = self.task.aspect_ratios(dataset) if (sampler is not None and factor is not None) else None
+        if ratios is not None:
+            groups = aspect_ratio_groups(ratios, factor)
+            return DataLoader(dataset, batch_sampler=GroupedBatches(sampler, groups, batch_size), **common)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=sampler is not None,
-                          collate_fn=self.task.collate, num_workers=workers, pin_memory=self.amp)
+                          **common)
 
     # ----------------------------------------------------------------- train
     def build_training(self) -> None:
@@ -169,6 +176,8 @@ class TorchLoop:
         per_epoch = len(self.train_set) // batch_size
         sampler = EpochSampler(len(self.train_set), self.cfg.seed)
         epoch, offset = divmod(self.step, per_epoch)
+        # With aspect-ratio grouping a resumed epoch skips the same number of samples, which is
+        # close to, not exactly, the batches already seen: grouping reorders within an epoch.
         while True:
             sampler.set_position(epoch, offset * batch_size)
             yield from self.loader(self.train_set, batch_size, sampler)
