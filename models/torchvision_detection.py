@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet

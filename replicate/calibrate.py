@@ -33,7 +33,7 @@ def calibrate(overrides: Sequence[str], seeds: Sequence[int], echo: Callable[[st
     planned = []
     for seed in seeds:
         cfg = compose_config([*base, f"seed={seed}", f"model.tiers.smoke.recipe.eval_every={early_step}"])
-        planned.append(PlannedJob(make_spec(cfg, None), cfg, {}, int(seed)))
+        planned.append(PlannedJob(make_spec(cfg, None), cfg, int(seed)))
     result = _execute(probe, planned, None, echo, skip_finished=False)
     metric = result.jobs[0]["metric_name"]
     failed = [r for r in result.jobs if r["verdict"] != "PASS"]

@@ -43,7 +43,7 @@ def run_one(overrides: Sequence[str], echo: Callable[[str], None] = print) -> Su
     """One job (``replicate run``): compose, schedule, judge, store."""
     cfg = compose_config(overrides)
     spec = make_spec(cfg, cfg.suite_id)
-    return _execute(cfg, [PlannedJob(spec, cfg, {}, int(cfg.seed))], cfg.suite_id, echo, skip_finished=False)
+    return _execute(cfg, [PlannedJob(spec, cfg, int(cfg.seed))], cfg.suite_id, echo, skip_finished=False)
 
 
 def run_suite(overrides: Sequence[str], echo: Callable[[str], None] = print) -> SuiteResult:

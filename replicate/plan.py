@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -49,7 +49,6 @@ class PlannedJob:
 
     spec: JobSpec
     cfg: DictConfig
-    entry: dict[str, Any]
     seed: int
     problem: Optional[str] = None
 
@@ -71,7 +70,6 @@ def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[Pl
     passthrough = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("model", "tier", "hardware", "suite", "suite_id", "seed")]
     jobs: list[PlannedJob] = []
     for entry in root.suite.entries:
-        entry_dict = OmegaConf.to_container(entry)
         for seed in entry.seeds:
             job_overrides = [f"model={entry.model}", f"tier={entry.tier}", f"hardware={entry.hardware}",
                              f"seed={seed}", f"suite={root.suite.name}", f"suite_id={suite_id}",
@@ -85,5 +83,5 @@ def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[Pl
             problem = None
             if entry.model not in registered:
                 problem = f"model '{entry.model}' has a config but no registered implementation yet"
-            jobs.append(PlannedJob(make_spec(cfg, suite_id), cfg, entry_dict, int(seed), problem))
+            jobs.append(PlannedJob(make_spec(cfg, suite_id), cfg, int(seed), problem))
     return suite_id, jobs

@@ -151,7 +151,7 @@ def _validate_hardware(cfg: DictConfig) -> None:
                  f"'{hw.name}' is a TPU profile but model '{cfg.model.name}' has no TensorFlow implementation "
                  f"(frameworks: {', '.join(cfg.model.frameworks)}); allowed: GPU or CPU profiles")
         _require(cfg.framework in (None, "tensorflow"), "framework",
-                 f"a TPU profile runs the TensorFlow implementation; allowed: tensorflow")
+                 "a TPU profile runs the TensorFlow implementation; allowed: tensorflow")
 
 
 def _validate_suite(cfg: DictConfig) -> None:

@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from replicate.cli import main
 from replicate.harness import run_one, run_suite
