@@ -58,3 +58,17 @@ def test_every_hardware_profile_composes():
     for hw in group_options("hardware"):
         cfg = compose_config(["model=yolov3", f"hardware={hw}", "tier.compare_with=none"])
         assert cfg.hardware.count >= 1 and cfg.hardware.price_source
+
+
+@pytest.mark.parametrize("suite", group_options("suite"))
+def test_every_suite_plans_into_valid_jobs_with_stable_ids(suite):
+    from replicate.plan import plan_suite
+
+    root = compose_config([f"suite={suite}", "suite_id=fixed"])
+    suite_id, jobs = plan_suite(root, [f"suite={suite}", "suite_id=fixed"])
+    assert suite_id == "fixed" and jobs
+    assert sum(len(e.seeds) for e in root.suite.entries) == len(jobs)
+    assert len({j.spec.job_id for j in jobs}) == len(jobs)
+    _, again = plan_suite(root, [f"suite={suite}", "suite_id=fixed"])
+    assert [j.spec.job_id for j in again] == [j.spec.job_id for j in jobs]
+    assert all(j.problem is None for j in jobs), [j.problem for j in jobs if j.problem]
