@@ -113,8 +113,9 @@ def judge_job(result: JobResult, target: Target) -> tuple[str, Optional[Failure]
         check = result.early_check
         return EARLY_ABORT, Failure(
             "training", "accuracy below expectations",
-            f"{target.metric} {check['metric']:.4g} at {check['fraction']:.0%} of the schedule is below "
-            f"{check['threshold']:.4g} (reference curve {check['reference']:.4g})")
+            f"{target.metric} {check['metric']:.4g} at {check['fraction']:.0%} of the schedule is "
+            f"{'below' if target.direction == 'higher' else 'above'} {check['threshold']:.4g} "
+            f"(reference curve {check['reference']:.4g})")
     return judge_value(result.metrics.get(target.metric), target)
 
 

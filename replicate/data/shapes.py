@@ -29,12 +29,18 @@ from pycocotools import mask as mask_util
 from replicate.data.manifest import verify_manifest, write_manifest
 from replicate.errors import ConfigError, DataError
 
-FORMAT_VERSION = 1  # bump when the rendering changes, so old sets are regenerated
+FORMAT_VERSION = 2  # bump when the rendering changes, so old sets are regenerated
 SHAPE_CLASSES = ("circle", "square", "triangle")
 SPLITS = ("train", "val")
 # Fixed per class name (not per index) so a label map means the same under any class order.
 LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
     "background": (0, 0, 0), "circle": (255, 0, 0), "square": (0, 255, 0), "triangle": (0, 0, 255)}
+# Pair photos: a fixed "material" colour per class, so label -> photo is learnable (the COCO
+# images colour objects at random, which no generator could predict from a label map).
+PHOTO_COLOURS: dict[str, tuple[int, int, int]] = {
+    "background": (200, 200, 190), "circle": (230, 120, 30), "square": (30, 140, 150),
+    "triangle": (120, 50, 160)}
+_PHOTO_NOISE = 12.0     # std of the pair photos' texture, in grey levels
 _MIN_VISIBLE = 0.7      # an occluded object keeps at least this fraction of its area
 _STALE_AFTER_S = 6 * 3600  # temp dirs of other hosts older than this are abandoned
 _PNG_LEVEL = 1          # fixed zlib level: part of the byte-for-byte determinism
@@ -181,6 +187,7 @@ def _write_split(out: Path, split: str, split_index: int, count: int,
     (out / "pairs" / split).mkdir(parents=True)
     palette = np.array([LABEL_COLOURS["background"]] + [LABEL_COLOURS[c] for c in classes],
                        dtype=np.uint8)
+    materials = np.array([PHOTO_COLOURS["background"]] + [PHOTO_COLOURS[c] for c in classes], dtype=float)
     images, annotations = [], []
     for index in range(count):
         # One generator per scene: a scene does not depend on how many others precede it.
@@ -189,8 +196,12 @@ def _write_split(out: Path, split: str, split_index: int, count: int,
         name = f"{index:05d}.png"
         photo = _png_bytes(image)
         (out / split / name).write_bytes(photo)
-        (out / "pairs" / split / f"{index:05d}_image.png").write_bytes(photo)
-        label = palette[np.array([0] + [c + 1 for c in object_classes])[owner]]
+        codes = np.array([0] + [c + 1 for c in object_classes])[owner]
+        texture = np.random.default_rng(np.random.SeedSequence(params["seed"], spawn_key=(split_index, index, 1)))
+        pair_photo = materials[codes] + texture.normal(0.0, _PHOTO_NOISE, size=codes.shape + (3,))
+        (out / "pairs" / split / f"{index:05d}_image.png").write_bytes(
+            _png_bytes(np.clip(np.rint(pair_photo), 0, 255).astype(np.uint8)))
+        label = palette[codes]
         (out / "pairs" / split / f"{index:05d}_label.png").write_bytes(_png_bytes(label))
         image_id = index + 1
         images.append({"id": image_id, "file_name": name, "width": size, "height": size})

@@ -180,7 +180,9 @@ def test_paired_separate_files(shapes_root):
         assert label.shape == photo.shape == (3, SIZE, SIZE)
         assert label.dtype == photo.dtype == torch.float32
         assert -1 <= photo.min() and photo.max() <= 1
-        assert torch.allclose(photo, coco[index][0] * 2 - 1)
+        stored = np.asarray(Image.open(shapes_root / "pairs" / "train" / f"{index:05d}_image.png").convert("RGB"))
+        assert torch.allclose(photo, torch.from_numpy(stored).permute(2, 0, 1).float() / 127.5 - 1, atol=1e-6)
+        assert photo.shape[-2:] == coco[index][0].shape[-2:]
         colours = {tuple(c) for c in label.flatten(1).T.tolist()}
         assert colours <= palette and len(colours) >= 2
     small_label, small_photo = PairedImages(shapes_root, "pairs/train", size=32)[0]
