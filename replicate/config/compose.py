@@ -57,8 +57,10 @@ def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[Any]]:
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     groups, values = [], []
     for raw, item in zip(overrides, parsed):
-        name = item.key_or_group.split("@")[0]
-        (groups if name in GROUPS or item.package else values).append(raw if name in GROUPS else item)
+        if item.key_or_group.split("@")[0] in GROUPS:
+            groups.append(raw)
+        else:
+            values.append(item)
     return groups, values
 
 
