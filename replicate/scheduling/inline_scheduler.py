@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from replicate.errors import ResourceUnavailable
 from replicate.jobs import JobResult, JobSpec
+from replicate.scheduling.resources import job_threads
 
 
 class InlineScheduler:
@@ -27,5 +28,4 @@ class InlineScheduler:
                                           f"no TPU; the profile needs {hw.count} x {hw.accelerator}")
         for spec, cfg in jobs:
             # The same thread count as a Ray job of this profile: results then match suite runs.
-            threads = cfg.num_threads or int(cfg.hardware.ray.num_cpus)
-            on_result(spec, run_job(spec, progress=True, num_threads=threads))
+            on_result(spec, run_job(spec, progress=True, num_threads=job_threads(cfg)))

@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Optional
 
 from replicate.jobs import Failure, JobResult, JobSpec
-from replicate.scheduling.resources import check_fits, ray_options
+from replicate.scheduling.resources import check_fits, job_threads, ray_options
 
 OnResult = Callable[[JobSpec, JobResult], None]
 
@@ -67,10 +67,8 @@ class RayScheduler:
             remote = ray.remote(_execute)
             pending: dict[Any, tuple[JobSpec, float]] = {}
             for spec, cfg in jobs:
-                options = ray_options(cfg.hardware)
-                threads = max(1, int(options["num_cpus"]))
-                ref = remote.options(**options, max_retries=self.max_retries, retry_exceptions=False,
-                                     name=spec.job_id).remote(spec.to_dict(), threads)
+                ref = remote.options(**ray_options(cfg.hardware), max_retries=self.max_retries,
+                                     retry_exceptions=False, name=spec.job_id).remote(spec.to_dict(), job_threads(cfg))
                 pending[ref] = (spec, time.monotonic())
             self.collect(pending, on_result)
         finally:

@@ -22,6 +22,11 @@ def ray_options(hardware: Any) -> dict[str, Any]:
     return options
 
 
+def job_threads(cfg: Any) -> int:
+    """Torch intra-op threads of a job: ``num_threads`` if set, else the CPUs its profile asks for."""
+    return int(cfg.num_threads or max(1, int(cfg.hardware.ray.num_cpus)))
+
+
 def required_resources(options: dict[str, Any]) -> dict[str, float]:
     """The cluster resources (Ray's names) one job of these options needs on one node."""
     need = {"CPU": options.get("num_cpus", 0.0), "GPU": options.get("num_gpus", 0.0)}
