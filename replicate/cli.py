@@ -14,6 +14,17 @@ from typing import Any, Callable, Sequence
 from replicate.errors import ZooError
 
 
+# Subcommands that live in their own module under replicate/commands/: each module defines
+# ``add_parser(subparsers)`` (registering a subcommand of the module's name) and ``run(args) -> int``.
+COMMAND_MODULES = ("darknet",)
+
+
+def _command_modules() -> list[Any]:
+    import importlib
+
+    return [importlib.import_module(f"replicate.commands.{name}") for name in COMMAND_MODULES]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="replicate", description="Replicate-and-evaluate a model zoo.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -37,9 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     calibrate = add("calibrate", "measure a smoke reference over seeds: replicate calibrate model=NAME",
                     json_flag=True)
     calibrate.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    from replicate.commands import darknet
-
-    darknet.add_parser(sub)
+    for module in _command_modules():
+        module.add_parser(sub)
     evaluate = add("evaluate", "COCO-evaluate a detections file", overrides=False, json_flag=False)
     evaluate.add_argument("--annotations", required=True, help="COCO ground-truth JSON")
     evaluate.add_argument("--detections", required=True, help="COCO results JSON (a list of detections)")
@@ -59,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _cmd_run, "suite": _cmd_suite, "check": _cmd_check, "models": _cmd_models,
         "history": _cmd_history, "evaluate": _cmd_evaluate, "calibrate": _cmd_calibrate,
-        "darknet": _cmd_darknet,
     }
+    handlers.update({name: module.run for name, module in zip(COMMAND_MODULES, _command_modules())})
     try:
         return handlers[args.command](args)
     except ZooError as exc:
@@ -164,12 +174,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print("# record under model.tiers.smoke.reference:")
         print(yaml.safe_dump({"reference": block}, sort_keys=False, width=200))
     return 0
-
-
-def _cmd_darknet(args: argparse.Namespace) -> int:
-    from replicate.commands import darknet
-
-    return darknet.run(args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
