@@ -16,7 +16,7 @@ from replicate.errors import ZooError
 
 # Subcommands that live in their own module under replicate/commands/: each module defines
 # ``add_parser(subparsers)`` (registering a subcommand of the module's name) and ``run(args) -> int``.
-COMMAND_MODULES = ("darknet",)
+COMMAND_MODULES = ("darknet", "report", "cost")
 
 
 def _command_modules() -> list[Any]:
@@ -97,9 +97,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     result = run_one(args.overrides, echo=_echo_for(args))
     if args.json:
-        _print_json({"suite_id": result.suite_id, "jobs": result.jobs})
+        _print_json({"suite_id": result.suite_id, "jobs": result.jobs, "logged": result.logged})
     else:
         print_jobs(result.jobs)
+        _print_outputs(result)
     return 0 if result.all_pass else 1
 
 
@@ -110,11 +111,20 @@ def _cmd_suite(args: argparse.Namespace) -> int:
     result = run_suite(args.overrides, echo=_echo_for(args))
     if args.json:
         _print_json({"suite_id": result.suite_id, "jobs": result.jobs, "groups": result.groups,
-                     "skipped": result.skipped})
+                     "skipped": result.skipped, "report": result.report, "logged": result.logged})
     else:
         print_jobs(result.jobs, title=f"suite {result.suite_id}")
         print_groups(result.groups)
+        _print_outputs(result)
     return 0 if (result.all_pass or args.allow_fail) else 1
+
+
+def _print_outputs(result: Any) -> None:
+    """Where the run's results landed besides the store: the HTML report and the W&B files."""
+    if result.report:
+        print(f"report: {result.report}")
+    if result.logged:
+        print(result.logged)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -140,7 +150,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
     from replicate.config.compose import compose_config, group_options
     from replicate.errors import ConfigError
-    from replicate.tables import print_jobs
+    from replicate.history import annotate_jobs, model_history
+    from replicate.tables import print_history, print_jobs
 
     model = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("model=")), None)
     if model is not None and model not in group_options("model"):
@@ -149,10 +160,14 @@ def _cmd_history(args: argparse.Namespace) -> int:
     cfg = compose_config([o for o in args.overrides if not o.startswith("model=")])
     store = instantiate(cfg.store)
     rows = store.jobs(model=model)
+    # With a model: its metric per suite, marked with regressions and drift (replicate.history).
+    series = model_history(store.group_history(model=model), rows) if model else []
     store.close()
     if args.json:
-        _print_json(rows)
+        _print_json(annotate_jobs(rows, series) if model else rows)
     else:
+        if series:
+            print_history(series, title=f"{model}: metric over time ({len(series)} suite results)")
         print_jobs(rows, title=f"history{' of ' + model if model else ''} ({len(rows)} jobs)")
     return 0
 

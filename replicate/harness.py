@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from replicate.config.compose import compose_config
 from replicate.jobs import PASS, Failure, JobResult
+from replicate.loggers import make_logger, publish_suite
 from replicate.plan import PlannedJob, make_spec, plan_suite
 from replicate.records import job_record
 from replicate.verdict import judge_group, judge_job, target_for
@@ -24,6 +25,8 @@ class SuiteResult:
     jobs: list[dict[str, Any]] = field(default_factory=list)
     groups: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # finished before: not run again
+    report: Optional[str] = None      # the suite's HTML report (index.html), if one was written
+    logged: Optional[str] = None      # where the logger's output went (W&B), if a logger is on
 
     @property
     def all_pass(self) -> bool:
@@ -43,7 +46,11 @@ def run_one(overrides: Sequence[str], echo: Callable[[str], None] = print) -> Su
     """One job (``replicate run``): compose, schedule, judge, store."""
     cfg = compose_config(overrides)
     spec = make_spec(cfg, cfg.suite_id)
-    return _execute(cfg, [PlannedJob(spec, cfg, int(cfg.seed))], cfg.suite_id, echo, skip_finished=False)
+    logger = make_logger(cfg, echo)
+    result = _execute(cfg, [PlannedJob(spec, cfg, int(cfg.seed))], cfg.suite_id, echo, skip_finished=False,
+                      logger=logger)
+    result.logged = logger.where() if logger is not None else None
+    return result
 
 
 def run_suite(overrides: Sequence[str], echo: Callable[[str], None] = print) -> SuiteResult:
@@ -53,15 +60,18 @@ def run_suite(overrides: Sequence[str], echo: Callable[[str], None] = print) -> 
     store = _store(root)
     store.upsert_suite(suite_id, root.suite.name, {"overrides": list(overrides), "suite": root.suite.name})
     store.close()
-    result = _execute(root, planned, suite_id, echo, skip_finished=True)
+    logger = make_logger(root, echo)
+    result = _execute(root, planned, suite_id, echo, skip_finished=True, logger=logger)
     store = _store(root)
     store.finish_suite(suite_id)
+    report, result.logged = publish_suite(store, suite_id, root.results_dir, logger, echo)
+    result.report = str(report) if report is not None else None
     store.close()
     return result
 
 
 def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str],
-             echo: Callable[[str], None], *, skip_finished: bool) -> SuiteResult:
+             echo: Callable[[str], None], *, skip_finished: bool, logger: Any = None) -> SuiteResult:
     store = _store(root)
     out = SuiteResult(suite_id)
     done_ids = store.finished_job_ids(suite_id) if (skip_finished and suite_id) else set()
@@ -73,7 +83,7 @@ def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str
         elif job.problem:
             result = JobResult(job_id=job.spec.job_id,
                                failure=Failure("modeling", "incorrect functionality", job.problem))
-            _record(store, job, result, out, echo, len(planned))
+            _record(store, job, result, out, echo, len(planned), logger)
         else:
             runnable.append(job)
     if out.skipped:
@@ -83,7 +93,8 @@ def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str
         scheduler = _scheduler(root)
         echo(f"running {len(runnable)} job(s) with {type(scheduler).__name__} ...")
         scheduler.run([(j.spec, j.cfg) for j in runnable],
-                             lambda spec, result: _record(store, by_id[spec.job_id], result, out, echo, len(planned)))
+                             lambda spec, result: _record(store, by_id[spec.job_id], result, out, echo, len(planned),
+                                                          logger))
     for job_id in out.skipped:
         out.jobs.append(store.get_job(job_id))
     out.groups = _judge_groups(store, planned, out, suite_id)
@@ -109,7 +120,7 @@ def _preflight_data(jobs: list[PlannedJob], echo: Callable[[str], None]) -> None
 
 
 def _record(store: Any, job: PlannedJob, result: JobResult, out: SuiteResult, echo: Callable[[str], None],
-            total: int) -> None:
+            total: int, logger: Any = None) -> None:
     target = target_for(job.cfg, job.spec.variant)
     verdict, failure = judge_job(result, target)
     record = job_record(job.spec, result, verdict, failure, target, job.cfg.hardware)
@@ -118,6 +129,10 @@ def _record(store: Any, job: PlannedJob, result: JobResult, out: SuiteResult, ec
     value = record["metric_value"]
     shown = f"{record['metric_name']}={value:.4g}" if value is not None else (failure.message if failure else "")
     echo(f"[{len(out.jobs)}/{total}] {job.spec.job_id}: {verdict} {shown} ({record['wall_s']:.0f}s)")
+    if logger is not None:
+        # The stored row, logged from the driver after it is saved: W&B shows the store's values,
+        # and only this process logs (never a Ray worker or a training rank), once per job.
+        logger.log_job(out.jobs[-1])
 
 
 def _judge_groups(store: Any, planned: list[PlannedJob], out: SuiteResult, suite_id: Optional[str]) -> list[dict]:

@@ -75,3 +75,30 @@ def print_models(rows: list[dict[str, Any]]) -> None:
                       f"{r['trainable_params']:,}",
                       f"{claim['metric']} {claim['value']} on {claim['split']} ({claim['source']})")
     _console().print(table)
+
+
+def print_history(rows: list[dict[str, Any]], title: str = "metric over time") -> None:
+    """One line per group and suite (``replicate.history.model_history``), oldest first:
+    verdict, mean +- std, band, and REGRESSION / DRIFT marks with what changed underneath."""
+    table = Table(title=title)
+    for col in ("suite", "when", "variant", "tier", "hardware", "verdict", "mean ± std", "band", "flags"):
+        table.add_column(col)
+    for r in rows:
+        flags = []
+        if r.get("regression"):
+            flags.append(f"[red]REGRESSION[/] (PASS in {r['regression']})")
+        if r.get("drift"):
+            flags.append("[dark_orange]DRIFT[/]")
+        spread = f" ± {_fmt(r['std'], 3)}" if r.get("std") is not None else ""
+        table.add_row(r["suite_id"], (r.get("created_at") or "")[:16].replace("T", " "), r["variant"], r["tier"],
+                      r["hardware"], f"[{_COLOURS.get(r['verdict'], 'white')}]{r['verdict']}[/]",
+                      f"{_fmt(r.get('mean'))}{spread}", f"[{_fmt(r.get('band_low'))}, {_fmt(r.get('band_high'))}]",
+                      " ".join(flags))
+    _console().print(table)
+    for r in rows:
+        for change in r.get("changes") or []:
+            _console().print(f"  {r['suite_id']} changed since {r['regression']}: {change['section']} "
+                             f"{change['key']}: {change['before']!r} -> {change['after']!r}", markup=False)
+    drifted = {r["drift"] for r in rows if r.get("drift")}
+    for text in sorted(drifted):
+        _console().print(f"  drift: {text}", markup=False)

@@ -14,7 +14,14 @@ TINY = [
     "datasets.shapes.num_train=16", "datasets.shapes.num_val=8", "datasets.shapes.image_size=64",
     "model.tiers.smoke.recipe.steps=4", "model.tiers.smoke.recipe.checkpoint_every=2",
     "model.tiers.smoke.recipe.log_every=1", "model.tiers.smoke.input_size=64",
+    "logger=none",   # W&B is tested in tests/loggers; other tests do not pay for it
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_online(monkeypatch):
+    """Tests never log online by accident: W&B's auto mode goes online when a key is set."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from replicate.store.tables import (
     GroupVerdict,
     Job,
     Suite,
+    as_utc,
     check_json,
     coerce_values,
     row_to_dict,
@@ -203,6 +204,17 @@ class ResultStore:
         query = select(GroupVerdict).where(GroupVerdict.suite_id == suite_id).order_by(*order)
         with self._sessions() as session:
             return [row_to_dict(row) for row in session.scalars(query)]
+
+    def group_history(self, model: Optional[str] = None) -> list[dict]:
+        """Group verdicts of every suite (of ``model`` if given), each with its suite's
+        ``suite_created_at``; oldest suite first, so the last match of a key is the latest."""
+        query = select(GroupVerdict, Suite.created_at).join(Suite, Suite.suite_id == GroupVerdict.suite_id)
+        if model is not None:
+            query = query.where(GroupVerdict.model == model)
+        query = query.order_by(Suite.created_at, Suite.suite_id, GroupVerdict.model)
+        with self._sessions() as session:
+            return [{**row_to_dict(group), "suite_created_at": as_utc(created).isoformat()}
+                    for group, created in session.execute(query)]
 
     def _write_with_retry(self, write) -> None:
         """Run ``write`` in a transaction; retry once if a concurrent writer inserted the row

@@ -1,0 +1,56 @@
+"""``replicate report [suite=ID] [--out DIR] [overrides]``: the static HTML report of a suite.
+
+Reads the store the composed config names (``store=...``, ``results_dir=...``), writes
+``index.html``, one page per model and the plots to ``--out`` (default
+``<results_dir>/reports/<suite id>/``) and prints the index's path. Without ``suite=`` it reports
+the latest suite. An empty store or an unknown suite id is a UserInputError (exit 2, naming it).
+
+``suite=ID`` here means a suite *id* (e.g. ``smoke-20261123``), not the ``suite`` config group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``report`` subcommand on the CLI's subparsers."""
+    parser = subparsers.add_parser("report", help="write the HTML report of a suite: replicate report [suite=ID]")
+    parser.add_argument("overrides", nargs="*",
+                        help="suite=ID (default: the latest suite) and Hydra overrides, e.g. results_dir=...")
+    parser.add_argument("--out", default=None, help="output folder (default: <results_dir>/reports/<suite id>)")
+    parser.add_argument("--json", action="store_true", help="print {suite_id, index} as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report; typed errors propagate to the CLI (exit 2)."""
+    from hydra.utils import instantiate
+
+    from replicate.config.compose import compose_config
+    from replicate.errors import ConfigError
+    from replicate.leaderboard import check_suite, latest_suite_id
+    from replicate.report.pages import default_report_dir, write_report
+
+    suite_id = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("suite=")), None)
+    # Only the store matters: compose without suite= (a suite id is not a suite config name).
+    cfg = compose_config([o for o in args.overrides if not o.startswith("suite=")])
+    store = instantiate(cfg.store)
+    try:
+        if suite_id is None:
+            suite_id = latest_suite_id(store)
+            if suite_id is None:
+                raise ConfigError("suite", f"the store {store!r} holds no suite yet: run `replicate suite` first")
+        check_suite(store, suite_id)
+        out = Path(args.out) if args.out else default_report_dir(cfg.results_dir, suite_id)
+        index = write_report(store, suite_id, out)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"suite_id": suite_id, "index": str(index)}))
+    else:
+        print(f"report of suite {suite_id}: {index}")
+    return 0

@@ -1,0 +1,126 @@
+"""Plots of the HTML report (matplotlib, Agg backend): learning curves and metric trends.
+
+Each function writes one PNG and returns nothing; the caller links it relatively. matplotlib is
+imported inside the functions so that importing the report package stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from replicate.history import Drift, Point
+
+VERDICT_COLOURS = {"PASS": "#1a7f37", "BELOW": "#cf222e", "ABOVE": "#bf8700", "EARLY_ABORT": "#8250df",
+                   "ERROR": "#cf222e", "INFRA": "#0969da"}
+BAND_COLOUR = "#2da44e"
+DPI = 100
+
+
+def _pyplot():
+    """pyplot on the Agg backend: no display, safe in worker processes and CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def reference_curve(job: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """The tier's recorded reference curve as ``(step, value)`` for ``job``'s schedule.
+
+    The config stores ``{fraction of the full schedule: value}``; a tier running a fraction of it
+    (``short``) ends at ``schedule_fraction``, so a point at fraction f sits at step
+    ``f / schedule_fraction * steps_planned``. The reference's final value sits at the end.
+    """
+    config = job.get("config") or {}
+    try:
+        tier_name = config["tier"]["name"]
+        reference = config["model"]["tiers"][tier_name].get("reference") or {}
+        fraction = float(config["tier"].get("schedule_fraction") or 1.0)
+    except (KeyError, TypeError, AttributeError):
+        return []
+    steps = float(job.get("steps_planned") or 0)
+    if not steps or not reference:
+        return []
+    points = [(float(f) / fraction * steps, float(v)) for f, v in (reference.get("curve") or {}).items()
+              if v is not None and float(f) <= fraction]
+    if reference.get("value") is not None and fraction >= 1.0:
+        points.append((steps, float(reference["value"])))
+    return sorted(points)
+
+
+def learning_curves(path: Path, jobs: Sequence[Mapping[str, Any]], metric: Optional[str],
+                    band: tuple[Optional[float], Optional[float]], title: str) -> None:
+    """Loss (left) and the judged metric (right) against steps, one line per seed, with the
+    reference curve and the band at the end of the schedule."""
+    plt = _pyplot()
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=DPI)
+    for job in sorted(jobs, key=lambda j: j["seed"]):
+        curve = job.get("curve") or []
+        losses = [(p["step"], p["loss"]) for p in curve if p.get("loss") is not None]
+        values = [(p["step"], p[metric]) for p in curve if metric and p.get(metric) is not None]
+        label = f"seed {job['seed']} ({job['verdict']})"
+        if losses:
+            loss_ax.plot(*zip(*losses), linewidth=1.2, label=label)
+        if values:
+            metric_ax.plot(*zip(*values), marker="o", linewidth=1.5, label=label)
+    reference = reference_curve(jobs[0]) if jobs else []
+    if reference:
+        metric_ax.plot(*zip(*reference), linestyle="--", marker="s", color="black", label="reference")
+    low, high = band
+    end = max((float(j.get("steps_planned") or 0) for j in jobs), default=0.0)
+    if low is not None and high is not None and end:
+        metric_ax.fill_between([end * 0.9, end * 1.02], low, high, color=BAND_COLOUR, alpha=0.25,
+                               label="band")
+    loss_ax.set(title="training loss", xlabel="step", ylabel="loss")
+    metric_ax.set(title=f"{metric or 'metric'} vs reference", xlabel="step", ylabel=metric or "")
+    for ax in (loss_ax, metric_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def trend(path: Path, points: Sequence[Point], metric: Optional[str], title: str,
+          drift: Optional[Drift] = None, regressed: Sequence[str] = ()) -> None:
+    """The group's seed mean per suite (error bars: seed std), coloured by verdict, over the band
+    each suite was judged against; the drifted stretch is shaded, regressions circled."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3.6), dpi=DPI)
+    xs = list(range(len(points)))
+    lows = [p.band_low for p in points]
+    highs = [p.band_high for p in points]
+    if all(v is not None for v in lows + highs) and points:
+        # Each suite's band spans its slot [x - 0.5, x + 0.5], so a single suite shows one too.
+        edges = [e for x in xs for e in (x - 0.5, x + 0.5)]
+        ax.fill_between(edges, [v for v in lows for _ in (0, 1)], [v for v in highs for _ in (0, 1)],
+                        color=BAND_COLOUR, alpha=0.18, label="band")
+    measured = [(x, p) for x, p in zip(xs, points) if p.mean is not None]
+    if measured:
+        ax.plot([x for x, _ in measured], [p.mean for _, p in measured], color="#57606a", linewidth=1)
+    for x, p in measured:
+        ax.errorbar(x, p.mean, yerr=p.std or 0.0, fmt="o", color=VERDICT_COLOURS.get(p.verdict, "black"),
+                    capsize=3)
+        if p.suite_id in regressed:
+            ax.plot(x, p.mean, "o", markersize=16, markerfacecolor="none", markeredgecolor="#cf222e",
+                    markeredgewidth=2)
+    for x, p in zip(xs, points):
+        if p.mean is None:   # ERROR / INFRA / EARLY_ABORT have no mean: mark the suite instead
+            ax.axvline(x, color=VERDICT_COLOURS.get(p.verdict, "black"), linestyle=":", linewidth=1.5)
+    if drift is not None:
+        start = next(i for i, p in enumerate(points) if p.suite_id == drift.since_suite_id)
+        ax.axvspan(start - 0.5, len(points) - 0.5, color="#fb8500", alpha=0.12, label=f"drift ({drift.direction})")
+        ax.axhline(drift.baseline_mean, color="#fb8500", linestyle="--", linewidth=1, label="baseline mean")
+    ax.set_xticks(xs, [p.suite_id for p in points], rotation=30, ha="right", fontsize=8)
+    ax.set(title=title, ylabel=metric or "metric")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

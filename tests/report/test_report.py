@@ -1,0 +1,180 @@
+"""The HTML report of a suite: regressions with exactly what changed, the CLI, and the pages as
+headless Chromium renders them (screenshots saved; leaderboard and images checked in the DOM)."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from replicate.cli import main
+from replicate.report import write_report
+
+# The suites of tests/report/conftest.py (fixture ``nights`` gives the same values to tests).
+NIGHT1, NIGHT2 = "smoke-20261121", "smoke-20261122"
+MODELS = ("faster_rcnn", "pix2pix", "yolov4")
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "results" / "test-artifacts" / "report"
+
+
+def _changes(page: str) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Per regression block of the index: its (section, key, before, after) rows."""
+    block_re = r'<div class="regression" data-model="([^"]+)">(.*?)</div>\s*(?=<div class="regression"|</section>)'
+    blocks = re.findall(block_re, page, flags=re.S)
+    out = {}
+    for model, block in blocks:
+        row_re = r'<tr class="change"><td>(.*?)</td><td><code>(.*?)</code></td>\s*<td>(.*?)</td><td>(.*?)</td>'
+        rows = re.findall(row_re, block, flags=re.S)
+        out[model] = [tuple(html.unescape(cell) for cell in row) for row in rows]
+    return out
+
+
+def test_report_names_each_regression_and_exactly_what_changed(night2_report, nights):
+    assert (nights["night1"], nights["night2"]) == (NIGHT1, NIGHT2) and sorted(nights["plan"][NIGHT2]) == list(MODELS)
+    index = night2_report
+    page = index.read_text(encoding="utf-8")
+    changes = _changes(page)
+    # The two regressions, each with its single recorded cause and nothing else (no job ids,
+    # timestamps, suite ids, seeds or config hashes).
+    assert changes == {
+        "faster_rcnn": [("environment", "torch", "2.14.1", "2.15.0")],
+        "yolov4": [("config", "model.tiers.smoke.recipe.lr", "0.004", "0.002")],
+    }
+    assert "Regressions (2)" in page and f"PASS in {NIGHT1}" in page
+    assert 'data-model="pix2pix"' in page and "pix2pix/" not in page.split('id="regressions"')[1]
+    model_page = (index.parent / "model-yolov4.html").read_text(encoding="utf-8")
+    assert "REGRESSION since " + NIGHT1 in model_page and "model.tiers.smoke.recipe.lr" in model_page
+
+
+def test_report_of_the_earlier_suite_ignores_later_nights(store, tmp_path):
+    page = write_report(store, NIGHT1, tmp_path / "night1").read_text(encoding="utf-8")
+    assert "Regressions (0)" in page and NIGHT2 not in page
+
+
+def test_every_value_is_escaped(night2_report):
+    # A claim source is free text from a config file: it must not become markup.
+    page = night2_report.read_text(encoding="utf-8")
+    sources = re.findall(r'title="([^"]*)"', page)
+    assert sources and all("<" not in s for s in sources)
+    assert "`replicate calibrate" in html.unescape(page)
+
+
+def test_cli_report_defaults_to_the_latest_suite_under_results(results_root, capsys):
+    assert main(["report", f"results_dir={results_root}", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["suite_id"] == NIGHT2
+    assert Path(out["index"]) == results_root / "reports" / NIGHT2 / "index.html"
+    assert Path(out["index"]).is_file()
+
+
+def test_cli_report_unknown_suite_or_empty_store_exits_2_naming_it(results_root, tmp_path, capsys):
+    assert main(["report", "suite=smoke-19990101", f"results_dir={results_root}"]) == 2
+    err = capsys.readouterr().err
+    assert "smoke-19990101" in err and len(err.strip().splitlines()) == 1
+    assert main(["report", f"results_dir={tmp_path / 'empty'}"]) == 2
+    err = capsys.readouterr().err
+    assert "no suite" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_history_marks_the_regression_and_lists_what_changed(results_root, capsys):
+    assert main(["history", "model=faster_rcnn", f"results_dir={results_root}", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["suite_id"]: r["regression"] for r in rows} == {NIGHT2: NIGHT1, NIGHT1: None}
+    assert {r["suite_id"]: r["group_verdict"] for r in rows} == {NIGHT2: "BELOW", NIGHT1: "PASS"}
+    assert main(["history", "model=faster_rcnn", f"results_dir={results_root}"]) == 0
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "environment torch: '2.14.1' -> '2.15.0'" in out
+
+
+# Headless Chromium -------------------------------------------------------------------------------
+
+PROBE = """<script>
+window.addEventListener("load", function () {
+  var control = document.getElementById("probe-control");
+  var rows = Array.from(document.querySelectorAll("table.leaderboard tbody tr")).map(function (tr) {
+    var box = tr.getBoundingClientRect();
+    // Visible: laid out, starting within the first screen, and not cut off on the right.
+    return {model: tr.dataset.model, visible: box.width > 0 && box.height > 0 && box.top < innerHeight &&
+            box.right <= innerWidth};
+  });
+  var images = Array.from(document.images).filter(function (img) { return img !== control; });
+  var out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({
+    rows: rows,
+    images: images.map(function (img) { return {src: img.getAttribute("src"), complete: img.complete,
+                                                width: img.naturalWidth, height: img.naturalHeight}; }),
+    control: {complete: control.complete, width: control.naturalWidth}
+  });
+  document.body.appendChild(out);
+});
+</script>
+<img id="probe-control" src="does-not-exist.png" alt="">
+"""
+
+
+def _chromium() -> str:
+    """The Chromium binary; outside CI its absence skips, in CI (CI=true) it fails."""
+    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if found is None:
+        message = "headless Chromium not installed (Debian: apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI must install it (.ci/run)")
+        pytest.skip(message)
+    return found
+
+
+def _run_chromium(binary: str, *args: str) -> str:
+    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--window-size=1400,1000", "--virtual-time-budget=10000", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _probe(binary: str, page: Path) -> dict:
+    """Load a copy of ``page`` (same folder, so relative links resolve the same) with the probe
+    script appended, and read back what the browser measured after the load event."""
+    probe = page.with_name(f"_probe-{page.name}")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom = _run_chromium(binary, "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, flags=re.S)
+    assert found, f"the probe did not run; DOM starts {dom[:300]!r}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def _screenshot(binary: str, page: Path, target: Path, height: int) -> Path:
+    from PIL import Image
+
+    _run_chromium(binary, f"--screenshot={target}", f"--window-size=1400,{height}", page.as_uri())
+    with Image.open(target) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert image.size == (1400, height)
+        assert colours is None or len(colours) > 50, "the screenshot is (nearly) blank"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(target, ARTIFACTS / target.name)
+    print(f"screenshot: {target} (copy: {ARTIFACTS / target.name})")
+    return target
+
+
+def test_chromium_renders_the_leaderboard_and_every_image(night2_report, tmp_path):
+    binary = _chromium()
+    index = night2_report
+    _screenshot(binary, index, tmp_path / "report-index.png", 1000)
+    _screenshot(binary, index.parent / "model-faster_rcnn.html", tmp_path / "report-faster_rcnn.png", 1900)
+    measured = _probe(binary, index)
+    assert sorted(r["model"] for r in measured["rows"]) == list(MODELS)
+    assert all(r["visible"] for r in measured["rows"]), measured["rows"]
+    # The check can fail: a missing file reports width 0.
+    assert measured["control"] == {"complete": True, "width": 0}
+    for model in MODELS:
+        page = _probe(binary, index.parent / f"model-{model}.html")
+        assert len(page["images"]) == 2, page["images"]
+        assert all(img["complete"] and img["width"] > 0 and img["height"] > 0 for img in page["images"]), page

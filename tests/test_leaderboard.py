@@ -1,0 +1,124 @@
+"""Leaderboard rows and the cost view, computed from a real SQLite store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from replicate.jobs import PASS
+from replicate.leaderboard import (
+    LEADERBOARD_KEYS,
+    UnknownSuite,
+    cost_summary,
+    leaderboard_rows,
+    model_costs,
+)
+from replicate.store.results_store import ResultStore
+
+TARGET = {"kind": "claim", "metric": "bbox_AP", "value": 0.40, "tolerance": 0.02, "tolerance_kind": "relative",
+          "direction": "higher", "source": "paper, Table 1", "split": "val", "spread": None,
+          "low": 0.392, "high": 0.408}
+START = datetime(2026, 11, 20, tzinfo=timezone.utc)
+
+
+def _job(suite_id, model, seed, verdict="PASS", value=0.40, **extra):
+    record = {"job_id": f"{suite_id}-{model}-s{seed}", "suite_id": suite_id, "model": model, "variant": "full",
+              "framework": "torch", "tier": "smoke", "hardware": "cpu", "seed": seed, "verdict": verdict,
+              "metric_name": "bbox_AP", "metric_value": value, "compared_with": TARGET, "wall_s": 100.0,
+              "accelerator_hours": 0.5, "cost": 2.0, "lost_s": 0.0, "time_to_quality_s": 60.0}
+    record.update(extra)
+    return record
+
+
+def _group(suite_id, model, seeds, verdict="PASS", mean=0.40, std=None):
+    return {"suite_id": suite_id, "model": model, "variant": "full", "framework": "torch", "tier": "smoke",
+            "hardware": "cpu", "seeds": seeds, "metric_name": "bbox_AP", "mean": mean, "std": std,
+            "verdict": verdict, "compared_with": TARGET,
+            "failure_stage": None if verdict == PASS else "training",
+            "failure_impact": None if verdict == PASS else "accuracy below expectations"}
+
+
+def _suite(store, suite_id, day, jobs, groups):
+    store.upsert_suite(suite_id, "smoke", {})
+    for job in jobs:
+        store.save_job({**job, "created_at": START + timedelta(days=day)})
+    for group in groups:
+        store.save_group(group)
+
+
+@pytest.fixture
+def store(tmp_path):
+    # Suites are ordered by their created_at, stamped when each is first recorded below.
+    store = ResultStore(f"sqlite:///{tmp_path / 'zoo.db'}")
+    _suite(store, "night1", 0, [_job("night1", "yolov3", 0, value=0.40)], [_group("night1", "yolov3", [0], mean=0.40)])
+    _suite(store, "night2", 1,
+           [_job("night2", "yolov3", 0, value=0.41, lost_s=30.0), _job("night2", "yolov3", 1, value=0.39,
+                                                                     time_to_quality_s=None),
+            _job("night2", "pix2pix", 0, verdict="EARLY_ABORT", value=None, time_to_quality_s=None,
+                 early_check={"aborted": True, "saved_cost": 6.5, "saved_accelerator_hours": 1.5})],
+           [_group("night2", "yolov3", [0, 1], mean=0.40, std=0.0141),
+            _group("night2", "pix2pix", [0], verdict="EARLY_ABORT", mean=None)])
+    _suite(store, "night3", 2, [_job("night3", "yolov3", 0, verdict="BELOW", value=0.30)],
+           [_group("night3", "yolov3", [0], verdict="BELOW", mean=0.30)])
+    store.save_job(_job("adhoc", "yolov3", 7) | {"suite_id": None, "job_id": "adhoc-run"})
+    yield store
+    store.close()
+
+
+def test_rows_have_exactly_the_leaderboard_keys_and_sum_the_group_jobs(store):
+    rows = {r["model"]: r for r in leaderboard_rows(store, "night2")}
+    assert set(rows) == {"yolov3", "pix2pix"}
+    assert all(list(r) == list(LEADERBOARD_KEYS) for r in rows.values())
+    yolo = rows["yolov3"]
+    assert yolo["seeds"] == [0, 1] and yolo["std"] == pytest.approx(0.0141)
+    assert yolo["claim_value"] == 0.40 and yolo["claim_source"] == "paper, Table 1"
+    assert (yolo["band_low"], yolo["band_high"], yolo["direction"]) == (0.392, 0.408, "higher")
+    assert yolo["cost"] == pytest.approx(4.0) and yolo["accelerator_hours"] == pytest.approx(1.0)
+    assert yolo["wall_s"] == pytest.approx(200.0) and yolo["lost_s"] == pytest.approx(30.0)
+    assert yolo["time_to_quality_s"] == pytest.approx(60.0)   # the one seed that reached the band
+    assert yolo["delta"] == pytest.approx(0.0) and yolo["delta_pct"] == pytest.approx(0.0)
+    abort = rows["pix2pix"]
+    assert abort["verdict"] == "EARLY_ABORT" and abort["mean"] is None and abort["delta"] is None
+    assert abort["early_abort_saved_cost"] == pytest.approx(6.5) and abort["time_to_quality_s"] is None
+    assert abort["failure_stage"] == "training"
+
+
+def test_trend_compares_with_the_latest_earlier_suite_of_the_same_group(store):
+    (row,) = leaderboard_rows(store, "night3")
+    assert row["previous_suite_id"] == "night2" and row["previous_verdict"] == "PASS"
+    assert row["previous_mean"] == pytest.approx(0.40) and row["trend"] == pytest.approx(-0.10)
+    assert row["delta"] == pytest.approx(-0.10) and row["delta_pct"] == pytest.approx(-25.0)
+    first = {r["model"]: r for r in leaderboard_rows(store, "night1")}["yolov3"]
+    assert first["previous_suite_id"] is None and first["trend"] is None
+    # pix2pix first appears in night2: no previous night to compare with.
+    assert {r["model"]: r for r in leaderboard_rows(store, "night2")}["pix2pix"]["previous_suite_id"] is None
+
+
+def test_cost_summary_per_suite_counts_passes_and_savings(store):
+    night2 = cost_summary(store, "night2")
+    assert night2["cost"] == pytest.approx(6.0) and night2["accelerator_hours"] == pytest.approx(1.5)
+    assert night2["early_abort_saved_cost"] == pytest.approx(6.5) and night2["lost_s"] == pytest.approx(30.0)
+    assert night2["passes"] == 1 and night2["cost_per_pass"] == pytest.approx(6.0)
+    night3 = cost_summary(store, "night3")
+    assert night3["passes"] == 0 and night3["cost_per_pass"] is None
+
+
+def test_model_costs_over_history_include_runs_outside_suites(store):
+    rows = {r["model"]: r for r in model_costs(store)}
+    yolo = rows["yolov3"]
+    assert yolo["jobs"] == 5 and yolo["suites"] == 3
+    assert yolo["cost"] == pytest.approx(10.0)
+    assert yolo["passes"] == 3          # night1, night2 and the ad-hoc run
+    assert yolo["cost_per_pass"] == pytest.approx(10.0 / 3)
+    assert rows["pix2pix"]["passes"] == 0 and rows["pix2pix"]["cost_per_pass"] is None
+    one = {r["model"]: r for r in model_costs(store, "night3")}
+    assert set(one) == {"yolov3"} and one["yolov3"]["cost"] == pytest.approx(2.0)
+
+
+def test_unknown_suite_is_user_input_naming_it(store):
+    with pytest.raises(UnknownSuite, match="nope") as err:
+        leaderboard_rows(store, "nope")
+    assert err.value.exit_code == 2
+    with pytest.raises(UnknownSuite):
+        cost_summary(store, "nope")
