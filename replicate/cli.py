@@ -16,7 +16,7 @@ from replicate.errors import ZooError
 
 # Subcommands that live in their own module under replicate/commands/: each module defines
 # ``add_parser(subparsers)`` (registering a subcommand of the module's name) and ``run(args) -> int``.
-COMMAND_MODULES = ("darknet", "report", "cost")
+COMMAND_MODULES = ("darknet", "report", "cost", "k8s")
 
 
 def _command_modules() -> list[Any]:
@@ -146,9 +146,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from hydra.utils import instantiate
-
     from replicate.config.compose import compose_config, group_options
+    from replicate.config.infra import build
     from replicate.errors import ConfigError
     from replicate.history import annotate_jobs, model_history
     from replicate.tables import print_history, print_jobs
@@ -158,7 +157,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
         raise ConfigError("model", f"unknown {model!r}; allowed: {', '.join(group_options('model'))}")
     # Only the store matters here: compose without the model so any model's history can be read.
     cfg = compose_config([o for o in args.overrides if not o.startswith("model=")])
-    store = instantiate(cfg.store)
+    store = build(cfg.store)
     rows = store.jobs(model=model)
     # With a model: its metric per suite, marked with regressions and drift (replicate.history).
     series = model_history(store.group_history(model=model), rows) if model else []

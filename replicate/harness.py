@@ -6,10 +6,10 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from replicate.config.compose import compose_config
+from replicate.config.infra import build
 from replicate.jobs import PASS, Failure, JobResult
 from replicate.loggers import make_logger, publish_suite
 from replicate.plan import PlannedJob, make_spec, plan_suite
@@ -35,11 +35,11 @@ class SuiteResult:
 
 
 def _store(cfg: DictConfig):
-    return instantiate(cfg.store)
+    return build(cfg.store)
 
 
 def _scheduler(cfg: DictConfig):
-    return instantiate(cfg.scheduler)
+    return build(cfg.scheduler)
 
 
 def run_one(overrides: Sequence[str], echo: Callable[[str], None] = print) -> SuiteResult:

@@ -87,3 +87,11 @@ def test_corrupt_annotation_file_exits_2_naming_it(tmp_path, capsys):
                  f"results_dir={tmp_path / 'results'}"])
     err = capsys.readouterr().err
     assert code == 2 and "instances_val2017.json" in err
+
+
+@pytest.mark.parametrize("command", ["history", "report", "cost", "run model=yolov4"])
+def test_malformed_store_url_exits_2_naming_the_key(command, capsys):
+    # Hydra wraps the store's typed error; every command must still exit 2 with one line.
+    assert main([*command.split(), "store.url=not-a-url"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: store.url:")

@@ -39,14 +39,14 @@ def cost_view(store: Any, suite_id: Optional[str]) -> dict[str, list[dict[str, A
 
 def run(args: argparse.Namespace) -> int:
     """Print the cost view; typed errors propagate to the CLI (exit 2)."""
-    from hydra.utils import instantiate
+    from replicate.config.infra import build
 
     from replicate.config.compose import compose_config
 
     suite_id = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("suite=")), None)
     # Only the store matters: compose without suite= (a suite id is not a suite config name).
     cfg = compose_config([o for o in args.overrides if not o.startswith("suite=")])
-    store = instantiate(cfg.store)
+    store = build(cfg.store)
     try:
         view = cost_view(store, suite_id)
     finally:

@@ -28,7 +28,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; typed errors propagate to the CLI (exit 2)."""
-    from hydra.utils import instantiate
+    from replicate.config.infra import build
 
     from replicate.config.compose import compose_config
     from replicate.errors import ConfigError
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     suite_id = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("suite=")), None)
     # Only the store matters: compose without suite= (a suite id is not a suite config name).
     cfg = compose_config([o for o in args.overrides if not o.startswith("suite=")])
-    store = instantiate(cfg.store)
+    store = build(cfg.store)
     try:
         if suite_id is None:
             suite_id = latest_suite_id(store)

@@ -20,22 +20,12 @@ def make_logger(cfg: DictConfig, echo: Callable[[str], None]) -> Optional[Any]:
     Building one is cheap and touches nothing: a W&B run starts only when a job is logged, so a
     suite that fails before its first job leaves no W&B files.
     """
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from replicate.errors import ZooError
+    from replicate.config.infra import build
 
     logger_cfg = cfg.get("logger")
     if not logger_cfg or "_target_" not in logger_cfg:
         return None
-    try:
-        logger = instantiate(logger_cfg)
-    except InstantiationException as exc:
-        # Hydra wraps the constructor's errors; a typed one (a bad logger.mode) must reach the
-        # CLI as itself, to become exit 2 with one line naming the key.
-        if isinstance(exc.__cause__, ZooError):
-            raise exc.__cause__ from None
-        raise
+    logger = build(logger_cfg)   # a bad logger.mode reaches the CLI as a typed error (exit 2)
     logger.echo = echo
     return logger
 

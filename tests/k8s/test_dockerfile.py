@@ -1,0 +1,39 @@
+"""The Dockerfile, checked without a Docker engine: its dependency list is the project's pins,
+it runs as the non-root UID the chart expects, bakes in no secret, and `replicate` is the entrypoint."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from replicate.k8s.manifest import UID
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def test_runs_as_the_charts_non_root_user_with_replicate_as_entrypoint():
+    users = re.findall(r"^USER\s+(\S+)", DOCKERFILE, flags=re.M)
+    assert users == [f"{UID}:{UID}"]
+    assert re.search(r'^ENTRYPOINT \["replicate"\]', DOCKERFILE, flags=re.M)
+    assert "useradd --uid 1000" in DOCKERFILE
+
+
+def test_no_secret_is_baked_in():
+    for line in re.findall(r"^(?:ENV|ARG)\s+.*$", DOCKERFILE, flags=re.M):
+        assert not re.search(r"(KEY|TOKEN|PASSWORD|SECRET|STORE_URL)\b", line, flags=re.I), line
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "results", ".git"} <= set(ignored)
+
+
+def test_cpu_variant_and_pinned_requirements(tmp_path):
+    assert "ARG TORCH_VARIANT=cuda" in DOCKERFILE and "download.pytorch.org/whl/cpu" in DOCKERFILE
+    script = re.search(r"<<'PY' > /tmp/requirements.txt\n(.*?)\nPY\n", DOCKERFILE, flags=re.S).group(1)
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                         check=True, env={"EXTRAS": "tensorflow"}).stdout.split()
+    assert out and all("==" in req for req in out), out
+    assert any(r.startswith("ray[default]==") for r in out) and any(r.startswith("torch==") for r in out)
+    assert any(r.startswith("tensorflow") for r in out)
