@@ -59,9 +59,6 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     _check_shapes(task, model, batch, report)
     _check_gradients(task, model, batch, report)
     _check_overfit(task, model, batch, cfg, report)
-    differential = task.differential_check()  # torch vs TensorFlow, for two-framework models
-    if differential is not None:
-        report.add("differential", *differential)
     if visual:
         path = write_sample_grid(task, task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=True),
                                  Path(cfg.results_dir) / "check" / f"{cfg.model.name}_samples.png")
