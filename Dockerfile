@@ -1,8 +1,13 @@
 # zoo-replicate runtime image: the harness, its pinned dependencies and `replicate` as entrypoint.
 #
-#   docker build -t zoo-replicate:0.1.0 .                               # CUDA (GPU nodes; also runs on CPU)
-#   docker build -t zoo-replicate:0.1.0-cpu --build-arg TORCH_VARIANT=cpu .   # CPU-only, ~5 GB smaller
+#   # CUDA (GPU nodes; also runs on CPU):
+#   docker build -t zoo-replicate:0.1.0 --build-arg GIT_COMMIT=$(git rev-parse HEAD) .
+#   # CPU-only, ~5 GB smaller:
+#   docker build -t zoo-replicate:0.1.0-cpu --build-arg TORCH_VARIANT=cpu \
+#     --build-arg GIT_COMMIT=$(git rev-parse HEAD) .
 #
+# GIT_COMMIT: .git is not in the image (.dockerignore), so the commit each result was produced
+# by is recorded from ZOO_GIT_COMMIT (replicate/runner/environment.py); without it, none is.
 # CUDA: the PyPI torch/torchvision wheels bundle the CUDA runtime and cuDNN (nvidia-* wheels);
 # the node supplies only the driver (NVIDIA device plugin / GKE GPU driver installer), so a slim
 # Python base is CUDA-capable. TPU nodes run the TensorFlow build: --build-arg EXTRAS=tensorflow.
@@ -59,6 +64,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     ZOO_CHART_DIR=/app/charts/zoo-replicate \
     ZOO_DATA_ROOT=/data \
     ZOO_DARKNET_CFG_DIR=/data/darknet
+# Declared last: a new commit invalidates no layer before this one.
+ARG GIT_COMMIT=""
+ENV ZOO_GIT_COMMIT=$GIT_COMMIT
 # The chart runs every container with UID 1000 and a read-only root (/tmp, HOME are volumes).
 USER 1000:1000
 ENTRYPOINT ["replicate"]

@@ -12,6 +12,7 @@ Field reference: KubeRay v1.7.0 CRDs (ray-operator/config/crd/bases/ray.io_rayjo
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -150,7 +151,9 @@ def env(values: dict[str, Any], head: bool) -> list[dict[str, Any]]:
         items.append({"name": "ZOO_STORE_URL",
                       "valueFrom": {"secretKeyRef": {"name": store["name"], "key": store["key"]}}})
     secret = values["wandb"]["apiKeySecret"]
-    if values["wandb"]["enabled"] and secret["name"]:  # project/entity/mode: logger overrides
+    # Only the driver logs to W&B (replicate/loggers/wandb_logger.py); workers never see the key.
+    # project/entity/mode go to the entrypoint as logger overrides.
+    if head and values["wandb"]["enabled"] and secret["name"]:
         items.append({"name": "WANDB_API_KEY",
                       "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}}})
     return items
@@ -183,15 +186,50 @@ def pod_template(values: dict[str, Any], release: str, *, head: bool, group: dic
             "spec": spec}
 
 
-def worker_group(values: dict[str, Any], release: str, name: str) -> dict[str, Any]:
-    """The KubeRay worker group for hardware profile ``name`` (chart values.workerGroups[name])."""
+def _group_values(values: dict[str, Any], name: str) -> dict[str, Any]:
+    """values.workerGroups[name], refused (ConfigError naming the key) where the chart could not
+    run it: absent, disabled (Helm's RayCronJob carries enabled groups only), min > max."""
     group = values["workerGroups"].get(name)
     if group is None:
         raise ConfigError(f"workerGroups.{name}", f"the suite needs hardware profile '{name}' but the chart "
                           f"values define no worker group for it; defined: {', '.join(values['workerGroups'])}")
+    if not group.get("enabled", True):
+        raise ConfigError(f"workerGroups.{name}.enabled", f"the suite needs hardware profile '{name}' but "
+                          f"its worker group is disabled; --set workerGroups.{name}.enabled=true")
+    if group["minReplicas"] > group["maxReplicas"]:
+        raise ConfigError(f"workerGroups.{name}.minReplicas", f"{group['minReplicas']} is more than "
+                          f"maxReplicas {group['maxReplicas']}")
+    return group
+
+
+def ray_start_params(group: dict[str, Any], name: str) -> dict[str, str]:
+    """The group's rayStartParams, with ``accelerator_type:<acceleratorType>: 1`` in ``resources``.
+
+    Jobs of a profile with ``ray.accelerator_type`` ask for that custom resource
+    (replicate/scheduling/resources.py). Ray detects it on a running node, but the KubeRay
+    autoscaler knows what a group offers only from rayStartParams and container limits: without
+    it a group at minReplicas 0 is never scaled up for such a job. ``resources`` is JSON in single
+    quotes (KubeRay's form); keys sorted and no spaces, as the chart's toJson writes it.
+    """
+    params = dict(group["rayStartParams"])
+    kind = group.get("acceleratorType")
+    if not kind:
+        return params
+    try:
+        custom = json.loads(params.get("resources", "{}").strip("'"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"workerGroups.{name}.rayStartParams.resources", f"not JSON: {exc}") from None
+    custom[f"accelerator_type:{kind}"] = 1
+    params["resources"] = "'" + json.dumps(custom, sort_keys=True, separators=(",", ":")) + "'"
+    return params
+
+
+def worker_group(values: dict[str, Any], release: str, name: str) -> dict[str, Any]:
+    """The KubeRay worker group for hardware profile ``name`` (chart values.workerGroups[name])."""
+    group = _group_values(values, name)
     return {"groupName": name.replace("_", "-"), "replicas": group["minReplicas"],
             "minReplicas": group["minReplicas"], "maxReplicas": group["maxReplicas"],
-            "numOfHosts": group["numOfHosts"], "rayStartParams": dict(group["rayStartParams"]),
+            "numOfHosts": group["numOfHosts"], "rayStartParams": ray_start_params(group, name),
             "template": pod_template(values, release, head=False, group=group)}
 
 

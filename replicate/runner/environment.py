@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import shutil
 import subprocess
@@ -49,7 +50,8 @@ def fingerprint(*, config_hash: str, dataset_hash: str | None, device: str) -> d
     env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     env["driver"] = _driver()
     env["accelerator"] = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
-    env["git_commit"] = _git("rev-parse", "HEAD")
+    # The image has no .git (.dockerignore): its build records the commit as ZOO_GIT_COMMIT.
+    env["git_commit"] = _git("rev-parse", "HEAD") or os.environ.get("ZOO_GIT_COMMIT") or None
     status = _git("status", "--porcelain", "--untracked-files=no")
     env["git_dirty"] = None if status is None else bool(status)
     env["config_hash"] = config_hash

@@ -175,11 +175,9 @@ def test_every_hardware_profile_maps_to_a_worker_group(profile):
     group = load_values()["workerGroups"][profile]
     assert group["accelerator"] == hw.accelerator
     assert group["nodeSelector"] == dict(hw.node_selector)
+    # CPUs and what a job asks for as the autoscaler sees it: tests/k8s/test_worker_groups.py.
+    assert (group.get("acceleratorType") or None) == hw.ray.accelerator_type
     params = group["rayStartParams"]
-    if hw.accelerator == "cpu":  # one CPU pod serves several one-CPU jobs
-        assert float(params["num-cpus"]) >= hw.ray.num_cpus
-    else:                        # an accelerator pod is one job's worth of the profile
-        assert float(params["num-cpus"]) == hw.ray.num_cpus
     limits = group["resources"]["limits"]
     if hw.accelerator == "gpu":
         assert float(params["num-gpus"]) == hw.ray.num_gpus == limits["nvidia.com/gpu"]
@@ -194,7 +192,9 @@ def test_every_hardware_profile_maps_to_a_worker_group(profile):
 def test_helm_raycronjob_carries_the_rayjob_python_builds(chart):
     """Two renderers, one spec: the chart's RayCronJob template and replicate.k8s.manifest."""
     values = merge(SCENARIOS["wandb"], SCENARIOS["postgres"])
-    values = merge(values, {"schedule": {"mode": "rayCronJob"}, "suiteOverrides": ["seed=1"]})
+    every_group = {name: {"enabled": True} for name in load_values()["workerGroups"]}
+    values = merge(values, {"schedule": {"mode": "rayCronJob"}, "suiteOverrides": ["seed=1"],
+                            "workerGroups": every_group})
     objects, _ = chart.render(values)
     helm_spec = next(o for o in objects if o["kind"] == "RayCronJob")["spec"]["jobTemplate"]
     merged = load_values([], [])
@@ -203,4 +203,37 @@ def test_helm_raycronjob_carries_the_rayjob_python_builds(chart):
     plan = SuitePlan(merged["suite"], enabled, list(merged["suiteOverrides"]))
     py_spec = build_rayjob(merged, plan, name="x", namespace="lab", release="zoo")["spec"]
     assert shlex.split(helm_spec.pop("entrypoint")) == shlex.split(py_spec.pop("entrypoint"))
+    assert len(helm_spec["rayClusterSpec"]["workerGroupSpecs"]) == len(every_group)
     assert helm_spec == py_spec
+
+
+def _ray_specs(chart, values):
+    """The RayJob spec of ``values`` from Helm's RayCronJob and from Python (enabled groups)."""
+    objects, _ = chart.render(merge(values, {"schedule": {"mode": "rayCronJob"}}))
+    helm_spec = next(o for o in objects if o["kind"] == "RayCronJob")["spec"]["jobTemplate"]
+    merged = merge(load_values(), values)
+    enabled = sorted(n for n, g in merged["workerGroups"].items() if g.get("enabled", True))
+    plan = SuitePlan(merged["suite"], enabled, list(merged["suiteOverrides"]))
+    return {"helm": helm_spec, "python": build_rayjob(merged, plan, name="x", namespace="lab")["spec"]}
+
+
+def test_only_the_head_gets_the_store_url_and_the_wandb_key(chart):
+    """The driver (on the head) alone writes the store and logs to W&B; workers get neither."""
+    for renderer, spec in _ray_specs(chart, merge(SCENARIOS["wandb"], SCENARIOS["postgres"])).items():
+        cluster = spec["rayClusterSpec"]
+        head = {e["name"] for e in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+        assert {"WANDB_API_KEY", "ZOO_STORE_URL"} <= head, renderer
+        assert cluster["workerGroupSpecs"], renderer
+        for group in cluster["workerGroupSpecs"]:
+            env = {e["name"] for e in group["template"]["spec"]["containers"][0]["env"]}
+            assert not {"WANDB_API_KEY", "ZOO_STORE_URL"} & env, (renderer, group["groupName"])
+
+
+def test_wandb_project_and_entity_stay_one_argument_each(chart):
+    """The entrypoint is a shell command line: a space or a quote must not split a value."""
+    wandb = {"wandb": {"enabled": True, "project": "zoo nightly", "entity": "o'brien lab"},
+             "suiteOverrides": ["seed=1"]}
+    for renderer, spec in _ray_specs(chart, wandb).items():
+        args = shlex.split(spec["entrypoint"])
+        assert "logger.project=zoo nightly" in args and "logger.entity=o'brien lab" in args, (renderer, args)
+        assert args[-1] == "seed=1", (renderer, args)

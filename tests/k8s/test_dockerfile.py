@@ -37,3 +37,22 @@ def test_cpu_variant_and_pinned_requirements(tmp_path):
     assert out and all("==" in req for req in out), out
     assert any(r.startswith("ray[default]==") for r in out) and any(r.startswith("torch==") for r in out)
     assert any(r.startswith("tensorflow") for r in out)
+
+
+def test_the_image_records_its_git_commit(monkeypatch, tmp_path):
+    """.git is not in the build context: the commit arrives as a build arg, then as env."""
+    lines = DOCKERFILE.splitlines()
+    arg, env = lines.index('ARG GIT_COMMIT=""'), lines.index("ENV ZOO_GIT_COMMIT=$GIT_COMMIT")
+    last_run = max(i for i, line in enumerate(lines) if line.startswith("RUN "))
+    assert last_run < arg < env  # a new commit rebuilds no earlier layer
+    assert "--build-arg GIT_COMMIT=$(git rev-parse HEAD)" in DOCKERFILE
+    from replicate.runner import environment
+
+    # As in the image: no git to run (the slim base has none) -> the build's commit.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("ZOO_GIT_COMMIT", "0123abc")
+    env_ = environment.fingerprint(config_hash="c", dataset_hash=None, device="cpu")
+    assert env_["git_commit"] == "0123abc" and env_["git_dirty"] is None
+    # With git and a checkout, git's answer wins over the variable.
+    monkeypatch.setattr(environment, "_git", lambda *args: "f00d" if args[0] == "rev-parse" else "")
+    assert environment.fingerprint(config_hash="c", dataset_hash=None, device="cpu")["git_commit"] == "f00d"

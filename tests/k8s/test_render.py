@@ -45,10 +45,12 @@ def test_nightly_rayjob_validates_and_has_one_group_per_profile(capsys, crd_vali
 
 
 def test_tpu_suite_gets_a_tpu_worker_group(capsys, crd_validator):
-    job = _render(capsys, "suite=smoke", TPU_SUITE)
+    job = _render(capsys, "suite=smoke", TPU_SUITE, "--set", "workerGroups.tpu_v4_8.enabled=true")
     crd_validator(job)
     (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert group["groupName"] == "tpu-v4-8" and group["numOfHosts"] == 1
+    # What the TPU job asks for beyond the chips (replicate/scheduling/resources.py), advertised.
+    assert group["rayStartParams"]["resources"] == """'{"TPU":4,"accelerator_type:TPU-V4":1}'"""
     assert group["template"]["spec"]["nodeSelector"]["cloud.google.com/gke-tpu-topology"] == "2x2x1"
     assert TPU_SUITE in shlex.split(job["spec"]["entrypoint"])  # passed on to `replicate suite`
 
@@ -71,6 +73,9 @@ def test_values_file_and_set_reach_the_manifest(capsys, tmp_path, crd_validator)
     (["suite=smoke", "suite.entries=[{model:yolov3,tier:smoke,hardware:tpu_v9}]"], "suite.entries[0].hardware"),
     (["suite=smoke", "--set", "rayJob.backofLimit=1"], "rayJob"),
     (["suite=nightly", "--set", "workerGroups.h100x1=null"], "workerGroups.h100x1"),
+    # The RayCronJob would not carry a disabled group; min > max cannot be scaled.
+    (["suite=smoke", TPU_SUITE], "workerGroups.tpu_v4_8.enabled"),
+    (["suite=nightly", "--set", "workerGroups.cpu.minReplicas=3"], "workerGroups.cpu.minReplicas"),
     (["suite=smoke", "scheduler=local"], "scheduler"),
     (["suite=smoke", "--values=/nonexistent/values.yaml"], "/nonexistent/values.yaml"),
     (["suite=smoke", "--name=Not_A_Label"], "--name"),

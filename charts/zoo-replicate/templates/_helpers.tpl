@@ -94,8 +94,9 @@ seccompProfile:
   mountPath: /dev/shm
 {{- end -}}
 
-{{/* Secrets only by reference: the store URL to the head (the driver), the W&B key to all;
-W&B project/entity/mode go to the entrypoint as logger overrides. */}}
+{{/* Secrets only by reference, and only to the head: the driver alone writes the store and
+logs to W&B (replicate/loggers/wandb_logger.py). W&B project/entity/mode go to the entrypoint
+as logger overrides. */}}
 {{- define "zoo-replicate.rayEnv" -}}
 {{- $v := .root.Values -}}
 - name: HOME
@@ -109,7 +110,7 @@ W&B project/entity/mode go to the entrypoint as logger overrides. */}}
       name: {{ $v.store.existingSecret.name }}
       key: {{ $v.store.existingSecret.key }}
 {{- end }}
-{{- if and $v.wandb.enabled $v.wandb.apiKeySecret.name }}
+{{- if and .head $v.wandb.enabled $v.wandb.apiKeySecret.name }}
 - name: WANDB_API_KEY
   valueFrom:
     secretKeyRef:
@@ -157,26 +158,64 @@ spec:
     {{- include "zoo-replicate.rayVolumes" $root | nindent 4 }}
 {{- end -}}
 
+{{/* One shell word: the entrypoint is a shell command line (Python writes it with shlex.join),
+so a value with a space or a quote stays one argument. */}}
+{{- define "zoo-replicate.shquote" -}}
+'{{ replace "'" "'\"'\"'" . }}'
+{{- end -}}
+
 {{/* `replicate suite` on the head; the values' suiteOverrides are passed on. */}}
 {{- define "zoo-replicate.entrypoint" -}}
 {{- $args := list "replicate" "suite" (printf "suite=%s" .Values.suite) "scheduler=kuberay" (printf "results_dir=%s" .Values.storage.results.mountPath) -}}
 {{- if .Values.store.existingSecret.name }}{{ $args = append $args "store=postgres" }}{{ end -}}
 {{- $w := .Values.wandb -}}
 {{- if $w.enabled -}}
-{{- $args = concat $args (list "logger=wandb" (printf "logger.project=%s" $w.project) (printf "logger.mode=%s" (ternary $w.mode "offline" (ne $w.apiKeySecret.name "")))) -}}
-{{- if $w.entity }}{{ $args = append $args (printf "logger.entity=%s" $w.entity) }}{{ end -}}
+{{- $project := include "zoo-replicate.shquote" (printf "logger.project=%s" $w.project) -}}
+{{- $args = concat $args (list "logger=wandb" $project (printf "logger.mode=%s" (ternary $w.mode "offline" (ne $w.apiKeySecret.name "")))) -}}
+{{- if $w.entity }}{{ $args = append $args (include "zoo-replicate.shquote" (printf "logger.entity=%s" $w.entity)) }}{{ end -}}
 {{- else -}}
 {{- $args = append $args "logger=none" -}}
 {{- end -}}
-{{- range .Values.suiteOverrides }}{{ $args = append $args (squote .) }}{{ end -}}
+{{- range .Values.suiteOverrides }}{{ $args = append $args (include "zoo-replicate.shquote" .) }}{{ end -}}
 {{- join " " $args -}}
 {{- end -}}
 
-{{/* The RayJob spec: the enabled worker groups (Helm ranges over a map in key order). */}}
+{{/* minReplicas > maxReplicas fails the install, in both schedule modes. Python refuses it for
+the groups a suite needs (replicate/k8s/manifest.py _group_values); Helm cannot know which
+those are, so every group is checked. */}}
+{{- define "zoo-replicate.checkWorkerGroups" -}}
+{{- range $name, $g := .Values.workerGroups }}
+{{- if gt (int $g.minReplicas) (int $g.maxReplicas) }}
+{{- fail (printf "workerGroups.%s.minReplicas: %d is more than maxReplicas %d" $name (int $g.minReplicas) (int $g.maxReplicas)) }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* A group's rayStartParams plus `accelerator_type:<acceleratorType>: 1` in `resources` (JSON in
+single quotes), as manifest.ray_start_params writes it: the KubeRay autoscaler learns what a
+group offers only from rayStartParams and limits, and jobs of such a profile ask for it. */}}
+{{- define "zoo-replicate.rayStartParams" -}}
+{{- $params := deepCopy .group.rayStartParams -}}
+{{- $kind := .group.acceleratorType -}}
+{{- if $kind }}
+{{- $custom := dict }}
+{{- with $params.resources }}{{ $custom = fromJson (trimAll "'" .) }}{{ end }}
+{{- if hasKey $custom "Error" }}
+{{- fail (printf "workerGroups.%s.rayStartParams.resources: not JSON: %s" .name (get $custom "Error")) }}
+{{- end }}
+{{- $_ := set $custom (printf "accelerator_type:%s" $kind) 1 }}
+{{- $_ := set $params "resources" (printf "'%s'" (toJson $custom)) }}
+{{- end }}
+{{- toYaml $params }}
+{{- end -}}
+
+{{/* The RayJob spec: the enabled worker groups (Helm ranges over a map in key order). A group
+without `enabled` counts as enabled, as in Python (manifest._group_values). */}}
 {{- define "zoo-replicate.rayJobSpec" -}}
 {{- $root := . -}}
 {{- $groups := dict -}}
-{{- range $name, $g := .Values.workerGroups }}{{ if $g.enabled }}{{ $_ := set $groups $name $g }}{{ end }}{{ end -}}
+{{- range $name, $g := .Values.workerGroups }}{{ if or (not (hasKey $g "enabled")) $g.enabled }}{{ $_ := set $groups $name $g }}{{ end }}{{ end -}}
+{{- if not $groups }}{{ fail "workerGroups: no group is enabled; the RayCronJob would have no worker to run the suite on" }}{{ end -}}
 {{- $autoscale := false -}}
 {{- range $name, $g := $groups }}{{ if lt (int $g.minReplicas) (int $g.maxReplicas) }}{{ $autoscale = true }}{{ end }}{{ end -}}
 entrypoint: {{ include "zoo-replicate.entrypoint" . | quote }}
@@ -237,7 +276,7 @@ rayClusterSpec:
       maxReplicas: {{ $g.maxReplicas }}
       numOfHosts: {{ $g.numOfHosts }}
       rayStartParams:
-        {{- toYaml $g.rayStartParams | nindent 8 }}
+        {{- include "zoo-replicate.rayStartParams" (dict "group" $g "name" $name) | nindent 8 }}
       template:
         {{- include "zoo-replicate.rayPod" (dict "root" $root "head" false "group" $g) | nindent 8 }}
   {{- end }}
