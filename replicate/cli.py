@@ -147,9 +147,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_history(args: argparse.Namespace) -> int:
     from replicate.config.compose import compose_config, group_options
-    from replicate.config.infra import build
     from replicate.errors import ConfigError
     from replicate.history import annotate_jobs, model_history
+    from replicate.store.results_store import open_existing
     from replicate.tables import print_history, print_jobs
 
     model = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("model=")), None)
@@ -157,7 +157,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
         raise ConfigError("model", f"unknown {model!r}; allowed: {', '.join(group_options('model'))}")
     # Only the store matters here: compose without the model so any model's history can be read.
     cfg = compose_config([o for o in args.overrides if not o.startswith("model=")])
-    store = build(cfg.store)
+    store = open_existing(cfg.store)   # read-only: a missing SQLite file is exit 2, never created
     rows = store.jobs(model=model)
     # With a model: its metric per suite, marked with regressions and drift (replicate.history).
     series = model_history(store.group_history(model=model), rows) if model else []

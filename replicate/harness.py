@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig
@@ -11,10 +12,11 @@ from omegaconf import DictConfig
 from replicate.config.compose import compose_config
 from replicate.config.infra import build
 from replicate.jobs import PASS, Failure, JobResult
-from replicate.loggers import make_logger, publish_suite
+from replicate.loggers import log_suite_end, make_logger
 from replicate.plan import PlannedJob, make_spec, plan_suite
-from replicate.records import job_record
-from replicate.verdict import judge_group, judge_job, target_for
+from replicate.records import group_record, job_record
+from replicate.redact import redacted_overrides
+from replicate.verdict import judge_job, target_for
 
 
 @dataclass
@@ -58,16 +60,34 @@ def run_suite(overrides: Sequence[str], echo: Callable[[str], None] = print) -> 
     root = compose_config(overrides)
     suite_id, planned = plan_suite(root, overrides)
     store = _store(root)
-    store.upsert_suite(suite_id, root.suite.name, {"overrides": list(overrides), "suite": root.suite.name})
+    # The overrides are recorded for `replicate history`: never a password or key given on the command line.
+    store.upsert_suite(suite_id, root.suite.name, {"overrides": redacted_overrides(overrides),
+                                                   "suite": root.suite.name})
     store.close()
     logger = make_logger(root, echo)
     result = _execute(root, planned, suite_id, echo, skip_finished=True, logger=logger)
     store = _store(root)
     store.finish_suite(suite_id)
-    report, result.logged = publish_suite(store, suite_id, root.results_dir, logger, echo)
+    report = _write_report(store, suite_id, root.results_dir, echo)
     result.report = str(report) if report is not None else None
+    result.logged = log_suite_end(store, suite_id, report.parent if report is not None else None, logger, echo)
     store.close()
     return result
+
+
+def _write_report(store: Any, suite_id: str, results_dir: str, echo: Callable[[str], None]) -> Optional[Path]:
+    """The suite's HTML report where ``replicate report`` writes it by default; its index.html.
+
+    A report failure never fails the suite: the store already holds every result, so one line
+    says so and the verdicts stand (None is returned).
+    """
+    from replicate.report import default_report_dir, write_report
+
+    try:
+        return write_report(store, suite_id, default_report_dir(results_dir, suite_id))
+    except Exception as exc:   # noqa: BLE001 - the report is a view of the store, never a verdict
+        echo(f"report: failed ({type(exc).__name__}: {exc}); the store has every result")
+        return None
 
 
 def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str],
@@ -146,14 +166,8 @@ def _judge_groups(store: Any, planned: list[PlannedJob], out: SuiteResult, suite
             continue
         target = target_for(members[0].cfg, variant)
         triples = [(m.seed, _result_of(rows[m.spec.job_id]), rows[m.spec.job_id]["verdict"]) for m in members]
-        group = judge_group(triples, target)
-        record = {"suite_id": suite_id or "", "model": model, "variant": variant, "framework": framework,
-                  "tier": tier, "hardware": hardware, "seeds": group.seeds, "metric_name": target.metric,
-                  "mean": group.mean, "std": group.std, "verdict": group.verdict,
-                  "failure_stage": group.failure.stage if group.failure else None,
-                  "failure_impact": group.failure.impact if group.failure else None,
-                  "message": group.failure.message if group.failure else None,
-                  "compared_with": target.to_dict(), "noise_note": group.noise_note}
+        identity = {"model": model, "variant": variant, "framework": framework, "tier": tier, "hardware": hardware}
+        record = group_record(suite_id, identity, triples, target)
         if suite_id:
             store.save_group(record)
         groups.append(record)

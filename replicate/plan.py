@@ -14,6 +14,7 @@ from replicate.config.compose import compose_config
 from replicate.config.validate import chosen_framework, chosen_variant
 from replicate.errors import ConfigError
 from replicate.jobs import JobSpec
+from replicate.redact import recorded_config
 
 # Keys that say where and how a job runs, not what it computes: they stay out of the hash,
 # so moving results_dir or switching the scheduler does not make finished jobs look new.
@@ -40,7 +41,9 @@ def make_spec(cfg: DictConfig, suite_id: Optional[str]) -> JobSpec:
     job_id = f"{cfg.model.name}-{cfg.tier.name}-s{cfg.seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     return JobSpec(job_id=job_id, suite_id=suite_id, model=cfg.model.name, variant=variant, framework=framework,
                    tier=cfg.tier.name, hardware=cfg.hardware.name, seed=int(cfg.seed),
-                   config=OmegaConf.to_container(cfg, resolve=True), config_hash=digest)
+                   # Recorded (store, Ray, W&B) without credentials; the worker reads no store or
+                   # logger settings, and the hash above never covered them (placement keys).
+                   config=recorded_config(OmegaConf.to_container(cfg, resolve=True)), config_hash=digest)
 
 
 @dataclass

@@ -1,11 +1,15 @@
-"""Turn a job's spec, result and verdict into the store's row: cost, time-to-quality, band."""
+"""Turn a job's spec, result and verdict into the store's row: cost, time-to-quality, band; and a
+seed group's results into its group-verdict row."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from replicate.jobs import Failure, JobResult, JobSpec
-from replicate.verdict import Target
+from replicate.verdict import Target, judge_group
+
+# A seed group's identity: the columns its jobs share (replicate.leaderboard.GROUP_COLUMNS).
+GROUP_IDENTITY = ("model", "variant", "framework", "tier", "hardware")
 
 
 def cost_of(result: JobResult, hardware: Any) -> tuple[float, float]:
@@ -49,3 +53,24 @@ def job_record(spec: JobSpec, result: JobResult, verdict: str, failure: Optional
         "lr_scaling": result.lr_scaling, "environment": result.environment, "config": spec.config,
         "config_hash": spec.config_hash,
     }
+
+
+def group_record(suite_id: Optional[str], identity: Mapping[str, Any],
+                 triples: Sequence[tuple[int, JobResult, str]], target: Target) -> dict[str, Any]:
+    """The store's group-verdict row of one seed group, judged from its jobs.
+
+    Args:
+        suite_id: the suite (None for a single run: stored as "").
+        identity: any mapping holding the group's model, variant, framework, tier and hardware
+            (a job record or a spec's dict).
+        triples: ``(seed, result, job verdict)`` per job, as :func:`replicate.verdict.judge_group` takes.
+        target: what the group is compared with.
+    """
+    group = judge_group(list(triples), target)
+    failure = group.failure
+    return {"suite_id": suite_id or "", **{k: identity[k] for k in GROUP_IDENTITY}, "seeds": group.seeds,
+            "metric_name": target.metric, "mean": group.mean, "std": group.std, "verdict": group.verdict,
+            "failure_stage": failure.stage if failure else None,
+            "failure_impact": failure.impact if failure else None,
+            "message": failure.message if failure else None,
+            "compared_with": target.to_dict(), "noise_note": group.noise_note}

@@ -7,6 +7,8 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.table import Table
 
+from replicate.formatting import duration as _duration, money
+
 _COLOURS = {"PASS": "green", "BELOW": "red", "ABOVE": "yellow", "EARLY_ABORT": "magenta", "ERROR": "red", "INFRA": "blue"}
 
 
@@ -16,13 +18,6 @@ def _console() -> Console:
 
 def _fmt(value: Optional[float], digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
-
-
-def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _reference(row: dict[str, Any]) -> str:
@@ -44,7 +39,7 @@ def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
         table.add_row(row["model"], row["tier"], row["hardware"], str(row["seed"]),
                       f"[{_COLOURS.get(verdict, 'white')}]{verdict}[/]", row.get("metric_name") or "-",
                       _fmt(row.get("metric_value")), _reference(row), _duration(row.get("wall_s")),
-                      f"{row.get('cost') or 0:.2f}", failure)
+                      money(row.get("cost")), failure)
     _console().print(table)
     for row in rows:
         if row.get("failure_message") and row["verdict"] != "PASS":

@@ -95,3 +95,12 @@ def test_malformed_store_url_exits_2_naming_the_key(command, capsys):
     assert main([*command.split(), "store.url=not-a-url"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: store.url:")
+
+
+@pytest.mark.parametrize("command", ["history", "report", "cost"])
+def test_read_only_commands_on_a_missing_store_exit_2_and_create_nothing(command, tmp_path, capsys):
+    results = tmp_path / "typo"
+    assert main([command, f"results_dir={results}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no store at" in err[0] and str(results / "zoo.db") in err[0], err
+    assert not results.exists()          # neither the file nor its folder

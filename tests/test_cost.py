@@ -65,3 +65,15 @@ def test_unknown_suite_exits_2_naming_it(store_dir, capsys):
     assert main(["cost", "suite=night9", f"results_dir={store_dir}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "night9" in err and len(err.splitlines()) == 1
+
+
+def test_small_costs_keep_three_significant_figures(results_dir, capsys):
+    # A smoke job on the cpu profile (0.10/h) costs a fraction of a cent: "0.00" would hide it.
+    with ResultStore(f"sqlite:///{results_dir / 'zoo.db'}") as store:
+        store.upsert_suite("smoke-night", "smoke", {})
+        job = _job("smoke-night", "yolov3", "PASS", 0.00123, lost_s=3900.0)
+        store.save_job(job)
+        store.save_group(_group(job))
+    assert main(["cost", f"results_dir={results_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("0.00123") == 4 and "1h05m" in out     # cost and cost per PASS, per suite and model

@@ -39,14 +39,13 @@ def cost_view(store: Any, suite_id: Optional[str]) -> dict[str, list[dict[str, A
 
 def run(args: argparse.Namespace) -> int:
     """Print the cost view; typed errors propagate to the CLI (exit 2)."""
-    from replicate.config.infra import build
-
     from replicate.config.compose import compose_config
+    from replicate.store.results_store import open_existing
 
     suite_id = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("suite=")), None)
     # Only the store matters: compose without suite= (a suite id is not a suite config name).
     cfg = compose_config([o for o in args.overrides if not o.startswith("suite=")])
-    store = build(cfg.store)
+    store = open_existing(cfg.store)   # read-only: a missing SQLite file is exit 2, never created
     try:
         view = cost_view(store, suite_id)
     finally:
@@ -58,14 +57,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _money(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def _cost_table(title: str, first: str, rows: list[dict[str, Any]], key: str):
     from rich.table import Table
 
-    from replicate.tables import _duration
+    from replicate.formatting import duration, money
 
     table = Table(title=title)
     for col in (first, "jobs", "PASS", "accelerator-h", "cost", "saved by early aborts", "lost to restarts",
@@ -73,8 +68,8 @@ def _cost_table(title: str, first: str, rows: list[dict[str, Any]], key: str):
         table.add_column(col, justify="left" if col == first else "right")
     for row in rows:
         table.add_row(str(row[key]), str(row["jobs"]), str(row["passes"]), f"{row['accelerator_hours']:.3f}",
-                      _money(row["cost"]), _money(row["early_abort_saved_cost"]), _duration(row["lost_s"]),
-                      _money(row["cost_per_pass"]))
+                      money(row["cost"]), money(row["early_abort_saved_cost"]), duration(row["lost_s"]),
+                      money(row["cost_per_pass"]))
     return table
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -28,25 +28,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; typed errors propagate to the CLI (exit 2)."""
-    from replicate.config.infra import build
-
     from replicate.config.compose import compose_config
     from replicate.errors import ConfigError
     from replicate.leaderboard import check_suite, latest_suite_id
-    from replicate.report.pages import default_report_dir, write_report
+    from replicate.store.results_store import open_existing
 
     suite_id = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("suite=")), None)
     # Only the store matters: compose without suite= (a suite id is not a suite config name).
     cfg = compose_config([o for o in args.overrides if not o.startswith("suite=")])
-    store = build(cfg.store)
+    store = open_existing(cfg.store)   # read-only: a missing SQLite file is exit 2, never created
     try:
         if suite_id is None:
             suite_id = latest_suite_id(store)
             if suite_id is None:
                 raise ConfigError("suite", f"the store {store!r} holds no suite yet: run `replicate suite` first")
         check_suite(store, suite_id)
-        out = Path(args.out) if args.out else default_report_dir(cfg.results_dir, suite_id)
-        index = write_report(store, suite_id, out)
+        index = _write(store, suite_id, args.out, cfg.results_dir)
     finally:
         store.close()
     if args.json:
@@ -54,3 +51,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"report of suite {suite_id}: {index}")
     return 0
+
+
+def _write(store: Any, suite_id: str, out: Optional[str], results_dir: str) -> Path:
+    """Write the report into ``out`` (or the default folder under ``results_dir``).
+
+    Raises:
+        UserInputError: the folder cannot be created or written (a file, a read-only or
+            virtual file system), naming ``--out`` (or ``results_dir``) and the path.
+    """
+    from replicate.errors import UserInputError
+    from replicate.report import default_report_dir, write_report
+
+    folder = Path(out) if out else default_report_dir(results_dir, suite_id)
+    try:
+        return write_report(store, suite_id, folder)
+    except OSError as exc:
+        where = f"--out {out}" if out else f"results_dir={results_dir} ({folder})"
+        # mkdir on an existing file says "File exists": say what is actually wrong.
+        reason = "a file, not a folder" if folder.is_file() else (exc.strerror or str(exc))
+        raise UserInputError(f"{where}: cannot write the report there ({reason}: {exc.filename or folder})") from None

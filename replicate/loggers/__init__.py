@@ -30,37 +30,24 @@ def make_logger(cfg: DictConfig, echo: Callable[[str], None]) -> Optional[Any]:
     return logger
 
 
-def publish_suite(store: Any, suite_id: str, results_dir: str, logger: Optional[Any],
-                  echo: Callable[[str], None]) -> tuple[Optional[Path], Optional[str]]:
-    """At suite end: write the HTML report, then log the leaderboard (and the report) to the logger.
+def log_suite_end(store: Any, suite_id: str, report_dir: Optional[Path], logger: Optional[Any],
+                  echo: Callable[[str], None]) -> Optional[str]:
+    """At suite end: log the leaderboard (and the report folder the harness wrote) to the logger.
 
-    Neither step can fail the suite: the store already holds every result, so a failure is
-    reported in one line and the suite's verdicts stand.
+    It cannot fail the suite: the store already holds every result, so a failure to read the
+    leaderboard is reported in one line and the suite's verdicts stand.
 
     Returns:
-        The report's index.html (None if none was written) and the logger's where-line (None
-        without a logger).
+        The logger's where-line, or None without a logger.
     """
-    report = None
-    try:
-        from replicate.report import write_report
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("replicate.report"):
-            raise
-        write_report = None   # the HTML report is not part of this build
-    if write_report is not None:
-        try:
-            report = write_report(store, suite_id, Path(results_dir) / "reports" / suite_id)
-        except Exception as exc:   # noqa: BLE001 - a report failure must not fail the suite
-            echo(f"report: failed ({type(exc).__name__}: {exc}); the store has every result")
     if logger is None:
-        return report, None
+        return None
     try:
         from replicate.leaderboard import leaderboard_rows
 
         rows = leaderboard_rows(store, suite_id)
-    except Exception as exc:   # noqa: BLE001 - as above: the leaderboard is a view of the store
+    except Exception as exc:   # noqa: BLE001 - the leaderboard is a view of the store
         echo(f"leaderboard: failed ({type(exc).__name__}: {exc}); the store has every result")
-        return report, logger.where()
-    logger.log_suite(suite_id, rows, report.parent if report is not None else None)
-    return report, logger.where()
+        return logger.where()
+    logger.log_suite(suite_id, rows, report_dir)
+    return logger.where()

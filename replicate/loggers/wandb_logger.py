@@ -18,32 +18,13 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 from replicate.errors import ConfigError
+from replicate.redact import REDACTED, SECRET_KEY, URL_PASSWORD, scrub  # noqa: F401 - re-exported
 
 MODES = ("auto", "online", "offline", "disabled")
-# Config keys whose values must never reach W&B (matched case-insensitively, anywhere in the key).
-SECRET_KEY = re.compile(r"api[_-]?key|password|passwd|secret|token|credential", re.IGNORECASE)
-REDACTED = "<redacted>"
-# The password of a URL (a PostgreSQL store URL from the environment): scheme://user:PASSWORD@host.
-URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)([^@\s]+)(@)")
 TABLE_KEY = "leaderboard"
-
-
-def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """``value`` with secret-looking keys dropped, and secret strings and URL passwords redacted,
-    recursively."""
-    secrets = [s for s in secrets if s]
-    if isinstance(value, dict):
-        return {k: scrub(v, secrets) for k, v in value.items() if not SECRET_KEY.search(str(k))}
-    if isinstance(value, (list, tuple)):
-        return [scrub(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        value = URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<3>", value)
-    return value
 
 
 def run_name(record: dict[str, Any]) -> str:

@@ -1,13 +1,26 @@
 """Reports of a suite: the static HTML report (``pages``) with its plots (``plots``).
 
 ``write_report(store, suite_id, out_dir)`` is the entry point the harness and ``replicate report``
-call; it is imported lazily so that importing this package stays cheap.
+call, both into :func:`default_report_dir` unless told otherwise; pages and plots are imported
+lazily so that importing this package stays cheap.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+
+def safe_name(name: str) -> str:
+    """``name`` usable as a file name (registry names and suite ids already are)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) or "_"
+
+
+def default_report_dir(results_dir: str | Path, suite_id: str) -> Path:
+    """Where a suite's report lands by default: ``<results_dir>/reports/<suite_id>/`` (the id made
+    safe as a folder name)."""
+    return Path(results_dir) / "reports" / safe_name(suite_id)
 
 
 def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:

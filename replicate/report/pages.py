@@ -7,12 +7,12 @@ autoescaping on. The pages link their plots relatively and need no server and no
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from replicate.formatting import duration, money
 from replicate.history import (
     Point,
     detect_drift,
@@ -23,19 +23,11 @@ from replicate.history import (
     series_key,
 )
 from replicate.leaderboard import check_suite, cost_summary, leaderboard_rows
+from replicate.report import safe_name
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 INDEX = "index.html"
-
-
-def default_report_dir(results_dir: str | Path, suite_id: str) -> Path:
-    """Where a suite's report lands by default: ``<results_dir>/reports/<suite_id>/``."""
-    return Path(results_dir) / "reports" / safe_name(suite_id)
-
-
-def safe_name(name: str) -> str:
-    """``name`` usable as a file name (registry names and suite ids already are)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) or "_"
+DASH = "–"   # a missing value on a page (the terminal tables print "-")
 
 
 def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:
@@ -151,7 +143,8 @@ def _environment():
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(num=_num, signed=_signed, duration=_duration, money=_money, hours=_hours)
+    env.filters.update(num=_num, signed=_signed, hours=_hours, duration=lambda s: duration(s, DASH),
+                       money=lambda v: money(v, DASH))
     return env
 
 
@@ -163,19 +156,5 @@ def _signed(value: Optional[float], digits: int = 3) -> str:
     return "–" if value is None else f"{value:+.{digits}g}"
 
 
-def _money(value: Optional[float]) -> str:
-    return "–" if value is None else f"{value:,.2f}"
-
-
 def _hours(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:.3g}"
-
-
-def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "–"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,7 +1,9 @@
-"""Plots of the HTML report (matplotlib, Agg backend): learning curves and metric trends.
+"""Plots of the HTML report (matplotlib): learning curves and metric trends.
 
-Each function writes one PNG and returns nothing; the caller links it relatively. matplotlib is
-imported inside the functions so that importing the report package stays cheap.
+Each plotting function writes one PNG and returns nothing; the caller links it relatively.
+Figures are drawn on their own Agg canvas, never through pyplot: writing a report changes no
+process-wide matplotlib state (the backend, pyplot's figure list), whoever calls it. matplotlib
+is imported inside the functions so that importing the report package stays cheap.
 """
 
 from __future__ import annotations
@@ -15,16 +17,25 @@ VERDICT_COLOURS = {"PASS": "#1a7f37", "BELOW": "#cf222e", "ABOVE": "#bf8700", "E
                    "ERROR": "#cf222e", "INFRA": "#0969da"}
 BAND_COLOUR = "#2da44e"
 DPI = 100
+# At most this many suite ids label a trend's x axis: a year of nightly suites stays readable.
+MAX_SUITE_TICKS = 12
 
 
-def _pyplot():
-    """pyplot on the Agg backend: no display, safe in worker processes and CI."""
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    """A figure on its own Agg canvas (no display, no pyplot, no global backend switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
 
-    return plt
+
+def suite_ticks(count: int, most: int = MAX_SUITE_TICKS) -> list[int]:
+    """Which of ``count`` suites get an x tick label: every k-th (k so that at most ``most`` do),
+    counted back from the latest, which is always labelled."""
+    step = max(1, -(-count // most))
+    return sorted(range(count - 1, -1, -step))
 
 
 def reference_curve(job: Mapping[str, Any]) -> list[tuple[float, float]]:
@@ -55,8 +66,8 @@ def learning_curves(path: Path, jobs: Sequence[Mapping[str, Any]], metric: Optio
                     band: tuple[Optional[float], Optional[float]], title: str) -> None:
     """Loss (left) and the judged metric (right) against steps, one line per seed, with the
     reference curve and the band at the end of the schedule."""
-    plt = _pyplot()
-    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=DPI)
+    fig = _figure((10, 3.6))
+    loss_ax, metric_ax = fig.subplots(1, 2)
     for job in sorted(jobs, key=lambda j: j["seed"]):
         curve = job.get("curve") or []
         losses = [(p["step"], p["loss"]) for p in curve if p.get("loss") is not None]
@@ -83,15 +94,21 @@ def learning_curves(path: Path, jobs: Sequence[Mapping[str, Any]], metric: Optio
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def trend(path: Path, points: Sequence[Point], metric: Optional[str], title: str,
           drift: Optional[Drift] = None, regressed: Sequence[str] = ()) -> None:
+    """Write :func:`trend_figure` as a PNG."""
+    trend_figure(points, metric, title, drift=drift, regressed=regressed).savefig(path)
+
+
+def trend_figure(points: Sequence[Point], metric: Optional[str], title: str, drift: Optional[Drift] = None,
+                 regressed: Sequence[str] = ()):
     """The group's seed mean per suite (error bars: seed std), coloured by verdict, over the band
-    each suite was judged against; the drifted stretch is shaded, regressions circled."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.6), dpi=DPI)
+    each suite was judged against; the drifted stretch is shaded, regressions circled. Only
+    :func:`suite_ticks` suites are labelled."""
+    fig = _figure((10, 3.6))
+    ax = fig.subplots()
     xs = list(range(len(points)))
     lows = [p.band_low for p in points]
     highs = [p.band_high for p in points]
@@ -116,11 +133,11 @@ def trend(path: Path, points: Sequence[Point], metric: Optional[str], title: str
         start = next(i for i, p in enumerate(points) if p.suite_id == drift.since_suite_id)
         ax.axvspan(start - 0.5, len(points) - 0.5, color="#fb8500", alpha=0.12, label=f"drift ({drift.direction})")
         ax.axhline(drift.baseline_mean, color="#fb8500", linestyle="--", linewidth=1, label="baseline mean")
-    ax.set_xticks(xs, [p.suite_id for p in points], rotation=30, ha="right", fontsize=8)
+    ticks = suite_ticks(len(points))
+    ax.set_xticks(ticks, [points[i].suite_id for i in ticks], rotation=30, ha="right", fontsize=8)
     ax.set(title=title, ylabel=metric or "metric")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig

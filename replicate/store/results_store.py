@@ -230,6 +230,37 @@ class ResultStore:
 # Opening ------------------------------------------------------------------------------------
 
 
+def open_existing(node: Any) -> ResultStore:
+    """The store a read-only command (``history``, ``report``, ``cost``) reads, built from the
+    Hydra ``store`` node, without creating anything.
+
+    Building a :class:`ResultStore` creates a missing SQLite file (what a writer wants), so a
+    mistyped ``results_dir`` would leave an empty ``zoo.db`` behind and report "no suite".
+
+    Raises:
+        ConfigError: ``store.url`` is unparseable, or names a SQLite file that does not exist
+            ("no store at <path>"; exit 2).
+    """
+    from replicate.config.infra import build
+
+    url = _parse_url(str(node.url))
+    path = _sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise ConfigError(URL_KEY, f"no store at {path} (nothing recorded there yet: check results_dir= or "
+                                   f"store.url=, or run `replicate run` / `replicate suite` first)")
+    return build(node)
+
+
+def _sqlite_file(url: URL) -> Optional[Path]:
+    """The file a SQLite URL names; None for other databases and in-memory or ``file:`` URIs."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
 def _parse_url(url: str) -> URL:
     """Parse ``url``, turning SQLAlchemy's errors into a ConfigError naming ``store.url``."""
     try:

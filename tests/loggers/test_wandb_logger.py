@@ -109,6 +109,16 @@ def test_the_api_key_is_written_nowhere_under_the_w_and_b_folder(suite):
         assert ENV_KEY.encode() not in data and CONFIG_KEY.encode() not in data, path
 
 
+def test_the_config_key_is_in_no_store_row(suite):
+    # The store keeps each job's config and the suite's overrides: the key must be in neither.
+    import sqlite3
+
+    with sqlite3.connect(suite["results"] / "zoo.db") as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        cells = [str(c) for t in tables for row in db.execute(f'SELECT * FROM "{t}"') for c in row]
+    assert any("wb-night" in c for c in cells) and not [c for c in cells if CONFIG_KEY in c]
+
+
 def test_the_suite_says_where_its_w_and_b_files_are(suite):
     logged = suite["result"].logged
     assert str(suite["results"] / "wandb") in logged and "4 offline run(s)" in logged and "wandb sync" in logged

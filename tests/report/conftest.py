@@ -2,7 +2,8 @@
 
 Each job goes through the real pieces the harness uses: the composed config
 (``compose_config``), ``make_spec`` (job id, config hash), ``target_for``, ``judge_job``,
-``job_record`` (cost, time-to-quality) and ``judge_group``, into a real SQLite ``ResultStore``.
+``job_record`` (cost, time-to-quality) and ``group_record`` (the seed group's verdict), into a
+real SQLite ``ResultStore``.
 Only the training is replaced by a deterministic, realistic learning curve.
 
 Night 1 passes everywhere. Night 2 has two regressions, each with exactly one recorded cause:
@@ -23,9 +24,9 @@ import pytest
 from replicate.config.compose import compose_config
 from replicate.jobs import JobResult, Times
 from replicate.plan import make_spec
-from replicate.records import job_record
+from replicate.records import group_record, job_record
 from replicate.store.results_store import ResultStore
-from replicate.verdict import judge_group, judge_job, target_for
+from replicate.verdict import judge_job, target_for
 
 NIGHT1, NIGHT2 = "smoke-20261121", "smoke-20261122"
 START = datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)
@@ -100,18 +101,6 @@ def _job(suite_id: str, model: str, seed: int, night: Night, day: int):
     return record, result, target
 
 
-def _group(suite_id: str, model: str, triples: list, target, record: dict) -> dict:
-    """The group verdict row, built as the harness builds it."""
-    group = judge_group(triples, target)
-    failure = group.failure
-    return {"suite_id": suite_id, "model": model, "variant": record["variant"], "framework": record["framework"],
-            "tier": record["tier"], "hardware": record["hardware"], "seeds": group.seeds,
-            "metric_name": target.metric, "mean": group.mean, "std": group.std, "verdict": group.verdict,
-            "failure_stage": failure.stage if failure else None, "failure_impact": failure.impact if failure else None,
-            "message": failure.message if failure else None, "compared_with": target.to_dict(),
-            "noise_note": group.noise_note}
-
-
 def fill_store(store: ResultStore) -> None:
     """Write both nights (suites stamped in order, so night 2 is the latest)."""
     for day, (suite_id, models) in enumerate(PLAN.items()):
@@ -122,7 +111,7 @@ def fill_store(store: ResultStore) -> None:
                 record, result, target = _job(suite_id, model, seed, night, day)
                 store.save_job(record)
                 triples.append((seed, result, record["verdict"]))
-            store.save_group(_group(suite_id, model, triples, target, record))
+            store.save_group(group_record(suite_id, record, triples, target))
         store.finish_suite(suite_id)
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from replicate.cli import main
+from replicate.leaderboard import leaderboard_rows
 from replicate.report import write_report
+from replicate.store.results_store import ResultStore
 
 # The suites of tests/report/conftest.py (fixture ``nights`` gives the same values to tests).
 NIGHT1, NIGHT2 = "smoke-20261121", "smoke-20261122"
@@ -58,12 +60,33 @@ def test_report_of_the_earlier_suite_ignores_later_nights(store, tmp_path):
     assert "Regressions (0)" in page and NIGHT2 not in page
 
 
-def test_every_value_is_escaped(night2_report):
-    # A claim source is free text from a config file: it must not become markup.
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_every_value_is_escaped(store, tmp_path):
+    # Claim sources and failure messages are free text (a config file, an exception): copy a
+    # night-2 group with both made hostile into a fresh store, and neither may become markup.
+    job = next(j for j in store.jobs(suite_id=NIGHT2) if j["model"] == "yolov4" and j["seed"] == 0)
+    group = next(g for g in store.groups(NIGHT2) if g["model"] == "yolov4")
+    claim = {**job["compared_with"], "source": f"paper {HOSTILE}"}
+    with ResultStore(f"sqlite:///{tmp_path / 'zoo.db'}") as hostile:
+        hostile.upsert_suite("hostile", "smoke", {})
+        hostile.save_job({**job, "suite_id": "hostile", "compared_with": claim, "failure_message": f"boom {HOSTILE}"})
+        hostile.save_group({**group, "suite_id": "hostile", "seeds": [0], "compared_with": claim,
+                            "message": f"boom {HOSTILE}"})
+        index = write_report(hostile, "hostile", tmp_path / "report")
+    escaped = html.escape(HOSTILE, quote=False)
+    for page in (index, index.parent / "model-yolov4.html"):
+        text = page.read_text(encoding="utf-8")
+        assert escaped in text and "<script" not in text, page.name
+    assert f"boom {escaped}" in (index.parent / "model-yolov4.html").read_text(encoding="utf-8")
+
+
+def test_small_costs_show_three_significant_figures(night2_report, store):
+    # A smoke group on the cpu profile (0.10/h) costs well under a cent: "0.00" would hide it.
     page = night2_report.read_text(encoding="utf-8")
-    sources = re.findall(r'title="([^"]*)"', page)
-    assert sources and all("<" not in s for s in sources)
-    assert "`replicate calibrate" in html.unescape(page)
+    for row in leaderboard_rows(store, NIGHT2):
+        assert 0 < row["cost"] < 0.01 and f"<td class=\"n\">{row['cost']:.3g}<div" in page, row["cost"]
 
 
 def test_cli_report_defaults_to_the_latest_suite_under_results(results_root, capsys):
@@ -78,9 +101,40 @@ def test_cli_report_unknown_suite_or_empty_store_exits_2_naming_it(results_root,
     assert main(["report", "suite=smoke-19990101", f"results_dir={results_root}"]) == 2
     err = capsys.readouterr().err
     assert "smoke-19990101" in err and len(err.strip().splitlines()) == 1
+    ResultStore(f"sqlite:///{tmp_path / 'empty' / 'zoo.db'}").close()     # a store without a suite
     assert main(["report", f"results_dir={tmp_path / 'empty'}"]) == 2
     err = capsys.readouterr().err
     assert "no suite" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_report_out_that_cannot_be_written_exits_2_naming_it(results_root, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "report"):       # a file; a folder under a file
+        assert main(["report", f"results_dir={results_root}", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--out" in err[0] and str(out) in err[0], err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_suite_writes_its_report_where_the_cli_does_and_a_report_failure_is_one_line(
+        results_dir, shapes_root, tiny):
+    from replicate.harness import run_suite
+    from replicate.report import default_report_dir
+
+    overrides = ["suite.entries=[{model:yolov4,tier:smoke,hardware:cpu,seeds:[0]}]", "suite_id=night:1",
+                 "scheduler=inline", "tier.compare_with=none", f"results_dir={results_dir}",
+                 f"datasets.shapes.root={shapes_root}", *tiny]
+    first = run_suite(overrides, echo=lambda line: None)
+    assert Path(first.report) == default_report_dir(results_dir, "night:1") / "index.html"
+    assert Path(first.report).parent.name == "night_1" and Path(first.report).is_file()
+    shutil.rmtree(results_dir / "reports")
+    (results_dir / "reports").write_text("in the way")            # the report cannot be written now
+    lines: list[str] = []
+    again = run_suite(overrides, echo=lines.append)                 # the finished job is skipped
+    assert again.report is None and [j["verdict"] for j in again.jobs] == ["PASS"]
+    failed = [line for line in lines if line.startswith("report:")]
+    assert len(failed) == 1 and "failed" in failed[0] and "the store has every result" in failed[0]
 
 
 def test_cli_history_marks_the_regression_and_lists_what_changed(results_root, capsys):

@@ -1,0 +1,52 @@
+"""The report's plots: a long history stays readable, and drawing changes no global matplotlib state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from replicate.history import Point
+from replicate.report import plots
+
+NIGHTS = [f"smoke-2026{1 + day // 28:02d}{1 + day % 28:02d}" for day in range(60)]   # two months of nights
+
+
+def _points(suite_ids: list[str]) -> list[Point]:
+    return [Point(suite_id=s, created_at=None, mean=20.0 + 0.01 * i, std=0.3, verdict="PASS", band_low=15.0,
+                  band_high=25.0, seeds=[0, 1], target=20.0, spread=0.3) for i, s in enumerate(suite_ids)]
+
+
+def test_a_long_trend_labels_at_most_a_dozen_suites_including_the_latest(tmp_path):
+    fig = plots.trend_figure(_points(NIGHTS), "bbox_AP", "retinanet over 60 suites")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert 2 <= len(labels) <= plots.MAX_SUITE_TICKS and labels[-1] == NIGHTS[-1]
+    assert set(labels) <= set(NIGHTS)
+    short = [t.get_text() for t in plots.trend_figure(_points(NIGHTS[:5]), "bbox_AP", "t").axes[0].get_xticklabels()]
+    assert short == NIGHTS[:5]                                      # a few suites: every one labelled
+    plots.trend(tmp_path / "trend.png", _points(NIGHTS), "bbox_AP", "t")
+    assert (tmp_path / "trend.png").stat().st_size > 10_000
+
+
+SCRIPT = """
+import sys, matplotlib
+matplotlib.use("svg")                       # the caller's choice, which a report must not change
+from replicate.history import Point
+from replicate.report import plots
+point = Point(suite_id="n1", created_at=None, mean=1.0, std=0.1, verdict="PASS", band_low=0.5, band_high=1.5,
+              seeds=[0], target=1.0, spread=None)
+plots.trend(sys.argv[1] + "/trend.png", [point], "loss", "t")
+job = {"seed": 0, "verdict": "PASS", "steps_planned": 4, "curve": [{"step": 2, "loss": 1.0}, {"step": 4, "loss": 0.5}]}
+plots.learning_curves(sys.argv[1] + "/curves.png", [job], "loss", (0.4, 0.6), "t")
+print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+"""
+
+
+def test_drawing_leaves_the_process_backend_alone_and_never_imports_pyplot(tmp_path):
+    # A fresh interpreter: the backend of this test session is whatever earlier tests left.
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["svg", "False"]
+    assert (tmp_path / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
