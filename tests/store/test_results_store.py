@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -126,6 +127,26 @@ def test_unopenable_sqlite_file_raises_config_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         ResultStore(f"sqlite:///{tmp_path / 'a_dir.db'}")
     assert info.value.key == "store.url"
+
+
+def _node(url: str):
+    """The Hydra ``store`` node of ``url``, as a read-only command gets it."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"_target_": "replicate.store.results_store.ResultStore", "url": url})
+
+
+def test_open_existing_reads_a_store_and_never_creates_one(store, db_url, tmp_path):
+    from replicate.store.results_store import open_existing
+
+    store.upsert_suite("s1", "smoke", {})
+    with open_existing(_node(db_url)) as reader:
+        assert [s["suite_id"] for s in reader.suites()] == ["s1"]
+    open_existing(_node("sqlite://")).close()                   # in memory: nothing to find or create
+    missing = tmp_path / "nowhere" / "zoo.db"
+    with pytest.raises(ConfigError, match=re.escape(f"store.url: no store at {missing}")):
+        open_existing(_node(f"sqlite:///{missing}"))
+    assert not missing.parent.exists()
 
 
 def test_store_from_an_unknown_newer_revision_raises_config_error(store, db_url):
