@@ -120,6 +120,19 @@ class Task(abc.ABC):
             return None
         return [coco.imgs[i]["width"] / coco.imgs[i]["height"] for i in ids]
 
+    def framework_task(self, framework: str) -> "Task":
+        """The Task object whose steps run in ``framework`` (the runner's loop calls it).
+
+        Default: this task (its steps are PyTorch). A family with a TensorFlow implementation
+        returns a TensorFlow task for "tensorflow" (models/yolo_tf.py).
+        """
+        return self
+
+    def differential_check(self) -> Any:
+        """(ok, detail) of comparing this family's framework implementations, for ``replicate
+        check``; None: there is only one implementation."""
+        return None
+
     def load_checkpoint(self, model: Any, path: Any) -> bool:
         """Load a model-specific checkpoint format (e.g. Darknet .weights); False: not handled."""
         return False

@@ -136,15 +136,39 @@ class DarknetYoloTask(Task):
                           float(arch.get("width_multiple", 1.0)))
 
     def build_model(self, variant: str, framework: str) -> YoloDetector:
+        if framework == "tensorflow" and "tensorflow" in self.frameworks:
+            return self.framework_task(framework).build_model(variant, framework)
         if framework != "torch":
-            raise ConfigError("framework", f"{framework} backend not implemented yet for {self.name}; "
-                                           "use framework=torch")
+            raise ConfigError("framework", f"{framework!r} is not an implementation of {self.name}; "
+                                           f"allowed: {', '.join(self.frameworks)}")
         arch, graph = self._arch(variant), self.graph(variant)
         heads = heads_from_graph(graph, self.ctx.input_size, bool(arch.get("scale_anchors", False)))
         model = YoloDetector(graph, heads, self.ctx.input_size, float(arch.get("bn_momentum", DARKNET_BN_MOMENTUM)))
         if arch.get("objectness_prior") is not None:
             set_objectness_prior(model, float(arch.objectness_prior))
         return model
+
+    def framework_task(self, framework: str) -> Task:
+        """The TensorFlow twin (models/yolo_tf.py) for "tensorflow", else this task."""
+        if framework != "tensorflow":
+            return self
+        from models.yolo_tf import YoloTfTask
+
+        return YoloTfTask.twin_of(self)
+
+    def differential_check(self) -> Optional[tuple[bool, str]]:
+        """Torch vs TensorFlow on the same random .weights (models/darknet/tf_differential.py)."""
+        from models.darknet.tf_backend import INSTALL_HINT, tf_available
+
+        if "tensorflow" not in self.frameworks:
+            return None
+        if not tf_available():
+            return True, f"torch vs tensorflow: skipped, tensorflow is not installed ({INSTALL_HINT})"
+        from models.darknet.tf_differential import random_images, run_differential
+
+        graph = self.graph(self.ctx.variant)
+        report, _, _ = run_differential(graph, random_images(2, min(self.ctx.input_size, 128), graph.channels))
+        return report.ok, f"{self.ctx.variant} variant, {min(self.ctx.input_size, 128)} px: {report.summary()}"
 
     def load_checkpoint(self, model: YoloDetector, path: Path) -> bool:
         """Load a Darknet ``.weights`` file (strict); other files are left to the loop."""
@@ -233,3 +257,5 @@ class YoloV3Task(DarknetYoloTask):
 @register_model("yolov4")
 class YoloV4Task(DarknetYoloTask):
     """YOLOv4 (CSPDarknet53 + SPP + PAN, yolov4.cfg; CIoU loss from the cfg's iou_loss)."""
+
+    frameworks = ("torch",)  # the TF loss implements YOLOv3's mse box loss only (models/yolo_loss_tf.py)

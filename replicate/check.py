@@ -50,15 +50,28 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     spec = make_spec(cfg, None)
     task = build_task(spec, cfg)
     framework = chosen_framework(cfg)
+    base = task  # the registered task: it runs the cross-framework differential
+    if framework != "torch":
+        task = task.framework_task(framework)
     _check_param_count(task, cfg, framework, report)
     seed_everything(int(cfg.seed))
     task.prepare_data()
     model = task.build_model(chosen_variant(cfg), framework)
     dataset = task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=False)
     batch = task.collate([dataset[i] for i in range(min(2, len(dataset)))])
-    _check_shapes(task, model, batch, report)
-    _check_gradients(task, model, batch, report)
-    _check_overfit(task, model, batch, cfg, report)
+    if framework == "tensorflow":
+        from replicate.runner.tf_loop import tf_preflight
+
+        for name, ok, detail in tf_preflight(task, model, batch, cfg.model.tiers[cfg.tier.name].recipe,
+                                             OVERFIT_STEPS, OVERFIT_DROP):
+            report.add(name, ok, detail)
+    else:
+        _check_shapes(task, model, batch, report)
+        _check_gradients(task, model, batch, report)
+        _check_overfit(task, model, batch, cfg, report)
+    differential = base.differential_check()  # torch vs TensorFlow, for two-framework models
+    if differential is not None:
+        report.add("differential", *differential)
     if visual:
         path = write_sample_grid(task, task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=True),
                                  Path(cfg.results_dir) / "check" / f"{cfg.model.name}_samples.png")

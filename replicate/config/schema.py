@@ -92,6 +92,9 @@ class ModelTierConfig:
     input_size: int = MISSING
     recipe: Optional[RecipeConfig] = None
     reference: Optional[ReferenceConfig] = None
+    # framework -> its own recorded reference (measured on that implementation); a job of that
+    # framework compares with it instead of ``reference`` (which belongs to the first framework)
+    framework_references: dict[str, ReferenceConfig] = field(default_factory=dict)
     claim_split: Optional[str] = None  # the claim split this tier's eval split stands for
 
 

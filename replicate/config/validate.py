@@ -43,6 +43,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     if missing:
         raise ConfigError(missing[0], "required value is missing")
     _validate_model(cfg)
+    _select_framework_reference(cfg)
     _validate_selection(cfg)
     _validate_hardware(cfg)
     _validate_suite(cfg)
@@ -139,6 +140,20 @@ def _validate_selection(cfg: DictConfig) -> None:
     if cfg.tier.compare_with == "claim":
         _require(tier.claim_split is not None, f"{key}.claim_split",
                  f"which claim split this tier checks; claims are on: {', '.join(sorted({c.split for c in model.claims}))}")
+
+
+def _select_framework_reference(cfg: DictConfig) -> None:
+    """A job of a framework with its own recorded reference compares with that one."""
+    if cfg.tier.name not in cfg.model.tiers:
+        return  # _validate_selection names the missing tier
+    tier = cfg.model.tiers[cfg.tier.name]
+    for framework in tier.framework_references:
+        _one_of(framework, list(cfg.model.frameworks), f"model.tiers.{cfg.tier.name}.framework_references")
+    if cfg.framework is not None and cfg.framework not in cfg.model.frameworks:
+        return  # _validate_selection names the bad framework
+    reference = tier.framework_references.get(chosen_framework(cfg))
+    if reference is not None:
+        tier.reference = reference
 
 
 def _validate_hardware(cfg: DictConfig) -> None:

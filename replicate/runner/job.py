@@ -60,7 +60,13 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
         ctx.early_fraction = cfg.tier.early_check.fraction
         ctx.early_tolerance = cfg.tier.early_check.tolerance
         task = build_task(spec, cfg)
-        result = TorchLoop(task, cfg, ctx, result).run()
+        if spec.framework == "tensorflow":  # the TF twin of the task through the TF loop
+            from replicate.runner.tf_loop import TfLoop
+
+            ctx.device = "cpu" if cfg.hardware.accelerator == "cpu" else str(cfg.hardware.accelerator)
+            result = TfLoop(task.framework_task("tensorflow"), cfg, ctx, result, num_threads).run()
+        else:
+            result = TorchLoop(task, cfg, ctx, result).run()
     except Exception as exc:  # noqa: BLE001 - every model failure becomes a classified result
         result.failure = classify(exc, ctx.stage)
         if result.times.setup_s == 0.0:

@@ -15,10 +15,6 @@ from replicate.k8s.values import load_values, merge
 from replicate.scheduling.resources import ray_options, required_resources
 
 PROFILES = group_options("hardware")
-# conf/hardware/tpu_v*_8.yaml still ask for more CPUs (96, 240) than their pods may use (90, 200);
-# those files are being edited elsewhere. strict: this fails once they are fixed, to drop the mark.
-CPU_PENDING = {"tpu_v3_8", "tpu_v4_8"}
-
 
 def _quantity(value: Any) -> float:
     from ray.autoscaler._private.kuberay.utils import parse_quantity
@@ -59,9 +55,7 @@ def test_autoscaler_sees_the_accelerator_the_profiles_jobs_ask_for(chart, profil
                 assert offered.get(key, 0) >= amount, (renderer, key, offered)
 
 
-@pytest.mark.parametrize("profile", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="profile num_cpus > the pod's CPU limit"))
-    if p in CPU_PENDING else p for p in PROFILES])
+@pytest.mark.parametrize("profile", PROFILES)
 def test_autoscaler_sees_the_cpus_the_profiles_jobs_ask_for(chart, profile):
     for renderer, offered, need in _offered_and_needed(chart, profile):
         assert offered["CPU"] >= need["CPU"], (renderer, offered, need)

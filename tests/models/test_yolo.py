@@ -46,9 +46,10 @@ def test_full_variant_matches_the_configured_parameter_count(model, results):
     assert [h.classes for h in full.heads] == [80] * 3
 
 
-def test_tensorflow_is_declared_but_not_built_yet(results):
-    task, _ = make_task("yolov3", results)
-    with pytest.raises(ConfigError, match="tensorflow backend not implemented yet"):
+def test_a_framework_without_an_implementation_is_refused(results):
+    # yolov3's TensorFlow build is tested in tests/models/test_yolo_tf.py; yolov4 is torch-only
+    task, _ = make_task("yolov4", results)
+    with pytest.raises(ConfigError, match="'tensorflow' is not an implementation of yolov4; allowed: torch"):
         task.build_model("tiny", "tensorflow")
 
 

@@ -1,0 +1,142 @@
+"""YOLOv3 in TensorFlow/Keras from the official Darknet cfg: the TensorFlow twin of models/yolo.py.
+
+Paper: Redmon & Farhadi, "YOLOv3: An Incremental Improvement", arXiv:1804.02767 (2018).
+Reference implementation: pjreddie/darknet (cfg/yolov3.cfg, yolov3-tiny.cfg, src/yolo_layer.c;
+public domain / YOLO licence); re-implemented, not copied. The network comes from the same
+parsed cfg (models/darknet/tf_backend.py), the loss/decoding/NMS from models/yolo_loss_tf.py.
+
+Not registered: ``DarknetYoloTask.framework_task("tensorflow")`` returns this twin, so the
+registry name (the leaderboard key) stays ``yolov3`` and the config, datasets, augmentation and
+COCO evaluator are shared with the torch task. The data pipeline is the torch task's (same
+augmentation draws for a seed); batches cross to TensorFlow as NHWC numpy arrays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.darknet.tf_backend import DARKNET_BN_MOMENTUM, build_model as build_tf_darknet
+from models.darknet.tf_backend import tensorflow, trainable_parameters
+from models.darknet.augment import to_original
+from models.yolo import DarknetYoloTask
+from models.yolo_loss import heads_from_graph
+from models.yolo_loss_tf import check_heads, postprocess, yolo_loss
+
+
+class YoloTfTask(DarknetYoloTask):
+    """The TensorFlow implementation of a Darknet YOLO task (steps in TF, data shared)."""
+
+    frameworks = ("tensorflow",)
+
+    @classmethod
+    def twin_of(cls, task: DarknetYoloTask) -> "YoloTfTask":
+        """The TF twin of a registered torch task: same name, context and category ids."""
+        twin = cls(task.ctx)
+        twin.name = task.name
+        twin.category_ids = task.category_ids
+        return twin
+
+    # ---------------------------------------------------------------- model
+    def build_model(self, variant: str, framework: str = "tensorflow") -> Any:
+        """The Keras Darknet model of ``variant`` with ``yolo_heads`` (anchors, loss options)."""
+        arch, graph = self._arch(variant), self.graph(variant)
+        heads = heads_from_graph(graph, self.ctx.input_size, bool(arch.get("scale_anchors", False)))
+        check_heads(heads)
+        model = build_tf_darknet(graph, float(arch.get("bn_momentum", DARKNET_BN_MOMENTUM)))
+        model.yolo_heads = tuple(heads)
+        model.input_size = self.ctx.input_size
+        if arch.get("objectness_prior") is not None:
+            set_objectness_prior(model, float(arch.objectness_prior))
+        return model
+
+    def trainable_parameters(self, model: Any) -> int:
+        return trainable_parameters(model)
+
+    def parameter_groups(self, model: Any) -> Any:
+        return model.trainable_variables
+
+    def load_checkpoint(self, model: Any, path: Path) -> bool:
+        """Load a Darknet ``.weights`` file (strict); other files are left to the loop."""
+        if Path(path).suffix != ".weights":
+            return False
+        from models.darknet.tf_weights import load_darknet_weights
+
+        load_darknet_weights(model, path, strict=True)
+        return True
+
+    # ----------------------------------------------------------------- data
+    def collate(self, items: list) -> tuple[dict[str, np.ndarray], list[dict]]:
+        """(arrays, targets): NHWC images and truths padded to the batch's most boxes.
+
+        arrays: ``images`` [B, S, S, 3] float32, ``boxes`` [B, T, 4] xyxy input pixels,
+        ``classes`` [B, T] int32 (0-based), ``valid`` [B, T] bool; targets: the torch task's
+        per-image dicts (image ids, resize records) for predict().
+        """
+        images, targets = super().collate(items)
+        most = max(1, max(len(t["boxes"]) for t in targets))
+        boxes = np.zeros((len(targets), most, 4), np.float32)
+        classes = np.zeros((len(targets), most), np.int32)
+        valid = np.zeros((len(targets), most), bool)
+        for i, t in enumerate(targets):
+            n = len(t["boxes"])
+            boxes[i, :n] = t["boxes"].reshape(-1, 4).numpy()
+            classes[i, :n] = t["classes"].numpy()
+            valid[i, :n] = True
+        arrays = {"images": np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy(), dtype=np.float32),
+                  "boxes": boxes, "classes": classes, "valid": valid}
+        return arrays, targets
+
+    def batch_size_of(self, batch: Any) -> int:
+        return int(batch[0]["images"].shape[0])
+
+    # ----------------------------------------------------------- train/eval
+    def training_step(self, model: Any, arrays: dict[str, Any], training: bool = True) -> dict[str, Any]:
+        """Losses of one batch of tensors (``collate``'s arrays); traceable by tf.function."""
+        outputs = model(arrays["images"], training=training)
+        size = int(model.input_size)
+        return yolo_loss(outputs, arrays["boxes"], arrays["classes"], arrays["valid"], list(model.yolo_heads),
+                         (size, size))
+
+    def predict(self, model: Any, batch: Any) -> list[dict]:
+        """Detections in the evaluator's format (torch tensors, original-image pixels)."""
+        arrays, targets = batch
+        tf = tensorflow()
+        images = tf.convert_to_tensor(arrays["images"])
+        outputs = model(images, training=False)
+        detections = postprocess(outputs, list(model.yolo_heads), tuple(images.shape[1:3]))
+        categories = np.asarray(self.category_ids or [], dtype=np.int64)
+        preds = []
+        for det, target in zip(detections, targets):
+            boxes = torch.from_numpy(det["boxes"]).float()
+            if "resize" in target:
+                boxes = to_original(boxes, target["resize"].cpu())
+            preds.append({"image_id": int(target["image_id"]), "boxes": boxes,
+                          "scores": torch.from_numpy(det["scores"]).float(),
+                          "labels": torch.from_numpy(categories[det["labels"]])})
+        return preds
+
+    def output_shapes(self, model: Any, batch: Any) -> dict[str, tuple]:
+        """Raw map entering each [yolo] layer: [B, H, W, anchors*(classes+5)] (NHWC)."""
+        outputs = model(batch[0]["images"], training=False)
+        return {f"yolo{head.index}": tuple(out.shape) for head, out in zip(model.yolo_heads, outputs)}
+
+    def differential_check(self) -> None:
+        return None  # the torch task runs it
+
+
+def set_objectness_prior(model: Any, prior: float) -> None:
+    """Objectness bias of the conv before each [yolo] = logit(prior) (see yolo.set_objectness_prior)."""
+    from replicate.errors import ConfigError
+
+    blocks = dict((layer.index, block) for layer, block in model.conv_blocks())
+    for head in model.yolo_heads:
+        block = blocks.get(head.index - 1)
+        if block is None or block.conv.bias is None:
+            raise ConfigError("objectness_prior", f"the conv before [yolo] layer {head.index} has no bias")
+        bias = block.conv.bias.numpy().reshape(len(head.mask), head.classes + 5)
+        bias[:, 4] = np.log(prior / (1 - prior))
+        block.conv.bias.assign(bias.reshape(-1))

@@ -1,0 +1,152 @@
+"""TensorFlow/Keras Darknet backend: builds, .weights round trip, torch-vs-TF differential.
+
+The differential loads the same Darknet .weights into both backends and compares every layer's
+output, so a mismatch names the first differing layer; a perturbed weight must be caught.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.darknet.tf_backend import tensorflow, tf_available
+
+from models.darknet.cfg_parser import parse_cfg, parse_cfg_text
+from models.darknet.tf_differential import (DEFAULT_ATOL, compare_models, random_images, run_differential,
+                                            write_random_weights)
+from replicate.errors import ConfigError, DataError
+
+REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "darknet"
+pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"official cfgs not found at {REFERENCE}")
+if not tf_available():
+    pytest.skip("tensorflow is not installed (pip install -e '.[tensorflow]')", allow_module_level=True)
+tf = tensorflow()  # through the helper: it loads triton first (see tf_backend._load_triton_first)
+
+from models.darknet import tf_backend, tf_weights  # noqa: E402  (after the TF skip)
+from models.darknet.torch_backend import build_model as build_torch  # noqa: E402
+from models.darknet.torch_backend import trainable_parameters as torch_params  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["yolov3-tiny.cfg", "yolov4-tiny.cfg", "yolov3.cfg"])
+def test_keras_build_has_the_torch_builds_trainable_parameters(name):
+    graph = parse_cfg(REFERENCE / name, classes=80)
+    expected = 61_949_149 if name == "yolov3.cfg" else torch_params(build_torch(graph))  # design.md table
+    assert tf_backend.trainable_parameters(tf_backend.build_model(graph)) == expected
+
+
+def test_weights_round_trip_gives_identical_tensors_and_outputs(tmp_path):
+    graph = parse_cfg(REFERENCE / "yolov4-tiny.cfg", classes=3)
+    images = random_images(2, 64)
+    path = write_random_weights(graph, tmp_path / "a.weights", seed=0, images=images)
+    first, second = tf_backend.build_model(graph), tf_backend.build_model(graph)
+    info = tf_weights.load_darknet_weights(first, path)
+    assert info.conv_layers_loaded == info.conv_layers_total == 21
+    again = tf_weights.save_darknet_weights(first, tmp_path / "b.weights")
+    assert again.read_bytes()[20:] == path.read_bytes()[20:]   # header differs only in `seen`
+    tf_weights.load_darknet_weights(second, again)
+    for a, b in zip(first.weights, second.weights):
+        assert np.array_equal(a.numpy(), b.numpy()), a.path
+    x = tf.constant(np.transpose(images, (0, 2, 3, 1)))
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first(x), second(x)))
+
+
+def test_truncated_weights_name_the_layer(tmp_path):
+    graph = parse_cfg(REFERENCE / "yolov3-tiny.cfg", classes=3)
+    path = write_random_weights(graph, tmp_path / "full.weights")
+    cut = tmp_path / "cut.weights"
+    cut.write_bytes(path.read_bytes()[:-400])
+    with pytest.raises(DataError, match="ends inside layer 22"):
+        tf_weights.load_darknet_weights(tf_backend.build_model(graph), cut)
+
+
+@pytest.mark.parametrize("name", ["yolov3-tiny.cfg", "yolov4-tiny.cfg"])
+def test_torch_and_tensorflow_agree_on_every_layer(name):
+    graph = parse_cfg(REFERENCE / name, classes=3)
+    report, _, _ = run_differential(graph, random_images(2, 96))
+    assert report.ok, report.summary()
+    assert len(report.layers) == len(graph.layers) and len(report.heads) == 2
+    assert report.max_head_diff <= DEFAULT_ATOL
+    if name == "yolov3-tiny.cfg":  # the size-2 stride-1 maxpool keeps the map size in both
+        assert graph.layers[11].type == "maxpool" and report.layers[11].shape[1:3] == (3, 3)
+
+
+@pytest.mark.parametrize("index, variable", [(8, "kernel"), (13, "moving_mean")])
+def test_a_perturbed_weight_fails_and_names_the_first_differing_layer(index, variable):
+    graph = parse_cfg(REFERENCE / "yolov3-tiny.cfg", classes=3)
+    images = random_images(2, 96)
+    _, torch_model, tf_model = run_differential(graph, images)
+    block = next(b for layer, b in tf_model.conv_blocks() if layer.index == index)
+    target = block.conv.kernel if variable == "kernel" else block.bn.moving_mean
+    value = target.numpy()
+    value.flat[0] += 0.05
+    target.assign(value)
+    report = compare_models(torch_model, tf_model, images)
+    assert not report.ok
+    assert (report.first_mismatch.index, report.first_mismatch.type) == (index, "convolutional")
+    assert f"first differing layer {index} (convolutional)" in report.summary()
+
+
+def test_route_groups_upsample_and_spp_pools_agree():
+    # a synthetic cfg of the family: SPP pools (5/9/13, stride 1), a grouped route, mish, linear
+    text = """[net]
+width=64
+height=64
+channels=3
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=mish
+[maxpool]
+size=5
+stride=1
+[route]
+layers=-2
+[maxpool]
+size=9
+stride=1
+[route]
+layers=-4
+[maxpool]
+size=13
+stride=1
+[route]
+layers=-1,-3,-5,-6
+[route]
+layers=-1
+groups=2
+group_id=1
+[convolutional]
+filters=8
+size=1
+stride=1
+pad=1
+activation=linear
+[upsample]
+stride=2
+[maxpool]
+size=3
+stride=2
+"""
+    graph = parse_cfg_text(text, "spp.cfg")
+    report, _, _ = run_differential(graph, random_images(1, 64))
+    assert report.ok, report.summary()
+
+
+def test_missing_tensorflow_is_a_config_error_naming_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)   # import tensorflow -> ImportError
+    with pytest.raises(ConfigError, match=r"tensorflow is not installed.*\[tensorflow\]"):
+        tf_backend.tensorflow()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["yolov3.cfg", "yolov4.cfg"])
+def test_full_cfgs_agree_between_torch_and_tensorflow(name):
+    graph = parse_cfg(REFERENCE / name, classes=80)
+    report, _, _ = run_differential(graph, random_images(2, 128))
+    assert report.ok, report.summary()

@@ -1,0 +1,144 @@
+"""The YOLOv3 TensorFlow task: same loss and detections as the torch task on the same weights.
+
+The learning run through the harness is tests/runner/test_tf_loop.py (slow test).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.darknet.tf_backend import tensorflow, tf_available
+import torch
+
+from models.darknet.cfg_parser import parse_cfg
+from models.yolo_loss import heads_from_graph, postprocess as torch_postprocess
+from replicate.config.compose import compose_config
+from replicate.errors import ConfigError
+from replicate.plan import make_spec
+from replicate.runner.job import build_task
+
+REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "darknet"
+pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"official cfgs not found at {REFERENCE}")
+if not tf_available():
+    pytest.skip("tensorflow is not installed (pip install -e '.[tensorflow]')", allow_module_level=True)
+tf = tensorflow()  # through the helper: it loads triton first (see tf_backend._load_triton_first)
+
+from models.darknet.tf_weights import save_darknet_weights  # noqa: E402
+from models.darknet.weights import load_darknet_weights  # noqa: E402
+from models.yolo_loss_tf import postprocess as tf_postprocess  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    """(torch task, TF twin) of yolov3 at 64 px on a small shapes set, data prepared."""
+    root = tmp_path_factory.mktemp("yolo_tf")
+    cfg = compose_config(["model=yolov3", f"results_dir={root}", "tier.compare_with=none", "framework=tensorflow",
+                          "datasets.shapes.num_train=16", "datasets.shapes.num_val=8",
+                          "datasets.shapes.image_size=64", "model.tiers.smoke.input_size=64"])
+    task = build_task(make_spec(cfg, None), cfg)
+    task.prepare_data()
+    twin = task.framework_task("tensorflow")
+    task.build_dataset("train", train=True)   # category ids for the torch collate
+    return task, twin
+
+
+def _twins(tasks, tmp_path):
+    """The torch and TF models of the tiny variant holding the same .weights, and a batch of 4."""
+    task, twin = tasks
+    tf_model = twin.build_model("tiny", "tensorflow")
+    path = save_darknet_weights(tf_model, tmp_path / "tiny.weights")
+    torch_model = task.build_model("tiny", "torch")
+    load_darknet_weights(torch_model.net, path)
+    data = twin.build_dataset("train", train=True)
+    return torch_model.eval(), tf_model, twin.collate([data[i] for i in range(4)])
+
+
+def test_the_registered_task_builds_the_tensorflow_model(tasks):
+    task, twin = tasks
+    assert twin.name == "yolov3" and twin.frameworks == ("tensorflow",)
+    full = task.build_model("full", "tensorflow")
+    assert twin.trainable_parameters(full) == task.ctx.model_cfg.variants.full.trainable_params
+    with pytest.raises(ConfigError, match="'jax' is not an implementation"):
+        task.build_model("tiny", "jax")
+
+
+def test_tf_loss_equals_the_torch_loss_on_the_same_weights_and_batch(tasks, tmp_path):
+    task, twin = tasks
+    torch_model, tf_model, (arrays, targets) = _twins(tasks, tmp_path)
+    assert arrays["images"].shape == (4, 64, 64, 3) and arrays["valid"].any()
+    images = torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        ours = task.training_step(torch_model, (images, targets))
+    theirs = twin.training_step(tf_model, {k: tf.constant(v) for k, v in arrays.items()}, training=False)
+    for key in ("loss", "box", "obj", "cls"):
+        assert float(theirs[key]) == pytest.approx(float(ours[key]), rel=1e-4, abs=1e-4), key
+
+
+def test_tf_loss_is_finite_and_decreases_on_one_batch(tasks):
+    _, twin = tasks
+    tf.keras.utils.set_random_seed(0)
+    model = twin.build_model("tiny", "tensorflow")
+    data = twin.build_dataset("train", train=True)
+    arrays = {k: tf.constant(v) for k, v in twin.collate([data[i] for i in range(4)])[0].items()}
+    optimizer = tf.keras.optimizers.Adam(1e-2)
+
+    @tf.function(autograph=False)
+    def step(batch):
+        with tf.GradientTape() as tape:
+            out = twin.training_step(model, batch)
+        optimizer.apply_gradients(zip(tape.gradient(out["loss"], model.trainable_variables), model.trainable_variables))
+        return out
+
+    losses = [float(step(arrays)["loss"]) for _ in range(8)]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
+
+
+def test_decoding_and_nms_match_the_torch_postprocess():
+    graph = parse_cfg(REFERENCE / "yolov3-tiny.cfg", classes=3)
+    heads = heads_from_graph(graph, 64, scale_anchors=True)
+    gen = torch.Generator().manual_seed(0)
+    maps = [torch.randn(2, 24, 2, 2, generator=gen) * 3, torch.randn(2, 24, 4, 4, generator=gen) * 3]
+    ours = torch_postprocess(maps, heads, (64, 64), conf_thresh=0.05)
+    theirs = tf_postprocess([tf.constant(m.permute(0, 2, 3, 1).numpy()) for m in maps], heads, (64, 64),
+                            conf_thresh=0.05)
+    for a, b in zip(ours, theirs):
+        assert len(b["scores"]) == len(a["scores"]) > 0
+        order_a, order_b = np.argsort(-a["scores"].numpy(), kind="stable"), np.argsort(-b["scores"], kind="stable")
+        np.testing.assert_allclose(b["scores"][order_b], a["scores"].numpy()[order_a], rtol=1e-5)
+        np.testing.assert_allclose(b["boxes"][order_b], a["boxes"].numpy()[order_a], atol=1e-3)
+        assert (b["boxes"] >= 0).all() and (b["boxes"] <= 64).all()
+
+
+def test_predictions_reach_the_coco_evaluator(tasks):
+    _, twin = tasks
+    model = twin.build_model("tiny", "tensorflow")
+    val = twin.build_dataset("val", train=False)
+    preds = twin.predict(model, twin.collate([val[i] for i in range(2)]))
+    evaluator = twin.build_evaluator("val")
+    evaluator.update(preds)
+    assert "bbox_AP" in evaluator.compute()
+    assert set(preds[0]) == {"image_id", "boxes", "scores", "labels"}
+
+
+def test_check_runs_the_differential_and_says_when_tensorflow_is_absent(tasks, monkeypatch):
+    task, _ = tasks
+    ok, detail = task.differential_check()
+    assert ok and "agree within" in detail
+    monkeypatch.setattr("models.darknet.tf_backend.tf_available", lambda: False)
+    ok, detail = task.differential_check()
+    assert ok and "skipped, tensorflow is not installed" in detail and "[tensorflow]" in detail
+
+
+def test_check_of_the_tensorflow_implementation(tmp_path, shapes_root, tiny):
+    from replicate.check import run_check
+
+    data = [o for o in tiny if o.startswith("datasets.") or "input_size" in o]
+    report = run_check(["model=yolov3", "framework=tensorflow", f"results_dir={tmp_path}",
+                        f"datasets.shapes.root={shapes_root}", *data], echo=print)
+    assert report.ok, [c for c in report.checks if not c["ok"]]
+    names = [c["check"] for c in report.checks]
+    assert names == ["config", "params", "shapes", "gradients", "overfit", "differential"]
+    assert "tensorflow" in report.checks[4]["detail"]
