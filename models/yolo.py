@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from models.darknet.augment import AugmentConfig, ResizeForEval, YoloTrainSet, to_original
-from models.darknet.cfg_parser import DarknetGraph, parse_cfg
-from models.darknet.torch_backend import DARKNET_BN_MOMENTUM, DarknetModel
+from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM, DarknetGraph, parse_cfg
+from models.darknet.torch_backend import DarknetModel
 from models.registry import register_model
 from models.task import Task
 from models.yolo_loss import YoloHead, heads_from_graph, postprocess, yolo_loss
@@ -135,7 +135,8 @@ class DarknetYoloTask(Task):
         return load_graph(str(resolve_cfg(str(arch.cfg), key)), self.num_classes(variant),
                           float(arch.get("width_multiple", 1.0)))
 
-    def build_model(self, variant: str, framework: str) -> YoloDetector:
+    def build_model(self, variant: str, framework: str) -> Any:
+        """A ``YoloDetector`` for "torch"; for "tensorflow" the TF twin's Keras model (models/yolo_tf.py)."""
         if framework == "tensorflow" and "tensorflow" in self.frameworks:
             return self.framework_task(framework).build_model(variant, framework)
         if framework != "torch":

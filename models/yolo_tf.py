@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.darknet.tf_backend import DARKNET_BN_MOMENTUM, build_model as build_tf_darknet
+from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM
+from models.darknet.tf_backend import build_model as build_tf_darknet
 from models.darknet.tf_backend import tensorflow, trainable_parameters
 from models.darknet.augment import to_original
 from models.yolo import DarknetYoloTask
@@ -95,7 +96,15 @@ class YoloTfTask(DarknetYoloTask):
 
     # ----------------------------------------------------------- train/eval
     def training_step(self, model: Any, arrays: dict[str, Any], training: bool = True) -> dict[str, Any]:
-        """Losses of one batch of tensors (``collate``'s arrays); traceable by tf.function."""
+        """Losses of one batch: Task's ``training_step(model, batch)``, traceable by tf.function.
+
+        Two documented differences from Task's signature: ``arrays`` is ``collate``'s arrays as
+        tensors without the targets (the TF loop, replicate/runner/tf_loop.py, traces this step,
+        and per-image target dicts are Python objects a traced function cannot take); and the
+        optional ``training`` (default True, what the loops use) lets ``training=False`` compute
+        the loss with BN from its moving statistics, as the torch task does under ``model.eval()``
+        (the cross-framework loss comparison in tests/models/test_yolo_tf.py).
+        """
         outputs = model(arrays["images"], training=training)
         size = int(model.input_size)
         return yolo_loss(outputs, arrays["boxes"], arrays["classes"], arrays["valid"], list(model.yolo_heads),

@@ -55,6 +55,10 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
         task = task.framework_task(framework)
     _check_param_count(task, cfg, framework, report)
     seed_everything(int(cfg.seed))
+    if framework == "tensorflow":  # seed_everything seeds torch, numpy and random; TF ops use TF's own seed
+        from models.darknet.tf_backend import tensorflow
+
+        tensorflow().keras.utils.set_random_seed(int(cfg.seed))
     task.prepare_data()
     model = task.build_model(chosen_variant(cfg), framework)
     dataset = task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=False)

@@ -27,6 +27,12 @@ def _reference(row: dict[str, Any]) -> str:
     return f"{_fmt(target['value'])} [{_fmt(target['low'])}, {_fmt(target['high'])}] ({target['kind']})"
 
 
+def _model_label(row: dict[str, Any]) -> str:
+    """The model, with its framework when it is not the default one (yolov3 runs in both)."""
+    framework = row.get("framework")
+    return row["model"] if framework in (None, "torch") else f"{row['model']} ({framework})"
+
+
 def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
     """One line per job: verdict, metric vs reference band, time, cost, failure class."""
     table = Table(title=title)
@@ -36,14 +42,14 @@ def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
     for row in rows:
         verdict = row["verdict"]
         failure = f"{row['failure_stage']} / {row['failure_impact']}" if row.get("failure_stage") else ""
-        table.add_row(row["model"], row["tier"], row["hardware"], str(row["seed"]),
+        table.add_row(_model_label(row), row["tier"], row["hardware"], str(row["seed"]),
                       f"[{_COLOURS.get(verdict, 'white')}]{verdict}[/]", row.get("metric_name") or "-",
                       _fmt(row.get("metric_value")), _reference(row), _duration(row.get("wall_s")),
                       money(row.get("cost")), failure)
     _console().print(table)
     for row in rows:
         if row.get("failure_message") and row["verdict"] != "PASS":
-            _console().print(f"  {row['model']} s{row['seed']}: {row['failure_message']}", markup=False)
+            _console().print(f"  {_model_label(row)} s{row['seed']}: {row['failure_message']}", markup=False)
 
 
 def print_groups(groups: list[dict[str, Any]]) -> None:
@@ -54,7 +60,7 @@ def print_groups(groups: list[dict[str, Any]]) -> None:
     for col in ("model", "tier", "hardware", "seeds", "verdict", "mean", "std", "note"):
         table.add_column(col)
     for g in groups:
-        table.add_row(g["model"], g["tier"], g["hardware"], ",".join(map(str, g["seeds"])),
+        table.add_row(_model_label(g), g["tier"], g["hardware"], ",".join(map(str, g["seeds"])),
                       f"[{_COLOURS.get(g['verdict'], 'white')}]{g['verdict']}[/]", _fmt(g["mean"]), _fmt(g["std"]),
                       g.get("noise_note") or "")
     _console().print(table)
@@ -76,7 +82,7 @@ def print_history(rows: list[dict[str, Any]], title: str = "metric over time") -
     """One line per group and suite (``replicate.history.model_history``), oldest first:
     verdict, mean +- std, band, and REGRESSION / DRIFT marks with what changed underneath."""
     table = Table(title=title)
-    for col in ("suite", "when", "variant", "tier", "hardware", "verdict", "mean ± std", "band", "flags"):
+    for col in ("suite", "when", "variant / framework", "tier", "hardware", "verdict", "mean ± std", "band", "flags"):
         table.add_column(col)
     for r in rows:
         flags = []
@@ -85,7 +91,8 @@ def print_history(rows: list[dict[str, Any]], title: str = "metric over time") -
         if r.get("drift"):
             flags.append("[dark_orange]DRIFT[/]")
         spread = f" ± {_fmt(r['std'], 3)}" if r.get("std") is not None else ""
-        table.add_row(r["suite_id"], (r.get("created_at") or "")[:16].replace("T", " "), r["variant"], r["tier"],
+        table.add_row(r["suite_id"], (r.get("created_at") or "")[:16].replace("T", " "),
+                      f"{r['variant']} / {r.get('framework') or '-'}", r["tier"],
                       r["hardware"], f"[{_COLOURS.get(r['verdict'], 'white')}]{r['verdict']}[/]",
                       f"{_fmt(r.get('mean'))}{spread}", f"[{_fmt(r.get('band_low'))}, {_fmt(r.get('band_high'))}]",
                       " ".join(flags))

@@ -28,6 +28,12 @@ INT, FLOAT, STR, INTS, FLOATS = "int", "float", "str", "ints", "floats"
 
 ACTIVATIONS = ("linear", "leaky", "mish", "logistic", "relu", "swish", "tanh")
 
+# Darknet's batch norm, shared by both backends (torch_backend.py, tf_backend.py): rolling stats
+# updated as .99 * old + .01 * new (pjreddie convolutional_layer.c forward_convolutional_layer),
+# i.e. torch momentum 0.01; variance epsilon .00001 (AlexeyAB blas.c normalize_cpu).
+DARKNET_BN_MOMENTUM = 0.01
+DARKNET_BN_EPS = 1e-5
+
 # [net]: only width/height/channels shape the model; the rest is the training recipe, kept so a
 # recipe can be read from the cfg. Names from AlexeyAB parser.c parse_net_options.
 NET_OPTIONS: dict[str, str] = {

@@ -20,12 +20,10 @@ import os
 from functools import lru_cache
 from typing import Any, Optional
 
-from models.darknet.cfg_parser import DarknetGraph, Layer, conv_padding, maxpool_geometry
+from models.darknet.cfg_parser import (DARKNET_BN_EPS, DARKNET_BN_MOMENTUM, DarknetGraph, Layer, conv_padding,
+                                       maxpool_geometry)
 from replicate.errors import ConfigError
 
-# Same constants as the torch backend (darknet's batch-norm epsilon and rolling-stat momentum).
-DARKNET_BN_MOMENTUM = 0.01
-DARKNET_BN_EPS = 1e-5
 INSTALL_HINT = "pip install -e '.[tensorflow]' (tensorflow-cpu 2.21)"
 
 
@@ -89,6 +87,38 @@ def activation(tf: Any, name: str, x: Any) -> Any:
 
 
 @lru_cache(maxsize=None)
+def _batch_norm_class(tf: Any) -> type:
+    """Keras batch norm with darknet's / torch's training-mode statistics update."""
+
+    class DarknetBatchNorm(tf.keras.layers.BatchNormalization):
+        """Batch norm whose training-mode moving variance takes the *unbiased* batch variance.
+
+        Keras updates it with the biased one (sum / n); torch's BatchNorm2d and darknet (blas.c
+        variance_cpu: sum / (batch * spatial - 1)) use sum / (n - 1). Left as Keras does it, a
+        TF-trained model's rolling statistics drift from the torch build's (measured for n = 4:
+        1.25 vs 1.667). The batch itself is normalised with the biased variance, as in both.
+        """
+
+        def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+            if not (training and self.trainable):
+                return super().call(inputs, training=training, mask=mask)
+            x = tf.cast(inputs, "float32")  # statistics in float32 under mixed precision, as Keras
+            mean, variance = tf.nn.moments(x, axes=self._reduction_axes)
+            count = tf.cast(tf.size(x), "float32") / tf.cast(tf.shape(x)[self.axis], "float32")
+            unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+            keep = self.momentum  # Keras' momentum weighs the old value
+            old_mean, old_var = tf.cast(self.moving_mean, "float32"), tf.cast(self.moving_variance, "float32")
+            self.moving_mean.assign(old_mean * keep + mean * (1.0 - keep))
+            self.moving_variance.assign(old_var * keep + unbiased * (1.0 - keep))
+            # gamma/beta are autocast to the compute dtype under mixed precision: back to float32
+            out = tf.nn.batch_normalization(x, mean, variance, tf.cast(self.beta, "float32"),
+                                            tf.cast(self.gamma, "float32"), self.epsilon)
+            return tf.cast(out, self.compute_dtype)
+
+    return DarknetBatchNorm
+
+
+@lru_cache(maxsize=None)
 def _conv_block_class(tf: Any) -> type:
     """The Keras [convolutional] layer class (defined once TensorFlow is imported)."""
     keras = tf.keras
@@ -113,8 +143,8 @@ def _conv_block_class(tf: Any) -> type:
                 use_bias=not self.batch_norm, kernel_initializer=init, bias_initializer=init, name="conv")
             self.conv.build((None, None, None, in_channels))
             # Keras momentum weighs the old value: darknet's .99 * old + .01 * new -> 0.99
-            self.bn = keras.layers.BatchNormalization(axis=-1, momentum=1.0 - bn_momentum,
-                                                      epsilon=DARKNET_BN_EPS, name="bn") if self.batch_norm else None
+            self.bn = _batch_norm_class(tf)(axis=-1, momentum=1.0 - bn_momentum, epsilon=DARKNET_BN_EPS,
+                                            name="bn") if self.batch_norm else None
             if self.bn is not None:
                 self.bn.build((None, None, None, opts.get("filters", 1)))
 
@@ -130,8 +160,8 @@ def _conv_block_class(tf: Any) -> type:
 
 
 @lru_cache(maxsize=None)
-def _layer_classes(tf: Any) -> dict[str, type]:
-    """The Keras classes of the other layer types, by section name (defined once TF is imported)."""
+def _resample_classes(tf: Any) -> dict[str, type]:
+    """The Keras [maxpool] and [upsample] classes (defined once TF is imported)."""
     keras = tf.keras
 
     class MaxPool(keras.layers.Layer):
@@ -159,6 +189,14 @@ def _layer_classes(tf: Any) -> dict[str, type]:
             x = tf.repeat(tf.repeat(x, self.stride, axis=1), self.stride, axis=2)
             return x * self.scale if self.scale != 1.0 else x
 
+    return {"maxpool": MaxPool, "upsample": Upsample}
+
+
+@lru_cache(maxsize=None)
+def _merge_classes(tf: Any) -> dict[str, type]:
+    """The Keras [route] and [shortcut] classes (defined once TF is imported)."""
+    keras = tf.keras
+
     class Route(keras.layers.Layer):
         """[route]: channel concatenation; with groups, the group_id-th channel slice of each."""
 
@@ -184,8 +222,25 @@ def _layer_classes(tf: Any) -> dict[str, type]:
                 out = out + x
             return activation(tf, self.act, out)
 
-    return {"convolutional": _conv_block_class(tf), "maxpool": MaxPool, "upsample": Upsample, "route": Route,
-            "shortcut": Shortcut}
+    return {"route": Route, "shortcut": Shortcut}
+
+
+def _layer_classes(tf: Any) -> dict[str, type]:
+    """The Keras class of every supported layer type, by section name."""
+    return {"convolutional": _conv_block_class(tf), **_resample_classes(tf), **_merge_classes(tf)}
+
+
+def _make_blocks(classes: dict[str, type], graph: DarknetGraph, bn_momentum: float) -> dict[int, Any]:
+    """One Keras layer per darknet layer that has one, by darknet index ([yolo] has none)."""
+    blocks: dict[int, Any] = {}
+    for layer in graph.layers:
+        in_channels = graph.channels if layer.index == 0 else graph.layers[layer.index - 1].out_channels
+        if layer.type == "convolutional":
+            blocks[layer.index] = classes["convolutional"](layer, in_channels, bn_momentum)
+        elif layer.type in classes:
+            blocks[layer.index] = classes[layer.type](layer)
+        # [yolo]: decoding lives outside the network
+    return blocks
 
 
 @lru_cache(maxsize=None)
@@ -199,19 +254,10 @@ def _model_class(tf: Any) -> type:
         def __init__(self, graph: DarknetGraph, bn_momentum: float):
             super().__init__(name="darknet")
             self.graph = graph
-            blocks = []
-            for layer in graph.layers:
-                in_channels = graph.channels if layer.index == 0 else graph.layers[layer.index - 1].out_channels
-                if layer.type == "convolutional":
-                    blocks.append(classes["convolutional"](layer, in_channels, bn_momentum))
-                elif layer.type in classes:
-                    blocks.append(classes[layer.type](layer))
-                else:
-                    blocks.append(None)  # [yolo]: decoding lives outside the network
-            self.blocks = [b for b in blocks if b is not None]
+            by_index = _make_blocks(classes, graph, bn_momentum)
+            self.blocks = list(by_index.values())  # a list: Keras tracks its layers' variables
             # darknet index -> position in self.blocks (plain ints: Keras tracks the list only)
-            self._position = {layer.index: pos for pos, layer in
-                              enumerate(layer for layer, b in zip(graph.layers, blocks) if b is not None)}
+            self._position = {index: pos for pos, index in enumerate(by_index)}
             self.yolo_indices = [layer.index for layer in graph.yolo_layers]
             self._keep = {i for layer in graph.layers if layer.type in ("route", "shortcut") for i in layer.inputs}
 

@@ -68,18 +68,29 @@ class DifferentialReport:
 
 
 def torch_layer_outputs(model: Any, images: Any) -> dict[int, Any]:
-    """Every layer's output of a torch ``DarknetModel`` (eval mode), by darknet index (NCHW)."""
+    """Every layer's output of a torch ``DarknetModel`` (eval mode), by darknet index (NCHW).
+
+    Captured by forward hooks while ``model(images)`` runs, so what is compared is the production
+    forward's routing (which saved map each route/shortcut reads), not a re-implementation of it.
+    A [yolo] layer's output is the head ``model(images)`` returned for it.
+    """
     import torch
 
     saved: dict[int, Any] = {}
-    x = images
-    with torch.no_grad():
-        for layer, module in zip(model.graph.layers, model.layers):
-            if layer.type in ("route", "shortcut"):
-                x = module(*[saved[i] for i in layer.inputs])
-            elif layer.type != "yolo":
-                x = module(x)
-            saved[layer.index] = x
+
+    def keep(index: int) -> Any:
+        return lambda _module, _inputs, output: saved.__setitem__(index, output)
+
+    handles = [module.register_forward_hook(keep(layer.index))
+               for layer, module in zip(model.graph.layers, model.layers) if layer.type != "yolo"]
+    try:
+        with torch.no_grad():
+            heads = model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer, head in zip(model.graph.yolo_layers, heads):
+        saved[layer.index] = head
     return saved
 
 
@@ -99,9 +110,10 @@ def compare_models(torch_model: Any, tf_model: Any, images: np.ndarray,
     theirs = tf_model.forward_all(tf.constant(np.transpose(images, (0, 2, 3, 1)), dtype=tf.float32))
     report = DifferentialReport(atol)
     for layer in torch_model.graph.layers:
-        a = np.transpose(ours[layer.index].numpy(), (0, 2, 3, 1))
+        # a layer the production forward never ran (no hook fired) counts as differing
+        a = np.transpose(ours[layer.index].numpy(), (0, 2, 3, 1)) if layer.index in ours else None
         b = theirs[layer.index].numpy()
-        diff = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
+        diff = float(np.max(np.abs(a - b))) if a is not None and a.shape == b.shape else float("inf")
         entry = LayerDiff(layer.index, layer.type, diff, tuple(b.shape))
         report.layers.append(entry)
         if layer.type == "yolo":

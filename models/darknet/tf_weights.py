@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.darknet.weights import WRITE_VERSION, WeightsInfo, _seen_is_64bit, read_header
+from models.darknet.weights import WRITE_VERSION, WeightsInfo, read_weights_file, seen_is_64bit
 from replicate.errors import DataError
 
 # darknet kernel [O, I/g, kh, kw] <-> keras kernel [kh, kw, I/g, O]
@@ -37,19 +37,6 @@ def _file_shape(variable: Any, is_kernel: bool) -> tuple[int, ...]:
     return tuple(shape[i] for i in TO_DARKNET) if is_kernel else shape
 
 
-def _read_values(path: Path) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(str(path), "darknet weights file not found") from None
-    except OSError as exc:
-        raise DataError(str(path), f"darknet weights file unreadable: {exc}") from None
-    header, offset = read_header(data, str(path))
-    if (len(data) - offset) % 4:
-        raise DataError(str(path), f"body of {len(data) - offset} bytes is not a whole number of float32")
-    return header, np.frombuffer(data, dtype="<f4", offset=offset)
-
-
 def load_darknet_weights(model: Any, path: str | Path, strict: bool = True) -> WeightsInfo:
     """Copy a .weights file into a Keras Darknet model (in place); see weights.load_darknet_weights.
 
@@ -57,7 +44,7 @@ def load_darknet_weights(model: Any, path: str | Path, strict: bool = True) -> W
         DataError: The file is missing, truncated mid-layer, too short or too long (strict).
     """
     path = Path(path)
-    (major, minor, revision, seen), values = _read_values(path)
+    (major, minor, revision, seen), values = read_weights_file(path)
     blocks = model.conv_blocks()
     position, loaded = 0, 0
     for layer, block in blocks:
@@ -86,7 +73,7 @@ def save_darknet_weights(model: Any, path: str | Path, seen: int = 0,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     major, minor, _ = version
-    seen_dtype = "<i8" if _seen_is_64bit(major, minor) else "<i4"
+    seen_dtype = "<i8" if seen_is_64bit(major, minor) else "<i4"
     with open(path, "wb") as f:
         f.write(np.array(version, dtype="<i4").tobytes())
         f.write(np.array([seen], dtype=seen_dtype).tobytes())

@@ -16,12 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.darknet.cfg_parser import DarknetGraph, Layer, conv_padding, maxpool_geometry
-
-# Darknet's batch norm: rolling stats updated as .99 * old + .01 * new (pjreddie
-# convolutional_layer.c forward), i.e. torch momentum 0.01; variance epsilon .00001 (AlexeyAB blas.c).
-DARKNET_BN_MOMENTUM = 0.01
-DARKNET_BN_EPS = 1e-5
+from models.darknet.cfg_parser import (DARKNET_BN_EPS, DARKNET_BN_MOMENTUM, DarknetGraph, Layer, conv_padding,
+                                       maxpool_geometry)
 
 
 def activation(name: str) -> nn.Module:

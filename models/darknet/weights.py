@@ -41,7 +41,8 @@ class WeightsInfo:
     conv_layers_total: int
 
 
-def _seen_is_64bit(major: int, minor: int) -> bool:
+def seen_is_64bit(major: int, minor: int) -> bool:
+    """Whether a header of this version stores ``seen`` as int64 (parser.c load_weights)."""
     return major * 10 + minor >= 2 and major < 1000 and minor < 1000
 
 
@@ -54,13 +55,42 @@ def _conv_tensors(block: ConvBlock) -> list[torch.Tensor]:
 
 
 def read_header(data: bytes, path: str) -> tuple[tuple[int, int, int, int], int]:
-    """((major, minor, revision, seen), header length in bytes)."""
-    if len(data) < 16:
+    """((major, minor, revision, seen), header length in bytes).
+
+    Raises:
+        DataError: ``data`` is shorter than its header (16 bytes, 20 with a 64-bit ``seen``).
+    """
+    if len(data) < 12:
         raise DataError(path, f"darknet weights file too short for a header ({len(data)} bytes)")
     major, minor, revision = (int(v) for v in np.frombuffer(data, dtype="<i4", count=3))
-    if _seen_is_64bit(major, minor):
-        return (major, minor, revision, int(np.frombuffer(data, dtype="<i8", count=1, offset=12)[0])), 20
-    return (major, minor, revision, int(np.frombuffer(data, dtype="<i4", count=1, offset=12)[0])), 16
+    wide = seen_is_64bit(major, minor)
+    size = 20 if wide else 16
+    if len(data) < size:  # numpy would raise a bare ValueError naming no file
+        raise DataError(path, f"darknet weights file too short for a version {major}.{minor} header "
+                              f"({len(data)} bytes, needs {size})")
+    seen = np.frombuffer(data, dtype="<i8" if wide else "<i4", count=1, offset=12)[0]
+    return (major, minor, revision, int(seen)), size
+
+
+def read_weights_file(path: Path) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """((major, minor, revision, seen), the float32 values after the header) of a .weights file.
+
+    Shared by both backends (this module and tf_weights.py) so they read a file identically.
+
+    Raises:
+        DataError: The file is missing, unreadable, shorter than its header, or its body is not
+            a whole number of float32.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(str(path), "darknet weights file not found") from None
+    except OSError as exc:
+        raise DataError(str(path), f"darknet weights file unreadable: {exc}") from None
+    header, offset = read_header(data, str(path))
+    if (len(data) - offset) % 4:
+        raise DataError(str(path), f"body of {len(data) - offset} bytes is not a whole number of float32")
+    return header, np.frombuffer(data, dtype="<f4", offset=offset)
 
 
 def load_darknet_weights(model: DarknetModel, path: str | Path, strict: bool = True) -> WeightsInfo:
@@ -75,16 +105,7 @@ def load_darknet_weights(model: DarknetModel, path: str | Path, strict: bool = T
         DataError: The file is missing, truncated mid-layer, too short or too long (strict).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(str(path), "darknet weights file not found") from None
-    except OSError as exc:
-        raise DataError(str(path), f"darknet weights file unreadable: {exc}") from None
-    (major, minor, revision, seen), offset = read_header(data, str(path))
-    if (len(data) - offset) % 4:
-        raise DataError(str(path), f"body of {len(data) - offset} bytes is not a whole number of float32")
-    values = np.frombuffer(data, dtype="<f4", offset=offset)
+    (major, minor, revision, seen), values = read_weights_file(path)
     blocks = model.conv_blocks()
     position, loaded = 0, 0
     with torch.no_grad():
@@ -109,7 +130,7 @@ def load_darknet_weights(model: DarknetModel, path: str | Path, strict: bool = T
 
 def weights_file_size(model: DarknetModel, version: tuple[int, int, int] = WRITE_VERSION) -> int:
     """Bytes of the .weights file of ``model`` (header + float32 values)."""
-    header = 20 if _seen_is_64bit(*version[:2]) else 16
+    header = 20 if seen_is_64bit(*version[:2]) else 16
     return header + 4 * sum(t.numel() for _, block in model.conv_blocks() for t in _conv_tensors(block))
 
 
@@ -119,7 +140,7 @@ def save_darknet_weights(model: DarknetModel, path: str | Path, seen: int = 0,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     major, minor, revision = version
-    seen_dtype = "<i8" if _seen_is_64bit(major, minor) else "<i4"
+    seen_dtype = "<i8" if seen_is_64bit(major, minor) else "<i4"
     with open(path, "wb") as f:
         f.write(np.array(version, dtype="<i4").tobytes())
         f.write(np.array([seen], dtype=seen_dtype).tobytes())

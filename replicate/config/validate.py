@@ -3,6 +3,8 @@ rules types cannot say. Every failure is one ConfigError naming the key and what
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -46,6 +48,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _select_framework_reference(cfg)
     _validate_selection(cfg)
     _validate_hardware(cfg)
+    _validate_framework_installed(cfg)  # after the hardware: a TPU profile's refusal names the cause
     _validate_suite(cfg)
     return cfg
 
@@ -154,6 +157,22 @@ def _select_framework_reference(cfg: DictConfig) -> None:
     reference = tier.framework_references.get(chosen_framework(cfg))
     if reference is not None:
         tier.reference = reference
+
+
+def _validate_framework_installed(cfg: DictConfig) -> None:
+    """A TensorFlow job run on this machine needs TensorFlow here: refuse it before scheduling.
+
+    Only looked up (find_spec), never imported: importing TensorFlow costs seconds and must come
+    after torchvision.ops in a process (models/darknet/tf_backend.py). A scheduler with a Ray
+    address runs jobs on the cluster's workers, whose image may carry TensorFlow when this
+    driver's does not (Dockerfile EXTRAS): there the worker reports it (environment/crash).
+    """
+    if chosen_framework(cfg) != "tensorflow" or cfg.scheduler.get("address"):
+        return
+    if find_spec("tensorflow") is None:
+        from models.darknet.tf_backend import INSTALL_HINT  # imports no TensorFlow
+
+        raise ConfigError("framework", f"tensorflow is not installed; {INSTALL_HINT}")
 
 
 def _validate_hardware(cfg: DictConfig) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from models.registry import get_task_class, registered_names
 from replicate.cli import main
 from replicate.config.compose import compose_config, group_options
 from replicate.config.validate import chosen_framework
+from replicate.errors import ConfigError
 
 BAD = {
     "unknown model": (["model=resnet9000"], "model: unknown 'resnet9000'; allowed:"),
@@ -72,3 +74,42 @@ def test_every_suite_plans_into_valid_jobs_with_stable_ids(suite):
     _, again = plan_suite(root, [f"suite={suite}", "suite_id=fixed"])
     assert [j.spec.job_id for j in again] == [j.spec.job_id for j in jobs]
     assert all(j.problem is None for j in jobs), [j.problem for j in jobs if j.problem]
+
+
+@pytest.mark.parametrize("model", registered_names())
+def test_config_frameworks_agree_with_the_registered_task(model):
+    # a framework the config lists but the task lacks fails only at run time; one the task has
+    # but the config omits can never be chosen
+    cfg = compose_config([f"model={model}", "tier.compare_with=none"])
+    assert tuple(cfg.model.frameworks) == tuple(get_task_class(model).frameworks)
+
+
+@pytest.fixture
+def no_tensorflow(monkeypatch):
+    """TensorFlow looked up by validation as absent (TF itself stays installed for other tests)."""
+    from replicate.config import validate as validate_module
+
+    real = validate_module.find_spec
+    monkeypatch.setattr(validate_module, "find_spec",
+                        lambda name, *args: None if name == "tensorflow" else real(name, *args))
+
+
+@pytest.mark.parametrize("selection", [["framework=tensorflow"], ["hardware=tpu_v4_8"]])
+def test_a_tensorflow_job_without_tensorflow_is_refused_before_scheduling(no_tensorflow, selection, capsys):
+    with pytest.raises(ConfigError, match=r"^framework: tensorflow is not installed; .*\[tensorflow\]"):
+        compose_config(["model=yolov3", "tier.compare_with=none", *selection])
+    assert main(["run", "model=yolov3", "tier.compare_with=none", *selection]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "framework: tensorflow is not installed" in err, err
+
+
+def test_without_tensorflow_torch_jobs_and_cluster_workers_are_not_refused(no_tensorflow):
+    compose_config(["model=yolov3", "tier.compare_with=none"])   # torch, the model's first framework
+    # a Ray address: jobs run on the cluster's workers, whose image may carry TensorFlow
+    cfg = compose_config(["model=yolov3", "framework=tensorflow", "scheduler=kuberay", "tier.compare_with=none"])
+    assert chosen_framework(cfg) == "tensorflow"
+
+
+def test_without_tensorflow_a_tpu_profile_for_a_torch_only_model_still_names_the_profile(no_tensorflow):
+    with pytest.raises(ConfigError, match="'tpu_v4_8' is a TPU profile but model 'faster_rcnn'"):
+        compose_config(["model=faster_rcnn", "hardware=tpu_v4_8", "tier.compare_with=none"])

@@ -256,6 +256,17 @@ def test_truncated_and_partial_weights(tmp_path):
     assert info.conv_layers_loaded == 2 and info.conv_layers_total == 13
 
 
+@pytest.mark.parametrize("size", [16, 18, 19])
+def test_a_file_shorter_than_its_64_bit_header_is_a_data_error_naming_it(tmp_path, size):
+    # version 0.2 stores `seen` as int64: 20 header bytes; numpy alone raised a bare ValueError
+    path = tmp_path / "short.weights"
+    path.write_bytes((np.array((0, 2, 5), "<i4").tobytes() + bytes(8))[:size])
+    with pytest.raises(DataError, match=r"short\.weights.*too short for a version 0\.2 header"):
+        load_darknet_weights(build_model(parse_cfg_text(SYNTHETIC, "synthetic.cfg")), path)
+    with pytest.raises(DataError, match="too short"):
+        read_header(path.read_bytes(), str(path))
+
+
 def _command(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="replicate")
     darknet_command.add_parser(parser.add_subparsers(dest="command"))

@@ -24,11 +24,17 @@ REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" 
 pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"official cfgs not found at {REFERENCE}")
 if not tf_available():
     pytest.skip("tensorflow is not installed (pip install -e '.[tensorflow]')", allow_module_level=True)
-tf = tensorflow()  # through the helper: it loads triton first (see tf_backend._load_triton_first)
 
-from models.darknet.tf_weights import save_darknet_weights  # noqa: E402
+from models.darknet.tf_weights import save_darknet_weights  # noqa: E402  (none of these imports TF)
 from models.darknet.weights import load_darknet_weights  # noqa: E402
 from models.yolo_loss_tf import postprocess as tf_postprocess  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tf():
+    """TensorFlow, imported when a test first needs it (not at collection: that would import TF
+    for every collected module), through the helper that loads triton first."""
+    return tensorflow()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,7 @@ def test_the_registered_task_builds_the_tensorflow_model(tasks):
         task.build_model("tiny", "jax")
 
 
-def test_tf_loss_equals_the_torch_loss_on_the_same_weights_and_batch(tasks, tmp_path):
+def test_tf_loss_equals_the_torch_loss_on_the_same_weights_and_batch(tasks, tmp_path, tf):
     task, twin = tasks
     torch_model, tf_model, (arrays, targets) = _twins(tasks, tmp_path)
     assert arrays["images"].shape == (4, 64, 64, 3) and arrays["valid"].any()
@@ -77,7 +83,7 @@ def test_tf_loss_equals_the_torch_loss_on_the_same_weights_and_batch(tasks, tmp_
         assert float(theirs[key]) == pytest.approx(float(ours[key]), rel=1e-4, abs=1e-4), key
 
 
-def test_tf_loss_is_finite_and_decreases_on_one_batch(tasks):
+def test_tf_loss_is_finite_and_decreases_on_one_batch(tasks, tf):
     _, twin = tasks
     tf.keras.utils.set_random_seed(0)
     model = twin.build_model("tiny", "tensorflow")
@@ -96,7 +102,7 @@ def test_tf_loss_is_finite_and_decreases_on_one_batch(tasks):
     assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
 
 
-def test_decoding_and_nms_match_the_torch_postprocess():
+def test_decoding_and_nms_match_the_torch_postprocess(tf):
     graph = parse_cfg(REFERENCE / "yolov3-tiny.cfg", classes=3)
     heads = heads_from_graph(graph, 64, scale_anchors=True)
     gen = torch.Generator().manual_seed(0)
@@ -142,3 +148,26 @@ def test_check_of_the_tensorflow_implementation(tmp_path, shapes_root, tiny):
     names = [c["check"] for c in report.checks]
     assert names == ["config", "params", "shapes", "gradients", "overfit", "differential"]
     assert "tensorflow" in report.checks[4]["detail"]
+
+
+def test_check_of_the_tensorflow_implementation_is_seeded(tmp_path, shapes_root, tiny, monkeypatch, tf):
+    # Keras draws its initialisers' seeds from Python's random (seeded with torch's), but TF ops
+    # (dropout, tf.random in a loss or augmentation) use TF's global seed: run_check must set it,
+    # so two checks start from the same weights *and* the same TF random stream
+    from replicate.check import run_check
+
+    seen = []
+
+    def fake_preflight(task, model, *args):
+        seen.append(([v.numpy().copy() for v in model.trainable_variables], tf.random.uniform([8]).numpy()))
+        return [("overfit", True, "not run")]
+
+    monkeypatch.setattr("replicate.runner.tf_loop.tf_preflight", fake_preflight)
+    monkeypatch.setattr("models.yolo.DarknetYoloTask.differential_check", lambda self: None)
+    data = [o for o in tiny if o.startswith("datasets.") or "input_size" in o]
+    for _ in range(2):
+        run_check(["model=yolov3", "framework=tensorflow", f"results_dir={tmp_path}",
+                   f"datasets.shapes.root={shapes_root}", *data], echo=lambda line: None)
+    (weights_a, draw_a), (weights_b, draw_b) = seen
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert np.array_equal(draw_a, draw_b)
