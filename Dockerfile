@@ -10,7 +10,9 @@
 # by is recorded from ZOO_GIT_COMMIT (replicate/runner/environment.py); without it, none is.
 # CUDA: the PyPI torch/torchvision wheels bundle the CUDA runtime and cuDNN (nvidia-* wheels);
 # the node supplies only the driver (NVIDIA device plugin / GKE GPU driver installer), so a slim
-# Python base is CUDA-capable. TPU nodes run the TensorFlow build: --build-arg EXTRAS=tensorflow.
+# Python base is CUDA-capable. EXTRAS defaults to tensorflow because the smoke and nightly suites
+# run yolov3's TensorFlow build too (and TPU profiles run only TensorFlow); --build-arg EXTRAS=
+# builds a torch-only image, whose TensorFlow jobs then fail as environment errors.
 # Nothing secret is baked in: the store URL and the W&B key arrive as env from Kubernetes Secrets.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -18,7 +20,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS deps
 # cuda: torch from PyPI (CUDA build); cpu: torch from PyTorch's CPU wheel index.
 ARG TORCH_VARIANT=cuda
-ARG EXTRAS=""
+ARG EXTRAS="tensorflow"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install "setuptools>=68"
 ENV PATH=/opt/venv/bin:$PATH
