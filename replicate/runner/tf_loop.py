@@ -3,8 +3,8 @@
 Same recipe (optimizer, linear LR scaling, warm-up and schedule from replicate/runner/optim.py),
 same data order (torch_loop.EpochSampler), same atomic checkpoints with resume (``latest.pt``
 holding numpy arrays, written by replicate/runner/checkpoint.py), same NaN guard, progress bar,
-curve and 25% early check (inherited from TorchLoop), same JobResult, so verdicts, the store and
-the reports do not know which framework ran. The step is a ``tf.function`` run under the
+curve and 25% early check (replicate/runner/base_loop.py, shared with the torch loop), same
+JobResult, so verdicts, the store and the reports do not know which framework ran. The step is a ``tf.function`` run under the
 hardware profile's distribution strategy (replicate/runner/strategy.py).
 
 A Task runs here through ``task.framework_task("tensorflow")``: its ``build_model`` returns a
@@ -14,21 +14,19 @@ traceable TensorFlow.
 
 from __future__ import annotations
 
-import math
-import random
-import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
-from replicate.errors import DataError, NumericalError
+from replicate.errors import ConfigError, DataError, ResourceUnavailable
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
+from replicate.runner.base_loop import BaseLoop, RunContext
 from replicate.runner.optim import lr_factor, scaled_lr, total_steps
-from replicate.runner.torch_loop import EpochSampler, RunContext, TorchLoop
+from replicate.runner.torch_loop import EpochSampler
 
 
 def build_tf_optimizer(tf: Any, recipe: Any, lr: float) -> Any:
@@ -43,18 +41,23 @@ def build_tf_optimizer(tf: Any, recipe: Any, lr: float) -> Any:
     return opt.Adam(learning_rate=lr, beta_1=betas[0], beta_2=betas[1], epsilon=1e-8)
 
 
-class TfLoop(TorchLoop):
+class TfLoop(BaseLoop):
     """Runs one job of a TensorFlow task: setup -> train (optional) -> evaluate -> JobResult."""
+
+    label_suffix = "/tf"
 
     def __init__(self, task: Any, cfg: Any, ctx: RunContext, result: JobResult, num_threads: int | None = None):
         from models.darknet.tf_backend import tensorflow
         from replicate.runner.strategy import make_strategy
 
-        self.task, self.cfg, self.ctx, self.result = task, cfg, ctx, result
-        self.tier = cfg.model.tiers[cfg.tier.name]
-        self.start = time.perf_counter()
+        super().__init__(task, cfg, ctx, result)
         self.tf = tensorflow(num_threads)
-        self.strategy = make_strategy(cfg.hardware, self.tf)
+        try:
+            self.strategy = make_strategy(cfg.hardware, self.tf)
+        except ResourceUnavailable:
+            # the worker lacks the profile's accelerators: the cluster's fault, not the model's
+            self.ctx.stage, self.result.infra = "infrastructure", True
+            raise
         self.result.environment["tf_strategy"] = type(self.strategy).__name__
 
     # ----------------------------------------------------------------- setup
@@ -76,23 +79,34 @@ class TfLoop(TorchLoop):
         state = ckpt.load_latest(path.parent) if path.name == ckpt.LATEST else None
         if state is None or "tf_model" not in state:
             raise DataError(str(path), "not a TensorFlow-loop checkpoint or a Darknet .weights file")
-        self._assign(self.model.weights, state["tf_model"])
+        self._assign(self.model.weights, state["tf_model"], path)
 
     @staticmethod
-    def _assign(variables: list, values: list) -> None:
+    def _assign(variables: list, values: list, source: Path) -> None:
+        """Assign arrays in order, after checking every shape.
+
+        A checkpoint of another variant can hold as many arrays as this model; only the shapes
+        tell it apart, and a mismatch found mid-way would leave the model half-assigned.
+        """
         if len(variables) != len(values):
-            raise DataError("checkpoint", f"holds {len(values)} arrays, the model has {len(variables)} variables")
+            raise DataError(str(source), f"holds {len(values)} arrays, the model has {len(variables)} variables "
+                                         "(a checkpoint of another model or variant?)")
+        for variable, value in zip(variables, values):
+            if tuple(variable.shape) != tuple(np.shape(value)):
+                raise DataError(str(source), f"variable {variable.path} has shape {tuple(variable.shape)}, the "
+                                             f"checkpoint's array {tuple(np.shape(value))} (another variant?)")
         for variable, value in zip(variables, values):
             variable.assign(value)
 
     # ----------------------------------------------------------------- train
     def build_training(self) -> None:
         recipe = self.tier.recipe
-        self.ctx.stage = "data pipeline"
-        self.train_set = self.task.build_dataset(self.tier.train_split, train=True)
-        if len(self.train_set) < recipe.batch_size:
-            raise DataError(str(self.cfg.datasets[self.tier.data].root),
-                            f"{len(self.train_set)} training samples < batch_size {recipe.batch_size}")
+        self.build_train_set()
+        replicas = self.strategy.num_replicas_in_sync
+        if recipe.batch_size % replicas:  # _inputs gives every replica the same share of the batch
+            raise ConfigError(f"model.tiers.{self.cfg.tier.name}.recipe.batch_size",
+                              f"{recipe.batch_size} is not a multiple of the {replicas} replicas of hardware="
+                              f"{self.cfg.hardware.name}")
         self.steps, self.per_unit = total_steps(recipe, len(self.train_set), self.cfg.tier.schedule_fraction)
         self.base_lr, self.result.lr_scaling = scaled_lr(recipe)
         with self.strategy.scope():
@@ -106,17 +120,40 @@ class TfLoop(TorchLoop):
         return self.base_lr * lr_factor(self.step, self.steps, self.per_unit, self.tier.recipe)
 
     def _replica_step(self, arrays: dict[str, Any]) -> dict[str, Any]:
-        tf, recipe = self.tf, self.tier.recipe
         variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
+        with self.tf.GradientTape() as tape:
             out = self.task.training_step(self.model, arrays)
+            # each replica's loss is a mean over its share; Keras sums the replicas' gradients
             loss = out["loss"] / self.strategy.num_replicas_in_sync
-        grads = tape.gradient(loss, variables)
-        if recipe.weight_decay and recipe.optimizer != "adamw":  # torch's L2 (coupled) decay
-            grads = [g + float(recipe.weight_decay) * v for g, v in zip(grads, variables)]
-        if recipe.grad_clip:
-            grads, _ = tf.clip_by_global_norm(grads, float(recipe.grad_clip))
+        grads = self._torch_gradients(tape.gradient(loss, variables), variables)
         self.optimizer.apply_gradients(zip(grads, variables))
+        return out
+
+    def _torch_gradients(self, grads: list, variables: list) -> list:
+        """torch's update on the global batch: L2 (coupled) decay added once, the aggregate clipped.
+
+        Keras sums the replicas' gradients inside ``apply_gradients``, after this runs, so decay
+        added per replica would count n times and a per-replica clip would bound the wrong norm.
+        With decay or clipping on n replicas: sum here, apply both to the global gradient, and
+        hand Keras 1/n of it per replica; its sum is then the global gradient.
+        """
+        recipe, tf = self.tier.recipe, self.tf
+        decay = float(recipe.weight_decay or 0.0) if recipe.optimizer != "adamw" else 0.0  # AdamW: Keras decays
+        clip = float(recipe.grad_clip or 0.0)
+        n = self.strategy.num_replicas_in_sync
+        present = [i for i, g in enumerate(grads) if g is not None]  # as torch, no gradient: no decay
+        if not (decay or clip) or not present:
+            return grads
+        kept = [grads[i] for i in present]
+        if n > 1:
+            kept = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, kept)
+        if decay:
+            kept = [g + decay * variables[i] for g, i in zip(kept, present)]
+        if clip:
+            kept, _ = tf.clip_by_global_norm(kept, clip)
+        out = list(grads)
+        for i, g in zip(present, kept):
+            out[i] = g / n if n > 1 else g
         return out
 
     def _distributed_step(self, arrays: dict[str, Any]) -> dict[str, Any]:
@@ -134,31 +171,16 @@ class TfLoop(TorchLoop):
         return self.strategy.experimental_distribute_values_from_function(
             lambda c: {k: v[c.replica_id_in_sync_group::n] for k, v in arrays.items()})
 
-    def state(self) -> dict[str, Any]:
+    def framework_state(self) -> dict[str, Any]:
         return {"tf_model": [v.numpy() for v in self.model.weights],
-                "tf_optimizer": [v.numpy() for v in self.optimizer.variables],
-                "step": self.step, "train_s": self.train_s, "curve": self.result.curve,
-                "images_seen": self.result.images_seen, "early_check": self.result.early_check,
-                "restarts": self.result.restarts, "lost_s": self.result.times.lost_s,
-                "rng": {"numpy": np.random.get_state(), "python": random.getstate()}}
+                "tf_optimizer": [v.numpy() for v in self.optimizer.variables]}
 
-    def resume(self) -> None:
-        """Continue from the latest checkpoint; the work since it counts as time lost to restarts."""
-        state = ckpt.load_latest(self.ctx.checkpoint_dir)
-        if state is None:
-            return
+    def restore(self, state: dict[str, Any]) -> None:
+        source = self.ctx.checkpoint_dir / ckpt.LATEST
         if "tf_model" not in state:
-            raise DataError(str(self.ctx.checkpoint_dir / ckpt.LATEST), "is not a TensorFlow-loop checkpoint")
-        self._assign(self.model.weights, state["tf_model"])
-        self._assign(self.optimizer.variables, state["tf_optimizer"])
-        self.step, self.train_s = state["step"], state["train_s"]
-        self.result.curve, self.result.images_seen = state["curve"], state["images_seen"]
-        self.result.early_check = state["early_check"]
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        heartbeat = ckpt.read_json(self.ctx.checkpoint_dir / ckpt.PROGRESS) or {}
-        self.result.restarts = state["restarts"] + 1
-        self.result.times.lost_s = state["lost_s"] + max(0.0, heartbeat.get("train_s", self.train_s) - self.train_s)
+            raise DataError(str(source), "is not a TensorFlow-loop checkpoint")
+        self._assign(self.model.weights, state["tf_model"], source)
+        self._assign(self.optimizer.variables, state["tf_optimizer"], source)
 
     def batches(self) -> Iterator[Any]:
         """The torch loop's order (same EpochSampler), so a resumed run sees the same data."""
@@ -181,64 +203,16 @@ class TfLoop(TorchLoop):
         self.result.images_seen += self.task.batch_size_of(batch)
         return values
 
-    def train(self) -> None:
-        recipe = self.tier.recipe
-        self.ctx.stage = "training"
-        early_step = math.ceil(self.ctx.early_fraction * self.steps)
-        self.label = f"{self.cfg.model.name}/{self.cfg.tier.name}/s{self.cfg.seed}/tf"
-        bar = tqdm(total=self.steps, initial=self.step, desc=self.label, file=sys.stderr, disable=not self.ctx.progress,
-                   mininterval=2.0, dynamic_ncols=True)
-        data = self.batches()
-        tick = time.perf_counter()
-        while self.step < self.steps:
-            values = self.train_step(next(data))
-            self.step += 1
-            bar.update(1)
-            if self.step % recipe.log_every == 0 or self.step == self.steps:
-                self.train_s, tick = self.train_s + time.perf_counter() - tick, time.perf_counter()
-                self.log(values, bar)
-            if self.step % recipe.checkpoint_every == 0:
-                self.train_s, tick = self.train_s + time.perf_counter() - tick, time.perf_counter()
-                ckpt.save(self.ctx.checkpoint_dir, self.state())
-            if self.wants_eval(early_step):
-                self.train_s += time.perf_counter() - tick
-                aborted = self.curve_eval(early_step)
-                tick = time.perf_counter()
-                self.ctx.stage = "training"
-                if aborted:
-                    break
-        self.train_s += time.perf_counter() - tick
-        bar.close()
-
-    def log(self, values: dict[str, float], bar: tqdm) -> None:
-        self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), "lr": self.current_lr(),
-                                  **values})
-        bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
-        tenth = max(1, self.steps // 10)
-        if bar.disable and (self.step // tenth) != ((self.step - self.tier.recipe.log_every) // tenth):
-            print(f"{self.label}: step {self.step}/{self.steps} loss {values['loss']:.4f} ({self.train_s:.0f}s)",
-                  file=sys.stderr, flush=True)
-        ckpt.write_json(self.ctx.checkpoint_dir / ckpt.PROGRESS, {"step": self.step, "train_s": self.train_s})
-
     # -------------------------------------------------------------- evaluate
-    def evaluate(self, max_batches: int | None = None) -> dict[str, float]:
-        self.ctx.stage = "evaluation"
-        began = time.perf_counter()
-        if not hasattr(self, "val_set"):
-            self.val_set = self.task.build_dataset(self.tier.eval_split, train=False)
-        evaluator = self.task.build_evaluator(self.tier.eval_split)
-        batch_size = self.tier.recipe.batch_size if self.tier.recipe else 8
-        for i, start in enumerate(range(0, len(self.val_set), batch_size)):
-            if max_batches is not None and i >= max_batches:
-                break
-            items = [self.val_set[j] for j in range(start, min(start + batch_size, len(self.val_set)))]
-            evaluator.update(self.task.predict(self.model, self.task.collate(items)))
-        metrics = {k: float(v) for k, v in evaluator.compute().items()}
-        for key, value in metrics.items():
-            if not math.isfinite(value):
-                raise NumericalError(f"metric {key} is {value}")
-        self.result.times.eval_s += time.perf_counter() - began
-        return metrics
+    def inference(self) -> ContextManager:
+        return nullcontext()  # predict() calls the model with training=False: nothing to switch
+
+    def eval_batches(self, dataset: Any, batch_size: int) -> Iterator[Any]:
+        for start in range(0, len(dataset), batch_size):
+            yield self.task.collate([dataset[j] for j in range(start, min(start + batch_size, len(dataset)))])
+
+    def predict_batch(self, batch: Any) -> list[dict]:
+        return self.task.predict(self.model, batch)
 
 
 def tf_preflight(task: Any, model: Any, batch: Any, recipe: Any, steps: int,

@@ -1,0 +1,246 @@
+"""The framework-neutral training and evaluation loop: what the PyTorch and TensorFlow loops share.
+
+``run`` (setup -> train -> evaluate -> JobResult), the training skeleton with its cadence (log
+every N steps, checkpoint every N steps, mid-run evaluations for the curve, the 25% early check),
+the NaN/Inf guard, the progress bar and heartbeat, resume bookkeeping (step, curve, RNGs, time
+lost to restarts) and the evaluation pass. A framework loop (torch_loop.py, tf_loop.py) supplies
+the hooks: ``setup``, ``build_training``, ``batches``, ``train_step``, ``current_lr``,
+``framework_state``/``restore``, and ``inference``/``eval_batches``/``predict_batch``.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import math
+import random
+import sys
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from replicate.errors import DataError, NumericalError
+from replicate.jobs import JobResult
+from replicate.runner import checkpoint as ckpt
+
+
+@dataclass
+class RunContext:
+    """How to run: where checkpoints go, the device, and what the early check compares with."""
+
+    checkpoint_dir: Path
+    device: str = "cpu"
+    progress: bool = True
+    metric: Optional[str] = None            # the metric the verdict uses; logged on the curve
+    direction: str = "higher"
+    early_reference: Optional[float] = None  # reference metric at early_fraction of the schedule
+    early_fraction: float = 0.25
+    early_tolerance: float = 0.5
+    stage: str = "environment"              # where the loop is; read by the failure classifier
+
+
+class BaseLoop(abc.ABC):
+    """Runs one job of a Task: setup -> train (optional) -> evaluate -> JobResult."""
+
+    label_suffix = ""  # appended to the progress label, so a log line tells the frameworks apart
+
+    def __init__(self, task: Any, cfg: Any, ctx: RunContext, result: JobResult):
+        self.task, self.cfg, self.ctx, self.result = task, cfg, ctx, result
+        self.tier = cfg.model.tiers[cfg.tier.name]
+        self.start = time.perf_counter()
+
+    # ------------------------------------------------------------------ hooks
+    @abc.abstractmethod
+    def setup(self) -> None:
+        """Seeds, data preparation (sets ``dataset_hash``), the model, ``cfg.checkpoint`` weights."""
+
+    @abc.abstractmethod
+    def build_training(self) -> None:
+        """Train set, optimizer and schedule; sets ``steps``, ``step`` = 0 and ``train_s`` = 0."""
+
+    @abc.abstractmethod
+    def batches(self) -> Iterator[Any]:
+        """Training batches from ``step`` on, endlessly, in the seeded order."""
+
+    @abc.abstractmethod
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One optimizer step; the loss values as floats (``check_finite`` already applied)."""
+
+    @abc.abstractmethod
+    def current_lr(self) -> float:
+        """The learning rate of the last step, for the curve."""
+
+    @abc.abstractmethod
+    def framework_state(self) -> dict[str, Any]:
+        """Model, optimizer and framework RNG state for the checkpoint (merged into ``state``)."""
+
+    @abc.abstractmethod
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load ``framework_state``'s part of a checkpoint; DataError when it is not this loop's."""
+
+    @abc.abstractmethod
+    def inference(self) -> AbstractContextManager:
+        """The context evaluation runs in (eval mode, no gradients, autocast)."""
+
+    @abc.abstractmethod
+    def eval_batches(self, dataset: Any, batch_size: int) -> Iterator[Any]:
+        """Evaluation batches of ``dataset`` in order, the last one possibly short."""
+
+    @abc.abstractmethod
+    def predict_batch(self, batch: Any) -> list[dict]:
+        """The task's predictions of one batch, on the host, for the evaluator."""
+
+    def enter_training(self) -> None:
+        """Called when training (re)starts; a framework with train/eval modes switches here."""
+
+    # ------------------------------------------------------------------ train
+    def build_train_set(self) -> None:
+        """The train set, refused when it cannot fill one batch (drop_last would yield nothing)."""
+        recipe = self.tier.recipe
+        self.ctx.stage = "data pipeline"
+        self.train_set = self.task.build_dataset(self.tier.train_split, train=True)
+        if len(self.train_set) < recipe.batch_size:
+            raise DataError(str(self.cfg.datasets[self.tier.data].root),
+                            f"{len(self.train_set)} training samples < batch_size {recipe.batch_size}")
+
+    def check_finite(self, loss: Any) -> None:
+        detach = getattr(loss, "detach", None)  # a torch tensor: no autograd warning on conversion
+        value = float(detach() if callable(detach) else loss)
+        if not math.isfinite(value):
+            raise NumericalError(f"loss is {value} at step {self.step + 1}")
+
+    def train(self) -> None:
+        recipe = self.tier.recipe
+        self.ctx.stage = "training"
+        early_step = math.ceil(self.ctx.early_fraction * self.steps)
+        self.label = f"{self.cfg.model.name}/{self.cfg.tier.name}/s{self.cfg.seed}{self.label_suffix}"
+        bar = tqdm(total=self.steps, initial=self.step, desc=self.label, file=sys.stderr, disable=not self.ctx.progress,
+                   mininterval=2.0, dynamic_ncols=True)
+        data = self.batches()
+        self.enter_training()
+        tick = time.perf_counter()
+        while self.step < self.steps:
+            values = self.train_step(next(data))
+            self.step += 1
+            bar.update(1)
+            # train_s counts training only: the clock stops for logging, checkpoints and evaluations
+            if self.step % recipe.log_every == 0 or self.step == self.steps:
+                self.train_s, tick = self.train_s + time.perf_counter() - tick, time.perf_counter()
+                self.log(values, bar)
+            if self.step % recipe.checkpoint_every == 0:
+                self.train_s, tick = self.train_s + time.perf_counter() - tick, time.perf_counter()
+                ckpt.save(self.ctx.checkpoint_dir, self.state())
+            if self.wants_eval(early_step):
+                self.train_s += time.perf_counter() - tick
+                aborted = self.curve_eval(early_step)
+                tick = time.perf_counter()
+                self.ctx.stage = "training"
+                if aborted:
+                    break
+        self.train_s += time.perf_counter() - tick
+        bar.close()
+
+    def log(self, values: dict[str, float], bar: tqdm) -> None:
+        self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), "lr": self.current_lr(),
+                                  **values})
+        bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
+        tenth = max(1, self.steps // 10)
+        if bar.disable and (self.step // tenth) != ((self.step - self.tier.recipe.log_every) // tenth):
+            # No bar (a Ray worker's stderr is not a terminal): a line every 10% instead.
+            print(f"{self.label}: step {self.step}/{self.steps} loss {values['loss']:.4f} ({self.train_s:.0f}s)",
+                  file=sys.stderr, flush=True)
+        ckpt.write_json(self.ctx.checkpoint_dir / ckpt.PROGRESS, {"step": self.step, "train_s": self.train_s})
+
+    def wants_eval(self, early_step: int) -> bool:
+        every = self.tier.recipe.eval_every
+        early = self.ctx.early_reference is not None and self.step == early_step and "step" not in self.result.early_check
+        periodic = bool(every) and self.step % every == 0 and self.step < self.steps
+        return early or periodic
+
+    def curve_eval(self, early_step: int) -> bool:
+        """Evaluate mid-run for the curve; at the early step, judge it. True means abort."""
+        metrics = self.evaluate(self.tier.recipe.eval_batches)
+        value = metrics.get(self.ctx.metric) if self.ctx.metric else None
+        self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **metrics})
+        if self.step != early_step or self.ctx.early_reference is None or value is None:
+            return False
+        ref, tol = self.ctx.early_reference, self.ctx.early_tolerance
+        floor = ref * (1 - tol) if self.ctx.direction == "higher" else ref * (1 + tol)
+        below = value < floor if self.ctx.direction == "higher" else value > floor
+        per_step = self.train_s / max(1, self.step)
+        self.result.early_check = {"step": self.step, "fraction": self.ctx.early_fraction, "metric": value,
+                                   "reference": ref, "threshold": floor, "aborted": below,
+                                   "saved_train_s": per_step * (self.steps - self.step) if below else 0.0}
+        ckpt.save(self.ctx.checkpoint_dir, self.state())
+        return below
+
+    # ------------------------------------------------------------- checkpoint
+    def state(self) -> dict[str, Any]:
+        own = self.framework_state()
+        return {**own, "step": self.step, "train_s": self.train_s, "curve": self.result.curve,
+                "images_seen": self.result.images_seen, "early_check": self.result.early_check,
+                "restarts": self.result.restarts, "lost_s": self.result.times.lost_s,
+                "rng": {**own.get("rng", {}), "numpy": np.random.get_state(), "python": random.getstate()}}
+
+    def resume(self) -> None:
+        """Continue from the latest checkpoint; the work since it counts as time lost to restarts."""
+        state = ckpt.load_latest(self.ctx.checkpoint_dir)
+        if state is None:
+            return
+        self.restore(state)
+        self.step, self.train_s = state["step"], state["train_s"]
+        self.result.curve, self.result.images_seen = state["curve"], state["images_seen"]
+        self.result.early_check = state["early_check"]
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        heartbeat = ckpt.read_json(self.ctx.checkpoint_dir / ckpt.PROGRESS) or {}
+        lost = max(0.0, heartbeat.get("train_s", self.train_s) - self.train_s)
+        self.result.restarts = state["restarts"] + 1
+        self.result.times.lost_s = state["lost_s"] + lost
+
+    # --------------------------------------------------------------- evaluate
+    def evaluate(self, max_batches: Optional[int] = None) -> dict[str, float]:
+        self.ctx.stage = "evaluation"
+        began = time.perf_counter()
+        if not hasattr(self, "val_set"):
+            self.val_set = self.task.build_dataset(self.tier.eval_split, train=False)
+        evaluator = self.task.build_evaluator(self.tier.eval_split)
+        batch_size = self.tier.recipe.batch_size if self.tier.recipe else 8
+        with self.inference():
+            # islice: stop before loading a batch past max_batches, not after
+            for batch in itertools.islice(self.eval_batches(self.val_set, batch_size), max_batches):
+                evaluator.update(self.predict_batch(batch))
+        metrics = {k: float(v) for k, v in evaluator.compute().items()}
+        for key, value in metrics.items():
+            if not math.isfinite(value):
+                raise NumericalError(f"metric {key} is {value}")
+        self.result.times.eval_s += time.perf_counter() - began
+        return metrics
+
+    # -------------------------------------------------------------------- run
+    def run(self) -> JobResult:
+        self.setup()
+        if self.cfg.tier.trains:
+            self.build_training()
+            self.resume()
+            self.result.times.setup_s = time.perf_counter() - self.start
+            self.train()
+            self.result.steps_done = self.step
+            self.result.times.train_s = self.train_s
+            if self.train_s > 0:
+                self.result.throughput = self.result.images_seen / self.train_s
+        else:
+            self.result.times.setup_s = time.perf_counter() - self.start
+        self.result.environment["dataset_hash"] = self.dataset_hash
+        if self.result.early_check.get("aborted"):
+            self.result.metrics = {k: v for k, v in self.result.curve[-1].items() if k not in ("step", "train_s")}
+        else:
+            self.result.metrics = self.evaluate(self.tier.recipe.eval_batches if self.tier.recipe else None)
+            if self.cfg.tier.trains:
+                self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **self.result.metrics})
+        return self.result
