@@ -69,6 +69,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
             result = TorchLoop(task, cfg, ctx, result).run()
     except Exception as exc:  # noqa: BLE001 - every model failure becomes a classified result
         result.failure = classify(exc, ctx.stage)
+        result.infra = result.infra or result.failure.stage == "infrastructure"  # INFRA, not ERROR
         if result.times.setup_s == 0.0:
             result.times.setup_s = time.perf_counter() - began
     result.environment = {**fingerprint(config_hash=spec.config_hash,

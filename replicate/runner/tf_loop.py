@@ -21,7 +21,7 @@ from typing import Any, ContextManager, Iterator
 
 import numpy as np
 
-from replicate.errors import ConfigError, DataError, ResourceUnavailable
+from replicate.errors import ConfigError, DataError
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
@@ -52,12 +52,9 @@ class TfLoop(BaseLoop):
 
         super().__init__(task, cfg, ctx, result)
         self.tf = tensorflow(num_threads)
-        try:
-            self.strategy = make_strategy(cfg.hardware, self.tf)
-        except ResourceUnavailable:
-            # the worker lacks the profile's accelerators: the cluster's fault, not the model's
-            self.ctx.stage, self.result.infra = "infrastructure", True
-            raise
+        # A worker without the profile's accelerators raises ResourceUnavailable: run_job turns it
+        # into an INFRA result (replicate.failures.classify), the cluster's fault, not the model's.
+        self.strategy = make_strategy(cfg.hardware, self.tf)
         self.result.environment["tf_strategy"] = type(self.strategy).__name__
 
     # ----------------------------------------------------------------- setup

@@ -1,0 +1,46 @@
+"""Failure classes (design.md, "Failure classes"): a mis-classification is a defect."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from replicate.errors import DataError, NumericalError, ResourceUnavailable
+from replicate.failures import classify
+
+
+@pytest.mark.parametrize("exc, stage, expected", [
+    (ModuleNotFoundError("No module named 'tensorflow'"), "modeling", ("environment", "crash")),
+    (AttributeError("module 'torch' has no attribute 'foo'"), "environment", ("environment", "crash")),
+    (DataError("/data/coco/annotations.json", "missing"), "training", ("data pipeline", "crash")),
+    (NumericalError("loss is nan at step 2"), "training", ("training", "numerical error")),
+    (NumericalError("metric is inf"), "evaluation", ("evaluation", "numerical error")),
+    (NumericalError("loss is nan"), "modeling", ("training", "numerical error")),
+    (MemoryError(), "training", ("training", "memory exhaustion")),
+    (torch.OutOfMemoryError("CUDA out of memory"), "evaluation", ("evaluation", "memory exhaustion")),
+    (TimeoutError("no progress for 600 s"), "training", ("training", "hang")),
+    (ResourceUnavailable("hardware.count: 8 GPUs wanted, TensorFlow sees 0"), "modeling",
+     ("infrastructure", "crash")),
+    (ValueError("shapes (2,3) and (4,) not aligned"), "modeling", ("modeling", "crash")),
+])
+def test_each_exception_gets_its_stage_and_impact(exc, stage, expected):
+    failure = classify(exc, stage)
+    assert (failure.stage, failure.impact) == expected
+    assert type(exc).__name__ in failure.message
+
+
+def test_a_worker_without_the_profiles_accelerators_is_infra_not_the_models_error(results_dir, tiny):
+    # the real job path on this CPU machine: an 8-GPU profile's TF job finds no GPU in TensorFlow.
+    # find_spec, not importorskip: importing TF before torchvision.ops segfaults (tf_backend.tensorflow)
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow is not installed")
+    from replicate.config.compose import compose_config
+    from replicate.plan import make_spec
+    from replicate.runner.job import run_job
+
+    cfg = compose_config(["model=yolov3", "framework=tensorflow", "hardware=a100x8", f"results_dir={results_dir}",
+                          "tier.compare_with=none", *tiny])
+    result = run_job(make_spec(cfg, None), progress=False)
+    assert result.infra and result.failure.stage == "infrastructure"
