@@ -45,6 +45,18 @@ def calibrate(overrides: Sequence[str], seeds: Sequence[int], echo: Callable[[st
     return reference_block(probe, metric, seeds, finals, earlies, overrides)
 
 
+def record_location(overrides: Sequence[str]) -> str:
+    """Where the measured block belongs: a model's first framework owns ``reference``, any other
+    framework its own ``framework_references.NAME`` (validate.py selects it for that framework)."""
+    from replicate.config.validate import chosen_framework
+
+    cfg = compose_config([*overrides, "tier=smoke", "tier.compare_with=none"])
+    framework = chosen_framework(cfg)
+    if framework == cfg.model.frameworks[0]:
+        return "model.tiers.smoke.reference"
+    return f"model.tiers.smoke.framework_references.{framework}"
+
+
 def reference_block(cfg: Any, metric: str, seeds: Sequence[int], finals: list[float], earlies: list[float],
                     overrides: Sequence[str]) -> dict[str, Any]:
     mean = statistics.fmean(finals)

@@ -174,7 +174,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import yaml
 
-    from replicate.calibrate import calibrate
+    from replicate.calibrate import calibrate, record_location
     from replicate.errors import ConfigError
 
     try:
@@ -185,8 +185,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(block)
     else:
-        print("# record under model.tiers.smoke.reference:")
-        print(yaml.safe_dump({"reference": block}, sort_keys=False, width=200))
+        parent, key = record_location(args.overrides).rsplit(".", 1)
+        print(f"# record under {parent}:")
+        print(yaml.safe_dump({key: block}, sort_keys=False, width=200))
     return 0
 
 
