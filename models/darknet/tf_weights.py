@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.darknet.weights import WRITE_VERSION, WeightsInfo, read_weights_file, seen_is_64bit
+from models.darknet.weights import WRITE_VERSION, WeightsInfo, read_weights_file, write_weights_file
 from replicate.errors import DataError
 
 # darknet kernel [O, I/g, kh, kw] <-> keras kernel [kh, kw, I/g, O]
@@ -70,15 +70,6 @@ def load_darknet_weights(model: Any, path: str | Path, strict: bool = True) -> W
 def save_darknet_weights(model: Any, path: str | Path, seen: int = 0,
                          version: tuple[int, int, int] = WRITE_VERSION) -> Path:
     """Write a Keras Darknet model's conv layers as a .weights file darknet can load."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    major, minor, _ = version
-    seen_dtype = "<i8" if seen_is_64bit(major, minor) else "<i4"
-    with open(path, "wb") as f:
-        f.write(np.array(version, dtype="<i4").tobytes())
-        f.write(np.array([seen], dtype=seen_dtype).tobytes())
-        for _, block in model.conv_blocks():
-            for variable, is_kernel in _conv_variables(block):
-                value = np.asarray(variable.numpy(), dtype="<f4")
-                f.write((np.transpose(value, TO_DARKNET) if is_kernel else value).tobytes())
-    return path
+    arrays = (np.transpose(variable.numpy(), TO_DARKNET) if is_kernel else variable.numpy()
+              for _, block in model.conv_blocks() for variable, is_kernel in _conv_variables(block))
+    return write_weights_file(path, version, seen, arrays)

@@ -16,6 +16,7 @@ checkpoint) demands exactly one value per parameter.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,17 +135,24 @@ def weights_file_size(model: DarknetModel, version: tuple[int, int, int] = WRITE
     return header + 4 * sum(t.numel() for _, block in model.conv_blocks() for t in _conv_tensors(block))
 
 
-def save_darknet_weights(model: DarknetModel, path: str | Path, seen: int = 0,
-                         version: tuple[int, int, int] = WRITE_VERSION) -> Path:
-    """Write ``model``'s conv layers as a .weights file darknet can load."""
+def write_weights_file(path: str | Path, version: tuple[int, int, int], seen: int,
+                       arrays: Iterable[np.ndarray]) -> Path:
+    """Write the header (``seen`` as int64 from version 0.2 on) and ``arrays`` as little-endian
+    float32, in the order given. Shared by both backends so they write a file identically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    major, minor, revision = version
-    seen_dtype = "<i8" if seen_is_64bit(major, minor) else "<i4"
+    seen_dtype = "<i8" if seen_is_64bit(*version[:2]) else "<i4"
     with open(path, "wb") as f:
         f.write(np.array(version, dtype="<i4").tobytes())
         f.write(np.array([seen], dtype=seen_dtype).tobytes())
-        for _, block in model.conv_blocks():
-            for tensor in _conv_tensors(block):
-                f.write(tensor.detach().cpu().to(torch.float32).numpy().astype("<f4").tobytes())
+        for array in arrays:
+            f.write(np.asarray(array, dtype="<f4").tobytes())
     return path
+
+
+def save_darknet_weights(model: DarknetModel, path: str | Path, seen: int = 0,
+                         version: tuple[int, int, int] = WRITE_VERSION) -> Path:
+    """Write ``model``'s conv layers as a .weights file darknet can load."""
+    arrays = (tensor.detach().cpu().to(torch.float32).numpy()
+              for _, block in model.conv_blocks() for tensor in _conv_tensors(block))
+    return write_weights_file(path, version, seen, arrays)
