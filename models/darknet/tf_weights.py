@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.darknet.weights import WRITE_VERSION, WeightsInfo, read_weights_file, write_weights_file
-from replicate.errors import DataError
+from models.darknet.weights import WRITE_VERSION, WeightsInfo, fill_conv_blocks, write_weights_file
 
 # darknet kernel [O, I/g, kh, kw] <-> keras kernel [kh, kw, I/g, O]
 TO_KERAS = (2, 3, 1, 0)
@@ -43,28 +42,15 @@ def load_darknet_weights(model: Any, path: str | Path, strict: bool = True) -> W
     Raises:
         DataError: The file is missing, truncated mid-layer, too short or too long (strict).
     """
-    path = Path(path)
-    (major, minor, revision, seen), values = read_weights_file(path)
-    blocks = model.conv_blocks()
-    position, loaded = 0, 0
-    for layer, block in blocks:
-        variables = _conv_variables(block)
-        need = sum(int(np.prod(v.shape)) for v, _ in variables)
-        if position == len(values) and not strict:
-            break
-        if position + need > len(values):
-            raise DataError(str(path), f"ends inside layer {layer.index} ({layer.where()}): needs {need} "
-                                       f"values, {len(values) - position} left; wrong cfg or classes?")
-        for variable, is_kernel in variables:
-            shape = _file_shape(variable, is_kernel)
-            chunk = values[position:position + int(np.prod(shape))].reshape(shape)
+    def assign(block: Any, chunks: list[np.ndarray]) -> None:
+        for (variable, is_kernel), chunk in zip(_conv_variables(block), chunks):
+            chunk = chunk.reshape(_file_shape(variable, is_kernel))
             variable.assign(np.transpose(chunk, TO_KERAS) if is_kernel else chunk)
-            position += chunk.size
-        loaded += 1
-    if strict and (loaded < len(blocks) or position != len(values)):
-        raise DataError(str(path), f"holds {len(values)} values; the model's {len(blocks)} conv layers take "
-                                   f"{position} (wrong cfg or number of classes?)")
-    return WeightsInfo(major, minor, revision, seen, loaded, len(blocks))
+
+    def sizes(block: Any) -> list[int]:
+        return [int(np.prod(v.shape)) for v, _ in _conv_variables(block)]
+
+    return fill_conv_blocks(path, model.conv_blocks(), sizes, assign, strict)
 
 
 def save_darknet_weights(model: Any, path: str | Path, seen: int = 0,

@@ -16,9 +16,10 @@ checkpoint) demands exactly one value per parameter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,24 +106,41 @@ def load_darknet_weights(model: DarknetModel, path: str | Path, strict: bool = T
     Raises:
         DataError: The file is missing, truncated mid-layer, too short or too long (strict).
     """
+    def assign(block: ConvBlock, chunks: list[np.ndarray]) -> None:
+        for tensor, chunk in zip(_conv_tensors(block), chunks):
+            tensor.copy_(torch.from_numpy(chunk.copy()).view_as(tensor))
+
+    with torch.no_grad():
+        return fill_conv_blocks(path, model.conv_blocks(), lambda b: [t.numel() for t in _conv_tensors(b)],
+                                assign, strict)
+
+
+def fill_conv_blocks(path: str | Path, blocks: list[tuple[Any, Any]], sizes: Callable[[Any], list[int]],
+                     assign: Callable[[Any, list[np.ndarray]], None], strict: bool) -> WeightsInfo:
+    """Split a .weights file's values over ``blocks`` ((layer, conv block), in file order) and hand
+    each block its chunks (``sizes(block)`` values each). Shared by both backends, so a file is
+    accepted or refused identically whichever framework loads it.
+
+    Raises:
+        DataError: The file is missing, truncated mid-layer, too short or too long (strict).
+    """
     path = Path(path)
     (major, minor, revision, seen), values = read_weights_file(path)
-    blocks = model.conv_blocks()
     position, loaded = 0, 0
-    with torch.no_grad():
-        for layer, block in blocks:
-            tensors = _conv_tensors(block)
-            need = sum(t.numel() for t in tensors)
-            if position == len(values) and not strict:
-                break
-            if position + need > len(values):
-                raise DataError(str(path), f"ends inside layer {layer.index} ({layer.where()}): needs {need} "
-                                           f"values, {len(values) - position} left; wrong cfg or classes?")
-            for tensor in tensors:
-                chunk = values[position:position + tensor.numel()]
-                tensor.copy_(torch.from_numpy(chunk.copy()).view_as(tensor))
-                position += tensor.numel()
-            loaded += 1
+    for layer, block in blocks:
+        counts = sizes(block)
+        need = sum(counts)
+        if position == len(values) and not strict:
+            break
+        if position + need > len(values):
+            raise DataError(str(path), f"ends inside layer {layer.index} ({layer.where()}): needs {need} "
+                                       f"values, {len(values) - position} left; wrong cfg or classes?")
+        chunks = []
+        for count in counts:
+            chunks.append(values[position:position + count])
+            position += count
+        assign(block, chunks)
+        loaded += 1
     if strict and (loaded < len(blocks) or position != len(values)):
         raise DataError(str(path), f"holds {len(values)} values; the model's {len(blocks)} conv layers take "
                                    f"{position} (wrong cfg or number of classes?)")
