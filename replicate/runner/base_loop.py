@@ -95,8 +95,19 @@ class BaseLoop(abc.ABC):
     def predict_batch(self, batch: Any) -> list[dict]:
         """The task's predictions of one batch, on the host, for the evaluator."""
 
+    @abc.abstractmethod
+    def load_loop_checkpoint(self, path: Path) -> None:
+        """Load weights from a file in this framework's own format (``load_weights`` tried the task's)."""
+
     def enter_training(self) -> None:
         """Called when training (re)starts; a framework with train/eval modes switches here."""
+
+    def load_weights(self, path: Path) -> None:
+        """``cfg.checkpoint``: a format the task knows (e.g. Darknet .weights), else this loop's own."""
+        if not path.is_file():
+            raise DataError(str(path), "checkpoint file not found (key: checkpoint)")
+        if not self.task.load_checkpoint(self.model, path):
+            self.load_loop_checkpoint(path)
 
     # ------------------------------------------------------------------ train
     def build_train_set(self) -> None:

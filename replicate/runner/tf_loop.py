@@ -68,11 +68,7 @@ class TfLoop(BaseLoop):
         if self.cfg.checkpoint:
             self.load_weights(Path(self.cfg.checkpoint))
 
-    def load_weights(self, path: Path) -> None:
-        if not path.is_file():
-            raise DataError(str(path), "checkpoint file not found (key: checkpoint)")
-        if self.task.load_checkpoint(self.model, path):
-            return
+    def load_loop_checkpoint(self, path: Path) -> None:
         state = ckpt.load_latest(path.parent) if path.name == ckpt.LATEST else None
         if state is None or "tf_model" not in state:
             raise DataError(str(path), "not a TensorFlow-loop checkpoint or a Darknet .weights file")

@@ -19,7 +19,6 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from models.task import Task
-from replicate.errors import DataError
 from replicate.jobs import JobResult
 from replicate.runner.base_loop import BaseLoop, RunContext
 from replicate.runner.grouping import GroupedBatches, aspect_ratio_groups
@@ -79,11 +78,7 @@ class TorchLoop(BaseLoop):
         if self.cfg.checkpoint:
             self.load_weights(Path(self.cfg.checkpoint))
 
-    def load_weights(self, path: Path) -> None:
-        if not path.is_file():
-            raise DataError(str(path), "checkpoint file not found (key: checkpoint)")
-        if self.task.load_checkpoint(self.model, path):
-            return
+    def load_loop_checkpoint(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
         if isinstance(state, dict):  # our checkpoints hold "model"; reference repos "state_dict"
             state = state.get("model", state.get("state_dict", state))
