@@ -24,6 +24,16 @@ def _no_wandb_online(monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
 
+@pytest.fixture(scope="session")
+def tf():
+    """TensorFlow, imported when a test first needs it, never at collection (that would import it
+    for every collected module), and through the helper that loads triton first: importing TF
+    before torchvision.ops segfaults (models/darknet/tf_backend.py)."""
+    from models.darknet.tf_backend import tensorflow
+
+    return tensorflow()
+
+
 @pytest.fixture
 def tiny() -> list[str]:
     """Overrides that shrink a smoke job to seconds."""

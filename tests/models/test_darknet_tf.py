@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.darknet.tf_backend import tensorflow, tf_available
+from models.darknet.tf_backend import tf_available
 
 from models.darknet.cfg_parser import parse_cfg, parse_cfg_text
 from models.darknet.tf_differential import (DEFAULT_ATOL, compare_models, random_images, run_differential,
@@ -31,12 +31,6 @@ from models.darknet.torch_backend import build_model as build_torch  # noqa: E40
 from models.darknet.torch_backend import trainable_parameters as torch_params  # noqa: E402
 from models.darknet.weights import load_darknet_weights as load_torch_weights  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def tf():
-    """TensorFlow, imported when a test first needs it (not at collection: that would import TF
-    for every collected module), through the helper that loads triton first."""
-    return tensorflow()
 
 
 @pytest.mark.parametrize("name", ["yolov3-tiny.cfg", "yolov4-tiny.cfg", "yolov3.cfg"])

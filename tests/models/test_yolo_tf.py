@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.darknet.tf_backend import tensorflow, tf_available
+from models.darknet.tf_backend import tf_available
 import torch
 
 from models.darknet.cfg_parser import parse_cfg
@@ -29,12 +29,6 @@ from models.darknet.tf_weights import save_darknet_weights  # noqa: E402  (none 
 from models.darknet.weights import load_darknet_weights  # noqa: E402
 from models.yolo_loss_tf import postprocess as tf_postprocess  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def tf():
-    """TensorFlow, imported when a test first needs it (not at collection: that would import TF
-    for every collected module), through the helper that loads triton first."""
-    return tensorflow()
 
 
 @pytest.fixture(scope="module")

@@ -50,10 +50,6 @@ TOY_RECIPE = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.
               "warmup_steps": 0, "batch_size": 8, "steps": 2, "checkpoint_every": 100, "log_every": 1}
 
 
-@pytest.fixture(scope="module")
-def tf() -> Any:
-    return tensorflow()  # through the helper: it loads triton first (see tf_backend._load_triton_first)
-
 
 # --------------------------------------------------------------------------- helpers
 class LinearTask:
