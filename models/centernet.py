@@ -239,6 +239,11 @@ class CenterNetTask(Task):
     """
 
     _category_ids: list[int] | None = None
+    # The rule that sizes each object's centre gaussian from its box in output cells (a
+    # (height, width) -> radius callable): the reference's CornerNet formula. An attribute, so
+    # one task's rule can be swapped (e.g. another CenterNet revision's exact roots) without
+    # touching the encoder.
+    gaussian_radius = staticmethod(ct.gaussian_radius)
 
     # ------------------------------------------------------------------ model
     def num_classes(self, arch: Any) -> int:
@@ -309,7 +314,8 @@ class CenterNetTask(Task):
             image, scale, pad_x, pad_y = letterbox(image, size)
             boxes = target["boxes"] * scale + torch.tensor([pad_x, pad_y, pad_x, pad_y])
             channels = torch.tensor([channel_of[int(c)] for c in target["labels"]], dtype=torch.int64)
-            encoded.append(ct.encode(boxes / ratio, channels, classes, (size // ratio, size // ratio), max_objs))
+            encoded.append(ct.encode(boxes / ratio, channels, classes, (size // ratio, size // ratio), max_objs,
+                                     radius_of=self.gaussian_radius))
             images.append(image)
             geometry.append(torch.tensor([scale, pad_x, pad_y]))
         batch = {k: torch.stack([e[k] for e in encoded]) for k in encoded[0]}

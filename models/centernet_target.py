@@ -15,6 +15,7 @@ Task divides input pixels by the down ratio (4) before encoding and multiplies a
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,7 @@ def draw_gaussian(heatmap: Tensor, cx: int, cy: int, radius: int) -> None:
 
 
 def encode(boxes: Tensor, channels: Tensor, num_classes: int, out_size: tuple[int, int],
-           max_objs: int) -> dict[str, Tensor]:
+           max_objs: int, radius_of: Callable[[float, float], float] = gaussian_radius) -> dict[str, Tensor]:
     """Training targets of one image (reference ``CTDetDataset.__getitem__``).
 
     Args:
@@ -79,6 +80,8 @@ def encode(boxes: Tensor, channels: Tensor, num_classes: int, out_size: tuple[in
         out_size: (height, width) of the output map.
         max_objs: Length of the per-object arrays (objects beyond it are dropped, as in the
             reference's ``min(num_objs, max_objs)``).
+        radius_of: The gaussian radius of a box from its (height, width) in cells; default the
+            reference's :func:`gaussian_radius` (CornerNet's formula).
 
     Returns:
         ``hm`` float[C, H, W]; ``wh`` and ``reg`` float[max_objs, 2] (box size, sub-cell offset
@@ -97,7 +100,7 @@ def encode(boxes: Tensor, channels: Tensor, num_classes: int, out_size: tuple[in
         w, h = box[2] - box[0], box[3] - box[1]
         if h <= 0 or w <= 0:
             continue
-        radius = max(0, int(gaussian_radius(math.ceil(h), math.ceil(w))))
+        radius = max(0, int(radius_of(math.ceil(h), math.ceil(w))))
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         ix, iy = int(cx), int(cy)  # reference: ct.astype(np.int32), a floor for ct >= 0
         draw_gaussian(hm[channel], ix, iy, radius)

@@ -1,15 +1,18 @@
-"""YOLOv3 and YOLOv4 built from the official Darknet cfg files (PyTorch backend).
+"""YOLOv3 and YOLOv4 built from Darknet cfg files (PyTorch backend).
 
 Papers: Redmon & Farhadi, "YOLOv3: An Incremental Improvement", arXiv:1804.02767 (2018);
 Bochkovskiy, Wang & Liao, "YOLOv4: Optimal Speed and Accuracy of Object Detection",
 arXiv:2004.10934 (2020). Reference implementations: pjreddie/darknet (cfg/yolov3.cfg,
 yolov3-tiny.cfg; public domain / YOLO licence) and AlexeyAB/darknet (cfg/yolov4.cfg,
-yolov4-tiny.cfg; YOLO licence). The architecture is whatever the cfg says (models/darknet); the
-loss, decoding and NMS are in models/yolo_loss.py; augmentation in models/darknet/augment.py.
+yolov4-tiny.cfg; YOLO licence), whose cfgs the package carries as models/darknet/cfg/ (written
+from the architectures' facts, proven equal to the official files by tests/models/test_darknet.py).
+The architecture is whatever the cfg says (models/darknet); the loss, decoding and NMS are in
+models/yolo_loss.py; augmentation in models/darknet/augment.py.
 
 Variants name a cfg in their ``arch``: ``cfg`` (file name, searched in $ZOO_DARKNET_CFG_DIR, then
-in the shared reference folder next to the project), ``classes`` (fixed count; default: the
-dataset's), ``width_multiple`` (filters x this, for CPU-sized variants), ``scale_anchors``
+among the cfgs the package carries, models/darknet/cfg/; validation refuses a name found nowhere,
+replicate/config/validate.py), ``classes`` (fixed count; default: the dataset's),
+``width_multiple`` (filters x this, for CPU-sized variants), ``scale_anchors``
 (rescale the cfg's anchors to the tier's input size), ``bn_momentum`` (default darknet's 0.01)
 and ``objectness_prior`` (initial objectness probability; default: darknet's plain init).
 Released ``.weights`` files load through ``load_checkpoint``.
@@ -18,7 +21,6 @@ Released ``.weights`` files load through ``load_checkpoint``.
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -27,33 +29,15 @@ import torch
 from torch import nn
 
 from models.darknet.augment import AugmentConfig, ResizeForEval, YoloTrainSet, to_original
-from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM, DarknetGraph, parse_cfg
+from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM, DarknetGraph, parse_cfg, resolve_cfg
 from models.darknet.torch_backend import DarknetModel
 from models.registry import register_model
 from models.task import Task
 from models.yolo_loss import YoloHead, heads_from_graph, postprocess, yolo_loss
 from replicate.errors import ConfigError, DataError
 
-CFG_DIR_ENV = "ZOO_DARKNET_CFG_DIR"
 ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
 AUGMENT_KEYS = ("jitter", "hue", "saturation", "exposure", "flip", "mosaic", "letter_box")
-
-
-def default_cfg_dirs() -> list[Path]:
-    """Where cfg names are looked up: $ZOO_DARKNET_CFG_DIR, then <project>/../shared/reference/darknet."""
-    dirs = [Path(os.environ[CFG_DIR_ENV])] if os.environ.get(CFG_DIR_ENV) else []
-    return dirs + [Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "darknet"]
-
-
-def resolve_cfg(name: str, key: str) -> Path:
-    """The cfg file ``name`` (absolute, or found in default_cfg_dirs()); ConfigError naming ``key``."""
-    path = Path(name)
-    candidates = [path] if path.is_absolute() else [d / name for d in default_cfg_dirs()]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    raise ConfigError(key, f"darknet cfg {name!r} not found; looked in: "
-                           f"{', '.join(str(c.parent) for c in candidates)} (set ${CFG_DIR_ENV})")
 
 
 @lru_cache(maxsize=16)

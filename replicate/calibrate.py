@@ -1,48 +1,201 @@
-"""Calibrate a smoke reference: run a model's smoke tier over seeds and derive the band.
+"""Calibrate a smoke reference over draws that span seeds and the numeric variants of other CPUs.
 
-The smoke tier is compared with a recorded reference of this implementation, whose band comes
-from measured seed noise (design.md, "Tiers"). This measures it and prints the YAML to record.
+A smoke reference is a measured result of this implementation. One machine's seeds are not
+enough: another CPU runs other ATen kernels (AVX512, AVX2, none), other oneDNN code and maybe
+another thread count, and the training trajectory moves with them. So each *draw* is one smoke
+job under one (seed, numeric variant, threads) combination, run in its own process (the kernel
+choice is made when torch loads), two at a time. The band and the 25% floor are then prediction
+intervals for one new draw (``replicate.verdict.reference_band`` / ``early_threshold``).
+
+Every draw is written to ``results/calibration/NAME.json`` as it finishes, so an interrupted
+calibration resumes where it stopped (a draw with the same config hash and label is not re-run).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
+import itertools
+import json
+import os
 import statistics
-from typing import Any, Callable, Sequence
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 from replicate.config.compose import compose_config
-from replicate.harness import _execute
-from replicate.plan import PlannedJob, make_spec
-from replicate.runner.environment import _git
+from replicate.errors import ConfigError
+from replicate.plan import config_hash
 
-MIN_TOLERANCE, MAX_TOLERANCE = 0.1, 0.5
-EARLY = 0.25
+# What another CPU would change. torch: the ATen kernel set (AVX512, AVX2, or none). oneDNN's ISA
+# (ONEDNN_MAX_CPU_ISA) is left to the machine: capping it at SSE4.1 made a yolov4 draw 5x slower,
+# which a 12-draw calibration of every model cannot afford on 2 cores. TensorFlow: its oneDNN
+# graph rewrites on or off.
+TORCH_VARIANTS: dict[str, dict[str, str]] = {
+    "default": {"ATEN_CPU_CAPABILITY": "default"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512"},
+}
+TF_VARIANTS: dict[str, dict[str, str]] = {
+    "onednn0": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "onednn1": {"TF_ENABLE_ONEDNN_OPTS": "1"},
+}
+DEFAULT_SEEDS = {"torch": [0, 1, 2, 3], "tensorflow": [0, 1, 2, 3, 4, 5]}   # 12 draws either way
+DEFAULT_THREADS = (1, 2)
+MIN_DRAWS = 12
 
 
-def calibrate(overrides: Sequence[str], seeds: Sequence[int], echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``seeds`` of the smoke tier; return the reference block (metric, value, spread, curve)."""
-    base = [*overrides, "tier=smoke", "tier.compare_with=none"]
-    probe = compose_config(base)
-    steps = probe.model.tiers.smoke.recipe.steps
-    if steps is None:
-        from replicate.errors import ConfigError
+@dataclass(frozen=True)
+class Draw:
+    """One calibration run: a seed under one numeric variant and thread count."""
 
+    seed: int
+    variant: str
+    threads: int
+
+    @property
+    def label(self) -> str:
+        return f"s{self.seed}/{self.variant}/t{self.threads}"
+
+
+def variants_for(framework: str) -> dict[str, dict[str, str]]:
+    return TF_VARIANTS if framework == "tensorflow" else TORCH_VARIANTS
+
+
+def plan_draws(seeds: Sequence[int], variants: Sequence[str], threads: Sequence[int]) -> list[Draw]:
+    """Every seed under every variant; thread counts alternate so each variant sees each count."""
+    pairs = list(itertools.product(seeds, variants))
+    return [Draw(int(seed), variant, int(threads[i % len(threads)])) for i, (seed, variant) in enumerate(pairs)]
+
+
+def smoke_config(overrides: Sequence[str]) -> Any:
+    return compose_config([*overrides, "tier=smoke", "tier.compare_with=none"])
+
+
+def calibrate(overrides: Sequence[str], draws: Sequence[Draw], *, cpus: int = 2,
+              out: Optional[Path] = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the draws side by side within ``cpus`` threads, record each, return the reference block."""
+    from replicate.config.validate import chosen_framework
+
+    probe = smoke_config(overrides)
+    framework = chosen_framework(probe)
+    known = variants_for(framework)
+    unknown = sorted({d.variant for d in draws} - set(known))
+    if unknown:
+        raise ConfigError("--variants", f"{', '.join(unknown)} unknown for {framework}; allowed: {', '.join(known)}")
+    if probe.model.tiers.smoke.recipe.steps is None:
         raise ConfigError("model.tiers.smoke.recipe.steps", "calibration needs a step count, not epochs")
-    early_step = math.ceil(EARLY * steps)
-    planned = []
-    for seed in seeds:
-        cfg = compose_config([*base, f"seed={seed}", f"model.tiers.smoke.recipe.eval_every={early_step}"])
-        planned.append(PlannedJob(make_spec(cfg, None), cfg, int(seed)))
-    result = _execute(probe, planned, None, echo, skip_finished=False)
-    metric = result.jobs[0]["metric_name"]
-    failed = [r for r in result.jobs if r["verdict"] != "PASS"]
+    out = out or Path(probe.results_dir) / "calibration" / f"{probe.model.name}-{framework}.json"
+    asked = list(overrides)   # what the user typed: the recorded command shows these
+    overrides = [*overrides, *_shared_data(probe, echo)]
+    digest = config_hash(probe)
+    record = _load_record(out, digest)
+    todo = [d for d in draws if d.label not in record["draws"]]
+    echo(f"calibrate {probe.model.name} ({framework}): {len(draws)} draws, {len(draws) - len(todo)} already "
+         f"recorded in {out}; running {len(todo)} within {cpus} CPU threads")
+    began = time.perf_counter()
+
+    def record_draw(draw: Draw, measured: dict[str, Any]) -> None:
+        record["draws"][draw.label] = measured
+        _save_record(out, record)
+        echo(f"  {draw.label}: {_describe(measured)} ({len(record['draws'])}/{len(draws)}, "
+             f"{time.perf_counter() - began:.0f}s)")
+
+    run_within_cpus(todo, lambda d: run_draw(overrides, d, known[d.variant]), cpus, record_draw)
+    failed = {label: m["error"] for label, m in record["draws"].items() if m.get("error")}
     if failed:
-        raise RuntimeError(f"calibration run failed: {failed[0]['failure_message']}")
-    finals = [r["metric_value"] for r in result.jobs]
-    earlies = [next(p[metric] for p in r["curve"] if p.get("step") == early_step and metric in p)
-               for r in result.jobs]
-    return reference_block(probe, metric, seeds, finals, earlies, overrides)
+        label, error = next(iter(failed.items()))
+        raise RuntimeError(f"calibration draw {label} failed: {error} (all draws: {out})")
+    chosen = [record["draws"][d.label] | {"label": d.label, "seed": d.seed} for d in draws]
+    return reference_block(probe, chosen, asked, draws)
+
+
+def _shared_data(cfg: Any, echo: Callable[[str], None]) -> list[str]:
+    """Prepare the tier's dataset once, here, and point every draw at it (draws run in parallel,
+    each in a scratch results_dir: without this each would generate, or race on, its own copy)."""
+    from replicate.data.prepare import prepare_dataset
+
+    name = cfg.model.tiers.smoke.data
+    root = Path(cfg.datasets[name].root).resolve()
+    echo(f"dataset {name}: {root}")
+    prepare_dataset(cfg.datasets[name])
+    return [f"datasets.{name}.root={root}"]
+
+
+def run_within_cpus(draws: Sequence[Draw], run: Callable[[Draw], dict[str, Any]], cpus: int,
+                    done: Callable[[Draw, dict[str, Any]], None]) -> None:
+    """Run draws side by side while their threads fit in ``cpus``; ``done`` each as it finishes.
+
+    Oversubscribing the cores is not just slow here: a 2-thread draw beside another draw on 2
+    cores spends its time in OpenMP's spin-waits (measured: a yolov4 draw took 506 s, against 48 s
+    for a 1-thread draw with a core of its own). A draw with more threads than ``cpus`` runs alone.
+    """
+    free, lock = [cpus], threading.Condition()
+
+    def worker(draw: Draw) -> tuple[Draw, dict[str, Any]]:
+        need = min(draw.threads, cpus)
+        with lock:
+            lock.wait_for(lambda: free[0] >= need)
+            free[0] -= need
+        try:
+            return draw, run(draw)
+        finally:
+            with lock:
+                free[0] += need
+                lock.notify_all()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(draws))) as pool:
+        for future in as_completed([pool.submit(worker, d) for d in draws]):
+            done(*future.result())
+
+
+def run_draw(overrides: Sequence[str], draw: Draw, env: dict[str, str]) -> dict[str, Any]:
+    """One draw in a fresh process (ATen picks its kernels when torch loads)."""
+    with tempfile.TemporaryDirectory(prefix="zoo-calibrate-") as tmp:
+        result_file = Path(tmp) / "draw.json"
+        args = {"overrides": [*overrides, "tier=smoke", "tier.compare_with=none", f"seed={draw.seed}",
+                              f"results_dir={tmp}", "logger=none"],
+                "threads": draw.threads, "out": str(result_file)}
+        child_env = {**os.environ, **env, "OMP_NUM_THREADS": str(draw.threads)}
+        proc = subprocess.run([sys.executable, "-m", "replicate.calibration_draw", json.dumps(args)],
+                              env=child_env, capture_output=True, text=True)
+        if proc.returncode != 0 or not result_file.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            return {"error": f"exit {proc.returncode}: {tail[0]}"}
+        return json.loads(result_file.read_text())
+
+
+def _describe(measured: dict[str, Any]) -> str:
+    if measured.get("error"):
+        return f"FAILED {measured['error']}"
+    return (f"{measured['metric']} {measured['final']:.4g} (25%: {measured['early']:.4g}), "
+            f"{measured['cpu_capability']}, {measured['wall_s']:.0f}s")
+
+
+def _load_record(path: Path, digest: str) -> dict[str, Any]:
+    """The draws recorded so far for this exact config (another config starts afresh)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or record.get("config_hash") != digest:
+        return {"config_hash": digest, "draws": {}}
+    # a failed draw is retried, and so is one recorded before the early loss was
+    record["draws"] = {k: v for k, v in record.get("draws", {}).items()
+                       if not v.get("error") and v.get("early_loss") is not None}
+    return record
+
+
+def _save_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)   # atomic: a crash never leaves half a record
 
 
 def record_location(overrides: Sequence[str]) -> str:
@@ -50,26 +203,63 @@ def record_location(overrides: Sequence[str]) -> str:
     framework its own ``framework_references.NAME`` (validate.py selects it for that framework)."""
     from replicate.config.validate import chosen_framework
 
-    cfg = compose_config([*overrides, "tier=smoke", "tier.compare_with=none"])
+    cfg = smoke_config(overrides)
     framework = chosen_framework(cfg)
     if framework == cfg.model.frameworks[0]:
         return "model.tiers.smoke.reference"
     return f"model.tiers.smoke.framework_references.{framework}"
 
 
-def reference_block(cfg: Any, metric: str, seeds: Sequence[int], finals: list[float], earlies: list[float],
-                    overrides: Sequence[str]) -> dict[str, Any]:
-    mean = statistics.fmean(finals)
-    spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
-    # Three standard deviations of seed noise, bounded to the lab's sane range.
-    tolerance = min(MAX_TOLERANCE, max(MIN_TOLERANCE, 3 * spread / abs(mean) if mean else MAX_TOLERANCE))
+def _sig(value: float, digits: int = 5) -> float:
+    """Rounded to significant digits: an L1 of 0.04 keeps as many as a bbox_AP of 40."""
+    return float(f"{value:.{digits}g}")
+
+
+def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequence[str],
+                    draws: Sequence[Draw]) -> dict[str, Any]:
+    """The YAML block to record: mean and std of the final metric and of the 25% point, every draw."""
+    from replicate.runner.environment import _git
+
+    finals = [m["final"] for m in measured]
+    earlies = [m["early"] for m in measured]
+    fraction = str(cfg.tier.early_check.fraction)
     reference = cfg.model.tiers.smoke.reference
     direction = reference.direction if reference is not None else next(c.direction for c in cfg.model.claims if c.primary)
-    command = " ".join(["replicate calibrate", *overrides, f"--seeds {','.join(map(str, seeds))}"])
+    command = " ".join(["replicate calibrate", *overrides,
+                        f"--seeds {','.join(sorted({str(d.seed) for d in draws}, key=int))}",
+                        f"--variants {','.join(dict.fromkeys(d.variant for d in draws))}",
+                        f"--threads {','.join(dict.fromkeys(str(d.threads) for d in draws))}"])
     return {
-        "metric": metric, "value": round(mean, 4), "spread": round(spread, 4), "seeds": list(seeds),
-        "tolerance": round(tolerance, 3), "direction": direction,
-        "curve": {str(EARLY): round(statistics.fmean(earlies), 4)},
-        "source": f"measured: `{command}` on {dt.date.today().isoformat()} (git {(_git('rev-parse', '--short', 'HEAD') or 'unknown')}); "
-                  f"per seed: {', '.join(f'{v:.4g}' for v in finals)}",
+        "metric": measured[0]["metric"],
+        "value": _sig(statistics.fmean(finals)),
+        "spread": _sig(statistics.stdev(finals)) if len(finals) > 1 else 0.0,
+        "draws": [_sig(v) for v in finals],
+        "early_draws": [_sig(v) for v in earlies],
+        "early_loss_draws": [_sig(m["early_loss"]) for m in measured],
+        "labels": [m["label"] for m in measured],
+        "seeds": sorted({m["seed"] for m in measured}),
+        "direction": direction,
+        "curve": {fraction: _sig(statistics.fmean(earlies))},
+        "curve_spread": {fraction: _sig(statistics.stdev(earlies)) if len(earlies) > 1 else 0.0},
+        "source": f"measured: `{command}` on {dt.date.today().isoformat()} "
+                  f"(git {(_git('rev-parse', '--short', 'HEAD') or 'unknown')}, {os.cpu_count()} CPU cores)",
     }
+
+
+def draw_summary(block: dict[str, Any], false_alarm: float, early_fraction: float = 0.25) -> dict[str, Any]:
+    """Band, 25% floor and loss band the recorded block implies (what the verdict will use)."""
+    from replicate.verdict import early_check_alarm, early_threshold, false_alarm_split, reference_band
+
+    n = len(block["draws"])
+    final_alarm = false_alarm_split(false_alarm, early_enabled=True)[1]
+    low, high = reference_band(block["value"], block["spread"], n, final_alarm)
+    point = str(early_fraction)
+    floor = early_threshold(block["curve"][point], block["curve_spread"][point], n, early_check_alarm(false_alarm),
+                            block["direction"])
+    losses = block.get("early_loss_draws") or []
+    loss_band = None
+    if len(losses) >= 2:
+        loss_band = [_sig(v) for v in reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses),
+                                                      early_check_alarm(false_alarm))]
+    return {"n": n, "band": [_sig(low), _sig(high)], "early_floor": _sig(floor), "early_loss_band": loss_band,
+            "cv": _sig(block["spread"] / abs(block["value"]), 3) if block["value"] else None}

@@ -1,13 +1,15 @@
 """The `replicate` command: a thin layer over plain functions; Hydra overrides follow the subcommand.
 
-Exit codes: 0 success (suite: every verdict PASS), 1 a verdict is not PASS or the harness failed,
-2 bad input (config key, file, resource) with a one-line message naming it.
+Exit codes: 0 success (suite: every verdict PASS), 1 a verdict is not PASS (MEASURED, a job with
+nothing to compare with, included) or the harness failed, 2 bad input (config key, file,
+resource) with a one-line message naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -16,7 +18,7 @@ from replicate.errors import ZooError
 
 # Subcommands that live in their own module under replicate/commands/: each module defines
 # ``add_parser(subparsers)`` (registering a subcommand of the module's name) and ``run(args) -> int``.
-COMMAND_MODULES = ("darknet", "report", "cost", "k8s")
+COMMAND_MODULES = ("darknet", "report", "cost", "k8s", "selftest")
 
 
 def _command_modules() -> list[Any]:
@@ -45,9 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--visual", action="store_true", help="also write a PNG of training samples")
     add("models", "list the registered models", overrides=False)
     add("history", "past jobs from the store: replicate history [model=NAME]")
-    calibrate = add("calibrate", "measure a smoke reference over seeds: replicate calibrate model=NAME",
-                    json_flag=True)
-    calibrate.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    calibrate = add("calibrate", "measure a smoke reference over seeds x numeric variants: replicate calibrate "
+                    "model=NAME", json_flag=True)
+    calibrate.add_argument("--seeds", default=None, help="comma-separated seeds (default 0-3 torch, 0-5 TF)")
+    calibrate.add_argument("--variants", default=None,
+                           help="numeric variants (torch: default,avx2,avx512; TF: onednn0,onednn1; default all)")
+    calibrate.add_argument("--threads", default="1,2", help="thread counts, alternating over draws (default 1,2)")
+    calibrate.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
+                           help="draws run side by side while their threads fit in this many CPUs (default: all)")
     for module in _command_modules():
         module.add_parser(sub)
     evaluate = add("evaluate", "COCO-evaluate a detections file", overrides=False, json_flag=False)
@@ -93,28 +100,32 @@ def _print_json(data: Any) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from replicate.harness import run_one
-    from replicate.tables import print_jobs
+    from replicate.tables import print_jobs, verdict_summary
 
     result = run_one(args.overrides, echo=_echo_for(args))
     if args.json:
-        _print_json({"suite_id": result.suite_id, "jobs": result.jobs, "logged": result.logged})
+        _print_json({"suite_id": result.suite_id, "jobs": result.jobs, "verdicts": result.counts,
+                     "logged": result.logged})
     else:
         print_jobs(result.jobs)
+        print(verdict_summary(result.counts, "job"))
         _print_outputs(result)
     return 0 if result.all_pass else 1
 
 
 def _cmd_suite(args: argparse.Namespace) -> int:
     from replicate.harness import run_suite
-    from replicate.tables import print_groups, print_jobs
+    from replicate.tables import print_groups, print_jobs, verdict_summary
 
     result = run_suite(args.overrides, echo=_echo_for(args))
     if args.json:
         _print_json({"suite_id": result.suite_id, "jobs": result.jobs, "groups": result.groups,
-                     "skipped": result.skipped, "report": result.report, "logged": result.logged})
+                     "verdicts": result.counts, "skipped": result.skipped, "report": result.report,
+                     "logged": result.logged})
     else:
         print_jobs(result.jobs, title=f"suite {result.suite_id}")
         print_groups(result.groups)
+        print(verdict_summary(result.counts, "model group"))
         _print_outputs(result)
     return 0 if (result.all_pass or args.allow_fail) else 1
 
@@ -171,23 +182,50 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_calibrate(args: argparse.Namespace) -> int:
-    import yaml
-
-    from replicate.calibrate import calibrate, record_location
+def _int_list(text: str, flag: str) -> list[int]:
     from replicate.errors import ConfigError
 
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError("--seeds", f"{args.seeds!r} is not a comma-separated list of integers") from None
-    block = calibrate(args.overrides, seeds, echo=_echo_for(args))
+        raise ConfigError(flag, f"{text!r} is not a comma-separated list of integers") from None
+    if not values or any(v < 0 for v in values):
+        raise ConfigError(flag, f"{text!r}: give at least one non-negative integer")
+    return values
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from replicate.calibrate import (DEFAULT_SEEDS, DEFAULT_THREADS, MIN_DRAWS, calibrate, draw_summary, plan_draws,
+                                     record_location, smoke_config, variants_for)
+    from replicate.config.validate import chosen_framework
+    from replicate.errors import ConfigError
+
+    echo = _echo_for(args)
+    probe = smoke_config(args.overrides)
+    framework = chosen_framework(probe)
+    seeds = _int_list(args.seeds, "--seeds") if args.seeds else DEFAULT_SEEDS[framework]
+    threads = _int_list(args.threads, "--threads") if args.threads else list(DEFAULT_THREADS)
+    if 0 in threads:
+        raise ConfigError("--threads", "thread counts must be >= 1")
+    if args.cpus < 1:
+        raise ConfigError("--cpus", f"{args.cpus} must be >= 1")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants \
+        else list(variants_for(framework))
+    draws = plan_draws(seeds, variants, threads)
+    if len(draws) < MIN_DRAWS:
+        echo(f"warning: {len(draws)} draws; a recorded reference should have at least {MIN_DRAWS}")
+    block = calibrate(args.overrides, draws, cpus=args.cpus, echo=echo)
+    summary = draw_summary(block, float(probe.tier.false_alarm), float(probe.tier.early_check.fraction))
     if args.json:
-        _print_json(block)
+        _print_json({"reference": block, "implies": summary, "record_under": record_location(args.overrides)})
     else:
         parent, key = record_location(args.overrides).rsplit(".", 1)
+        print(f"# {summary['n']} draws: band {summary['band']}, 25% floor {summary['early_floor']}, "
+              f"std/mean {summary['cv']} (false alarm {probe.tier.false_alarm} per job)")
         print(f"# record under {parent}:")
-        print(yaml.safe_dump({key: block}, sort_keys=False, width=200))
+        print(yaml.safe_dump({key: block}, sort_keys=False, width=200, default_flow_style=None))
     return 0
 
 

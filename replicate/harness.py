@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from replicate.config.compose import compose_config
 from replicate.config.infra import build
-from replicate.jobs import PASS, Failure, JobResult
+from replicate.jobs import PASS, Failure, JobResult, verdict_counts
 from replicate.loggers import log_suite_end, make_logger
 from replicate.plan import PlannedJob, make_spec, plan_suite
 from replicate.records import group_record, job_record
@@ -31,9 +31,20 @@ class SuiteResult:
     logged: Optional[str] = None      # where the logger's output went (W&B), if a logger is on
 
     @property
+    def verdict_rows(self) -> list[dict[str, Any]]:
+        """The rows that decide the outcome: the seed groups, else (none judged yet) the jobs."""
+        return self.groups or self.jobs
+
+    @property
     def all_pass(self) -> bool:
-        rows = self.groups or self.jobs
+        """Every verdict is PASS: MEASURED (nothing to compare with) is not, so it exits 1 too."""
+        rows = self.verdict_rows
         return bool(rows) and all(r["verdict"] == PASS for r in rows)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many of :attr:`verdict_rows` have each verdict (PASS and MEASURED apart)."""
+        return verdict_counts(self.verdict_rows)
 
 
 def _store(cfg: DictConfig):
@@ -91,7 +102,8 @@ def _write_report(store: Any, suite_id: str, results_dir: str, echo: Callable[[s
 
 
 def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str],
-             echo: Callable[[str], None], *, skip_finished: bool, logger: Any = None) -> SuiteResult:
+             echo: Callable[[str], None], *, skip_finished: bool, logger: Any = None,
+             judge_groups: bool = True) -> SuiteResult:
     store = _store(root)
     out = SuiteResult(suite_id)
     done_ids = store.finished_job_ids(suite_id) if (skip_finished and suite_id) else set()
@@ -117,7 +129,8 @@ def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str
                                                           logger))
     for job_id in out.skipped:
         out.jobs.append(store.get_job(job_id))
-    out.groups = _judge_groups(store, planned, out, suite_id)
+    # judge_groups=False: a measurement of the benchmark itself (replicate selftest), not a replication.
+    out.groups = _judge_groups(store, planned, out, suite_id) if judge_groups else []
     store.close()
     return out
 
@@ -161,7 +174,8 @@ def _judge_groups(store: Any, planned: list[PlannedJob], out: SuiteResult, suite
     key = lambda p: (p.spec.model, p.spec.variant, p.spec.framework, p.spec.tier, p.spec.hardware)  # noqa: E731
     groups = []
     for (model, variant, framework, tier, hardware), members in itertools.groupby(sorted(planned, key=key), key):
-        members = [m for m in members if m.spec.job_id in rows]
+        # An injected job (defect=NAME) never counts in a group verdict: it must not pass for a real one.
+        members = [m for m in members if m.spec.job_id in rows and not m.cfg.get("defect")]
         if not members:
             continue
         target = target_for(members[0].cfg, variant)

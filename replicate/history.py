@@ -7,7 +7,8 @@ tests share one definition of a regression and of drift.
 Terms:
     group: one model x variant x framework x tier x hardware of a suite (its seed-aggregated
         verdict, a row of ``group_verdicts``); the same group across suites forms a series.
-    regression: a group whose verdict was PASS in some earlier suite and is not PASS now.
+    regression: a group whose verdict was PASS in some earlier suite and is a judged non-PASS
+        now (MEASURED, nothing to compare with, is neither a PASS baseline nor a regression).
     what changed: the difference between a job of the group's last PASS and a job of the group
         now: environment fingerprint, git commit, dataset manifest hash, and the config key by key.
 """
@@ -20,13 +21,13 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from replicate.jobs import PASS
+from replicate.jobs import MEASURED, PASS
 from replicate.store.tables import GROUP_KEY
 
 # A group's identity across suites (the store's group key without the suite).
 SERIES_KEY = GROUP_KEY[1:]
 
-# Fingerprint keys compared for "what changed" (design.md, "Environment fingerprint"), by the
+# Fingerprint keys compared for "what changed" (docs/architecture.md, "Environment fingerprint"), by the
 # heading they are reported under. ``platform`` (kernel build string) and ``config_hash`` are
 # left out on purpose: the first differs between nodes of one cluster without meaning anything,
 # the second only restates the key-by-key config diff.
@@ -47,6 +48,12 @@ CONFIG_NOISE_KEYS = ("results_dir", "suite_id", "suite", "scheduler", "store", "
 DRIFT_MIN_RECENT = 3      # k: a shift must be sustained over at least this many latest suites
 DRIFT_MIN_BASELINE = 3    # earlier suites needed to know what "normal" was
 DRIFT_Z = 3.5             # how many standard errors of the difference of means count as a shift
+
+
+def is_failure(verdict: str) -> bool:
+    """A verdict that can be a regression: judged and not PASS. MEASURED had nothing to compare
+    with: it proves nothing either way, so it neither regresses nor serves as a PASS baseline."""
+    return verdict not in (PASS, MEASURED)
 
 
 def series_key(row: Mapping[str, Any]) -> tuple:
@@ -122,7 +129,7 @@ class Regression:
     mean: Optional[float]
     last_pass_suite_id: str
     last_pass_mean: Optional[float]
-    newly: bool                   # True when the suite right before this one still passed
+    newly: bool                   # True when the last judged suite before this one passed
     changes: list[Change] = field(default_factory=list)
     compared_jobs: tuple[Optional[str], Optional[str]] = (None, None)   # (last PASS job, job now)
     unrecorded: list[str] = field(default_factory=list)   # e.g. "environment of job X": not compared
@@ -153,9 +160,10 @@ def find_regressions(groups: Sequence[Mapping[str, Any]], suite_id: str,
     found = []
     for key, rows in by_key.items():
         position = next((i for i, g in enumerate(rows) if g["suite_id"] == suite_id), None)
-        if position is None or rows[position]["verdict"] == PASS:
+        if position is None or not is_failure(rows[position]["verdict"]):
             continue
-        earlier = rows[:position]
+        # Only judged suites count as "before": a MEASURED suite in between says nothing.
+        earlier = [g for g in rows[:position] if g["verdict"] != MEASURED]
         last_pass = next((g for g in reversed(earlier) if g["verdict"] == PASS), None)
         if last_pass is None:
             continue

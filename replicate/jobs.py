@@ -4,14 +4,27 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Mapping, Optional
 
-# Verdict outcomes (design.md, "Verdicts").
+# Verdict outcomes (docs/architecture.md, "Verdicts").
 PASS, BELOW, ABOVE, EARLY_ABORT, ERROR, INFRA = "PASS", "BELOW", "ABOVE", "EARLY_ABORT", "ERROR", "INFRA"
-OUTCOMES = (PASS, BELOW, ABOVE, EARLY_ABORT, ERROR, INFRA)
+# A job with nothing to compare with (``tier.compare_with=none``): its metric was measured, not
+# judged. It is never a PASS - a check that cannot fail must not read as one - nor a failure.
+MEASURED = "MEASURED"
+OUTCOMES = (PASS, MEASURED, BELOW, ABOVE, EARLY_ABORT, ERROR, INFRA)
 
-# Failure classes from the reengineering defect study (design.md, "Failure classes").
+
+def verdict_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many ``rows`` (job or group rows) have each verdict, in :data:`OUTCOMES` order, only
+    those present: the one count that suite summaries (console, report, W&B) show."""
+    counts = Counter(row["verdict"] for row in rows)
+    return {outcome: counts[outcome] for outcome in (*OUTCOMES, *sorted(set(counts) - set(OUTCOMES)))
+            if counts[outcome]}
+
+
+# Failure classes from the reengineering defect study (docs/architecture.md, "Failure classes").
 STAGES = ("environment", "data pipeline", "modeling", "training", "evaluation", "infrastructure")
 IMPACTS = (
     "crash",

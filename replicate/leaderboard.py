@@ -1,7 +1,8 @@
 """The leaderboard and the cost view, computed from the results store.
 
-One row per model group of a suite (model x variant x framework x tier x hardware): the claim
-with its source and band, the measured mean and spread over seeds, the verdict, what the group's
+One row per model group of a suite (model x variant x framework x tier x hardware): what it is
+compared with (a claim, or a reference of this implementation: ``target_label`` says which) with
+its source and band, the measured mean and spread over seeds, the verdict, what the group's
 jobs cost and how long they took, and the trend against the latest earlier suite that ran the
 same group. W&B's leaderboard table, the HTML report and ``replicate cost`` all read these rows,
 so every view shows the store's values.
@@ -13,16 +14,18 @@ from collections import defaultdict
 from typing import Any, Iterable, Optional
 
 from replicate.errors import UserInputError
-from replicate.jobs import PASS
+from replicate.jobs import MEASURED, PASS
+from replicate.verdict import target_label
 
 # A group of a suite is one seed-aggregated verdict; these columns identify it across suites.
 GROUP_COLUMNS = ("model", "variant", "framework", "tier", "hardware")
 
 LEADERBOARD_KEYS = (
-    "model", "variant", "framework", "tier", "hardware", "metric_name", "direction", "claim_value",
-    "claim_source", "band_low", "band_high", "mean", "std", "seeds", "delta", "delta_pct", "verdict",
-    "failure_stage", "failure_impact", "accelerator_hours", "cost", "wall_s", "time_to_quality_s",
-    "lost_s", "early_abort_saved_cost", "previous_suite_id", "previous_mean", "previous_verdict", "trend",
+    "model", "variant", "framework", "tier", "hardware", "metric_name", "direction", "target_kind",
+    "target_label", "target_value", "target_source", "band_low", "band_high", "mean", "std", "seeds", "delta",
+    "delta_pct", "verdict", "failure_stage", "failure_impact", "accelerator_hours", "cost", "wall_s",
+    "time_to_quality_s", "lost_s", "early_abort_saved_cost", "previous_suite_id", "previous_mean",
+    "previous_verdict", "trend",
 )
 
 
@@ -87,16 +90,18 @@ def _previous(history: list[dict[str, Any]], suite_id: str) -> dict[tuple, dict[
     return previous
 
 
-def _claim_columns(group: dict[str, Any]) -> dict[str, Any]:
-    """Claim (or reference) value, source, band and direction, plus the delta of the mean to it."""
+def _target_columns(group: dict[str, Any]) -> dict[str, Any]:
+    """What the group is compared with (claim, reference or nothing: kind and display label),
+    its value, source, band and direction, plus the delta of the mean to it."""
     target = group.get("compared_with") or {}
-    claim, mean = target.get("value"), group.get("mean")
-    delta = None if claim is None or mean is None else mean - claim
+    value, mean = target.get("value"), group.get("mean")
+    delta = None if value is None or mean is None else mean - value
     return {
         "metric_name": group.get("metric_name") or target.get("metric"), "direction": target.get("direction"),
-        "claim_value": claim, "claim_source": target.get("source"),
+        "target_kind": target.get("kind"), "target_label": target_label(target.get("kind")),
+        "target_value": value, "target_source": target.get("source"),
         "band_low": target.get("low"), "band_high": target.get("high"), "delta": delta,
-        "delta_pct": None if delta is None or not claim else 100.0 * delta / claim,
+        "delta_pct": None if delta is None or not value else 100.0 * delta / value,
     }
 
 
@@ -121,7 +126,7 @@ def leaderboard_rows(store: Any, suite_id: str) -> list[dict[str, Any]]:
         before = previous.get(group_key(group)) or {}
         mean, before_mean = group.get("mean"), before.get("mean")
         row = {c: group[c] for c in GROUP_COLUMNS}
-        row.update(_claim_columns(group))
+        row.update(_target_columns(group))
         row.update(mean=mean, std=group.get("std"), seeds=list(group.get("seeds") or []),
                    verdict=group["verdict"], failure_stage=group.get("failure_stage"),
                    failure_impact=group.get("failure_impact"), **job_costs(jobs),
@@ -138,7 +143,8 @@ def _per_pass(cost: float, passes: int) -> Optional[float]:
 
 def cost_summary(store: Any, suite_id: str) -> dict[str, Any]:
     """A suite's cost view: accelerator-hours, cost, cost saved by early aborts, time lost to
-    restarts, the number of PASS groups and the cost per PASS (None when nothing passed).
+    restarts, the number of PASS groups and the cost per PASS (None when nothing passed), and the
+    number of MEASURED groups (nothing to compare with), which never count as a PASS.
 
     Raises:
         UnknownSuite: the store has no suite ``suite_id``.
@@ -148,8 +154,9 @@ def cost_summary(store: Any, suite_id: str) -> dict[str, Any]:
     groups = store.groups(suite_id)
     totals = job_costs(jobs)
     passes = sum(1 for g in groups if g["verdict"] == PASS)
-    return {"suite_id": suite_id, "jobs": len(jobs), "groups": len(groups), "passes": passes, **totals,
-            "cost_per_pass": _per_pass(totals["cost"], passes)}
+    measured = sum(1 for g in groups if g["verdict"] == MEASURED)
+    return {"suite_id": suite_id, "jobs": len(jobs), "groups": len(groups), "passes": passes,
+            "measured": measured, **totals, "cost_per_pass": _per_pass(totals["cost"], passes)}
 
 
 def model_costs(store: Any, suite_id: Optional[str] = None) -> list[dict[str, Any]]:

@@ -26,6 +26,10 @@ def config_hash(cfg: DictConfig) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in _PLACEMENT_KEYS:
         data.pop(key, None)
+    # An injected defect (``defect``) is hashed: an injected job never passes for a real one. No
+    # defect hashes as the key's absence, so clean jobs keep the hashes they had before the key.
+    if data.get("defect") is None:
+        data.pop("defect", None)
     tier = data["model"]["tiers"][data["tier"]["name"]]
     dataset = dict(data["datasets"][tier["data"]])
     dataset.pop("root", None)
@@ -38,7 +42,9 @@ def make_spec(cfg: DictConfig, suite_id: Optional[str]) -> JobSpec:
     digest = config_hash(cfg)
     key = json.dumps([suite_id, cfg.model.name, variant, framework, cfg.tier.name, cfg.hardware.name,
                       int(cfg.seed), digest])
-    job_id = f"{cfg.model.name}-{cfg.tier.name}-s{cfg.seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    injected = f"-{cfg.defect}" if cfg.get("defect") else ""   # an injected job says so in its id
+    digest_id = hashlib.sha1(key.encode()).hexdigest()[:10]
+    job_id = f"{cfg.model.name}-{cfg.tier.name}-s{cfg.seed}{injected}-{digest_id}"
     return JobSpec(job_id=job_id, suite_id=suite_id, model=cfg.model.name, variant=variant, framework=framework,
                    tier=cfg.tier.name, hardware=cfg.hardware.name, seed=int(cfg.seed),
                    # Recorded (store, Ray, W&B) without credentials; the worker reads no store or

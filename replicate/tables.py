@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from replicate.defects import defect_of
 from replicate.formatting import duration as _duration, money
+from replicate.jobs import MEASURED, PASS
+from replicate.verdict import target_label
 
-_COLOURS = {"PASS": "green", "BELOW": "red", "ABOVE": "yellow", "EARLY_ABORT": "magenta", "ERROR": "red", "INFRA": "blue"}
+# MEASURED (nothing to compare with) is neutral grey: neither a PASS's green nor a failure's red.
+_COLOURS = {"PASS": "green", "MEASURED": "grey70", "BELOW": "red", "ABOVE": "yellow", "EARLY_ABORT": "magenta",
+            "ERROR": "red", "INFRA": "blue"}
 
 
 def _console() -> Console:
@@ -20,23 +26,29 @@ def _fmt(value: Optional[float], digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
-def _reference(row: dict[str, Any]) -> str:
+def _compared_with(row: dict[str, Any]) -> str:
+    """The target's value and band, labelled claim or reference (this implementation)."""
     target = row.get("compared_with") or {}
     if target.get("value") is None:
-        return "-"
-    return f"{_fmt(target['value'])} [{_fmt(target['low'])}, {_fmt(target['high'])}] ({target['kind']})"
+        return target_label(target.get("kind"))
+    band = f"[{_fmt(target['low'])}, {_fmt(target['high'])}]"
+    return escape(f"{target_label(target['kind'])}: {_fmt(target['value'])} {band}")
 
 
 def _model_label(row: dict[str, Any]) -> str:
-    """The model, with its framework when it is not the default one (yolov3 runs in both)."""
+    """The model, with its framework when it is not the default one (yolov3 runs in both), and
+    the defect injected into the job, if any (``replicate selftest``): it is no real result."""
     framework = row.get("framework")
-    return row["model"] if framework in (None, "torch") else f"{row['model']} ({framework})"
+    label = row["model"] if framework in (None, "torch") else f"{row['model']} ({framework})"
+    defect = defect_of(row)
+    return label if defect is None else f"{label} (defect {defect})"
 
 
 def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
     """One line per job: verdict, metric vs reference band, time, cost, failure class."""
     table = Table(title=title)
-    for col in ("model", "tier", "hardware", "seed", "verdict", "metric", "value", "reference [band]",
+    # escape: rich would take "[band]" for a markup tag and drop it from the header.
+    for col in ("model", "tier", "hardware", "seed", "verdict", "metric", "value", escape("compared with [band]"),
                 "time", "cost", "failure"):
         table.add_column(col)
     for row in rows:
@@ -44,11 +56,11 @@ def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
         failure = f"{row['failure_stage']} / {row['failure_impact']}" if row.get("failure_stage") else ""
         table.add_row(_model_label(row), row["tier"], row["hardware"], str(row["seed"]),
                       f"[{_COLOURS.get(verdict, 'white')}]{verdict}[/]", row.get("metric_name") or "-",
-                      _fmt(row.get("metric_value")), _reference(row), _duration(row.get("wall_s")),
+                      _fmt(row.get("metric_value")), _compared_with(row), _duration(row.get("wall_s")),
                       money(row.get("cost")), failure)
     _console().print(table)
     for row in rows:
-        if row.get("failure_message") and row["verdict"] != "PASS":
+        if row.get("failure_message") and row["verdict"] != PASS:
             _console().print(f"  {_model_label(row)} s{row['seed']}: {row['failure_message']}", markup=False)
 
 
@@ -64,6 +76,15 @@ def print_groups(groups: list[dict[str, Any]]) -> None:
                       f"[{_COLOURS.get(g['verdict'], 'white')}]{g['verdict']}[/]", _fmt(g["mean"]), _fmt(g["std"]),
                       g.get("noise_note") or "")
     _console().print(table)
+
+
+def verdict_summary(counts: dict[str, int], unit: str) -> str:
+    """One line counting the verdicts (``replicate.jobs.verdict_counts``), PASS and MEASURED apart,
+    e.g. ``verdicts (3 model groups): 2 PASS, 1 MEASURED (nothing to compare with)``."""
+    total = sum(counts.values())
+    parts = [f"{n} {verdict}" + (f" ({target_label('none')})" if verdict == MEASURED else "")
+             for verdict, n in counts.items()]
+    return f"verdicts ({total} {unit}{'' if total == 1 else 's'}): {', '.join(parts) or 'none'}"
 
 
 def print_models(rows: list[dict[str, Any]]) -> None:

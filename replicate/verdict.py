@@ -1,6 +1,7 @@
 """Verdicts: measured metric vs the claim or reference, a two-sided tolerance band, seeds.
 
-Far above the band is flagged too: a wrong split or a train/val leak looks like that.
+Far above the band is flagged too: a wrong split or a train/val leak looks like that. A job with
+nothing to compare with is MEASURED, never PASS: a verdict that cannot fail is no verdict.
 """
 
 from __future__ import annotations
@@ -11,7 +12,22 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, PASS, Failure, JobResult
+from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, PASS, Failure, JobResult
+
+# What people read for each target kind. A smoke reference is a measurement of this very
+# implementation, not anyone's claim: calling it a claim would overstate what a PASS proves.
+TARGET_LABELS = {
+    "claim": "claim (paper/zoo)",
+    "reference": "reference (this implementation)",
+    "reference_curve": "reference (this implementation)",
+    "none": "nothing to compare with",
+}
+
+
+def target_label(kind: Optional[str]) -> str:
+    """The display label of a target kind (``Target.kind``, or ``compared_with["kind"]`` of a
+    stored row); the one place every table, the report and W&B take it from."""
+    return TARGET_LABELS.get(kind or "none", str(kind))
 
 
 @dataclass
@@ -48,14 +64,20 @@ class Target:
 
 
 def target_for(cfg: DictConfig, variant: str) -> Target:
-    """The comparison target of a job: the tier says claim, reference or reference curve."""
+    """The comparison target of a job: the tier says claim, reference or reference curve.
+
+    A reference's band is the prediction interval of its calibration draws (``reference_band``);
+    a claim's band is the lab's tolerance around the published number.
+    """
     tier = cfg.model.tiers[cfg.tier.name]
     kind = cfg.tier.compare_with
     if kind in ("reference", "reference_curve"):
         ref = tier.reference
-        value = ref.value if kind == "reference" else ref.curve[str(cfg.tier.schedule_fraction)]
-        return Target(kind, ref.metric, float(value), float(ref.tolerance), "relative", ref.direction,
-                      ref.source, split=tier.eval_split, spread=float(ref.spread))
+        point = "final" if kind == "reference" else str(cfg.tier.schedule_fraction)
+        mean, std = reference_point(ref, point)
+        low, high = reference_band(mean, std, reference_draws(ref), final_false_alarm(cfg))
+        return Target(kind, ref.metric, mean, high - mean, "absolute", ref.direction,
+                      ref.source, split=tier.eval_split, spread=std)
     if kind == "claim":
         claim = select_claim(cfg, variant, tier.claim_split)
         return Target("claim", claim.metric, float(claim.value), float(claim.tolerance), claim.tolerance_kind,
@@ -63,6 +85,76 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
     primary = next(c for c in cfg.model.claims if c.primary)
     return Target("none", primary.metric if tier.reference is None else tier.reference.metric, None, 0.0,
                   "relative", primary.direction, "calibration run: nothing to compare with")
+
+
+# ----------------------------------------------------------------- bands from calibration draws
+# The false-alarm budget of one job (tier.false_alarm) is split evenly between the early check
+# (one-sided: it only aborts low) and the final band (two-sided), so a healthy job is flagged by
+# either with probability at most tier.false_alarm.
+MIN_HALF_WIDTH = 0.01   # relative to the mean: a band never narrower than 1%, however tight the draws
+
+
+def false_alarm_split(total: float, *, early_enabled: bool) -> tuple[float, float]:
+    """(early check, final band) shares of a job's false-alarm budget."""
+    return (total / 2, total / 2) if early_enabled else (0.0, total)
+
+
+def final_false_alarm(cfg: DictConfig) -> float:
+    return false_alarm_split(cfg.tier.false_alarm, early_enabled=cfg.tier.early_check.enabled)[1]
+
+
+# The early check judges two things, each with half of its share: the metric against its floor,
+# and the training loss against its two-sided band (a loss far from every healthy draw, higher or
+# lower, says the training differs: a learning rate, a loss weight, a dropped term, bad targets).
+EARLY_CHECKS = 2
+
+
+def early_check_alarm(total: float) -> float:
+    """The share of a job's budget ``total`` for each of the early check's two tests."""
+    return false_alarm_split(total, early_enabled=True)[0] / EARLY_CHECKS
+
+
+def early_false_alarm(cfg: DictConfig) -> float:
+    return early_check_alarm(cfg.tier.false_alarm)
+
+
+def reference_draws(ref: Any) -> int:
+    """How many calibration draws the reference's mean and spread come from."""
+    return max(len(ref.draws), len(ref.seeds))
+
+
+def reference_point(ref: Any, point: str) -> tuple[float, float]:
+    """(mean, std) of the reference at ``point``: "final" or a fraction of the schedule ("0.25")."""
+    if point == "final":
+        return float(ref.value), float(ref.spread)
+    return float(ref.curve[point]), float(ref.curve_spread.get(point, 0.0))
+
+
+def prediction_half_width(std: float, n: int, false_alarm: float, *, sides: int = 2) -> float:
+    """Half-width of a normal prediction interval for ONE new draw, from ``n`` past draws.
+
+    t quantile (Student, n - 1 degrees of freedom) x std x sqrt(1 + 1/n): a new draw falls outside
+    with probability ``false_alarm`` when draws are normal (the band is not the mean's
+    confidence interval, which would shrink with n and flag healthy runs).
+    """
+    from scipy.stats import t
+
+    if n < 2:
+        raise ValueError(f"a prediction interval needs at least 2 draws, got {n}")
+    quantile = t.ppf(1 - false_alarm / sides, n - 1)
+    return float(quantile * std * (1 + 1 / n) ** 0.5)
+
+
+def reference_band(mean: float, std: float, n: int, false_alarm: float) -> tuple[float, float]:
+    """The two-sided band a new draw of a healthy implementation falls in (1 - false_alarm)."""
+    half = max(prediction_half_width(std, n, false_alarm), MIN_HALF_WIDTH * abs(mean))
+    return mean - half, mean + half
+
+
+def early_threshold(mean: float, std: float, n: int, false_alarm: float, direction: str) -> float:
+    """The 25% check's abort line: a one-sided prediction bound on the worse side of the curve."""
+    half = max(prediction_half_width(std, n, false_alarm, sides=1), MIN_HALF_WIDTH * abs(mean))
+    return mean - half if direction == "higher" else mean + half
 
 
 def select_claim(cfg: DictConfig, variant: str, split: str):
@@ -76,21 +168,47 @@ def select_claim(cfg: DictConfig, variant: str, split: str):
     return next((c for c in claims if c.primary), claims[0])
 
 
-def early_reference(cfg: DictConfig) -> Optional[float]:
-    """The reference curve's value at the early-check fraction, if the tier has one."""
+def early_reference(cfg: DictConfig) -> Optional[tuple[float, float]]:
+    """(reference curve value, abort threshold) at the early-check fraction, if the tier has one.
+
+    With the curve's measured spread the threshold is a prediction bound (``early_threshold``);
+    a curve point without one (e.g. transcribed from a paper) falls back to the relative
+    ``tier.early_check.tolerance``.
+    """
     tier = cfg.model.tiers[cfg.tier.name]
     early = cfg.tier.early_check
     if not early.enabled or tier.reference is None or cfg.tier.compare_with == "none":
         return None
-    value = tier.reference.curve.get(str(early.fraction))
-    return None if value is None else float(value)
+    point = str(early.fraction)
+    if point not in tier.reference.curve:
+        return None
+    mean, std = reference_point(tier.reference, point)
+    direction = tier.reference.direction
+    if point in tier.reference.curve_spread and reference_draws(tier.reference) >= 2:
+        return mean, early_threshold(mean, std, reference_draws(tier.reference), early_false_alarm(cfg), direction)
+    tol = early.tolerance
+    return mean, (mean * (1 - tol) if direction == "higher" else mean * (1 + tol))
+
+
+def early_loss_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
+    """The band of the training loss at the early check, from the draws' ``early_loss_draws``."""
+    tier = cfg.model.tiers[cfg.tier.name]
+    if not cfg.tier.early_check.enabled or tier.reference is None or cfg.tier.compare_with == "none":
+        return None
+    losses = [float(v) for v in tier.reference.early_loss_draws]
+    if len(losses) < 2:
+        return None
+    return reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses), early_false_alarm(cfg))
 
 
 def judge_value(value: Optional[float], target: Target) -> tuple[str, Optional[Failure]]:
-    """PASS inside the band; BELOW or ABOVE outside, with the failure they imply."""
+    """PASS inside the band; BELOW or ABOVE outside, with the failure they imply; MEASURED when
+    the target has no value (nothing to compare with), whatever the metric."""
     if value is None:
         return ERROR, Failure("evaluation", "incorrect functionality", f"metric {target.metric!r} was not produced")
-    if target.value is None or target.contains(value):
+    if target.value is None:
+        return MEASURED, None
+    if target.contains(value):
         return PASS, None
     worse_side = BELOW if target.direction == "higher" else ABOVE
     outcome = BELOW if value < target.low else ABOVE
@@ -110,13 +228,21 @@ def judge_job(result: JobResult, target: Target) -> tuple[str, Optional[Failure]
     if result.failure is not None:
         return ERROR, result.failure
     if result.early_check.get("aborted"):
-        check = result.early_check
-        return EARLY_ABORT, Failure(
-            "training", "accuracy below expectations",
-            f"{target.metric} {check['metric']:.4g} at {check['fraction']:.0%} of the schedule is "
+        return EARLY_ABORT, Failure("training", "accuracy below expectations", early_abort_message(result.early_check,
+                                                                                                  target))
+    return judge_value(result.metrics.get(target.metric), target)
+
+
+def early_abort_message(check: dict[str, Any], target: Target) -> str:
+    """Why the 25% check stopped the run: the metric under its floor, or the loss off its band."""
+    at = f"at {check['fraction']:.0%} of the schedule"
+    if check.get("reason") == "loss":
+        low, high = check["loss_band"]
+        return (f"training loss {check['train_loss']:.4g} {at} is outside [{low:.4g}, {high:.4g}] "
+                f"(the band of the calibration draws' loss)")
+    return (f"{target.metric} {check['metric']:.4g} {at} is "
             f"{'below' if target.direction == 'higher' else 'above'} {check['threshold']:.4g} "
             f"(reference curve {check['reference']:.4g})")
-    return judge_value(result.metrics.get(target.metric), target)
 
 
 @dataclass

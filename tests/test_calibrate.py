@@ -1,12 +1,14 @@
-"""`replicate calibrate`: measured reference blocks and where they belong."""
+"""`replicate calibrate`: draws over seeds x numeric variants, each in its own process, recorded as
+they finish; the measured block and where it belongs."""
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
 
-from replicate.calibrate import calibrate, record_location
+from replicate.calibrate import calibrate, plan_draws, record_location
 from replicate.cli import main
 
 
@@ -20,16 +22,52 @@ def test_the_block_is_recorded_under_the_framework_it_was_measured_on(overrides,
     assert record_location(overrides) == location
 
 
-def test_calibrate_measures_every_seed_and_derives_the_band(results_dir, tiny):
-    overrides = ["model=yolov4", "scheduler=inline", f"results_dir={results_dir}", *tiny]
-    block = calibrate(overrides, [0, 1], echo=lambda line: None)
-    finals = [float(v) for v in block["source"].rsplit("per seed: ", 1)[1].split(", ")]
-    assert block["seeds"] == [0, 1] and len(finals) == 2
-    assert block["value"] == pytest.approx(statistics.fmean(finals), abs=1e-3)
-    assert block["spread"] == pytest.approx(statistics.stdev(finals), abs=1e-3)
-    assert 0 < block["tolerance"] <= 0.5 and "0.25" in block["curve"]
+def test_each_draw_runs_under_its_numeric_variant_and_is_recorded(results_dir, tiny):
+    overrides = ["model=yolov4", f"results_dir={results_dir}", *tiny]
+    draws = plan_draws([0], ["default", "avx2"], [1, 2])
+    block = calibrate(overrides, draws, cpus=2, echo=lambda line: None)
+    record = json.loads((results_dir / "calibration" / "yolov4-torch.json").read_text())
+    ran = record["draws"]
+    # the child processes really ran the kernels asked for, with the thread count asked for
+    assert ran["s0/default/t1"]["cpu_capability"] == "DEFAULT" and ran["s0/default/t1"]["num_threads"] == 1
+    assert ran["s0/avx2/t2"]["cpu_capability"] == "AVX2" and ran["s0/avx2/t2"]["num_threads"] == 2
+    finals = [ran[d.label]["final"] for d in draws]
+    assert block["draws"] == pytest.approx(finals, rel=1e-4) and block["labels"] == [d.label for d in draws]
+    assert block["value"] == pytest.approx(statistics.fmean(finals), rel=1e-4)
+    assert len(block["early_draws"]) == 2 and "0.25" in block["curve"] and "0.25" in block["curve_spread"]
+    # a second call finds every draw recorded and runs nothing
+    lines: list[str] = []
+    again = calibrate(overrides, draws, cpus=2, echo=lines.append)
+    assert again["draws"] == block["draws"] and "2 already recorded" in lines[1] and "running 0" in lines[1]
 
 
-def test_seeds_that_are_not_integers_exit_2_naming_the_flag(capsys):
-    assert main(["calibrate", "model=yolov4", "--seeds", "0,x"]) == 2
-    assert "--seeds" in capsys.readouterr().err
+@pytest.mark.parametrize("flag, value", [("--seeds", "0,x"), ("--threads", "0"), ("--threads", "a"),
+                                         ("--variants", "avx9000")])
+def test_bad_flags_exit_2_naming_the_flag(capsys, flag, value):
+    assert main(["calibrate", "model=yolov4", flag, value]) == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_draws_run_side_by_side_only_while_their_threads_fit():
+    import threading
+    import time
+
+    from replicate.calibrate import Draw, run_within_cpus
+
+    busy, peak, lock = [0], [0], threading.Lock()
+
+    def run(draw: Draw) -> dict:
+        with lock:
+            busy[0] += draw.threads
+            peak[0] = max(peak[0], busy[0])
+        time.sleep(0.05)
+        with lock:
+            busy[0] -= draw.threads
+        return {"final": float(draw.seed)}
+
+    draws = plan_draws([0, 1, 2], ["default", "avx2"], [1, 2])
+    done: list[str] = []
+    run_within_cpus(draws, run, 2, lambda d, m: done.append(d.label))
+    assert sorted(done) == sorted(d.label for d in draws)
+    assert peak[0] == 2   # two 1-thread draws together, a 2-thread draw alone, never more
+    run_within_cpus([Draw(0, "default", 4)], run, 2, lambda d, m: done.append(d.label))  # wider than the budget: alone

@@ -55,14 +55,58 @@ def test_run_then_history_shows_the_job(results_dir, shapes_root, tiny, capsys):
     common = [f"results_dir={results_dir}", f"datasets.shapes.root={shapes_root}", *tiny]
     code = main(["run", "model=faster_rcnn", "scheduler=inline", "tier.compare_with=none", "--json", *common])
     run = json.loads(capsys.readouterr().out)
-    assert code == 0
+    # Nothing to compare with: MEASURED, which is not a PASS, so the run does not exit 0.
+    assert code == 1 and run["verdicts"] == {"MEASURED": 1}
     (job,) = run["jobs"]
-    assert job["steps_done"] == 4 and job["verdict"] == "PASS"
+    assert job["steps_done"] == 4 and job["verdict"] == "MEASURED" and job["failure_stage"] is None
     assert job["environment"]["torch"] and job["environment"]["config_hash"] == job["config_hash"]
     assert job["train_s"] > 0 and job["wall_s"] >= job["train_s"] + job["eval_s"]
     assert main(["history", "model=faster_rcnn", "--json", *common]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["job_id"] for r in rows] == [job["job_id"]]
+
+
+REFERENCE = {"kind": "reference", "value": 12.0, "low": 9.0, "high": 15.0}
+NOTHING = {"kind": "none", "value": None, "low": None, "high": None}
+
+
+def _suite_result(*verdicts: str):
+    """A finished suite of one single-seed group per verdict (a MEASURED one had nothing to compare with)."""
+    from replicate.harness import SuiteResult
+
+    rows = [{"model": f"m{i}", "framework": "torch", "tier": "smoke", "hardware": "cpu", "seed": 0, "seeds": [0],
+             "verdict": v, "metric_name": "bbox_AP", "metric_value": 12.0, "mean": 12.0, "std": None,
+             "compared_with": NOTHING if v == "MEASURED" else REFERENCE, "wall_s": 1.0, "cost": 0.0}
+            for i, v in enumerate(verdicts)]
+    return SuiteResult("night", jobs=rows, groups=[dict(r) for r in rows])
+
+
+@pytest.mark.parametrize("verdicts, code, line", [
+    (("PASS", "PASS"), 0, "verdicts (2 model groups): 2 PASS"),
+    (("PASS", "MEASURED"), 1, "verdicts (2 model groups): 1 PASS, 1 MEASURED (nothing to compare with)"),
+    (("MEASURED",), 1, "verdicts (1 model group): 1 MEASURED (nothing to compare with)"),
+    (("PASS", "MEASURED", "BELOW"), 1, "verdicts (3 model groups): 1 PASS, 1 MEASURED (nothing to compare with), "
+                                       "1 BELOW"),
+])
+def test_suite_exits_0_only_when_every_verdict_is_pass_and_counts_measured_apart(verdicts, code, line, monkeypatch,
+                                                                                 capsys):
+    import replicate.harness
+
+    monkeypatch.setattr(replicate.harness, "run_suite", lambda overrides, echo: _suite_result(*verdicts))
+    assert main(["suite", "suite=smoke"]) == code
+    out = capsys.readouterr().out
+    assert line in out.splitlines()
+    # The jobs table names what each row is compared with; a smoke reference is never a "claim".
+    assert "compared with [band]" in out and "claim" not in out
+    assert ("reference (this implementation)" in out) == (verdicts.count("MEASURED") < len(verdicts))
+    assert ("MEASURED" in out) == ("MEASURED" in verdicts)
+    assert _suite_result(*verdicts).all_pass == (code == 0)
+    # --allow-fail keeps its meaning: 0 whenever the suite completed, whatever the verdicts.
+    assert main(["suite", "suite=smoke", "--allow-fail"]) == 0
+    capsys.readouterr()
+    assert main(["suite", "suite=smoke", "--json"]) == code
+    counts = json.loads(capsys.readouterr().out)["verdicts"]
+    assert counts == {v: verdicts.count(v) for v in verdicts} and sum(counts.values()) == len(verdicts)
 
 
 def test_missing_real_dataset_exits_2_naming_the_path(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Failure classes (design.md, "Failure classes"): a mis-classification is a defect."""
+"""Failure classes (docs/architecture.md, "Failure classes"): a mis-classification is a defect."""
 
 from __future__ import annotations
 

@@ -97,6 +97,17 @@ def test_a_regression_is_a_pass_then_not_and_is_diffed_against_the_last_pass():
     assert find_regressions([_group("n1", 10.0, "BELOW"), _group("n2", 9.0, "BELOW")], "n2") == []
 
 
+def test_measured_is_neither_a_pass_baseline_nor_a_regression():
+    # MEASURED (nothing to compare with) proves nothing: a BELOW after it is no regression...
+    measured_then_below = [_group("n1", 20.0, "MEASURED"), _group("n2", 12.0, "BELOW")]
+    assert find_regressions(measured_then_below, "n2") == []
+    # ... a MEASURED night after a PASS is not one either ...
+    assert find_regressions([_group("n1", 20.0), _group("n2", 5.0, "MEASURED")], "n2") == []
+    # ... and a MEASURED night between a PASS and a BELOW leaves the PASS as the baseline, newly broken.
+    (reg,) = find_regressions([_group("n1", 20.0), _group("n2", 5.0, "MEASURED"), _group("n3", 12.0, "BELOW")], "n3")
+    assert (reg.last_pass_suite_id, reg.newly) == ("n1", True)
+
+
 def test_model_history_marks_regressions_per_suite():
     groups = [_group("n1", 20.0), _group("n2", 12.0, "BELOW")]
     rows = model_history(groups, [_job("n1"), _job("n2", environment={"ray": "2.61.0"})])

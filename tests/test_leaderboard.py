@@ -72,7 +72,8 @@ def test_rows_have_exactly_the_leaderboard_keys_and_sum_the_group_jobs(store):
     assert all(list(r) == list(LEADERBOARD_KEYS) for r in rows.values())
     yolo = rows["yolov3"]
     assert yolo["seeds"] == [0, 1] and yolo["std"] == pytest.approx(0.0141)
-    assert yolo["claim_value"] == 0.40 and yolo["claim_source"] == "paper, Table 1"
+    assert yolo["target_value"] == 0.40 and yolo["target_source"] == "paper, Table 1"
+    assert (yolo["target_kind"], yolo["target_label"]) == ("claim", "claim (paper/zoo)")
     assert (yolo["band_low"], yolo["band_high"], yolo["direction"]) == (0.392, 0.408, "higher")
     assert yolo["cost"] == pytest.approx(4.0) and yolo["accelerator_hours"] == pytest.approx(1.0)
     assert yolo["wall_s"] == pytest.approx(200.0) and yolo["lost_s"] == pytest.approx(30.0)
@@ -122,3 +123,29 @@ def test_unknown_suite_is_user_input_naming_it(store):
     assert err.value.exit_code == 2
     with pytest.raises(UnknownSuite):
         cost_summary(store, "nope")
+
+
+REFERENCE = {"kind": "reference", "metric": "bbox_AP", "value": 12.0, "tolerance": 0.2, "tolerance_kind": "relative",
+             "direction": "higher", "source": "measured: replicate calibrate", "split": "val", "spread": 0.5,
+             "low": 9.6, "high": 14.4}
+NOTHING = {"kind": "none", "metric": "bbox_AP", "value": None, "tolerance": 0.0, "tolerance_kind": "relative",
+           "direction": "higher", "source": "calibration run: nothing to compare with", "split": None,
+           "spread": None, "low": None, "high": None}
+
+
+def test_smoke_reference_rows_are_labelled_reference_and_measured_is_no_pass(tmp_path):
+    with ResultStore(f"sqlite:///{tmp_path / 'zoo.db'}") as store:
+        _suite(store, "night", 0,
+               [_job("night", "yolov4", 0, value=12.0, compared_with=REFERENCE),
+                _job("night", "pix2pix", 0, verdict="MEASURED", value=0.04, compared_with=NOTHING)],
+               [_group("night", "yolov4", [0], mean=12.0) | {"compared_with": REFERENCE},
+                _group("night", "pix2pix", [0], verdict="MEASURED", mean=0.04)
+                | {"compared_with": NOTHING, "failure_stage": None, "failure_impact": None}])
+        rows = {r["model"]: r for r in leaderboard_rows(store, "night")}
+        summary = cost_summary(store, "night")
+    assert rows["yolov4"]["target_label"] == "reference (this implementation)"
+    assert "claim" not in rows["yolov4"]["target_label"]
+    assert rows["pix2pix"]["target_label"] == "nothing to compare with" and rows["pix2pix"]["delta"] is None
+    # The MEASURED group is counted apart and is not a PASS: cost per PASS is over the one PASS.
+    assert (summary["passes"], summary["measured"]) == (1, 1)
+    assert summary["cost_per_pass"] == pytest.approx(4.0)

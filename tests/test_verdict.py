@@ -1,11 +1,11 @@
-"""Verdicts: two-sided band, direction, seeds, early abort, infrastructure."""
+"""Verdicts: two-sided band, direction, seeds, early abort, infrastructure, nothing to compare with."""
 
 from __future__ import annotations
 
 import pytest
 
-from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, PASS, Failure, JobResult
-from replicate.verdict import Target, judge_group, judge_job, judge_value
+from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, PASS, Failure, JobResult
+from replicate.verdict import Target, judge_group, judge_job, judge_value, target_label
 
 
 def claim(value=37.0, tolerance=0.02, kind="relative", direction="higher") -> Target:
@@ -69,3 +69,34 @@ def test_group_with_an_errored_seed_is_error():
                (1, JobResult("b", failure=Failure("data pipeline", "crash", "missing file")), ERROR)]
     group = judge_group(results, target)
     assert group.verdict == ERROR and group.failure.stage == "data pipeline"
+
+
+def nothing() -> Target:
+    """What ``tier.compare_with=none`` gives (replicate.verdict.target_for)."""
+    return Target("none", "bbox_AP", None, 0.0, "relative", "higher", "calibration run: nothing to compare with")
+
+
+@pytest.mark.parametrize("measured", [0.0, -1.0, 1e-9, 37.0, 1e9, float("inf")])
+def test_nothing_to_compare_with_is_measured_never_pass(measured):
+    assert judge_value(measured, nothing()) == (MEASURED, None)
+
+
+def test_nothing_to_compare_with_and_no_metric_is_still_an_error():
+    verdict, failure = judge_job(JobResult("j", metrics={"other": 1.0}), nothing())
+    assert verdict == ERROR and failure.impact == "incorrect functionality"
+
+
+def test_group_with_nothing_to_compare_with_is_measured():
+    results = [(s, JobResult(f"j{s}", metrics={"bbox_AP": v}), MEASURED) for s, v in enumerate([1.0, 2.0, 3.0])]
+    group = judge_group(results, nothing())
+    assert group.verdict == MEASURED and group.mean == pytest.approx(2.0) and group.failure is None
+    crashed = results[:1] + [(1, JobResult("b", failure=Failure("training", "numerical error", "nan")), ERROR)]
+    assert judge_group(crashed, nothing()).verdict == ERROR
+
+
+@pytest.mark.parametrize("kind, label", [
+    ("claim", "claim (paper/zoo)"), ("reference", "reference (this implementation)"),
+    ("reference_curve", "reference (this implementation)"), ("none", "nothing to compare with"),
+    (None, "nothing to compare with")])
+def test_target_labels_never_call_a_reference_a_claim(kind, label):
+    assert target_label(kind) == label

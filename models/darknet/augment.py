@@ -18,7 +18,7 @@ can be mapped back onto the original image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +95,12 @@ def crop_resize(image: torch.Tensor, boxes: torch.Tensor, rect: tuple[float, flo
     return out, boxes
 
 
+# How a jittered crop becomes a training image: (image, boxes xyxy, crop rect, out (h, w)) ->
+# (image, boxes). Darknet stretches the crop to the network size (crop_resize).
+Resize = Callable[[torch.Tensor, torch.Tensor, tuple[float, float, float, float], tuple[int, int]],
+                  tuple[torch.Tensor, torch.Tensor]]
+
+
 def distort_colour(image: torch.Tensor, rng: _Random, cfg: AugmentConfig) -> torch.Tensor:
     """Hue shift, saturation and exposure scaling (darknet random_distort_image)."""
     if cfg.hue > 0:
@@ -119,13 +125,13 @@ def _keep_boxes(target: dict, boxes: torch.Tensor) -> dict:
 
 
 def jitter_item(image: torch.Tensor, target: dict, out_hw: tuple[int, int], rng: _Random,
-                cfg: AugmentConfig) -> tuple[torch.Tensor, dict]:
-    """One image: jittered crop stretched to ``out_hw``, flip, colour."""
+                cfg: AugmentConfig, resize: Resize = crop_resize) -> tuple[torch.Tensor, dict]:
+    """One image: jittered crop stretched to ``out_hw`` (by ``resize``), flip, colour."""
     _, h, w = image.shape
     dw, dh = cfg.jitter * w, cfg.jitter * h
     left, right = rng.uniform(-dw, dw), rng.uniform(-dw, dw)
     top, bottom = rng.uniform(-dh, dh), rng.uniform(-dh, dh)
-    image, boxes = crop_resize(image, target["boxes"], (left, top, w - right, h - bottom), out_hw)
+    image, boxes = resize(image, target["boxes"], (left, top, w - right, h - bottom), out_hw)
     if cfg.flip and rng.uniform(0, 1) < 0.5:
         image = image.flip(-1)
         boxes = torch.stack((out_hw[1] - boxes[:, 2], boxes[:, 1], out_hw[1] - boxes[:, 0], boxes[:, 3]), 1)
@@ -133,14 +139,14 @@ def jitter_item(image: torch.Tensor, target: dict, out_hw: tuple[int, int], rng:
 
 
 def mosaic(items: list[tuple[torch.Tensor, dict]], size: int, rng: _Random,
-           cfg: AugmentConfig) -> tuple[torch.Tensor, dict]:
+           cfg: AugmentConfig, resize: Resize = crop_resize) -> tuple[torch.Tensor, dict]:
     """Four jittered images around a random cut point (YOLOv4 Sec. 3.3); target of the first."""
     cx, cy = int(rng.uniform(0.3, 0.7) * size), int(rng.uniform(0.3, 0.7) * size)
     canvas = torch.full((3, size, size), GREY)
     boxes, labels = [], []
     for (image, target), (x0, y0, x1, y1) in zip(items, [(0, 0, cx, cy), (cx, 0, size, cy),
                                                         (0, cy, cx, size), (cx, cy, size, size)]):
-        piece, t = jitter_item(image, target, (y1 - y0, x1 - x0), rng, cfg)
+        piece, t = jitter_item(image, target, (y1 - y0, x1 - x0), rng, cfg, resize)
         canvas[:, y0:y1, x0:x1] = piece
         boxes.append(t["boxes"] + torch.tensor([x0, y0, x0, y0], dtype=torch.float32))
         labels.append(t["labels"])
@@ -157,7 +163,13 @@ class YoloTrainSet(Dataset):
         size: Network input size.
         cfg: Augmentation strengths.
         seed: Seed of the augmentation draws.
+
+    Attributes:
+        resize: How a jittered crop becomes the training image (:data:`Resize`); darknet's
+            stretch by default, replaceable per dataset.
     """
+
+    resize = staticmethod(crop_resize)
 
     def __init__(self, base: Any, size: int, cfg: AugmentConfig, seed: int):
         self.base, self.size, self.cfg, self.rng = base, size, cfg, _Random(seed)
@@ -168,9 +180,9 @@ class YoloTrainSet(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         if self.cfg.mosaic > 0 and self.rng.uniform(0, 1) < self.cfg.mosaic:
             others = [self.rng.index(len(self.base)) for _ in range(3)]
-            return mosaic([self.base[i] for i in [index, *others]], self.size, self.rng, self.cfg)
+            return mosaic([self.base[i] for i in [index, *others]], self.size, self.rng, self.cfg, self.resize)
         image, target = self.base[index]
-        return jitter_item(image, target, (self.size, self.size), self.rng, self.cfg)
+        return jitter_item(image, target, (self.size, self.size), self.rng, self.cfg, self.resize)
 
 
 class ResizeForEval:

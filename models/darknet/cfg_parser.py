@@ -7,6 +7,17 @@ later section is one layer, numbered from 0; ``route``/``shortcut`` refer to lay
 index or by a negative offset from their own index. Option names, defaults and the output-shape
 rules follow AlexeyAB's ``src/parser.c`` and the ``make_*_layer`` functions.
 
+Besides the detectors' sections it reads those of darknet's classification cfgs (darknet53.cfg,
+darknet19.cfg, ...): ``[avgpool]`` (global average pool), ``[connected]`` (fully connected:
+``output``, ``activation``, optional ``batch_normalize``), ``[dropout]``, ``[softmax]`` and
+``[cost]`` (no trainable parameters). ``trainable_parameter_count`` counts what darknet
+allocates, so ``replicate darknet`` gives a backbone's size without building it.
+
+Cfg names are looked up in ``$ZOO_DARKNET_CFG_DIR`` (cfgs a lab brings), then in the cfgs this
+package carries (``models/darknet/cfg/``, written from each architecture's facts and proven equal
+to the official files by tests/models/test_darknet.py); ``resolve_cfg`` names the config key of
+a cfg it cannot find.
+
 Unknown sections and options are errors (``ConfigError`` naming ``file:line``), never silently
 ignored: an option this implementation does not honour would make the build differ from
 darknet's without notice.
@@ -16,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -62,6 +74,14 @@ LAYER_OPTIONS: dict[str, dict[str, str]] = {
     "route": {"layers": INTS, "groups": INT, "group_id": INT},
     "upsample": {"stride": INT, "scale": FLOAT},
     "maxpool": {"size": INT, "stride": INT, "stride_x": INT, "stride_y": INT, "padding": INT},
+    # Classification sections (AlexeyAB parser.c parse_avgpool/_connected/_dropout/_softmax/_cost):
+    # read for their shapes and parameter counts; no backend here builds them.
+    "avgpool": {},
+    "connected": {"output": INT, "activation": STR, "batch_normalize": INT},
+    "dropout": {"probability": FLOAT, "dropblock": INT, "dropblock_size_rel": FLOAT,
+                "dropblock_size_abs": FLOAT},
+    "softmax": {"groups": INT, "temperature": FLOAT, "spatial": FLOAT, "noloss": INT},
+    "cost": {"type": STR, "scale": FLOAT, "ratio": FLOAT, "noobject_scale": FLOAT, "thresh": FLOAT},
     # [yolo]: parsed and kept; the loss/decoder read what they implement (models/yolo_loss.py).
     "yolo": {"mask": INTS, "anchors": FLOATS, "classes": INT, "num": INT, "max": INT,
              "jitter": FLOAT, "resize": FLOAT, "random": FLOAT, "ignore_thresh": FLOAT,
@@ -73,8 +93,16 @@ LAYER_OPTIONS: dict[str, dict[str, str]] = {
              "counters_per_class": INTS, "show_details": INT},
 }
 # Darknet's alternative section names (parser.c string_to_layer_type).
-ALIASES = {"network": "net", "conv": "convolutional", "max": "maxpool"}
+ALIASES = {"network": "net", "conv": "convolutional", "max": "maxpool", "avg": "avgpool",
+           "conn": "connected", "soft": "softmax"}
 SUPPORTED_SECTIONS = ("net", *LAYER_OPTIONS)
+# Sections without trainable parameters whose output is their input (darknet copies w, h, c).
+PASS_THROUGH = ("dropout", "softmax", "cost")
+COST_TYPES = ("sse", "masked", "smooth", "L1", "seg", "wgan", "logistic")  # cost_layer.c get_cost_type
+
+# Where cfg names are looked up: the lab's directory first, so it can bring a cfg of its own.
+CFG_DIR_ENV = "ZOO_DARKNET_CFG_DIR"
+PACKAGED_CFG_DIR = Path(__file__).resolve().parent / "cfg"
 
 # Defaults of the options the graph and the loss read (AlexeyAB parser.c).
 YOLO_DEFAULTS: dict[str, Any] = {
@@ -240,6 +268,9 @@ def override_classes(sections: list[Section], classes: int, source: str) -> list
     """
     if classes < 1:
         raise ConfigError("classes", f"{classes} must be >= 1")
+    if not any(section.name == "yolo" for section in sections):
+        # a classifier's class count is its last layer's width: overriding it here would be ignored
+        raise ConfigError("classes", f"{source} has no [yolo] layer whose classes could be overridden")
     sections = copy.deepcopy(sections)
     for pos, section in enumerate(sections):
         if section.name != "yolo":
@@ -351,7 +382,38 @@ def _layer_shape(kind: str, opts: dict, index: int, shapes: list[_Shape], prev: 
         return _route_shape(opts, index, shapes, where)
     if kind == "shortcut":
         return _shortcut_shape(opts, index, shapes, prev, where)
-    return prev, [index - 1]  # yolo: passes its input through
+    if kind in ("avgpool", "connected"):
+        return _flat_shape(kind, opts, prev, where), [index - 1]
+    if kind in PASS_THROUGH:
+        _check_pass_through(kind, opts, prev, where)
+    return prev, [index - 1]  # yolo and PASS_THROUGH: pass their input through
+
+
+def _flat_shape(kind: str, opts: dict, prev: _Shape, where: str) -> _Shape:
+    """[avgpool] averages each channel over the whole map (avgpool_layer.c: out 1x1xc);
+    [connected] maps the flattened input (h*w*c) to ``output`` values (out 1x1xoutput)."""
+    stride = prev.stride * prev.height  # one cell covers the whole input
+    if kind == "avgpool":
+        return _Shape(prev.channels, 1, 1, stride)
+    output = opts.get("output", 1)
+    if output < 1:
+        raise ConfigError(where, f"[connected] output={output} must be >= 1")
+    if opts.get("activation", "logistic") not in ACTIVATIONS:
+        raise ConfigError(where, f"[connected] activation={opts['activation']!r} is not supported; "
+                                 f"supported: {', '.join(ACTIVATIONS)}")
+    return _Shape(output, 1, 1, stride)
+
+
+def _check_pass_through(kind: str, opts: dict, prev: _Shape, where: str) -> None:
+    """The values darknet would refuse (make_softmax_layer asserts inputs % groups == 0)."""
+    if kind == "dropout" and not 0 <= opts.get("probability", 0.5) < 1:
+        raise ConfigError(where, f"[dropout] probability={opts['probability']} is outside [0, 1)")
+    if kind == "softmax":
+        groups, inputs = opts.get("groups", 1), prev.channels * prev.height * prev.width
+        if groups < 1 or inputs % groups:
+            raise ConfigError(where, f"[softmax] groups={groups} must divide the {inputs} inputs")
+    if kind == "cost" and opts.get("type", "sse") not in COST_TYPES:
+        raise ConfigError(where, f"[cost] type={opts['type']!r}; supported: {', '.join(COST_TYPES)}")
 
 
 def _route_shape(opts: dict, index: int, shapes: list[_Shape], where: str) -> tuple[_Shape, list[int]]:
@@ -474,3 +536,65 @@ def layer_table(graph: DarknetGraph) -> list[dict[str, Any]]:
                      "out_size": list(layer.out_size)})
     return rows
 
+
+# ----------------------------------------------------------------- parameter count
+def input_shape(graph: DarknetGraph, index: int) -> tuple[int, int, int]:
+    """(channels, height, width) entering layer ``index`` (its predecessor's output)."""
+    if index == 0:
+        return graph.channels, graph.height, graph.width
+    prev = graph.layers[index - 1]
+    return prev.out_channels, prev.out_size[0], prev.out_size[1]
+
+
+def layer_parameters(graph: DarknetGraph, layer: Layer) -> int:
+    """Trainable parameters darknet allocates for ``layer``.
+
+    [convolutional]: filters x (channels / groups) x size^2 weights and ``filters`` biases, plus
+    ``filters`` scales with batch norm (there the biases are the norm's shift and the conv has
+    none: the torch build's conv bias or BN weight/bias, torch_backend.py). [connected]:
+    inputs x output weights, ``output`` biases, plus ``output`` scales with batch norm
+    (connected_layer.c make_connected_layer). Rolling means/variances are not trained.
+    """
+    channels, height, width = input_shape(graph, layer.index)
+    bn = bool(layer.get("batch_normalize", 0))
+    if layer.type == "convolutional":
+        size, groups = layer.get("size", 1), layer.get("groups", 1)
+        return layer.out_channels * (channels // groups) * size * size + layer.out_channels * (1 + bn)
+    if layer.type == "connected":
+        return channels * height * width * layer.out_channels + layer.out_channels * (1 + bn)
+    return 0
+
+
+def trainable_parameter_count(graph: DarknetGraph) -> int:
+    """The network's trainable parameters, counted from the cfg (no framework needed)."""
+    return sum(layer_parameters(graph, layer) for layer in graph.layers)
+
+
+# ------------------------------------------------------------------------ cfg lookup
+def cfg_search_path() -> list[Path]:
+    """Where cfg names are looked up: $ZOO_DARKNET_CFG_DIR, then the packaged models/darknet/cfg/."""
+    lab = os.environ.get(CFG_DIR_ENV)
+    return ([Path(lab)] if lab else []) + [PACKAGED_CFG_DIR]
+
+
+def find_cfg(name: str) -> Optional[Path]:
+    """The cfg file ``name`` (an absolute path, or a name in cfg_search_path()), or None."""
+    path = Path(name)
+    candidates = [path] if path.is_absolute() else [d / name for d in cfg_search_path()]
+    return next((c.resolve() for c in candidates if c.is_file()), None)
+
+
+def resolve_cfg(name: str, key: str) -> Path:
+    """find_cfg, or a ConfigError naming the config ``key`` that asked for ``name``."""
+    found = find_cfg(name)
+    if found is None:
+        where = str(Path(name).parent) if Path(name).is_absolute() else \
+            ", ".join(str(d) for d in cfg_search_path())
+        raise ConfigError(key, f"darknet cfg {name!r} not found; looked in: {where} "
+                               f"(packaged: {', '.join(packaged_cfgs())}; ${CFG_DIR_ENV} adds a directory)")
+    return found
+
+
+def packaged_cfgs() -> list[str]:
+    """Names of the cfgs this package carries."""
+    return sorted(p.name for p in PACKAGED_CFG_DIR.glob("*.cfg"))

@@ -239,7 +239,9 @@ def _make_blocks(classes: dict[str, type], graph: DarknetGraph, bn_momentum: flo
             blocks[layer.index] = classes["convolutional"](layer, in_channels, bn_momentum)
         elif layer.type in classes:
             blocks[layer.index] = classes[layer.type](layer)
-        # [yolo]: decoding lives outside the network
+        elif layer.type != "yolo":  # [yolo]: decoding lives outside the network
+            raise ConfigError(f"darknet layer {layer.index}",
+                              f"[{layer.type}] cannot be built as a detection network")
     return blocks
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replicate.errors import ConfigError
+
 from models.darknet.cfg_parser import (DARKNET_BN_EPS, DARKNET_BN_MOMENTUM, DarknetGraph, Layer, conv_padding,
                                        maxpool_geometry)
 
@@ -152,7 +154,11 @@ def _module(layer: Layer, in_channels: int, bn_momentum: float) -> nn.Module:
                                 "shortcut": Shortcut}
     if layer.type in builders:
         return builders[layer.type](layer)
-    return nn.Identity()  # [yolo]: the head's decoding lives outside the module
+    if layer.type == "yolo":
+        return nn.Identity()  # the head's decoding lives outside the module
+    # A classification layer ([avgpool], [connected], ...) is parsed and counted, never built:
+    # a pass-through in its place would silently build a different network.
+    raise ConfigError(f"darknet layer {layer.index}", f"[{layer.type}] cannot be built as a detection network")
 
 
 def build_model(graph: DarknetGraph, bn_momentum: float = DARKNET_BN_MOMENTUM) -> DarknetModel:

@@ -69,16 +69,24 @@ class RecipeConfig:
 
 @dataclass
 class ReferenceConfig:
-    """A measured result of this implementation (smoke tier) with its seed noise."""
+    """A measured result of this implementation (smoke tier): calibration draws and their spread.
+
+    The band is not stored: ``verdict.reference_band`` derives it from (value, spread, number of
+    draws) and the tier's false-alarm rate, so calibrate, the loop and the report agree.
+    """
 
     metric: str = MISSING
-    value: float = MISSING
-    spread: float = MISSING          # std over seeds
+    value: float = MISSING           # mean of the final metric over the draws
+    spread: float = MISSING          # sample std of the final metric over the draws
+    draws: list[float] = field(default_factory=list)   # final metric per draw
+    early_draws: list[float] = field(default_factory=list)  # metric at the early check, per draw
+    early_loss_draws: list[float] = field(default_factory=list)  # training loss at the early check, per draw
+    labels: list[str] = field(default_factory=list)    # per draw: seed/numeric variant/threads
     seeds: list[int] = field(default_factory=list)
-    tolerance: float = MISSING       # relative band, derived from the spread
     direction: str = "higher"
     source: str = MISSING            # command and date it was measured with
-    curve: dict[str, float] = field(default_factory=dict)  # fraction of schedule -> metric
+    curve: dict[str, float] = field(default_factory=dict)         # fraction of schedule -> mean
+    curve_spread: dict[str, float] = field(default_factory=dict)  # fraction of schedule -> std
 
 
 @dataclass
@@ -125,6 +133,13 @@ class TierConfig:
     compare_with: str = MISSING      # reference | claim | reference_curve
     schedule_fraction: float = 1.0
     early_check: EarlyCheckConfig = field(default_factory=EarlyCheckConfig)
+    # Chance that a healthy job is flagged (early check + final band together) when compared
+    # with a calibrated reference; 0.004 keeps a nightly 8-job smoke suite falsely red < once a month (1 - 0.996^8 = 3.2% a night).
+    false_alarm: float = 0.004
+    # Fixed intra-op threads for every job of the tier (None: the CPUs the scheduler gives it).
+    # A smoke result must not depend on the machine's core count or on the jobs beside it.
+    num_threads: Optional[int] = None
+    deterministic: bool = False      # torch/TF deterministic algorithms where they offer them
 
 
 @dataclass
@@ -220,5 +235,6 @@ class RootConfig:
     results_dir: str = "results"
     suite_id: Optional[str] = None
     shuffle_labels: bool = False
+    defect: Optional[str] = None     # a catalogue defect injected on purpose (replicate/defects)
     device: str = "auto"
     num_threads: Optional[int] = None

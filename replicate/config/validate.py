@@ -45,8 +45,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     if missing:
         raise ConfigError(missing[0], "required value is missing")
     _validate_model(cfg)
+    _validate_darknet_cfgs(cfg)
     _select_framework_reference(cfg)
     _validate_selection(cfg)
+    _validate_defect(cfg)
     _validate_hardware(cfg)
     _validate_framework_installed(cfg)  # after the hardware: a TPU profile's refusal names the cause
     _validate_suite(cfg)
@@ -67,6 +69,20 @@ def _validate_model(cfg: DictConfig) -> None:
     _require(any(c.primary for c in model.claims), "model.claims", "one claim must be primary: true")
     for name, tier in model.tiers.items():
         _validate_model_tier(cfg, name, tier)
+
+
+def _validate_darknet_cfgs(cfg: DictConfig) -> None:
+    """Every variant's Darknet cfg must be found ($ZOO_DARKNET_CFG_DIR, then the packaged ones):
+    a missing file is the config's error, refused before scheduling, never the model's crash.
+
+    The driver looks it up for every variant, not just the chosen one: a config naming a cfg
+    that is nowhere is broken whichever tier runs it. Only looked up; the model parses it.
+    """
+    from models.darknet.cfg_parser import resolve_cfg  # no framework import
+
+    for name, variant in cfg.model.variants.items():
+        if variant.arch.get("cfg") is not None:
+            resolve_cfg(str(variant.arch.cfg), f"model.variants.{name}.arch.cfg")
 
 
 def _validate_claim(cfg: DictConfig, claim, key: str) -> None:
@@ -94,10 +110,22 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
         splits = sorted({c.split for c in cfg.model.claims})
         _one_of(tier.claim_split, splits, f"{key}.claim_split")
     if tier.reference is not None:
-        ref = tier.reference
-        _require(0 < ref.tolerance <= MAX_TOLERANCE, f"{key}.reference.tolerance",
-                 f"{ref.tolerance} is outside (0, {MAX_TOLERANCE}]")
-        _require(bool(ref.source.strip()), f"{key}.reference.source", "required: how it was measured")
+        _validate_reference(tier.reference, f"{key}.reference")
+    for framework, ref in tier.framework_references.items():
+        _validate_reference(ref, f"{key}.framework_references.{framework}")
+
+
+def _validate_reference(ref, key: str) -> None:
+    """A recorded reference needs its draws: the band is a prediction interval over them."""
+    _require(len(ref.draws) >= 2, f"{key}.draws",
+             f"{len(ref.draws)} draw(s); the band needs at least 2 (replicate calibrate records them)")
+    _require(not ref.labels or len(ref.labels) == len(ref.draws), f"{key}.labels", "one label per draw")
+    _require(not ref.early_draws or len(ref.early_draws) == len(ref.draws), f"{key}.early_draws",
+             "one early-check value per draw")
+    _require(not ref.early_loss_draws or len(ref.early_loss_draws) == len(ref.draws), f"{key}.early_loss_draws",
+             "one early-check loss per draw")
+    _require(ref.spread >= 0, f"{key}.spread", f"{ref.spread} must be >= 0")
+    _require(bool(ref.source.strip()), f"{key}.source", "required: how it was measured")
 
 
 def _validate_recipe(recipe, key: str) -> None:
@@ -130,6 +158,9 @@ def _validate_selection(cfg: DictConfig) -> None:
     early = cfg.tier.early_check
     _require(0 < early.fraction < 1, "tier.early_check.fraction", f"{early.fraction} is outside (0, 1)")
     _require(0 < early.tolerance < 1, "tier.early_check.tolerance", f"{early.tolerance} is outside (0, 1)")
+    _require(0 < cfg.tier.false_alarm < 0.5, "tier.false_alarm", f"{cfg.tier.false_alarm} is outside (0, 0.5)")
+    _require(cfg.tier.num_threads is None or cfg.tier.num_threads >= 1, "tier.num_threads",
+             f"{cfg.tier.num_threads} must be >= 1")
     key = f"model.tiers.{cfg.tier.name}"
     if cfg.tier.trains:
         _require(tier.recipe is not None, f"{key}.recipe", f"tier '{cfg.tier.name}' trains: a recipe is required")
@@ -143,6 +174,15 @@ def _validate_selection(cfg: DictConfig) -> None:
     if cfg.tier.compare_with == "claim":
         _require(tier.claim_split is not None, f"{key}.claim_split",
                  f"which claim split this tier checks; claims are on: {', '.join(sorted({c.split for c in model.claims}))}")
+
+
+def _validate_defect(cfg: DictConfig) -> None:
+    """An injected defect (``defect=NAME``) must be in the catalogue and apply to this job's
+    model and framework (replicate/defects)."""
+    if cfg.get("defect") is not None:
+        from replicate.defects import check_defect
+
+        check_defect(str(cfg.defect), cfg.model.name, chosen_framework(cfg))
 
 
 def _select_framework_reference(cfg: DictConfig) -> None:

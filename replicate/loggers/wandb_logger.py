@@ -20,17 +20,29 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from replicate.defects import defect_of
 from replicate.errors import ConfigError
+from replicate.jobs import MEASURED, PASS, verdict_counts
 from replicate.redact import REDACTED, SECRET_KEY, URL_PASSWORD, scrub  # noqa: F401 - re-exported
+from replicate.verdict import target_label
 
 MODES = ("auto", "online", "offline", "disabled")
 TABLE_KEY = "leaderboard"
 
 
 def run_name(record: dict[str, Any]) -> str:
-    """model-variant-seed, plus the framework when it is not the default torch."""
+    """model-variant-seed, plus the framework when it is not the default torch and the defect
+    injected into the job, if any (it is no real result)."""
     name = f"{record['model']}-{record['variant']}-s{record['seed']}"
-    return name if record["framework"] == "torch" else f"{name}-{record['framework']}"
+    name = name if record["framework"] == "torch" else f"{name}-{record['framework']}"
+    defect = defect_of(record)
+    return name if defect is None else f"{name}-defect-{defect}"
+
+
+def defect_tags(record: dict[str, Any]) -> list[str]:
+    """``["defect:NAME"]`` for a job with an injected defect, so W&B can filter them out."""
+    defect = defect_of(record)
+    return [] if defect is None else [f"defect:{defect}"]
 
 
 def curve_steps(curve: list[dict[str, Any]]) -> list[tuple[int, dict[str, float]]]:
@@ -45,18 +57,21 @@ def curve_steps(curve: list[dict[str, Any]]) -> list[tuple[int, dict[str, float]
 
 
 def job_summary(record: dict[str, Any]) -> dict[str, Any]:
-    """A job's W&B summary: final metrics, claim, delta to claim, verdict, failure class, times,
-    accelerator-hours, cost and the environment fingerprint, all as the store holds them."""
+    """A job's W&B summary: final metrics, what it was compared with (``target``: a claim, or a
+    reference of this implementation, named by ``target.label``), the delta to it, verdict,
+    failure class, times, accelerator-hours, cost and the environment fingerprint, all as the
+    store holds them."""
     target = record.get("compared_with") or {}
-    value, claim = record.get("metric_value"), target.get("value")
-    delta = None if value is None or claim is None else value - claim
+    value, reference = record.get("metric_value"), target.get("value")
+    delta = None if value is None or reference is None else value - reference
     return {
         **(record.get("metrics") or {}),
         "job_id": record["job_id"], "suite_id": record.get("suite_id"), "seed": record["seed"],
         "metric_name": record.get("metric_name"), "metric_value": value,
-        "claim": {k: target.get(k) for k in ("kind", "metric", "value", "source", "split", "low", "high",
-                                             "direction")},
-        "delta_to_claim": delta, "delta_pct": None if delta is None or not claim else 100.0 * delta / claim,
+        "target": {"label": target_label(target.get("kind")),
+                   **{k: target.get(k) for k in ("kind", "metric", "value", "source", "split", "low", "high",
+                                                 "direction")}},
+        "delta_to_target": delta, "delta_pct": None if delta is None or not reference else 100.0 * delta / reference,
         "verdict": record["verdict"], "failure_stage": record.get("failure_stage"),
         "failure_impact": record.get("failure_impact"), "failure_message": record.get("failure_message"),
         "times": {k: record.get(k) for k in ("setup_s", "train_s", "eval_s", "lost_s", "wall_s",
@@ -79,21 +94,32 @@ def table_cell(value: Any) -> Any:
 
 def table_columns() -> list[str]:
     """The leaderboard table's columns: every leaderboard key (the store's values), then two
-    read-only summaries for sponsors: the claim with its source and the measured mean +- spread."""
+    read-only summaries for sponsors: what the row is compared with (labelled claim or reference,
+    with its source) and the measured mean +- spread."""
     from replicate.leaderboard import LEADERBOARD_KEYS
 
-    return [*LEADERBOARD_KEYS, "claim", "measured"]
+    return [*LEADERBOARD_KEYS, "compared with", "measured"]
 
 
 def table_row(row: dict[str, Any]) -> list[Any]:
     """One leaderboard row as table cells, in :func:`table_columns` order."""
     from replicate.leaderboard import LEADERBOARD_KEYS
 
-    claim = "-" if row["claim_value"] is None else f"{row['claim_value']:.4g} ({row['claim_source']})"
+    compared = row["target_label"]
+    if row["target_value"] is not None:
+        compared += f": {row['target_value']:.4g} ({row['target_source']})"
     measured = "-" if row["mean"] is None else f"{row['mean']:.4g}"
     if row["mean"] is not None and row["std"] is not None:
         measured += f" ± {row['std']:.2g}"
-    return [*(table_cell(row[k]) for k in LEADERBOARD_KEYS), claim, measured]
+    return [*(table_cell(row[k]) for k in LEADERBOARD_KEYS), compared, measured]
+
+
+def suite_summary(suite_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The leaderboard run's summary: the suite, its model groups and their verdict counts.
+    MEASURED (nothing to compare with) is counted apart from the passes: it is never one."""
+    counts = verdict_counts(rows)
+    return {"suite_id": suite_id, "models": len(rows), "passes": counts.get(PASS, 0),
+            "measured": counts.get(MEASURED, 0), "verdicts": counts}
 
 
 class WandbLogger:
@@ -198,7 +224,7 @@ class WandbLogger:
         secrets = self._secrets()
         run = self._init(group=record.get("suite_id") or None, job_type=record["tier"], name=run_name(record),
                          config=scrub(record.get("config") or {}, secrets),
-                         tags=[record["model"], record["verdict"]])
+                         tags=[record["model"], record["verdict"], *defect_tags(record)])
 
         def log(run: Any) -> None:
             for step, values in curve_steps(record.get("curve") or []):
@@ -216,8 +242,7 @@ class WandbLogger:
         def log(run: Any) -> None:
             table = wandb.Table(columns=table_columns(), data=[table_row(row) for row in rows])
             run.log({TABLE_KEY: table})
-            run.summary.update({"suite_id": suite_id, "models": len(rows),
-                                "passes": sum(r["verdict"] == "PASS" for r in rows)})
+            run.summary.update(suite_summary(suite_id, rows))
             if report_dir is not None and Path(report_dir).is_dir():
                 artifact = wandb.Artifact(re.sub(r"[^\w.-]", "_", f"report-{suite_id}"), type="report")
                 # immutable: referenced in place under results/, not copied to a staging folder.

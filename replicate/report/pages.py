@@ -12,18 +12,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from replicate.defects import defect_of
 from replicate.formatting import duration, money
 from replicate.history import (
     Point,
     detect_drift,
     directions_of,
     find_regressions,
+    is_failure,
     key_label,
     metric_series,
     series_key,
 )
+from replicate.jobs import PASS
 from replicate.leaderboard import check_suite, cost_summary, leaderboard_rows
 from replicate.report import safe_name
+from replicate.report.power import write_power_page
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 INDEX = "index.html"
@@ -53,11 +57,13 @@ def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:
                                                                                    generated=data["generated"]),
                                             encoding="utf-8")
         pages.append(page)
+    # The selftest's "benchmark power" page, when this suite has selftest rows (replicate/report/power.py).
+    power_page = write_power_page(store, suite_id, out_dir, env, data["generated"])
     index = out_dir / INDEX
     index.write_text(env.get_template("index.html").render(
         suite_id=suite_id, suite=data["suite"], generated=data["generated"], rows=data["rows"],
         costs=data["costs"], regressions=data["regressions"], drifts=data["drifts"],
-        pages={p["model"]: p["file"] for p in pages}), encoding="utf-8")
+        pages={p["model"]: p["file"] for p in pages}, power_page=power_page), encoding="utf-8")
     return index
 
 
@@ -105,14 +111,15 @@ def _model_page(data: Mapping[str, Any], model: str, out_dir: Path) -> dict[str,
     groups = []
     jobs_by_key: dict[tuple, list] = defaultdict(list)
     for job in data["jobs"]:
-        jobs_by_key[series_key(job)].append(job)
+        if defect_of(job) is None:   # injected jobs are no group's: the power page shows them
+            jobs_by_key[series_key(job)].append(job)
     for row in (r for r in data["rows"] if r["model"] == model):
         key = series_key(row)
         slug = safe_name(key_label(key).replace("/", "-"))
         points: list[Point] = data["series"].get(key, [])
         drift = next((d for d in data["drifts"] if d.key == key), None)
         regression = next((r for r in data["regressions"] if r.key == key), None)
-        regressed = [p.suite_id for p in points if p.verdict != "PASS" and _passed_before(points, p.suite_id)]
+        regressed = [p.suite_id for p in points if is_failure(p.verdict) and _passed_before(points, p.suite_id)]
         jobs = sorted(jobs_by_key.get(key, []), key=lambda j: j["seed"])
         curve_png, trend_png = f"{slug}-curves.png", f"{slug}-trend.png"
         plots.learning_curves(out_dir / curve_png, jobs, row["metric_name"], (row["band_low"], row["band_high"]),
@@ -129,7 +136,7 @@ def _passed_before(points: Sequence[Point], suite_id: str) -> bool:
     for point in points:
         if point.suite_id == suite_id:
             return False
-        if point.verdict == "PASS":
+        if point.verdict == PASS:
             return True
     return False
 

@@ -13,8 +13,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 from replicate.history import Drift, Point
 
-VERDICT_COLOURS = {"PASS": "#1a7f37", "BELOW": "#cf222e", "ABOVE": "#bf8700", "EARLY_ABORT": "#8250df",
-                   "ERROR": "#cf222e", "INFRA": "#0969da"}
+# MEASURED (nothing to compare with) is a neutral grey: neither the green of a PASS nor a failure's red.
+VERDICT_COLOURS = {"PASS": "#1a7f37", "MEASURED": "#6e7781", "BELOW": "#cf222e", "ABOVE": "#bf8700",
+                   "EARLY_ABORT": "#8250df", "ERROR": "#cf222e", "INFRA": "#0969da"}
 BAND_COLOUR = "#2da44e"
 DPI = 100
 # At most this many suite ids label a trend's x axis: a year of nightly suites stays readable.

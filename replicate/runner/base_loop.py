@@ -39,8 +39,12 @@ class RunContext:
     metric: Optional[str] = None            # the metric the verdict uses; logged on the curve
     direction: str = "higher"
     early_reference: Optional[float] = None  # reference metric at early_fraction of the schedule
+    early_threshold: Optional[float] = None  # abort beyond this (verdict.early_reference)
+    early_loss_band: Optional[tuple[float, float]] = None  # abort outside it (verdict.early_loss_band)
     early_fraction: float = 0.25
-    early_tolerance: float = 0.5
+    # Evaluate at early_fraction even with nothing to judge (a calibration run): the curve point is
+    # recorded and the run takes exactly the path a judged run takes.
+    early_eval: bool = False
     stage: str = "environment"              # where the loop is; read by the failure classifier
 
 
@@ -169,7 +173,8 @@ class BaseLoop(abc.ABC):
 
     def wants_eval(self, early_step: int) -> bool:
         every = self.tier.recipe.eval_every
-        early = self.ctx.early_reference is not None and self.step == early_step and "step" not in self.result.early_check
+        wanted = self.ctx.early_eval or self.ctx.early_threshold is not None
+        early = wanted and self.step == early_step and "step" not in self.result.early_check
         periodic = bool(every) and self.step % every == 0 and self.step < self.steps
         return early or periodic
 
@@ -178,17 +183,30 @@ class BaseLoop(abc.ABC):
         metrics = self.evaluate(self.tier.recipe.eval_batches)
         value = metrics.get(self.ctx.metric) if self.ctx.metric else None
         self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **metrics})
-        if self.step != early_step or self.ctx.early_reference is None or value is None:
+        if self.step != early_step or value is None:
             return False
-        ref, tol = self.ctx.early_reference, self.ctx.early_tolerance
-        floor = ref * (1 - tol) if self.ctx.direction == "higher" else ref * (1 + tol)
-        below = value < floor if self.ctx.direction == "higher" else value > floor
-        per_step = self.train_s / max(1, self.step)
-        self.result.early_check = {"step": self.step, "fraction": self.ctx.early_fraction, "metric": value,
-                                   "reference": ref, "threshold": floor, "aborted": below,
-                                   "saved_train_s": per_step * (self.steps - self.step) if below else 0.0}
+        loss = self.window_loss(early_step)
+        check: dict[str, Any] = {"step": self.step, "fraction": self.ctx.early_fraction, "metric": value,
+                                 "train_loss": loss, "reference": self.ctx.early_reference,
+                                 "threshold": self.ctx.early_threshold, "loss_band": self.ctx.early_loss_band,
+                                 "aborted": False, "reason": None, "saved_train_s": 0.0}
+        floor, band = self.ctx.early_threshold, self.ctx.early_loss_band
+        if floor is not None and (value < floor if self.ctx.direction == "higher" else value > floor):
+            check["reason"] = "metric"
+        elif band is not None and loss is not None and not band[0] <= loss <= band[1]:
+            check["reason"] = "loss"
+        if check["reason"]:
+            check["aborted"] = True
+            check["saved_train_s"] = self.train_s / max(1, self.step) * (self.steps - self.step)
+        self.result.early_check = check
         ckpt.save(self.ctx.checkpoint_dir, self.state())
-        return below
+        return check["aborted"]
+
+    def window_loss(self, early_step: int) -> Optional[float]:
+        """Mean training loss over the second half of the steps before the early check: enough
+        logged steps to average out batch noise, late enough to show how training is going."""
+        values = [p["loss"] for p in self.result.curve if "loss" in p and early_step / 2 < p["step"] <= early_step]
+        return float(np.mean(values)) if values else None
 
     # ------------------------------------------------------------- checkpoint
     def state(self) -> dict[str, Any]:

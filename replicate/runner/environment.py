@@ -40,11 +40,28 @@ def _driver() -> str | None:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
-def fingerprint(*, config_hash: str, dataset_hash: str | None, device: str) -> dict[str, Any]:
-    """Versions (Python, frameworks, CUDA, cuDNN, driver, Ray), accelerator, git state, hashes."""
+# Environment variables that choose numeric kernels: another value is another numeric variant of
+# the same job (replicate calibrate draws over them), so the fingerprint records them.
+NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS")
+
+
+def numeric_variant(num_threads: int | None = None) -> dict[str, Any]:
+    """What decides a CPU job's floating-point path: the ATen kernel set that ran, threads, env."""
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "num_threads": num_threads or torch.get_num_threads(),
+            **{name.lower(): os.environ.get(name) for name in NUMERIC_ENV}}
+
+
+def fingerprint(*, config_hash: str, dataset_hash: str | None, device: str,
+                num_threads: int | None = None) -> dict[str, Any]:
+    """Versions (Python, frameworks, CUDA, cuDNN, driver, Ray), accelerator, numeric variant, git
+    state, hashes."""
     import torch
 
     env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    env.update(numeric_variant(num_threads))
     env.update({pkg: _version(pkg) for pkg in PACKAGES})
     env["cuda"] = torch.version.cuda
     env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None

@@ -37,7 +37,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
     from replicate.failures import classify
     from replicate.runner.environment import fingerprint
     from replicate.runner.torch_loop import RunContext, TorchLoop
-    from replicate.verdict import early_reference, target_for
+    from replicate.verdict import early_loss_band, early_reference, target_for
 
     began = time.perf_counter()
     result = JobResult(job_id=spec.job_id)
@@ -53,12 +53,17 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
 
         if num_threads:
             torch.set_num_threads(int(num_threads))
+        if cfg.tier.get("deterministic"):
+            # warn_only: an op without a deterministic kernel warns instead of failing the job
+            torch.use_deterministic_algorithms(True, warn_only=True)
         ctx.device = pick_device(cfg.device)
         target = target_for(cfg, spec.variant)
         ctx.metric, ctx.direction = target.metric, target.direction
-        ctx.early_reference = early_reference(cfg)
+        early = early_reference(cfg)
+        ctx.early_reference, ctx.early_threshold = early if early is not None else (None, None)
+        ctx.early_loss_band = early_loss_band(cfg)
         ctx.early_fraction = cfg.tier.early_check.fraction
-        ctx.early_tolerance = cfg.tier.early_check.tolerance
+        ctx.early_eval = bool(cfg.tier.trains and cfg.tier.early_check.enabled)
         task = build_task(spec, cfg)
         if spec.framework == "tensorflow":  # the TF twin of the task through the TF loop
             from replicate.runner.tf_loop import TfLoop
@@ -74,7 +79,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
             result.times.setup_s = time.perf_counter() - began
     result.environment = {**fingerprint(config_hash=spec.config_hash,
                                         dataset_hash=result.environment.get("dataset_hash"),
-                                        device=ctx.device), **result.environment}
+                                        device=ctx.device, num_threads=num_threads), **result.environment}
     if result.failure is None:
         ckpt.write_json(directory / ckpt.DONE, {"finished": time.time()})
     return result
@@ -83,13 +88,16 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
 def build_task(spec: JobSpec, cfg: Any):
     from models.registry import get_task_class
     from models.task import TaskContext
+    from replicate.defects import inject
 
     cls = get_task_class(spec.model)
     tier = cfg.model.tiers[cfg.tier.name]
     ctx = TaskContext(model_cfg=cfg.model, variant=spec.variant, framework=spec.framework, tier_cfg=tier,
                       data_cfg=cfg.datasets[tier.data], input_size=int(tier.input_size), seed=int(cfg.seed),
                       shuffle_labels=bool(cfg.shuffle_labels))
-    return cls(ctx)
+    # The one place a defect enters a job (``defect=NAME``; a no-op without one): the worker and
+    # ``replicate check`` both build their Task here, so a check sees what the job runs.
+    return inject(cls(ctx), cfg, spec.framework)
 
 
 def run_job_dict(spec: dict[str, Any], progress: bool = True, num_threads: int | None = None) -> dict[str, Any]:

@@ -60,6 +60,8 @@ class TfLoop(BaseLoop):
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
         self.tf.keras.utils.set_random_seed(int(self.cfg.seed))  # python, numpy and TF seeds
+        if self.cfg.tier.get("deterministic"):
+            self.tf.config.experimental.enable_op_determinism()
         self.ctx.stage = "data pipeline"
         self.dataset_hash = self.task.prepare_data()
         self.ctx.stage = "modeling"

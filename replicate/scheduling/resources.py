@@ -23,8 +23,9 @@ def ray_options(hardware: Any) -> dict[str, Any]:
 
 
 def job_threads(cfg: Any) -> int:
-    """Torch intra-op threads of a job: ``num_threads`` if set, else the CPUs its profile asks for."""
-    return int(cfg.num_threads or max(1, int(cfg.hardware.ray.num_cpus)))
+    """Intra-op threads of a job: ``num_threads`` if set on the command line, else the tier's fixed
+    count (smoke: results independent of the machine), else the CPUs its profile asks for."""
+    return int(cfg.num_threads or cfg.tier.get("num_threads") or max(1, int(cfg.hardware.ray.num_cpus)))
 
 
 def required_resources(options: dict[str, Any]) -> dict[str, float]:

@@ -15,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, make_url, select
+from sqlalchemy import Engine, create_engine, delete, make_url, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +29,7 @@ from replicate.store.tables import (
     Base,
     GroupVerdict,
     Job,
+    SelftestRow,
     Suite,
     as_utc,
     check_json,
@@ -42,6 +43,8 @@ URL_KEY = "store.url"
 
 JOB_REQUIRED = ("job_id", "model", "variant", "framework", "tier", "hardware", "seed", "verdict")
 GROUP_REQUIRED = (*GROUP_KEY, "verdict")
+SELFTEST_REQUIRED = ("role", "model", "framework")
+SELFTEST_KEY = ("role", "defect", "model", "framework")   # one row per defect (or control) and implementation
 # Kept as stored: created_at marks the first run; ``id`` is internal (groups are found by key).
 GROUP_IGNORED = ("id", "created_at")
 
@@ -216,6 +219,30 @@ class ResultStore:
             return [{**row_to_dict(group), "suite_created_at": as_utc(created).isoformat()}
                     for group, created in session.execute(query)]
 
+    # Selftest rows ----------------------------------------------------------------------------
+
+    def save_selftest(self, suite_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Save selftest rows of ``suite_id`` (one transaction); each replaces the suite's earlier
+        row of the same :data:`SELFTEST_KEY` (a re-run of some defects keeps the others' rows).
+
+        Raises:
+            ValueError: a row has a key that is not a column, lacks a required one, or has a
+                value of the wrong type.
+        """
+        values = [_selftest_values(suite_id, row) for row in rows]
+        with self._sessions.begin() as session:
+            for value in values:
+                same = [getattr(SelftestRow, k).is_(None) if value[k] is None else getattr(SelftestRow, k) == value[k]
+                        for k in SELFTEST_KEY]
+                session.execute(delete(SelftestRow).where(SelftestRow.suite_id == suite_id, *same))
+            session.add_all(SelftestRow(**v) for v in values)
+
+    def selftest_rows(self, suite_id: str) -> list[dict]:
+        """The selftest rows of ``suite_id`` in the order they were saved (empty if it has none)."""
+        query = select(SelftestRow).where(SelftestRow.suite_id == suite_id).order_by(SelftestRow.id)
+        with self._sessions() as session:
+            return [row_to_dict(row) for row in session.scalars(query)]
+
     def _write_with_retry(self, write) -> None:
         """Run ``write`` in a transaction; retry once if a concurrent writer inserted the row
         between our read and our insert (the retry then finds and updates it)."""
@@ -328,6 +355,17 @@ def _group_values(record: Mapping[str, Any]) -> dict[str, Any]:
     values["seeds"] = []
     values.update(coerce_values(record, GroupVerdict))
     _check_verdict(values["verdict"])
+    return values
+
+
+def _selftest_values(suite_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated column values of one selftest row of ``suite_id``."""
+    row = {k: v for k, v in row.items() if k not in ("id", "created_at")}
+    _check_keys(row, SelftestRow, SELFTEST_REQUIRED, "selftest")
+    values = coerce_values({**row, "suite_id": suite_id}, SelftestRow)
+    values["flagged"] = bool(values.get("flagged"))
+    values["preflight"] = values.get("preflight") or {}
+    values.setdefault("defect", None)
     return values
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
-from sqlalchemy import JSON, DateTime, Float, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deterministic constraint names: batch migrations on SQLite and drops on PostgreSQL need them.
@@ -144,8 +144,32 @@ class GroupVerdict(Base):
     failure_impact: Mapped[Optional[str]] = mapped_column(String(SHORT))
     message: Mapped[Optional[str]] = mapped_column(Text)
     compared_with: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON(none_as_null=True))
-    # Set when the tolerance is tighter than the measured seed noise (design.md, "Verdicts").
+    # Set when the tolerance is tighter than the measured seed noise (docs/architecture.md, "Verdicts").
     noise_note: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SelftestRow(Base):
+    """One row of a selftest (replicate/selftest.py): an injected defect, or a clean control, and
+    whether and where the benchmark flagged it. A selftest's rows replace its earlier ones."""
+
+    __tablename__ = "selftest_rows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    suite_id: Mapped[str] = mapped_column(String(ID), index=True)
+    role: Mapped[str] = mapped_column(String(SHORT))           # defect | control
+    defect: Mapped[Optional[str]] = mapped_column(String(ID))   # None for a control
+    model: Mapped[str] = mapped_column(String(ID))
+    framework: Mapped[str] = mapped_column(String(SHORT))
+    stage: Mapped[Optional[str]] = mapped_column(String(SHORT))
+    defect_type: Mapped[Optional[str]] = mapped_column(String(ID))
+    description: Mapped[Optional[str]] = mapped_column(Text)
+    job_id: Mapped[Optional[str]] = mapped_column(String(ID))   # None when the pre-flight caught it
+    verdict: Mapped[Optional[str]] = mapped_column(String(SHORT))
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    caught_at: Mapped[Optional[str]] = mapped_column(String(SHORT))
+    cost_share: Mapped[Optional[float]] = mapped_column(Float)
+    preflight: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)   # ok, failed checks, seconds
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

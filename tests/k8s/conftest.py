@@ -1,9 +1,11 @@
 """Fixtures of the Kubernetes tests: the chart rendered by Helm's own engine (helm-python-sdk),
 native objects checked with kubernetes-validate, KubeRay objects checked against the real CRDs.
 
-The KubeRay CRDs (v1.7.0, ../shared/reference/kuberay/) leave unknown fields open; ``strict``
-closes every object schema that lists ``properties`` (as kubeconform's converter does), unless
-it preserves unknown fields, so a misspelt key fails validation.
+The KubeRay CRDs (v1.7.0) are test-only reference data: the reference folder's ``kuberay/``
+(tests/conftest.py, ``reference``); the tests that validate against them skip when it is absent.
+They leave unknown fields open; ``strict`` closes every object schema that lists ``properties``
+(as kubeconform's converter does), unless it preserves unknown fields, so a misspelt key fails
+validation.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = ROOT.parent / "shared" / "reference"
 CHART = ROOT / "charts" / "zoo-replicate"
 KUBE_VERSION = "1.37"  # kubernetes-validate 1.37.0's newest schema set
 CRD_FILES = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml",
@@ -43,13 +44,11 @@ def strict(schema: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def crd_validator() -> Callable[[dict[str, Any]], None]:
+def crd_validator(reference: Callable[[str], Path]) -> Callable[[dict[str, Any]], None]:
     """``validate(obj)`` against the served ray.io/v1 CRD schema of ``obj['kind']``, strict."""
     import jsonschema
 
-    crds = REFERENCE / "kuberay"
-    if not crds.is_dir():
-        pytest.fail(f"KubeRay CRDs not found at {crds} (see ../shared/reference/README.md)")
+    crds = reference("kuberay")  # skips cleanly when the reference data is absent
     validators = {}
     for kind, name in CRD_FILES.items():
         # The C loader: the three CRDs are 3 MB of YAML (pure-Python loading takes ~20 s).

@@ -17,11 +17,23 @@ from replicate.errors import ConfigError
 from replicate.harness import run_one, run_suite
 from replicate.leaderboard import LEADERBOARD_KEYS, leaderboard_rows
 from replicate.loggers import make_logger
-from replicate.loggers.wandb_logger import REDACTED, WandbLogger, curve_steps, run_name, scrub, table_cell
+from replicate.loggers.wandb_logger import (
+    REDACTED,
+    WandbLogger,
+    curve_steps,
+    job_summary,
+    run_name,
+    scrub,
+    suite_summary,
+    table_cell,
+    table_columns,
+    table_row,
+)
 from replicate.store.results_store import ResultStore
 
 ENV_KEY = "env0123456789abcdef0123456789abcdef012345"      # shaped like a W&B API key
 CONFIG_KEY = "cfg0123456789abcdef0123456789abcdef012345"
+SMOKE_LABEL = "reference (this implementation)"
 # Two seeds of one model (a seed group) and one other model; inline: no Ray start needed.
 ENTRIES = ("suite.entries=[{model:faster_rcnn,tier:smoke,hardware:cpu,seeds:[0,1]},"
            "{model:yolov4,tier:smoke,hardware:cpu,seeds:[0]}]")
@@ -69,12 +81,15 @@ def test_one_offline_run_per_job_with_config_history_and_summary(suite, wandb_fi
         summary = run.summary
         assert summary["verdict"] == job["verdict"] and summary["cost"] == pytest.approx(job["cost"])
         assert summary["accelerator_hours"] == pytest.approx(job["accelerator_hours"])
-        assert summary["claim"]["value"] == job["compared_with"]["value"]
-        assert summary["claim"]["source"] == job["compared_with"]["source"]
+        assert summary["target"]["value"] == job["compared_with"]["value"]
+        assert summary["target"]["source"] == job["compared_with"]["source"]
+        # Smoke rows are compared with a reference of this implementation: never called a claim.
+        assert (summary["target"]["kind"], summary["target"]["label"]) == ("reference", SMOKE_LABEL)
+        assert "claim" not in summary and "delta_to_claim" not in summary
         assert summary["times"]["wall_s"] == pytest.approx(job["wall_s"])
         assert summary["environment"]["torch"] == job["environment"]["torch"]
         if job["metric_value"] is not None:
-            assert summary["delta_to_claim"] == pytest.approx(job["metric_value"] - job["compared_with"]["value"])
+            assert summary["delta_to_target"] == pytest.approx(job["metric_value"] - job["compared_with"]["value"])
 
 
 def test_leaderboard_table_rows_equal_the_store(suite, wandb_files):
@@ -83,13 +98,15 @@ def test_leaderboard_table_rows_equal_the_store(suite, wandb_files):
     (logged,) = [row for row in board.history if "leaderboard/path" in row]
     table = json.loads((board.files_dir / logged["leaderboard/path"]).read_text())
     keys = list(LEADERBOARD_KEYS)
-    assert table["columns"] == [*keys, "claim", "measured"]
+    assert table["columns"] == [*keys, "compared with", "measured"]
     rows = leaderboard_rows(suite["store"], "wb-night")
     assert len(table["data"]) == len(rows) == 2          # one row per model group, seeds aggregated
     _same([cells[:len(keys)] for cells in table["data"]], [[table_cell(row[k]) for k in keys] for row in rows])
     by_model = {cells[0]: dict(zip(table["columns"], cells)) for cells in table["data"]}
     frcnn = next(row for row in rows if row["model"] == "faster_rcnn")
-    assert by_model["faster_rcnn"]["claim"] == f"{frcnn['claim_value']:.4g} ({frcnn['claim_source']})"
+    assert by_model["faster_rcnn"]["compared with"] == (f"{SMOKE_LABEL}: {frcnn['target_value']:.4g} "
+                                                        f"({frcnn['target_source']})")
+    assert by_model["faster_rcnn"]["target_label"] == SMOKE_LABEL
     assert frcnn["seeds"] == [0, 1] and by_model["faster_rcnn"]["seeds"] == "0,1"
 
 
@@ -143,14 +160,47 @@ def test_unreachable_w_and_b_is_reported_once_and_the_run_still_lands_in_the_sto
                       f"datasets.shapes.root={shapes_root}", *_wandb_overrides(tiny), "logger.mode=auto",
                       "logger.base_url=http://127.0.0.1:9", "logger.init_timeout_s=3"], echo=lines.append)
     (job,) = result.jobs
-    assert job["verdict"] == "PASS"
+    assert job["verdict"] == "MEASURED"     # tier.compare_with=none: nothing to compare with
     failed = [line for line in lines if "W&B" in line]
     assert len(failed) == 1 and "online logging failed" in failed[0] and ENV_KEY not in failed[0]
     with ResultStore(f"sqlite:///{results_dir / 'zoo.db'}") as store:
-        assert store.get_job(job["job_id"])["verdict"] == "PASS"
+        assert store.get_job(job["job_id"])["verdict"] == "MEASURED"
     assert "skipped after a failure" in result.logged
     for path in (p for p in results_dir.rglob("*") if p.is_file()):
         assert ENV_KEY.encode() not in path.read_bytes(), path
+
+
+def _record(verdict: str, value, target: dict) -> dict:
+    low_high = {"low": None, "high": None} if target["value"] is None else {"low": 0.9 * target["value"],
+                                                                             "high": 1.1 * target["value"]}
+    return {"job_id": f"j-{verdict}", "suite_id": "s", "model": "m", "variant": "full", "framework": "torch",
+            "tier": "eval", "seed": 0, "verdict": verdict, "metric_name": "bbox_AP", "metric_value": value,
+            "compared_with": {"metric": "bbox_AP", "direction": "higher", "split": "val", **target, **low_high}}
+
+
+CLAIM = {"kind": "claim", "value": 37.0, "source": "paper, Table 2"}
+NOTHING = {"kind": "none", "value": None, "source": "calibration run: nothing to compare with"}
+
+
+def test_job_summary_labels_a_claim_as_a_claim_and_a_measured_job_as_measured():
+    claimed = job_summary(_record("PASS", 37.5, CLAIM))
+    assert (claimed["target"]["kind"], claimed["target"]["label"]) == ("claim", "claim (paper/zoo)")
+    assert claimed["delta_to_target"] == pytest.approx(0.5)
+    measured = job_summary(_record("MEASURED", 12.0, NOTHING))
+    assert measured["verdict"] == "MEASURED" and measured["target"]["label"] == "nothing to compare with"
+    assert measured["delta_to_target"] is None and measured["delta_pct"] is None
+
+
+def test_the_leaderboard_counts_measured_apart_from_pass_and_labels_what_rows_compare_with():
+    row = dict.fromkeys(LEADERBOARD_KEYS) | {"seeds": [0], "target_label": "claim (paper/zoo)"}
+    rows = [row | {"model": "a", "verdict": "PASS", "target_value": 37.0, "target_source": "paper"},
+            row | {"model": "b", "verdict": "MEASURED", "target_label": "nothing to compare with"}]
+    summary = suite_summary("s", rows)
+    assert (summary["passes"], summary["measured"]) == (1, 1)
+    assert summary["verdicts"] == {"PASS": 1, "MEASURED": 1}
+    cells = {c[0]: dict(zip(table_columns(), c)) for c in map(table_row, rows)}
+    assert cells["a"]["compared with"] == "claim (paper/zoo): 37 (paper)" and cells["b"]["verdict"] == "MEASURED"
+    assert cells["b"]["compared with"] == "nothing to compare with"
 
 
 def test_an_unwritable_folder_is_reported_and_never_raises(tmp_path):

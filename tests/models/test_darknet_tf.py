@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,13 +15,12 @@ import torch
 
 from models.darknet.tf_backend import tf_available
 
-from models.darknet.cfg_parser import parse_cfg, parse_cfg_text
+from models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg, parse_cfg_text
 from models.darknet.tf_differential import (DEFAULT_ATOL, compare_models, random_images, run_differential,
                                             write_random_weights)
 from replicate.errors import ConfigError, DataError
 
-REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "darknet"
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"official cfgs not found at {REFERENCE}")
+CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)
 if not tf_available():
     pytest.skip("tensorflow is not installed (pip install -e '.[tensorflow]')", allow_module_level=True)
 
@@ -35,13 +33,13 @@ from models.darknet.weights import load_darknet_weights as load_torch_weights  #
 
 @pytest.mark.parametrize("name", ["yolov3-tiny.cfg", "yolov4-tiny.cfg", "yolov3.cfg"])
 def test_keras_build_has_the_torch_builds_trainable_parameters(name):
-    graph = parse_cfg(REFERENCE / name, classes=80)
-    expected = 61_949_149 if name == "yolov3.cfg" else torch_params(build_torch(graph))  # design.md table
+    graph = parse_cfg(CFG / name, classes=80)
+    expected = 61_949_149 if name == "yolov3.cfg" else torch_params(build_torch(graph))  # conf/model/yolov3.yaml
     assert tf_backend.trainable_parameters(tf_backend.build_model(graph)) == expected
 
 
 def test_weights_round_trip_gives_identical_tensors_and_outputs(tmp_path, tf):
-    graph = parse_cfg(REFERENCE / "yolov4-tiny.cfg", classes=3)
+    graph = parse_cfg(CFG / "yolov4-tiny.cfg", classes=3)
     images = random_images(2, 64)
     path = write_random_weights(graph, tmp_path / "a.weights", seed=0, images=images)
     first, second = tf_backend.build_model(graph), tf_backend.build_model(graph)
@@ -59,7 +57,7 @@ def test_weights_round_trip_gives_identical_tensors_and_outputs(tmp_path, tf):
 
 @pytest.mark.parametrize("version, seen, header_bytes", [((0, 2, 5), 123_456_789_012, 20), ((0, 1, 0), 77, 16)])
 def test_weights_header_round_trips_with_64_and_32_bit_seen(tmp_path, version, seen, header_bytes):
-    graph = parse_cfg(REFERENCE / "yolov3-tiny.cfg", classes=3)
+    graph = parse_cfg(CFG / "yolov3-tiny.cfg", classes=3)
     source = tf_backend.build_model(graph)
     tf_weights.load_darknet_weights(source, write_random_weights(graph, tmp_path / "r.weights"))
     path = tf_weights.save_darknet_weights(source, tmp_path / "v.weights", seen=seen, version=version)
@@ -77,7 +75,7 @@ def test_a_file_shorter_than_its_64_bit_header_is_a_data_error_naming_it(tmp_pat
     path = tmp_path / "short.weights"
     path.write_bytes((np.array((0, 2, 5), "<i4").tobytes() + bytes(8))[:size])
     with pytest.raises(DataError, match=r"short\.weights.*too short for a version 0\.2 header"):
-        tf_weights.load_darknet_weights(tf_backend.build_model(parse_cfg(REFERENCE / "yolov3-tiny.cfg")), path)
+        tf_weights.load_darknet_weights(tf_backend.build_model(parse_cfg(CFG / "yolov3-tiny.cfg")), path)
 
 
 BN_CFG = """[net]
@@ -122,7 +120,7 @@ def test_training_mode_updates_moving_statistics_as_torch_does(tmp_path, tf):
 
 
 def test_truncated_weights_name_the_layer(tmp_path):
-    graph = parse_cfg(REFERENCE / "yolov3-tiny.cfg", classes=3)
+    graph = parse_cfg(CFG / "yolov3-tiny.cfg", classes=3)
     path = write_random_weights(graph, tmp_path / "full.weights")
     cut = tmp_path / "cut.weights"
     cut.write_bytes(path.read_bytes()[:-400])
@@ -132,7 +130,7 @@ def test_truncated_weights_name_the_layer(tmp_path):
 
 @pytest.mark.parametrize("name", ["yolov3-tiny.cfg", "yolov4-tiny.cfg"])
 def test_torch_and_tensorflow_agree_on_every_layer(name):
-    graph = parse_cfg(REFERENCE / name, classes=3)
+    graph = parse_cfg(CFG / name, classes=3)
     report, _, _ = run_differential(graph, random_images(2, 96))
     assert report.ok, report.summary()
     assert len(report.layers) == len(graph.layers) and len(report.heads) == 2
@@ -143,7 +141,7 @@ def test_torch_and_tensorflow_agree_on_every_layer(name):
 
 @pytest.mark.parametrize("index, variable", [(8, "kernel"), (13, "moving_mean")])
 def test_a_perturbed_weight_fails_and_names_the_first_differing_layer(index, variable):
-    graph = parse_cfg(REFERENCE / "yolov3-tiny.cfg", classes=3)
+    graph = parse_cfg(CFG / "yolov3-tiny.cfg", classes=3)
     images = random_images(2, 96)
     _, torch_model, tf_model = run_differential(graph, images)
     block = next(b for layer, b in tf_model.conv_blocks() if layer.index == index)
@@ -174,7 +172,7 @@ def _misrouted_forward(self, x):
 def test_the_differential_compares_the_production_torch_forward():
     # a routing defect inside DarknetModel.forward must be seen: the torch side is captured from
     # the production forward, not from a re-implementation of its routing
-    graph = parse_cfg(REFERENCE / "yolov3-tiny.cfg", classes=3)
+    graph = parse_cfg(CFG / "yolov3-tiny.cfg", classes=3)
     images = random_images(2, 96)
     _, torch_model, tf_model = run_differential(graph, images)
     torch_model.forward = types.MethodType(_misrouted_forward, torch_model)
@@ -242,6 +240,6 @@ def test_missing_tensorflow_is_a_config_error_naming_the_install(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["yolov3.cfg", "yolov4.cfg"])
 def test_full_cfgs_agree_between_torch_and_tensorflow(name):
-    graph = parse_cfg(REFERENCE / name, classes=80)
+    graph = parse_cfg(CFG / name, classes=80)
     report, _, _ = run_differential(graph, random_images(2, 128))
     assert report.ok, report.summary()

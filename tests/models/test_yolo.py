@@ -14,7 +14,7 @@ import torch
 from torchvision.ops import box_iou
 
 from models.darknet.augment import AugmentConfig, ResizeForEval, _Random, jitter_item, mosaic, to_original
-from models.darknet.cfg_parser import parse_cfg
+from models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
 from models.darknet.weights import save_darknet_weights
 from models.yolo_loss import heads_from_graph, layer_loss, postprocess, truths_tensor, yolo_loss
 from replicate.config.compose import compose_config
@@ -22,8 +22,7 @@ from replicate.errors import ConfigError
 from replicate.plan import make_spec
 from replicate.runner.job import build_task
 
-REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "darknet"
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"official cfgs not found at {REFERENCE}")
+CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)
 MODELS = ("yolov3", "yolov4")
 
 
@@ -82,7 +81,7 @@ def test_loss_is_finite_and_decreases(model, tmp_path):
 
 
 def _heads(name: str, size: int = 128):
-    graph = parse_cfg(REFERENCE / name, classes=3)
+    graph = parse_cfg(CFG / name, classes=3)
     return graph, heads_from_graph(graph, size, scale_anchors=True)
 
 
@@ -223,8 +222,8 @@ def test_load_checkpoint_reads_darknet_weights(results, tmp_path):
 
 
 def test_augmentation_strengths_come_from_the_cfg():
-    full = parse_cfg(REFERENCE / "yolov4.cfg")
+    full = parse_cfg(CFG / "yolov4.cfg")
     cfg = AugmentConfig.from_cfg(full.net, full.yolo_layers[-1].options)
     assert (cfg.jitter, cfg.hue, cfg.saturation, cfg.exposure, cfg.flip, cfg.mosaic) == (0.3, 0.1, 1.5, 1.5, True, 1.0)
-    tiny = parse_cfg(REFERENCE / "yolov3-tiny.cfg")
+    tiny = parse_cfg(CFG / "yolov3-tiny.cfg")
     assert AugmentConfig.from_cfg(tiny.net, tiny.yolo_layers[-1].options, {"jitter": 0.1}).mosaic == 0.0

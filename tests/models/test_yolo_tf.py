@@ -5,23 +5,20 @@ The learning run through the harness is tests/runner/test_tf_loop.py (slow test)
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from models.darknet.tf_backend import tf_available
 import torch
 
-from models.darknet.cfg_parser import parse_cfg
+from models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
 from models.yolo_loss import heads_from_graph, postprocess as torch_postprocess
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
 from replicate.plan import make_spec
 from replicate.runner.job import build_task
 
-REFERENCE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "darknet"
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"official cfgs not found at {REFERENCE}")
+CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)
 if not tf_available():
     pytest.skip("tensorflow is not installed (pip install -e '.[tensorflow]')", allow_module_level=True)
 
@@ -97,7 +94,7 @@ def test_tf_loss_is_finite_and_decreases_on_one_batch(tasks, tf):
 
 
 def test_decoding_and_nms_match_the_torch_postprocess(tf):
-    graph = parse_cfg(REFERENCE / "yolov3-tiny.cfg", classes=3)
+    graph = parse_cfg(CFG / "yolov3-tiny.cfg", classes=3)
     heads = heads_from_graph(graph, 64, scale_anchors=True)
     gen = torch.Generator().manual_seed(0)
     maps = [torch.randn(2, 24, 2, 2, generator=gen) * 3, torch.randn(2, 24, 4, 4, generator=gen) * 3]

@@ -82,6 +82,51 @@ def test_every_value_is_escaped(store, tmp_path):
     assert f"boom {escaped}" in (index.parent / "model-yolov4.html").read_text(encoding="utf-8")
 
 
+NOTHING = {"kind": "none", "metric": None, "value": None, "tolerance": 0.0, "tolerance_kind": "relative",
+           "direction": "lower", "source": "calibration run: nothing to compare with", "split": None, "spread": None,
+           "low": None, "high": None}
+
+
+def _leaderboard_cells(page: str) -> dict[str, str]:
+    """Each leaderboard row's HTML, by model."""
+    rows = re.findall(r'<tr class="model-row" data-model="([^"]+)">(.*?)</tr>', page, flags=re.S)
+    return dict(rows)
+
+
+def test_rows_say_what_they_are_compared_with_and_measured_is_its_own_verdict(store, tmp_path):
+    # Night 1 as stored (smoke: every row compared with a reference of this implementation),
+    # copied with yolov4 compared with a paper's claim and pix2pix with nothing (MEASURED).
+    retarget = {"yolov4": lambda t: {**t, "kind": "claim", "source": "YOLOv4 paper, Table 8"},
+                "pix2pix": lambda t: {**NOTHING, "metric": t["metric"]}}
+    with ResultStore(f"sqlite:///{tmp_path / 'zoo.db'}") as mixed:
+        mixed.upsert_suite("mixed", "smoke", {})
+        for job in store.jobs(suite_id=NIGHT1):
+            change = retarget.get(job["model"], lambda t: t)
+            verdict = "MEASURED" if job["model"] == "pix2pix" else job["verdict"]
+            mixed.save_job({**job, "suite_id": "mixed", "compared_with": change(job["compared_with"]),
+                            "verdict": verdict})
+        for group in store.groups(NIGHT1):
+            change = retarget.get(group["model"], lambda t: t)
+            verdict = "MEASURED" if group["model"] == "pix2pix" else group["verdict"]
+            mixed.save_group({**group, "suite_id": "mixed", "compared_with": change(group["compared_with"]),
+                              "verdict": verdict})
+        index = write_report(mixed, "mixed", tmp_path / "report")
+    page = index.read_text(encoding="utf-8")
+    cells = _leaderboard_cells(page)
+    assert "reference (this implementation)" in cells["faster_rcnn"] and "claim" not in cells["faster_rcnn"]
+    assert "claim (paper/zoo)" in cells["yolov4"] and "YOLOv4 paper, Table 8" in cells["yolov4"]
+    assert "reference (this" not in cells["yolov4"]
+    assert 'class="verdict v-MEASURED">MEASURED</span>' in cells["pix2pix"] and "PASS" not in cells["pix2pix"]
+    assert "nothing to compare with" in cells["pix2pix"]
+    # The suite's summary counts MEASURED apart from PASS (and the cost per PASS is over 2 PASS).
+    assert "(2 PASS, 1 MEASURED: nothing to compare with)" in page
+    assert ".v-MEASURED {" in page
+    smoke = (index.parent / "model-faster_rcnn.html").read_text(encoding="utf-8")
+    assert "reference (this implementation)" in smoke and "claim" not in smoke.split("<h3>")[0]
+    measured = (index.parent / "model-pix2pix.html").read_text(encoding="utf-8")
+    assert measured.count('class="verdict v-MEASURED"') >= 2 and 'class="verdict v-PASS"' not in measured
+
+
 def test_small_costs_show_three_significant_figures(night2_report, store):
     # A smoke group on the cpu profile (0.10/h) costs well under a cent: "0.00" would hide it.
     page = night2_report.read_text(encoding="utf-8")
@@ -126,13 +171,16 @@ def test_a_suite_writes_its_report_where_the_cli_does_and_a_report_failure_is_on
                  "scheduler=inline", "tier.compare_with=none", f"results_dir={results_dir}",
                  f"datasets.shapes.root={shapes_root}", *tiny]
     first = run_suite(overrides, echo=lambda line: None)
+    # Nothing to compare with: MEASURED, shown as such, and the suite is not all PASS.
+    assert [j["verdict"] for j in first.jobs] == ["MEASURED"] and not first.all_pass
+    assert 'class="verdict v-MEASURED">MEASURED</span>' in Path(first.report).read_text(encoding="utf-8")
     assert Path(first.report) == default_report_dir(results_dir, "night:1") / "index.html"
     assert Path(first.report).parent.name == "night_1" and Path(first.report).is_file()
     shutil.rmtree(results_dir / "reports")
     (results_dir / "reports").write_text("in the way")            # the report cannot be written now
     lines: list[str] = []
     again = run_suite(overrides, echo=lines.append)                 # the finished job is skipped
-    assert again.report is None and [j["verdict"] for j in again.jobs] == ["PASS"]
+    assert again.report is None and [j["verdict"] for j in again.jobs] == ["MEASURED"]
     failed = [line for line in lines if line.startswith("report:")]
     assert len(failed) == 1 and "failed" in failed[0] and "the store has every result" in failed[0]
 

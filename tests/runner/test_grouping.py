@@ -28,4 +28,4 @@ def test_a_recipe_with_grouping_trains_through_the_loop(results_dir, shapes_root
     (row,) = run_one(["model=faster_rcnn", "scheduler=inline", f"results_dir={results_dir}",
                       f"datasets.shapes.root={shapes_root}", *tiny, "tier.compare_with=none",
                       "model.tiers.smoke.recipe.aspect_ratio_group_factor=3"], echo=lambda _: None).jobs
-    assert row["verdict"] == "PASS" and row["steps_done"] == 4
+    assert row["verdict"] == "MEASURED" and row["steps_done"] == 4

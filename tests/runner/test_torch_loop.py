@@ -42,12 +42,27 @@ def test_resume_continues_from_the_latest_checkpoint(results_dir, shapes_root, t
 def test_far_below_the_reference_curve_stops_with_early_abort_and_records_saved_cost(results_dir, shapes_root,
                                                                                      tiny):
     overrides = _common(results_dir, shapes_root, tiny) + [
-        "model.tiers.smoke.recipe.steps=8", "tier.early_check.tolerance=0.01"]
+        "model.tiers.smoke.recipe.steps=8", "tier.early_check.tolerance=0.01",
+        "model.tiers.smoke.reference.curve_spread={}"]  # no spread: the relative tolerance applies
     (row,) = run_one(overrides, echo=lambda _: None).jobs
     assert row["verdict"] == "EARLY_ABORT"
     assert (row["failure_stage"], row["failure_impact"]) == ("training", "accuracy below expectations")
     assert row["steps_done"] == 2 and row["steps_planned"] == 8
     assert row["early_check"]["aborted"] and row["early_check"]["saved_train_s"] > 0
+
+
+def test_a_training_loss_far_from_every_calibration_draw_stops_at_the_early_check(results_dir, shapes_root, tiny):
+    """The loss band is two-sided: here every healthy draw's loss was ~1e-3 and this run's is not."""
+    ref = "model.tiers.smoke.reference"
+    overrides = _common(results_dir, shapes_root, tiny) + [
+        "model.tiers.smoke.recipe.steps=8", f"{ref}.draws=[20.0,21.0,22.0]", f"{ref}.labels=[]",
+        f"{ref}.early_draws=[]", f"{ref}.early_loss_draws=[0.0010,0.0011,0.0012]",
+        f"{ref}.curve_spread={{}}", "tier.early_check.tolerance=0.999"]   # the metric floor: ~0, never hit
+    (row,) = run_one(overrides, echo=lambda _: None).jobs
+    check = row["early_check"]
+    assert row["verdict"] == "EARLY_ABORT" and check["reason"] == "loss", check
+    assert check["train_loss"] > check["loss_band"][1] and row["steps_done"] == 2
+    assert "training loss" in row["failure_message"] and "outside" in row["failure_message"]
 
 
 def test_missing_checkpoint_file_is_a_data_pipeline_error_naming_it(results_dir, shapes_root, tiny):

@@ -15,7 +15,8 @@ from replicate.errors import ConfigError
 from replicate.store.results_store import ResultStore, _alembic_config
 from replicate.store.tables import Base
 
-TABLES = {"suites", "jobs", "group_verdicts"}
+TABLES = {"suites", "jobs", "group_verdicts", "selftest_rows"}
+HEAD = "0002"   # the newest migration (replicate/store/migrations/versions)
 
 
 def job(job_id: str = "j1", **overrides) -> dict:
@@ -77,9 +78,7 @@ def test_opening_twice_is_idempotent_and_keeps_data(db_url):
     with ResultStore(db_url, some_hydra_key="ignored") as second:
         assert second.get_job("j1")["model"] == "faster_rcnn"
     with create_engine(db_url).connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
-            "0001"
-        ]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
 
 
 def test_orm_metadata_matches_migrations(store, db_url):

@@ -1,0 +1,141 @@
+"""The defect registry: named defects a job can have injected on purpose (``defect=NAME``).
+
+A defect is a mistake a reengineer could make replicating a model, written as an ``apply`` hook
+that changes only the one job it is injected into: a method of that job's Task (or of the model
+it builds), its data, or its config. ``replicate selftest`` injects each one and measures whether
+the benchmark notices (replicate/selftest.py); the harness never injects one unless asked.
+
+Stages and types follow the reengineering defect study's taxonomy (where the defect sits in the
+pipeline, and what kind of mistake it is).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from replicate.errors import ConfigError
+
+STAGES = ("data", "model", "training", "evaluation")
+TYPES = ("hyperparameter", "data pipeline", "model architecture/API misuse", "evaluation", "training procedure",
+         "weights/checkpoint")
+CONFIG_KEY = "defect"   # the root config key that selects a defect (conf/config.yaml)
+
+# apply(task, cfg): change this job's Task (the framework's task: a TensorFlow job gets the TF
+# twin) or its resolved config, in place. Never a module-level patch: a Ray worker process runs
+# other jobs after this one.
+Apply = Callable[[Any, Any], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model implementation a defect can be injected into: registry name and framework."""
+
+    model: str
+    framework: str = "torch"
+
+    @classmethod
+    def parse(cls, text: str) -> "Target":
+        """``"yolov4"`` (torch) or ``"yolov3/tensorflow"``."""
+        model, _, framework = text.partition("/")
+        return cls(model, framework or "torch")
+
+    def __str__(self) -> str:
+        return self.model if self.framework == "torch" else f"{self.model}/{self.framework}"
+
+
+@dataclass(frozen=True)
+class Defect:
+    """One named defect of the catalogue.
+
+    Attributes:
+        name: What ``defect=`` selects.
+        targets: The implementations it applies to; the selftest injects it into the first.
+        stage: Where it sits: one of :data:`STAGES`.
+        type: What kind of mistake it is: one of :data:`TYPES`.
+        description: One line saying what is wrong.
+        apply: The hook that injects it into one job (see :data:`Apply`).
+    """
+
+    name: str
+    targets: tuple[Target, ...]
+    stage: str
+    type: str
+    description: str
+    apply: Apply
+
+    @property
+    def why(self) -> str:
+        """What a real reengineer would have got wrong (the hook's docstring)."""
+        return " ".join((self.apply.__doc__ or "").split())
+
+    def applies_to(self, model: str, framework: str) -> bool:
+        return Target(model, framework) in self.targets
+
+
+def led_by(model: str, targets: Sequence[str]) -> tuple[str, ...]:
+    """``targets`` with ``model`` first: the implementation the selftest injects a defect into."""
+    return (model, *(t for t in targets if t != model))
+
+
+_REGISTRY: dict[str, Defect] = {}
+
+
+def register(name: str, targets: Sequence[str], stage: str, type: str, description: str
+             ) -> Callable[[Apply], Apply]:
+    """Decorator: register the decorated ``apply`` hook as defect ``name``.
+
+    Args:
+        name: The defect's name (what ``defect=`` selects).
+        targets: ``"model"`` or ``"model/framework"``; the first is where the selftest injects it.
+        stage: One of :data:`STAGES`.
+        type: One of :data:`TYPES`.
+        description: One line; the hook's docstring says what a reengineer got wrong.
+
+    Raises:
+        ValueError: a duplicate name, an unknown stage or type, no target, or no docstring.
+    """
+
+    def decorate(apply: Apply) -> Apply:
+        if name in _REGISTRY:
+            raise ValueError(f"defect {name!r} is registered twice")
+        if stage not in STAGES or type not in TYPES:
+            raise ValueError(f"defect {name!r}: stage {stage!r} / type {type!r} not in {STAGES} / {TYPES}")
+        if not targets or not (apply.__doc__ or "").strip():
+            raise ValueError(f"defect {name!r} needs targets and a docstring (what a reengineer got wrong)")
+        _REGISTRY[name] = Defect(name, tuple(Target.parse(t) for t in targets), stage, type, description, apply)
+        return apply
+
+    return decorate
+
+
+def _load_catalogue() -> None:
+    """Import every module of the catalogue package so their decorators run (once)."""
+    package = importlib.import_module("replicate.defects.catalogue")
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+def all_defects() -> list[Defect]:
+    """Every registered defect, by name."""
+    _load_catalogue()
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def get_defect(name: str) -> Defect:
+    """The defect ``name``; ConfigError naming ``defect`` and the known names otherwise."""
+    _load_catalogue()
+    if name not in _REGISTRY:
+        raise ConfigError(CONFIG_KEY, f"unknown {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def check_defect(name: str, model: str, framework: str) -> Defect:
+    """The defect ``name`` if it applies to ``model`` in ``framework``; ConfigError otherwise."""
+    defect = get_defect(name)
+    if not defect.applies_to(model, framework):
+        raise ConfigError(CONFIG_KEY, f"{name!r} does not apply to {Target(model, framework)}; it applies to: "
+                                      f"{', '.join(map(str, defect.targets))}")
+    return defect

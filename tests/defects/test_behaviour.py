@@ -1,0 +1,273 @@
+"""Each defect of the catalogue changes what its job does, on the same input, against the same job
+without it; and an injection changes only its own Task (nothing leaks into the next job).
+
+One probe per defect, run on the implementation ``replicate selftest`` injects it into (its first
+target). A defect added to the catalogue without a probe fails ``test_every_defect_has_a_probe``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import pytest
+import torch
+
+from replicate.defects import all_defects
+from replicate.runner.optim import build_optimizer
+
+CATALOGUE = {d.name: d for d in all_defects()}
+PROBES: dict[str, Callable[[Any, Any], None]] = {}
+
+
+def probe(name: str):
+    """Register ``fn(clean, injected)``: asserts the injected job behaves differently."""
+
+    def register(fn):
+        PROBES[name] = fn
+        return fn
+
+    return register
+
+
+def _recipe(job):
+    return job.cfg.model.tiers[job.cfg.tier.name].recipe
+
+
+def _items(job, split: str, train: bool, n: int = 4) -> list:
+    dataset = job.task.build_dataset(split, train=train)
+    return [dataset[i] for i in range(n)]
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return a.shape != b.shape or not torch.allclose(a.float(), b.float())
+    if isinstance(a, dict):
+        return any(_differs(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    return a != b
+
+
+def _seeded_model(job, seed: int = 0):
+    torch.manual_seed(seed)
+    return job.task.build_model(job.task.ctx.variant, "torch")
+
+
+# ---------------------------------------------------------------------------- recipe and config
+@probe("lr_10x")
+def _(clean, bad):
+    assert _recipe(bad).lr == pytest.approx(10 * _recipe(clean).lr)
+
+
+@probe("sgd_momentum_zero")
+def _(clean, bad):
+    model = _seeded_model(clean)
+    momenta = [build_optimizer(_recipe(job), model.parameters(), 0.01).param_groups[0]["momentum"]
+               for job in (clean, bad)]
+    assert momenta == [0.9, 0.0]
+
+
+@probe("eval_on_train_split")
+def _(clean, bad):
+    tiers = [job.cfg.model.tiers[job.cfg.tier.name] for job in (clean, bad)]
+    assert tiers[0].eval_split == "val" and tiers[1].eval_split == tiers[1].train_split == "train"
+
+
+@probe("shuffled_labels")
+def _(clean, bad):
+    assert _differs([t["labels"] for _, t in _items(clean, "train", True, 8)],
+                    [t["labels"] for _, t in _items(bad, "train", True, 8)])
+
+
+@probe("l1_weight_100x_small")
+def _(clean, bad):
+    assert _recipe(bad).extra.lambda_l1 == pytest.approx(_recipe(clean).extra.lambda_l1 / 100)
+
+
+# ------------------------------------------------------------------------- torchvision detectors
+def _detection_batch(job, train: bool):
+    items = _items(job, "train" if train else "val", train, 2)
+    return job.task.collate(items)
+
+
+@probe("box_regression_loss_dropped")
+def _(clean, bad):
+    batch = _detection_batch(clean, True)
+    losses = []
+    for job in (clean, bad):
+        model = _seeded_model(job)
+        model.train()
+        out = job.task.training_step(model, batch)
+        out["loss"].backward()
+        losses.append((set(out), model.roi_heads.box_predictor.bbox_pred.weight.grad))
+    assert "loss_box_reg" in losses[0][0] and "loss_box_reg" not in losses[1][0]
+    assert losses[0][1] is not None and losses[1][1] is None   # the box head gets no gradient
+
+
+@probe("flip_image_not_boxes")
+def _(clean, bad):
+    pairs = list(zip(_items(clean, "train", True, 8), _items(bad, "train", True, 8)))
+    assert all(not _differs(a[0], b[0]) for a, b in pairs), "the same images (same flip draws)"
+    assert any(_differs(a[1]["boxes"], b[1]["boxes"]) for a, b in pairs), "boxes left unflipped"
+
+
+@probe("flip_at_evaluation")
+def _(clean, bad):
+    pairs = list(zip(_items(clean, "val", False, 8), _items(bad, "val", False, 8)))
+    assert any(_differs(a[0], b[0]) for a, b in pairs)
+
+
+@probe("cls_prior_init_missing")
+def _(clean, bad):
+    biases = [_seeded_model(job).head.classification_head.cls_logits.bias for job in (clean, bad)]
+    assert biases[0].mean() < -4 and torch.count_nonzero(biases[1]) == 0
+
+
+@probe("optimizer_heads_only")
+def _(clean, bad):
+    model = _seeded_model(clean)
+    trained = [{id(p) for p in job.task.parameter_groups(model)} for job in (clean, bad)]
+    backbone = {id(p) for p in model.backbone.parameters()}
+    assert backbone <= trained[0] and not backbone & trained[1] and trained[1] < trained[0]
+
+
+@probe("coco_boxes_xywh_twice")
+def _(clean, bad):
+    items = _items(clean, "val", False, len(clean.task.build_dataset("val", train=False)))
+    perfect = [{"image_id": t["image_id"], "boxes": t["boxes"], "scores": torch.ones(len(t["boxes"])),
+                "labels": t["labels"]} for _, t in items]
+    scores = []
+    for job in (clean, bad):
+        evaluator = job.task.build_evaluator("val")
+        evaluator.update(copy.deepcopy(perfect))
+        scores.append(evaluator.compute()["bbox_AP"])
+    assert scores[0] == pytest.approx(100.0) and scores[1] < 90
+
+
+# -------------------------------------------------------------------------------------- CenterNet
+@probe("center_offset_half_cell")
+def _(clean, bad):
+    items = _items(clean, "train", True)
+    (_, _, a), (_, _, b) = clean.task.collate(items), bad.task.collate(items)
+    mask = a["mask"].bool()
+    assert torch.allclose(b["reg"][mask], a["reg"][mask] - 0.5) and torch.equal(a["hm"], b["hm"])
+
+
+@probe("heatmap_radius_exact_roots")
+def _(clean, bad):
+    items = _items(clean, "train", True)
+    (_, _, a), (_, _, b) = clean.task.collate(items), bad.task.collate(items)
+    assert b["hm"].sum() < a["hm"].sum()   # narrower gaussians, same peaks
+    assert torch.equal(a["hm"] == 1, b["hm"] == 1)
+
+
+# ---------------------------------------------------------------------------------------- pix2pix
+@probe("direction_swapped_in_training")
+def _(clean, bad):
+    batch = clean.task.collate(_items(clean, "train", True, 2))
+    model = _seeded_model(clean)
+    l1 = []
+    for job in (clean, bad):
+        copy_ = copy.deepcopy(model)
+        optimizers = job.task.configure_optimizers(copy_, _recipe(job), 1e-3, build_optimizer)
+        l1.append(float(job.task.training_step(copy_, batch, optimizers)["loss_G_L1"]))
+    assert l1[0] != pytest.approx(l1[1])
+
+
+@probe("gan_default_init")
+def _(clean, bad):
+    stds = [float(_seeded_model(job).generator.model.model[0].weight.std()) for job in (clean, bad)]
+    assert stds[0] == pytest.approx(0.02, rel=0.2) and stds[1] != pytest.approx(stds[0], rel=0.2)
+
+
+# ---------------------------------------------------------------------------------------- YOLOs
+def _yolo_predictions(clean, bad, tensorflow: bool = False) -> list[list[dict]]:
+    """Both tasks' predictions of the same model (objectness raised so every head detects) on the
+    same validation batch."""
+    from models.yolo import set_objectness_prior
+
+    model = _seeded_model(clean)
+    set_objectness_prior(model, 0.5)
+    model.eval()
+    batch = clean.task.collate(_items(clean, "val", False, 2))
+    _items(bad, "val", False, 1)   # a task learns its category ids from the dataset it builds
+    with torch.no_grad():
+        return [job.task.predict(model, batch) for job in (clean, bad)]
+
+
+@probe("anchor_wh_swapped_in_decoding")
+def _(clean, bad):
+    ours, theirs = _yolo_predictions(clean, bad)
+    assert len(ours[0]["boxes"]) > 0 and _differs(ours[0]["boxes"], theirs[0]["boxes"])
+
+
+@probe("bn_train_mode_at_inference")
+def _(clean, bad):
+    ours, theirs = _yolo_predictions(clean, bad)
+    assert len(ours[0]["scores"]) > 0 and _differs(ours[0]["scores"], theirs[0]["scores"])
+
+
+@probe("class_index_as_category_id")
+def _(clean, bad):
+    ours, theirs = _yolo_predictions(clean, bad)
+    assert len(ours[0]["labels"]) > 0
+    assert torch.equal(theirs[0]["labels"], ours[0]["labels"] - 1)   # shapes' category ids are 1..3
+
+
+@probe("box_scale_ignores_aspect")
+def _(clean, bad):
+    pairs = list(zip(_items(clean, "train", True), _items(bad, "train", True)))
+    assert all(not _differs(a[0], b[0]) for a, b in pairs), "the same images (same jitter draws)"
+    assert any(_differs(a[1]["boxes"], b[1]["boxes"]) for a, b in pairs)
+
+
+@probe("normalised_for_training_only")
+def _(clean, bad):
+    assert _differs(_items(clean, "train", True)[0][0], _items(bad, "train", True)[0][0])
+    assert not _differs(_items(clean, "val", False)[0][0], _items(bad, "val", False)[0][0])
+
+
+@probe("keras_training_false_in_step")
+def _(clean, bad):
+    from models.darknet.tf_backend import tensorflow
+
+    tf = tensorflow()
+    tf.keras.utils.set_random_seed(0)
+    model = clean.task.build_model(clean.task.ctx.variant, "tensorflow")
+    arrays, _ = clean.task.collate(_items(clean, "train", True, 2))
+    tensors = {k: tf.convert_to_tensor(v) for k, v in arrays.items()}
+    losses = [float(job.task.training_step(model, tensors)["loss"]) for job in (clean, bad)]
+    assert losses[0] != pytest.approx(losses[1])
+
+
+# -------------------------------------------------------------------------------------- the tests
+def test_every_defect_has_a_probe():
+    assert set(PROBES) == set(CATALOGUE)
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_the_defect_changes_behaviour_on_its_selftest_target(name, build_job):
+    target = CATALOGUE[name].targets[0]
+    PROBES[name](build_job(target), build_job(target, name))
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_an_injection_changes_only_its_own_task(name, build_job):
+    """Patches are per instance: a clean Task of the same class built after an injected one is
+    untouched (a Ray worker runs other jobs in the same process)."""
+    target = CATALOGUE[name].targets[0]
+    injected = build_job(target, name)
+    clean = build_job(target)
+    assert getattr(injected.task, "injected_defect", None) == name or target.framework != "torch"
+    assert not {k for k in vars(clean.task) if callable(vars(clean.task)[k])}, "no instance patches"
+    assert not hasattr(clean.task, "injected_defect")
+    assert clean.task.ctx.shuffle_labels is False
+    recipe = clean.cfg.model.tiers[clean.cfg.tier.name].recipe
+    assert recipe.lr == compose_lr(target)
+
+
+def compose_lr(target) -> float:
+    from replicate.config.compose import compose_config
+
+    return compose_config([f"model={target.model}"]).model.tiers.smoke.recipe.lr

@@ -1,0 +1,44 @@
+"""An injected job never passes for a real one: no group verdict counts it, and every view of a
+stored job (the terminal tables, W&B) names its defect."""
+
+from __future__ import annotations
+
+from replicate.config.compose import compose_config
+from replicate.harness import SuiteResult, _judge_groups
+from replicate.plan import PlannedJob, make_spec
+from replicate.store.results_store import ResultStore
+
+
+def _planned(seed: int, *extra: str) -> PlannedJob:
+    cfg = compose_config(["model=yolov4", f"seed={seed}", "suite_id=s", *extra])
+    return PlannedJob(make_spec(cfg, "s"), cfg, seed)
+
+
+def _row(job: PlannedJob, value: float) -> dict:
+    return {"job_id": job.spec.job_id, "suite_id": "s", "model": "yolov4", "variant": job.spec.variant,
+            "framework": "torch", "tier": "smoke", "hardware": "cpu", "seed": job.seed, "verdict": "PASS",
+            "metrics": {"bbox_AP": value}, "early_check": {}, "config": job.spec.config}
+
+
+def test_a_group_verdict_never_counts_an_injected_job():
+    clean, injected = _planned(0), _planned(1, "defect=lr_10x")
+    out = SuiteResult("s", jobs=[_row(clean, 11.0), _row(injected, 0.5)])
+    with ResultStore("sqlite://") as store:
+        groups = _judge_groups(store, [clean, injected], out, "s")
+        assert [g["seeds"] for g in groups] == [[0]] and groups[0]["mean"] == 11.0
+        only_injected = SuiteResult("s", jobs=[_row(injected, 0.5)])
+        assert _judge_groups(store, [injected], only_injected, "s") == []
+
+
+def test_tables_and_w_and_b_name_the_defect_of_a_job():
+    from replicate.loggers.wandb_logger import defect_tags, run_name
+    from replicate.tables import _model_label
+
+    record = {"model": "yolov3", "variant": "tiny", "framework": "tensorflow", "seed": 1000,
+              "config": {"defect": "keras_training_false_in_step"}}
+    assert _model_label(record) == "yolov3 (tensorflow) (defect keras_training_false_in_step)"
+    assert run_name(record) == "yolov3-tiny-s1000-tensorflow-defect-keras_training_false_in_step"
+    assert defect_tags(record) == ["defect:keras_training_false_in_step"]
+    clean = {**record, "config": {"defect": None}}
+    assert _model_label(clean) == "yolov3 (tensorflow)" and defect_tags(clean) == []
+    assert run_name(clean) == "yolov3-tiny-s1000-tensorflow"
