@@ -68,9 +68,11 @@ def variants_for(framework: str) -> dict[str, dict[str, str]]:
 
 
 def plan_draws(seeds: Sequence[int], variants: Sequence[str], threads: Sequence[int]) -> list[Draw]:
-    """Every seed under every variant; thread counts alternate so each variant sees each count."""
-    pairs = list(itertools.product(seeds, variants))
-    return [Draw(int(seed), variant, int(threads[i % len(threads)])) for i, (seed, variant) in enumerate(pairs)]
+    """Every seed under every variant; the thread count rotates with seed and variant together, so
+    each variant sees each count (an index over the pairs would tie them when the number of
+    variants is a multiple of the number of counts: onednn0 always 1 thread, onednn1 always 2)."""
+    return [Draw(int(seed), variant, int(threads[(i + j) % len(threads)]))
+            for (i, seed), (j, variant) in itertools.product(enumerate(seeds), enumerate(variants))]
 
 
 def smoke_config(overrides: Sequence[str]) -> Any:
@@ -93,7 +95,7 @@ def calibrate(overrides: Sequence[str], draws: Sequence[Draw], *, cpus: int = 2,
     out = out or Path(probe.results_dir) / "calibration" / f"{probe.model.name}-{framework}.json"
     asked = list(overrides)   # what the user typed: the recorded command shows these
     overrides = [*overrides, *_shared_data(probe, echo)]
-    digest = config_hash(probe)
+    digest = _draw_hash(probe)
     record = _load_record(out, digest)
     todo = [d for d in draws if d.label not in record["draws"]]
     echo(f"calibrate {probe.model.name} ({framework}): {len(draws)} draws, {len(draws) - len(todo)} already "
@@ -113,6 +115,18 @@ def calibrate(overrides: Sequence[str], draws: Sequence[Draw], *, cpus: int = 2,
         raise RuntimeError(f"calibration draw {label} failed: {error} (all draws: {out})")
     chosen = [record["draws"][d.label] | {"label": d.label, "seed": d.seed} for d in draws]
     return reference_block(probe, chosen, asked, draws)
+
+
+def _draw_hash(cfg: Any) -> str:
+    """What decides a draw's result: the job's config without the recorded smoke references (which
+    the draws themselves produce: pasting a new block must not discard the draws behind it)."""
+    from omegaconf import OmegaConf, open_dict
+
+    bare = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(bare):
+        bare.model.tiers.smoke.reference = None
+        bare.model.tiers.smoke.framework_references = {}
+    return config_hash(bare)
 
 
 def _shared_data(cfg: Any, echo: Callable[[str], None]) -> list[str]:

@@ -29,13 +29,13 @@ def main(argv: list[str]) -> int:
         print(f"draw failed: {result.failure.message}", file=sys.stderr)
         return 1
     metric = target_for(cfg, spec.variant).metric
-    early = result.early_check.get("metric")
-    if early is None:
-        print("draw failed: no metric at the early-check point", file=sys.stderr)
+    early, early_loss = result.early_check.get("metric"), result.early_check.get("train_loss")
+    if early is None or early_loss is None:
+        print("draw failed: no metric or training loss at the early-check point", file=sys.stderr)
         return 1
     Path(args["out"]).write_text(json.dumps({
         "metric": metric, "final": float(result.metrics[metric]), "early": float(early),
-        "early_loss": result.early_check.get("train_loss"),
+        "early_loss": float(early_loss),
         "early_step": result.early_check.get("step"), "wall_s": round(time.perf_counter() - began, 1),
         "config_hash": spec.config_hash, **numeric_variant(int(args["threads"]))}))
     return 0

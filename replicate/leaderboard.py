@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Optional
 
 from replicate.errors import UserInputError
+from replicate.defects.injection import defect_of
 from replicate.jobs import MEASURED, PASS
 from replicate.verdict import target_label
 
@@ -178,7 +179,8 @@ def model_costs(store: Any, suite_id: Optional[str] = None) -> list[dict[str, An
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for job in jobs:
         by_model[job["model"]].append(job)
-        if job.get("suite_id") is None and job["verdict"] == PASS:
+        # an injected job (defect=NAME) that was missed is a PASS of the benchmark's test, not of the model
+        if job.get("suite_id") is None and job["verdict"] == PASS and not defect_of(job):
             passes[job["model"]] += 1
     rows = []
     for model in sorted(by_model):

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from replicate.defects import Defect, Target, all_defects
 from replicate.errors import ConfigError
+from replicate.jobs import INFRA, PASS
 from replicate.power import CONTROL, DEFECT, FLAGGING_VERDICTS, SELFTEST_SEED, catch, summarize
 
 SUITE_NAME = "selftest"
@@ -210,7 +211,12 @@ def defect_row(defect: Defect, target: Target, job: Optional[dict[str, Any]], ch
                caught: tuple[str, ...], control: Optional[dict[str, Any]]) -> dict[str, Any]:
     """The row of one injected defect: where it was caught and at what share of a clean run's cost."""
     verdict = job["verdict"] if job else None
-    found = catch(verdict, caught_by_preflight=bool(caught), preflight_s=check.seconds,
+    judged = verdict
+    if not caught and verdict is not None and (control is None or control["verdict"] != PASS):
+        # The clean control was flagged too (or did not run): a flag on the defect says nothing,
+        # so the row is not measured (left out of the flagged share), whatever its verdict.
+        judged = INFRA
+    found = catch(judged, caught_by_preflight=bool(caught), preflight_s=check.seconds,
                   job_wall_s=job.get("wall_s") if job else None,
                   control_wall_s=control.get("wall_s") if control else None,
                   steps_done=int(job.get("steps_done") or 0) if job else 0,

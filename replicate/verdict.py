@@ -118,9 +118,14 @@ def early_false_alarm(cfg: DictConfig) -> float:
     return early_check_alarm(cfg.tier.false_alarm)
 
 
+# Fewer draws than this and the t quantile explodes (t(0.999, 2) = 22): a band so wide that the
+# verdict cannot fail. validate.py refuses such a reference; calibrate warns below MIN_DRAWS.
+MIN_REFERENCE_DRAWS = 6
+
+
 def reference_draws(ref: Any) -> int:
     """How many calibration draws the reference's mean and spread come from."""
-    return max(len(ref.draws), len(ref.seeds))
+    return len(ref.draws)
 
 
 def reference_point(ref: Any, point: str) -> tuple[float, float]:
@@ -195,6 +200,8 @@ def early_loss_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
     tier = cfg.model.tiers[cfg.tier.name]
     if not cfg.tier.early_check.enabled or tier.reference is None or cfg.tier.compare_with == "none":
         return None
+    if str(cfg.tier.early_check.fraction) not in tier.reference.curve:
+        return None   # the loss draws were measured at the recorded curve point, not at this fraction
     losses = [float(v) for v in tier.reference.early_loss_draws]
     if len(losses) < 2:
         return None

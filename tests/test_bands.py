@@ -97,10 +97,13 @@ def test_more_false_alarm_budget_narrows_the_band():
     assert wide.low < narrow.low and wide.high > narrow.high
 
 
-def test_draws_span_every_seed_and_variant_with_threads_alternating():
-    draws = plan_draws([0, 1, 2, 3], ["default", "avx2", "avx512"], [1, 2])
+@pytest.mark.parametrize("seeds, variants", [([0, 1, 2, 3], ["default", "avx2", "avx512"]),
+                                             ([0, 1, 2, 3, 4, 5], ["onednn0", "onednn1"])])
+def test_draws_span_every_seed_and_variant_with_threads_alternating(seeds, variants):
+    """An even number of variants must not tie a variant to one thread count."""
+    draws = plan_draws(seeds, variants, [1, 2])
     assert len(draws) == 12 and len({d.label for d in draws}) == 12
-    for variant in ("default", "avx2", "avx512"):
+    for variant in variants:
         assert {d.threads for d in draws if d.variant == variant} == {1, 2}
 
 

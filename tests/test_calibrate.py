@@ -70,4 +70,6 @@ def test_draws_run_side_by_side_only_while_their_threads_fit():
     run_within_cpus(draws, run, 2, lambda d, m: done.append(d.label))
     assert sorted(done) == sorted(d.label for d in draws)
     assert peak[0] == 2   # two 1-thread draws together, a 2-thread draw alone, never more
-    run_within_cpus([Draw(0, "default", 4)], run, 2, lambda d, m: done.append(d.label))  # wider than the budget: alone
+    busy[0] = peak[0] = 0
+    run_within_cpus([Draw(0, "default", 4), Draw(1, "default", 1)], run, 2, lambda d, m: done.append(d.label))
+    assert peak[0] == 4 and done[-2:] != []   # wider than the budget: it runs (alone), it is not starved

@@ -71,6 +71,19 @@ def test_rows_say_where_a_defect_was_caught_and_controls_flag_false_alarms():
     assert control_row(Target("yolov4"), control, Preflight((), 3.0))["role"] == CONTROL
 
 
+def test_a_defect_whose_clean_control_was_flagged_too_is_not_measured():
+    """On a machine where the reference does not hold, the control fails as well: the defect's
+    flag then proves nothing and must not count as a catch."""
+    defect = next(d for d in all_defects() if d.name == "lr_10x")
+    failed_control = {"job_id": "c", "verdict": "BELOW", "wall_s": 100.0}
+    below = {"job_id": "d", "verdict": "BELOW", "wall_s": 100.0, "steps_done": 500, "steps_planned": 500}
+    row = defect_row(defect, Target("yolov4"), below, Preflight((), 4.0), (), failed_control)
+    assert (row["verdict"], row["flagged"], row["caught_at"]) == ("BELOW", False, "not measured")
+    # a pre-flight catch compares with the clean job's own check, not with the control's verdict
+    caught = defect_row(defect, Target("yolov4"), None, Preflight(("overfit",), 5.0), ("overfit",), failed_control)
+    assert caught["flagged"] and caught["caught_at"] == PREFLIGHT
+
+
 def test_list_prints_the_catalogue_and_runs_nothing(capsys, tmp_path):
     from replicate.cli import main
 

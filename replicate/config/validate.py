@@ -10,6 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from replicate.config.schema import RootConfig
 from replicate.errors import ConfigError
+from replicate.verdict import MIN_REFERENCE_DRAWS
 
 FRAMEWORKS = ("torch", "tensorflow")
 TIERS = ("smoke", "eval", "short", "full")
@@ -117,8 +118,9 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
 
 def _validate_reference(ref, key: str) -> None:
     """A recorded reference needs its draws: the band is a prediction interval over them."""
-    _require(len(ref.draws) >= 2, f"{key}.draws",
-             f"{len(ref.draws)} draw(s); the band needs at least 2 (replicate calibrate records them)")
+    _require(len(ref.draws) >= MIN_REFERENCE_DRAWS, f"{key}.draws",
+             f"{len(ref.draws)} draw(s); a band from fewer than {MIN_REFERENCE_DRAWS} is too wide to fail "
+             f"(replicate calibrate records them)")
     _require(not ref.labels or len(ref.labels) == len(ref.draws), f"{key}.labels", "one label per draw")
     _require(not ref.early_draws or len(ref.early_draws) == len(ref.draws), f"{key}.early_draws",
              "one early-check value per draw")

@@ -138,6 +138,10 @@ class BaseLoop(abc.ABC):
                    mininterval=2.0, dynamic_ncols=True)
         data = self.batches()
         self.enter_training()
+        if self.step == early_step and self.wants_eval(early_step) and self.curve_eval(early_step):
+            # resumed from the checkpoint written at the early step, before its check ran: run it now
+            bar.close()
+            return
         tick = time.perf_counter()
         while self.step < self.steps:
             values = self.train_step(next(data))

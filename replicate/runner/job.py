@@ -53,9 +53,9 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
 
         if num_threads:
             torch.set_num_threads(int(num_threads))
-        if cfg.tier.get("deterministic"):
-            # warn_only: an op without a deterministic kernel warns instead of failing the job
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        # Set either way: Ray reuses worker processes, and the flag is process-wide. warn_only: an
+        # op without a deterministic kernel warns instead of failing the job.
+        torch.use_deterministic_algorithms(bool(cfg.tier.get("deterministic")), warn_only=True)
         ctx.device = pick_device(cfg.device)
         target = target_for(cfg, spec.variant)
         ctx.metric, ctx.direction = target.metric, target.direction

@@ -257,8 +257,11 @@ def test_an_injection_changes_only_its_own_task(name, build_job):
     """Patches are per instance: a clean Task of the same class built after an injected one is
     untouched (a Ray worker runs other jobs in the same process)."""
     target = CATALOGUE[name].targets[0]
+    probe = build_job(target)
+    classes = {cls: dict(vars(cls)) for cls in type(probe.task).__mro__}   # a class-level patch shows here
     injected = build_job(target, name)
     clean = build_job(target)
+    assert {cls: dict(vars(cls)) for cls in type(probe.task).__mro__} == classes, "a class was patched"
     assert getattr(injected.task, "injected_defect", None) == name or target.framework != "torch"
     assert not {k for k in vars(clean.task) if callable(vars(clean.task)[k])}, "no instance patches"
     assert not hasattr(clean.task, "injected_defect")
