@@ -173,6 +173,17 @@ def select_claim(cfg: DictConfig, variant: str, split: str):
     return next((c for c in claims if c.primary), claims[0])
 
 
+def _early_point(cfg: DictConfig) -> Optional[tuple[Any, str]]:
+    """(reference, curve point) the early check judges against, or None when it judges nothing:
+    the check is off, nothing is compared with, or the reference has no point at its fraction."""
+    tier = cfg.model.tiers[cfg.tier.name]
+    early = cfg.tier.early_check
+    if not early.enabled or tier.reference is None or cfg.tier.compare_with == "none":
+        return None
+    point = str(early.fraction)
+    return (tier.reference, point) if point in tier.reference.curve else None
+
+
 def early_reference(cfg: DictConfig) -> Optional[tuple[float, float]]:
     """(reference curve value, abort threshold) at the early-check fraction, if the tier has one.
 
@@ -180,29 +191,23 @@ def early_reference(cfg: DictConfig) -> Optional[tuple[float, float]]:
     a curve point without one (e.g. transcribed from a paper) falls back to the relative
     ``tier.early_check.tolerance``.
     """
-    tier = cfg.model.tiers[cfg.tier.name]
-    early = cfg.tier.early_check
-    if not early.enabled or tier.reference is None or cfg.tier.compare_with == "none":
+    found = _early_point(cfg)
+    if found is None:
         return None
-    point = str(early.fraction)
-    if point not in tier.reference.curve:
-        return None
-    mean, std = reference_point(tier.reference, point)
-    direction = tier.reference.direction
-    if point in tier.reference.curve_spread and reference_draws(tier.reference) >= 2:
-        return mean, early_threshold(mean, std, reference_draws(tier.reference), early_false_alarm(cfg), direction)
-    tol = early.tolerance
-    return mean, (mean * (1 - tol) if direction == "higher" else mean * (1 + tol))
+    ref, point = found
+    mean, std = reference_point(ref, point)
+    if point in ref.curve_spread and reference_draws(ref) >= 2:
+        return mean, early_threshold(mean, std, reference_draws(ref), early_false_alarm(cfg), ref.direction)
+    tol = cfg.tier.early_check.tolerance
+    return mean, (mean * (1 - tol) if ref.direction == "higher" else mean * (1 + tol))
 
 
 def early_loss_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
     """The band of the training loss at the early check, from the draws' ``early_loss_draws``."""
-    tier = cfg.model.tiers[cfg.tier.name]
-    if not cfg.tier.early_check.enabled or tier.reference is None or cfg.tier.compare_with == "none":
+    found = _early_point(cfg)   # the loss draws were measured at the recorded curve point only
+    if found is None:
         return None
-    if str(cfg.tier.early_check.fraction) not in tier.reference.curve:
-        return None   # the loss draws were measured at the recorded curve point, not at this fraction
-    losses = [float(v) for v in tier.reference.early_loss_draws]
+    losses = [float(v) for v in found[0].early_loss_draws]
     if len(losses) < 2:
         return None
     return reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses), early_false_alarm(cfg))
