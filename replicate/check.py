@@ -63,6 +63,8 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     model = task.build_model(chosen_variant(cfg), framework)
     dataset = task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=False)
     batch = task.collate([dataset[i] for i in range(min(2, len(dataset)))])
+    if cfg.checkpoint:
+        _check_checkpoint(task, model, Path(cfg.checkpoint), framework, report)
     if framework == "tensorflow":
         from replicate.runner.tf_loop import tf_preflight
 
@@ -83,6 +85,23 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     for item in report.checks:
         echo(f"{'ok  ' if item['ok'] else 'FAIL'} {item['check']:<12} {item['detail']}")
     return report
+
+
+def _check_checkpoint(task: Any, model: Any, path: Path, framework: str, report: CheckReport) -> None:
+    """``checkpoint=``: the file loads into this model (a format the task knows, else the loop's)."""
+    from replicate.errors import DataError
+
+    try:
+        if not task.load_checkpoint(model, path):
+            if framework != "torch":
+                raise DataError(str(path), "not a weights format the TensorFlow build reads here")
+            from replicate.runner.torch_loop import load_state_file
+
+            load_state_file(model, path)
+    except DataError as exc:
+        report.add("checkpoint", False, str(exc)[:300])
+        return
+    report.add("checkpoint", True, f"{path}: loaded into the model")
 
 
 def _check_param_count(task: Any, cfg: Any, framework: str, report: CheckReport) -> None:

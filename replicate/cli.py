@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable, Sequence
 
-from replicate.errors import ZooError
+from replicate.errors import Terminated, ZooError
 
 
 # Subcommands that live in their own module under replicate/commands/: each module defines
@@ -41,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add("run", "run one job: replicate run model=NAME [tier=smoke] [hardware=cpu] [seed=0]")
     suite = add("suite", "run every job of a suite via Ray: replicate suite [suite=smoke]")
+    suite.add_argument("--retry-failed", action="store_true",
+                       help="run again the jobs of this suite id that ended ERROR (INFRA ones always run again)")
     suite.add_argument("--allow-fail", action="store_true",
                        help="exit 0 whenever the suite completed, whatever the verdicts")
     check = add("check", "pre-flight a model without training: replicate check model=NAME")
@@ -78,14 +82,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "history": _cmd_history, "evaluate": _cmd_evaluate, "calibrate": _cmd_calibrate,
     }
     handlers.update({name: module.run for name, module in zip(COMMAND_MODULES, _command_modules())})
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return handlers[args.command](args)
     except ZooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        # A library may catch the Terminated our handler raised and raise a plain KeyboardInterrupt
+        # of its own (Ray's wait does): the flag still says which signal it was.
+        if isinstance(exc, Terminated) or _TERMINATED.is_set():
+            print("terminated (SIGTERM): finished jobs are in the store and running ones checkpointed; re-run the "
+                  "same suite id to resume", file=sys.stderr)
+            return 143
         print("interrupted: finished jobs are in the store; re-run the same suite id to resume", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_TERMINATED = threading.Event()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    _TERMINATED.set()
+    raise Terminated()
 
 
 def _echo_for(args: argparse.Namespace) -> Callable[[str], None]:
@@ -117,7 +140,7 @@ def _cmd_suite(args: argparse.Namespace) -> int:
     from replicate.harness import run_suite
     from replicate.tables import print_groups, print_jobs, verdict_summary
 
-    result = run_suite(args.overrides, echo=_echo_for(args))
+    result = run_suite(args.overrides, echo=_echo_for(args), retry_failed=args.retry_failed)
     if args.json:
         _print_json({"suite_id": result.suite_id, "jobs": result.jobs, "groups": result.groups,
                      "verdicts": result.counts, "skipped": result.skipped, "report": result.report,

@@ -41,3 +41,22 @@ class NumericalError(ZooError):
 
 class EarlyAbort(ZooError):
     """The early check found the run far below its reference curve."""
+
+
+class StorageError(ZooError):
+    """A file the run writes could not be written (disk full, read-only, gone): the machine's
+    fault, not the model's; ``path`` names it."""
+
+    def __init__(self, path: str, cause: BaseException | str):
+        self.path = path
+        super().__init__(f"{path}: cannot write ({cause})")
+
+
+class StoreError(UserInputError):
+    """The results store cannot be opened, read or written (corrupt, read-only, gone, full,
+    unreachable); the message names the database. Exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Kubernetes sends a pod it stops), raised like Ctrl-C so every ``finally``
+    runs; the CLI ends with exit code 143 (128 + SIGTERM)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import traceback
 
-from replicate.errors import DataError, NumericalError, ResourceUnavailable
+from replicate.errors import DataError, NumericalError, ResourceUnavailable, StorageError
 from replicate.jobs import Failure
 
 
@@ -18,6 +18,8 @@ def classify(exc: BaseException, stage: str) -> Failure:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
     if isinstance(exc, (ImportError, ModuleNotFoundError)):
         return Failure("environment", "crash", message, tb)
+    if isinstance(exc, StorageError):  # disk full, read-only volume: the machine's fault, not the model's
+        return Failure("infrastructure", "crash", message, tb)
     if isinstance(exc, ResourceUnavailable):  # the worker lacks what the profile promised: the cluster's fault
         return Failure("infrastructure", "crash", message, tb)
     if isinstance(exc, DataError):

@@ -11,11 +11,13 @@ from omegaconf import DictConfig
 
 from replicate.config.compose import compose_config
 from replicate.config.infra import build
-from replicate.jobs import PASS, Failure, JobResult, verdict_counts
+from replicate.errors import StoreError
+from replicate.jobs import ERROR, INFRA, PASS, Failure, JobResult, verdict_counts
 from replicate.loggers import log_suite_end, make_logger
 from replicate.plan import PlannedJob, make_spec, plan_suite
 from replicate.records import group_record, job_record
 from replicate.redact import redacted_overrides
+from replicate.store import spool
 from replicate.verdict import judge_job, target_for
 
 
@@ -60,14 +62,30 @@ def run_one(overrides: Sequence[str], echo: Callable[[str], None] = print) -> Su
     cfg = compose_config(overrides)
     spec = make_spec(cfg, cfg.suite_id)
     logger = make_logger(cfg, echo)
+    if cfg.suite_id:
+        _record_run_suite(cfg, overrides)
     result = _execute(cfg, [PlannedJob(spec, cfg, int(cfg.seed))], cfg.suite_id, echo, skip_finished=False,
                       logger=logger)
     result.logged = logger.where() if logger is not None else None
     return result
 
 
-def run_suite(overrides: Sequence[str], echo: Callable[[str], None] = print) -> SuiteResult:
-    """All jobs of a suite via the scheduler; a re-run of the same suite id skips finished jobs."""
+def _record_run_suite(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """``replicate run suite_id=X`` files its job under suite X: recorded (and marked finished) when
+    the store does not know X yet, so `replicate report suite=X` finds it; an existing suite of
+    that id (a job re-run inside a nightly suite) is left as it is."""
+    store = _store(cfg)
+    try:
+        if not any(s["suite_id"] == cfg.suite_id for s in store.suites()):
+            store.upsert_suite(cfg.suite_id, "run", {"overrides": redacted_overrides(overrides), "suite": "run"})
+            store.finish_suite(cfg.suite_id)
+    finally:
+        store.close()
+
+
+def run_suite(overrides: Sequence[str], echo: Callable[[str], None] = print, retry_failed: bool = False) -> SuiteResult:
+    """All jobs of a suite via the scheduler; a re-run of the same suite id skips finished jobs
+    (INFRA ones always run again; ERROR ones too with ``retry_failed``)."""
     root = compose_config(overrides)
     suite_id, planned = plan_suite(root, overrides)
     store = _store(root)
@@ -76,7 +94,8 @@ def run_suite(overrides: Sequence[str], echo: Callable[[str], None] = print) -> 
                                                    "suite": root.suite.name})
     store.close()
     logger = make_logger(root, echo)
-    result = _execute(root, planned, suite_id, echo, skip_finished=True, logger=logger)
+    result = _execute(root, planned, suite_id, echo, skip_finished=True, logger=logger,
+                      rerun=(INFRA, ERROR) if retry_failed else (INFRA,))
     store = _store(root)
     store.finish_suite(suite_id)
     report = _write_report(store, suite_id, root.results_dir, echo)
@@ -103,10 +122,11 @@ def _write_report(store: Any, suite_id: str, results_dir: str, echo: Callable[[s
 
 def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str],
              echo: Callable[[str], None], *, skip_finished: bool, logger: Any = None,
-             judge_groups: bool = True) -> SuiteResult:
+             judge_groups: bool = True, rerun: Sequence[str] = (INFRA,)) -> SuiteResult:
     store = _store(root)
+    spool.drain(spool.spool_dir(root.results_dir), store, echo)   # results kept while the store was down
     out = SuiteResult(suite_id)
-    done_ids = store.finished_job_ids(suite_id) if (skip_finished and suite_id) else set()
+    done_ids = store.finished_job_ids(suite_id, rerun) if (skip_finished and suite_id) else set()
     by_id = {p.spec.job_id: p for p in planned}
     runnable = []
     for job in planned:
@@ -119,7 +139,8 @@ def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str
         else:
             runnable.append(job)
     if out.skipped:
-        echo(f"suite {suite_id}: {len(out.skipped)} finished job(s) skipped (already in the store)")
+        hint = "" if ERROR in rerun else "; --retry-failed runs the ERROR ones again"
+        echo(f"suite {suite_id}: {len(out.skipped)} finished job(s) skipped (already in the store{hint})")
     _preflight_data(runnable, echo)
     if runnable:
         scheduler = _scheduler(root)
@@ -157,8 +178,13 @@ def _record(store: Any, job: PlannedJob, result: JobResult, out: SuiteResult, ec
     target = target_for(job.cfg, job.spec.variant)
     verdict, failure = judge_job(result, target)
     record = job_record(job.spec, result, verdict, failure, target, job.cfg.hardware)
-    store.save_job(record)
-    out.jobs.append(store.get_job(job.spec.job_id))
+    try:
+        store.save_job(record)
+        out.jobs.append(store.get_job(job.spec.job_id))
+    except StoreError as exc:   # the result outlives the store: spooled, written at the next start
+        kept = spool.put(spool.spool_dir(job.cfg.results_dir), "job", record)
+        echo(f"{exc}; the result is kept in {kept} and written to the store at the next start")
+        out.jobs.append(dict(record))
     value = record["metric_value"]
     shown = f"{record['metric_name']}={value:.4g}" if value is not None else (failure.message if failure else "")
     echo(f"[{len(out.jobs)}/{total}] {job.spec.job_id}: {verdict} {shown} ({record['wall_s']:.0f}s)")
@@ -183,7 +209,10 @@ def _judge_groups(store: Any, planned: list[PlannedJob], out: SuiteResult, suite
         identity = {"model": model, "variant": variant, "framework": framework, "tier": tier, "hardware": hardware}
         record = group_record(suite_id, identity, triples, target)
         if suite_id:
-            store.save_group(record)
+            try:
+                store.save_group(record)
+            except StoreError:   # the jobs' lines already said where their results went
+                spool.put(spool.spool_dir(members[0].cfg.results_dir), "group", record)
         groups.append(record)
     return groups
 

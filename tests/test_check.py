@@ -19,3 +19,24 @@ def test_check_passes_for_every_registered_model(model, results_dir, shapes_root
     if len(get_task_class(model).frameworks) > 1:  # torch vs TensorFlow differential (or why it was skipped)
         assert "differential" in {c["check"] for c in report.checks}
     assert (results_dir / "check" / f"{model}_samples.png").stat().st_size > 0
+
+
+def test_check_loads_the_given_checkpoint_and_fails_on_one_that_does_not_fit(results_dir, shapes_root, tiny,
+                                                                              tmp_path):
+    import torch
+
+    from replicate.cli import main
+
+    data = [o for o in tiny if o.startswith("datasets.")]
+    common = ["model=yolov4", f"results_dir={results_dir}", f"datasets.shapes.root={shapes_root}", *data]
+    short = tmp_path / "short.weights"
+    short.write_bytes(b"\x00" * 40)   # a darknet header and nothing else
+    assert main(["check", *common, f"checkpoint={short}"]) == 1
+    report = run_check([*common, f"checkpoint={short}"], echo=lambda _: None)
+    (item,) = [c for c in report.checks if c["check"] == "checkpoint"]
+    assert not item["ok"] and str(short) in item["detail"]
+    other = tmp_path / "other.pt"
+    torch.save({"model": {"conv.weight": torch.zeros(3)}}, other)
+    report = run_check([*common, f"checkpoint={other}"], echo=lambda _: None)
+    (item,) = [c for c in report.checks if c["check"] == "checkpoint"]
+    assert not item["ok"] and "does not fit the model" in item["detail"]

@@ -92,7 +92,7 @@ def test_suite_exits_0_only_when_every_verdict_is_pass_and_counts_measured_apart
                                                                                  capsys):
     import replicate.harness
 
-    monkeypatch.setattr(replicate.harness, "run_suite", lambda overrides, echo: _suite_result(*verdicts))
+    monkeypatch.setattr(replicate.harness, "run_suite", lambda overrides, echo, **_: _suite_result(*verdicts))
     assert main(["suite", "suite=smoke"]) == code
     out = capsys.readouterr().out
     assert line in out.splitlines()
@@ -111,6 +111,7 @@ def test_suite_exits_0_only_when_every_verdict_is_pass_and_counts_measured_apart
 
 def test_missing_real_dataset_exits_2_naming_the_path(tmp_path, capsys):
     missing = tmp_path / "no-coco"
+    (tmp_path / "w.pth").write_bytes(b"weights")   # the checkpoint exists: the dataset is what is missing
     code = main(["run", "model=faster_rcnn", "tier=eval", "scheduler=inline", f"datasets.coco2017.root={missing}",
                  f"results_dir={tmp_path / 'results'}", f"checkpoint={tmp_path / 'w.pth'}"])
     err = capsys.readouterr().err

@@ -22,8 +22,10 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
+
+from replicate.data.augment_random import AugmentationRandom
 
 GREY = 0.5            # darknet fills outside the image with .5
 MIN_BOX_PX = 2.0      # boxes thinner than this after cropping are dropped (no usable target)
@@ -53,29 +55,13 @@ class AugmentConfig:
         return cls(**values)
 
 
-class _Random:
-    """A seeded generator that reseeds itself once per DataLoader worker (else all would agree)."""
-
-    def __init__(self, seed: int):
-        self.seed, self.worker, self.gen = seed, None, torch.Generator().manual_seed(seed)
-
-    def _generator(self) -> torch.Generator:
-        info = get_worker_info()
-        if info is not None and self.worker != info.id:
-            self.worker = info.id
-            self.gen.manual_seed(self.seed * 1009 + info.id + 1)
-        return self.gen
-
-    def uniform(self, low: float, high: float) -> float:
-        return low + (high - low) * torch.rand((), generator=self._generator()).item()
+class _Random(AugmentationRandom):
+    """Darknet's draws on the dataset's augmentation stream."""
 
     def scale(self, s: float) -> float:
         """darknet rand_scale: a factor in [1, s], inverted half of the time."""
         factor = self.uniform(1.0, max(s, 1.0))
         return factor if self.uniform(0, 1) < 0.5 else 1.0 / factor
-
-    def index(self, n: int) -> int:
-        return int(torch.randint(n, (), generator=self._generator()).item())
 
 
 def crop_resize(image: torch.Tensor, boxes: torch.Tensor, rect: tuple[float, float, float, float],
@@ -173,6 +159,10 @@ class YoloTrainSet(Dataset):
 
     def __init__(self, base: Any, size: int, cfg: AugmentConfig, seed: int):
         self.base, self.size, self.cfg, self.rng = base, size, cfg, _Random(seed)
+
+    @property
+    def augmentation_random(self) -> AugmentationRandom:
+        return self.rng
 
     def __len__(self) -> int:
         return len(self.base)

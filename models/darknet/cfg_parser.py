@@ -25,6 +25,8 @@ darknet's without notice.
 
 from __future__ import annotations
 
+import stat
+
 import copy
 import math
 import os
@@ -510,6 +512,9 @@ def parse_cfg_text(text: str, source: str = "<cfg>", classes: Optional[int] = No
     return build_graph(sections, source)
 
 
+MAX_CFG_BYTES = 1 << 20
+
+
 def parse_cfg(path: str | Path, classes: Optional[int] = None, width_multiple: float = 1.0) -> DarknetGraph:
     """Parse a cfg file (see parse_cfg_text for ``classes`` and ``width_multiple``).
 
@@ -519,6 +524,14 @@ def parse_cfg(path: str | Path, classes: Optional[int] = None, width_multiple: f
     """
     path = Path(path)
     try:
+        # A FIFO would block the read forever and /dev/zero never end: only regular files of a
+        # cfg's size (the largest official cfg, yolov4.cfg, is 12 KB) are read.
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(str(path), "not a regular file (a darknet cfg is a text file)")
+        if info.st_size > MAX_CFG_BYTES:
+            raise DataError(str(path), f"{info.st_size} bytes: larger than any darknet cfg "
+                                       f"(limit {MAX_CFG_BYTES // 1024} KiB)")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(str(path), "darknet cfg file not found") from None

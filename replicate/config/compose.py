@@ -70,12 +70,24 @@ def _apply_values(cfg: DictConfig, values: list[Any]) -> None:
         if item.is_delete():
             raise ConfigError(key, "deleting a key is not supported; set it to null instead")
         try:
-            OmegaConf.update(cfg, key, item.value(), merge=True, force_add=item.is_add())
+            # "+key" adds only where the schema leaves keys open (recipe.extra, logger, datasets...);
+            # anywhere else an unknown key is a typo, refused with its name
+            OmegaConf.update(cfg, key, item.value(), merge=True, force_add=item.is_add() and _open_for_keys(cfg, key))
         except OmegaConfBaseException as exc:
             message = _first_line(exc)
             if "not in struct" in message or "Key '" in message:
                 message = f"no such key in the config (check its spelling); {message}"
             raise ConfigError(key, message) from None
+
+
+def _open_for_keys(cfg: DictConfig, key: str) -> bool:
+    """Whether the deepest existing node above ``key`` is a free-form mapping (a ``dict`` field of
+    the schema), not a typed section whose keys are fixed."""
+    parts = key.split(".")[:-1]
+    while parts and OmegaConf.select(cfg, ".".join(parts), default=None) is None:
+        parts.pop()
+    node = OmegaConf.select(cfg, ".".join(parts)) if parts else cfg
+    return isinstance(node, DictConfig) and OmegaConf.get_type(node) in (dict, None)
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:

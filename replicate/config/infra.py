@@ -20,7 +20,8 @@ def build(node: DictConfig) -> Any:
     from hydra.utils import instantiate
 
     try:
-        return instantiate(node)
+        # not recursive: a nested ``_target_`` (say under logger.*) is data, never called
+        return instantiate(node, _recursive_=False)
     except InstantiationException as exc:
         if isinstance(exc.__cause__, ZooError):
             raise exc.__cause__ from None

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from replicate.config.schema import RootConfig
+from replicate.config.values import check_recipe, validate_values
 from replicate.errors import ConfigError
 from replicate.verdict import MIN_REFERENCE_DRAWS
 
@@ -53,6 +54,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _validate_hardware(cfg)
     _validate_framework_installed(cfg)  # after the hardware: a TPU profile's refusal names the cause
     _validate_suite(cfg)
+    validate_values(cfg)
     return cfg
 
 
@@ -133,7 +135,7 @@ def _validate_reference(ref, key: str) -> None:
 def _validate_recipe(recipe, key: str) -> None:
     _one_of(recipe.optimizer, OPTIMIZERS, f"{key}.optimizer")
     _one_of(recipe.schedule, SCHEDULES, f"{key}.schedule")
-    _require(recipe.lr > 0, f"{key}.lr", f"{recipe.lr} must be > 0")
+    check_recipe(recipe, key)
     _require(recipe.batch_size > 0, f"{key}.batch_size", f"{recipe.batch_size} must be > 0")
     _require((recipe.steps is None) != (recipe.epochs is None), f"{key}.steps",
              "give exactly one of steps or epochs")

@@ -20,6 +20,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from replicate.data.augment_random import AugmentationRandom
 from replicate.errors import ConfigError, DataError
 
 Target = dict[str, Any]
@@ -56,9 +57,26 @@ def _load_coco(path: Path) -> COCO:
         raise DataError(str(path), "annotation file is missing")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            return COCO(str(path))
+            coco = COCO(str(path))
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise DataError(str(path), f"annotation file is not valid COCO JSON: {exc}") from None
+    _check_annotations(coco, path)
+    return coco
+
+
+def _check_annotations(coco: COCO, path: Path) -> None:
+    """Every annotation names a known image and has four finite numbers as its bbox: otherwise
+    the first batch holding it fails deep inside the model with an unnamed ValueError."""
+    for ann in coco.anns.values():
+        box = ann.get("bbox")
+        ok = (isinstance(box, (list, tuple)) and len(box) == 4
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in box))
+        if not ok:
+            raise DataError(str(path), f"annotation {ann.get('id')!r}: bbox {box!r} is not four finite numbers "
+                                       "[x, y, width, height]")
+        if ann.get("image_id") not in coco.imgs or "category_id" not in ann:
+            raise DataError(str(path), f"annotation {ann.get('id')!r}: image_id {ann.get('image_id')!r} is not "
+                                       "an image of the file, or category_id is missing")
 
 
 class CocoDetection(Dataset):
@@ -126,6 +144,10 @@ class CocoDetection(Dataset):
                 raise DataError(str(path), f"image referenced by {self.annotation_file} is "
                                            "missing") from None
 
+    @property
+    def augmentation_random(self) -> AugmentationRandom | None:
+        return getattr(self.transforms, "random", None)
+
     def __len__(self) -> int:
         return len(self.image_ids)
 
@@ -188,18 +210,17 @@ class RandomHorizontalFlip:
 
     Args:
         p: Flip probability.
-        generator: Seed or torch.Generator for reproducible draws. With DataLoader workers each
-            worker holds a copy of the generator, so seed per worker if draws must differ.
+        generator: Seed of the flip draws (an :class:`AugmentationRandom`, checkpointed with the
+            job), or None for torch's global generator.
     """
 
-    def __init__(self, p: float = 0.5, generator: torch.Generator | int | None = None):
-        if isinstance(generator, int):
-            generator = torch.Generator().manual_seed(generator)
+    def __init__(self, p: float = 0.5, generator: int | None = None):
         self.p = p
-        self.generator = generator
+        self.random = AugmentationRandom(generator) if generator is not None else None
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
-        if torch.rand((), generator=self.generator).item() >= self.p:
+        draw = torch.rand((), generator=self.random.get() if self.random else None).item()
+        if draw >= self.p:
             return image, target
         width = image.shape[-1]
         target = dict(target)

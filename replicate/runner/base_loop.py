@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from replicate.errors import DataError, NumericalError
 from replicate.jobs import JobResult
+from replicate.data.augment_random import augmentation_random
 from replicate.runner import checkpoint as ckpt
 
 
@@ -142,6 +143,12 @@ class BaseLoop(abc.ABC):
             # resumed from the checkpoint written at the early step, before its check ran: run it now
             bar.close()
             return
+        try:
+            self._train_steps(recipe, early_step, data, bar)
+        finally:   # also on Ctrl-C/SIGTERM: the bar's last state is not redrawn at exit
+            bar.close()
+
+    def _train_steps(self, recipe: Any, early_step: int, data: Iterator[Any], bar: tqdm) -> None:
         tick = time.perf_counter()
         while self.step < self.steps:
             values = self.train_step(next(data))
@@ -162,7 +169,6 @@ class BaseLoop(abc.ABC):
                 if aborted:
                     break
         self.train_s += time.perf_counter() - tick
-        bar.close()
 
     def log(self, values: dict[str, float], bar: tqdm) -> None:
         self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), "lr": self.current_lr(),
@@ -218,23 +224,52 @@ class BaseLoop(abc.ABC):
         return {**own, "step": self.step, "train_s": self.train_s, "curve": self.result.curve,
                 "images_seen": self.result.images_seen, "early_check": self.result.early_check,
                 "restarts": self.result.restarts, "lost_s": self.result.times.lost_s,
-                "rng": {**own.get("rng", {}), "numpy": np.random.get_state(), "python": random.getstate()}}
+                "rng": {**own.get("rng", {}), "numpy": ckpt.numpy_rng_state(), "python": random.getstate(),
+                        "augmentation": self.augmentation_state()}}
+
+    def start_epoch(self, epoch: int) -> None:
+        """Before an epoch's data iterator starts: DataLoader workers seed from the epoch."""
+        stream = augmentation_random(getattr(self, "train_set", None))
+        if stream is not None:
+            stream.set_epoch(epoch)
+
+    def augmentation_state(self) -> Optional[Any]:
+        stream = augmentation_random(getattr(self, "train_set", None))
+        return stream.state() if stream is not None else None
 
     def resume(self) -> None:
-        """Continue from the latest checkpoint; the work since it counts as time lost to restarts."""
-        state = ckpt.load_latest(self.ctx.checkpoint_dir)
-        if state is None:
+        """Continue from the latest checkpoint; the work since it counts as time lost to restarts.
+
+        A checkpoint that cannot be read or restored is moved aside and the job starts over
+        (setup and training state built afresh, so it runs as if no checkpoint had existed);
+        ``environment.discarded_checkpoint`` records where it went and why."""
+        try:
+            state = ckpt.load_latest(self.ctx.checkpoint_dir)
+            if state is None:
+                return
+            self.restore(state)
+            self.restore_loop_state(state)
+        except (DataError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+            reason = str(exc) if isinstance(exc, DataError) else f"cannot restore it: {type(exc).__name__}: {exc}"
+            self.result.environment["discarded_checkpoint"] = ckpt.discard(self.ctx.checkpoint_dir, reason[:500])
+            self.setup()
+            self.build_training()
             return
-        self.restore(state)
-        self.step, self.train_s = state["step"], state["train_s"]
-        self.result.curve, self.result.images_seen = state["curve"], state["images_seen"]
-        self.result.early_check = state["early_check"]
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
         heartbeat = ckpt.read_json(self.ctx.checkpoint_dir / ckpt.PROGRESS) or {}
         lost = max(0.0, heartbeat.get("train_s", self.train_s) - self.train_s)
         self.result.restarts = state["restarts"] + 1
         self.result.times.lost_s = state["lost_s"] + lost
+
+    def restore_loop_state(self, state: dict[str, Any]) -> None:
+        """The loop's part of a checkpoint: progress, curve and every random stream."""
+        self.step, self.train_s = state["step"], state["train_s"]
+        self.result.curve, self.result.images_seen = state["curve"], state["images_seen"]
+        self.result.early_check = state["early_check"]
+        ckpt.set_numpy_rng_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        stream = augmentation_random(getattr(self, "train_set", None))
+        if stream is not None and state["rng"].get("augmentation") is not None:
+            stream.load_state(state["rng"]["augmentation"])
 
     # --------------------------------------------------------------- evaluate
     def evaluate(self, max_batches: Optional[int] = None) -> dict[str, float]:

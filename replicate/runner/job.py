@@ -10,7 +10,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from replicate.jobs import JobResult, JobSpec
+from replicate.errors import StorageError
+from replicate.jobs import Failure, JobResult, JobSpec
 from replicate.runner import checkpoint as ckpt
 
 
@@ -34,21 +35,38 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
         progress: show a progress bar on stderr.
         num_threads: torch intra-op threads (the CPUs the scheduler gave this job).
     """
-    from replicate.failures import classify
-    from replicate.runner.environment import fingerprint
-    from replicate.runner.torch_loop import RunContext, TorchLoop
-    from replicate.verdict import early_loss_band, early_reference, target_for
+    from replicate.runner.base_loop import RunContext
 
     began = time.perf_counter()
     result = JobResult(job_id=spec.job_id)
     cfg = OmegaConf.create(spec.config)
     directory = checkpoint_dir(cfg, spec.job_id)
-    if (directory / ckpt.DONE).exists():  # a finished job run again starts from scratch
-        for name in (ckpt.LATEST, ckpt.DONE, ckpt.PROGRESS):
-            (directory / name).unlink(missing_ok=True)
-    ckpt.write_json(directory / "worker.json", {"pid": os.getpid(), "started": time.time()})
     ctx = RunContext(checkpoint_dir=directory, progress=progress)
     try:
+        with ckpt.JobLock(directory) as lock:
+            if lock.holder is None:
+                return _run_locked(spec, cfg, ctx, result, began, num_threads)
+    except StorageError as exc:  # the checkpoint volume cannot be written: the machine's fault
+        result.failure = Failure("infrastructure", "crash", str(exc))
+    else:  # another process trains this job: never two writers on one directory
+        result.failure = Failure("infrastructure", "crash", f"job {spec.job_id} is already running in process "
+                                 f"{lock.holder} (lock {directory / ckpt.LOCK}); not started twice")
+    result.infra = True
+    return result
+
+
+def _run_locked(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, began: float,
+                num_threads: int | None) -> JobResult:
+    from replicate.failures import classify
+    from replicate.runner.environment import fingerprint
+    from replicate.verdict import early_loss_band, early_reference, target_for
+
+    directory = ctx.checkpoint_dir
+    try:
+        if (directory / ckpt.DONE).exists():  # a finished job run again starts from scratch
+            for name in (ckpt.LATEST, ckpt.DONE, ckpt.PROGRESS):
+                (directory / name).unlink(missing_ok=True)
+        ckpt.write_json(directory / "worker.json", {"pid": os.getpid(), "started": time.time()})
         import torch
 
         if num_threads:
@@ -64,14 +82,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
         ctx.early_loss_band = early_loss_band(cfg)
         ctx.early_fraction = cfg.tier.early_check.fraction
         ctx.early_eval = bool(cfg.tier.trains and cfg.tier.early_check.enabled)
-        task = build_task(spec, cfg)
-        if spec.framework == "tensorflow":  # the TF twin of the task through the TF loop
-            from replicate.runner.tf_loop import TfLoop
-
-            ctx.device = "cpu" if cfg.hardware.accelerator == "cpu" else str(cfg.hardware.accelerator)
-            result = TfLoop(task.framework_task("tensorflow"), cfg, ctx, result, num_threads).run()
-        else:
-            result = TorchLoop(task, cfg, ctx, result).run()
+        result = build_loop(spec, cfg, ctx, result, num_threads).run()
     except Exception as exc:  # noqa: BLE001 - every model failure becomes a classified result
         result.failure = classify(exc, ctx.stage)
         result.infra = result.infra or result.failure.stage == "infrastructure"  # INFRA, not ERROR
@@ -81,8 +92,24 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
                                         dataset_hash=result.environment.get("dataset_hash"),
                                         device=ctx.device, num_threads=num_threads), **result.environment}
     if result.failure is None:
-        ckpt.write_json(directory / ckpt.DONE, {"finished": time.time()})
+        try:
+            ckpt.write_json(directory / ckpt.DONE, {"finished": time.time()})
+        except Exception as exc:  # noqa: BLE001 - the result stands; only the marker is missing
+            result.environment["done_marker"] = str(exc)
     return result
+
+
+def build_loop(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, num_threads: int | None = None) -> Any:
+    """The job's Task in its framework's loop (the TF twin of the task through the TF loop)."""
+    task = build_task(spec, cfg)
+    if spec.framework == "tensorflow":
+        from replicate.runner.tf_loop import TfLoop
+
+        ctx.device = "cpu" if cfg.hardware.accelerator == "cpu" else str(cfg.hardware.accelerator)
+        return TfLoop(task.framework_task("tensorflow"), cfg, ctx, result, num_threads)
+    from replicate.runner.torch_loop import TorchLoop
+
+    return TorchLoop(task, cfg, ctx, result)
 
 
 def build_task(spec: JobSpec, cfg: Any):

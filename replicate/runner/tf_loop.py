@@ -1,7 +1,7 @@
 """The TensorFlow training and evaluation loop: the runner contract of torch_loop.py in TF.
 
 Same recipe (optimizer, linear LR scaling, warm-up and schedule from replicate/runner/optim.py),
-same data order (torch_loop.EpochSampler), same atomic checkpoints with resume (``latest.pt``
+same data order (batch_order.BatchOrder), same atomic checkpoints with resume (``latest.pt``
 holding numpy arrays, written by replicate/runner/checkpoint.py), same NaN guard, progress bar,
 curve and 25% early check (replicate/runner/base_loop.py, shared with the torch loop), same
 JobResult, so verdicts, the store and the reports do not know which framework ran. The step is a ``tf.function`` run under the
@@ -25,8 +25,8 @@ from replicate.errors import ConfigError, DataError
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
+from replicate.runner.batch_order import BatchOrder
 from replicate.runner.optim import lr_factor, scaled_lr, total_steps
-from replicate.runner.torch_loop import EpochSampler
 
 
 def build_tf_optimizer(tf: Any, recipe: Any, lr: float) -> Any:
@@ -87,11 +87,11 @@ class TfLoop(BaseLoop):
             raise DataError(str(source), f"holds {len(values)} arrays, the model has {len(variables)} variables "
                                          "(a checkpoint of another model or variant?)")
         for variable, value in zip(variables, values):
-            if tuple(variable.shape) != tuple(np.shape(value)):
+            if tuple(variable.shape) != tuple(value.shape):
                 raise DataError(str(source), f"variable {variable.path} has shape {tuple(variable.shape)}, the "
-                                             f"checkpoint's array {tuple(np.shape(value))} (another variant?)")
+                                             f"checkpoint's array {tuple(value.shape)} (another variant?)")
         for variable, value in zip(variables, values):
-            variable.assign(value)
+            variable.assign(ckpt.tensor_to_array(value))
 
     # ----------------------------------------------------------------- train
     def build_training(self) -> None:
@@ -167,8 +167,9 @@ class TfLoop(BaseLoop):
             lambda c: {k: v[c.replica_id_in_sync_group::n] for k, v in arrays.items()})
 
     def framework_state(self) -> dict[str, Any]:
-        return {"tf_model": [v.numpy() for v in self.model.weights],
-                "tf_optimizer": [v.numpy() for v in self.optimizer.variables]}
+        # as torch tensors: a weights-only load reads tensors, not numpy arrays
+        return {"tf_model": [ckpt.array_to_tensor(v.numpy()) for v in self.model.weights],
+                "tf_optimizer": [ckpt.array_to_tensor(v.numpy()) for v in self.optimizer.variables]}
 
     def restore(self, state: dict[str, Any]) -> None:
         source = self.ctx.checkpoint_dir / ckpt.LATEST
@@ -178,16 +179,13 @@ class TfLoop(BaseLoop):
         self._assign(self.optimizer.variables, state["tf_optimizer"], source)
 
     def batches(self) -> Iterator[Any]:
-        """The torch loop's order (same EpochSampler), so a resumed run sees the same data."""
-        batch_size = self.tier.recipe.batch_size
-        per_epoch = len(self.train_set) // batch_size
-        sampler = EpochSampler(len(self.train_set), self.cfg.seed)
-        epoch, offset = divmod(self.step, per_epoch)
+        """The torch loop's order (same BatchOrder, no grouping), so a resumed run sees the same data."""
+        order = BatchOrder(len(self.train_set), self.cfg.seed, self.tier.recipe.batch_size)
+        epoch, offset = order.position(self.step)
         while True:
-            sampler.set_position(epoch, offset * batch_size)
-            order = list(sampler)
-            for i in range(0, len(order) - batch_size + 1, batch_size):   # drop_last, as torch
-                yield self.task.collate([self.train_set[j] for j in order[i:i + batch_size]])
+            self.start_epoch(epoch)
+            for indices in order.epoch(epoch)[offset:]:
+                yield self.task.collate([self.train_set[j] for j in indices])
             epoch, offset = epoch + 1, 0
 
     def train_step(self, batch: Any) -> dict[str, float]:

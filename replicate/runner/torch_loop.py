@@ -19,14 +19,17 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from models.task import Task
+from replicate.errors import DataError
 from replicate.jobs import JobResult
+from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
-from replicate.runner.grouping import GroupedBatches, aspect_ratio_groups
+from replicate.runner.batch_order import BatchOrder, epoch_permutation
+from replicate.runner.grouping import aspect_ratio_groups
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 
 
 class EpochSampler(Sampler):
-    """Seeded permutation per epoch that can start mid-epoch, so a resumed run sees the same data."""
+    """Seeded permutation per epoch that can start mid-epoch (the order BatchOrder cuts into batches)."""
 
     def __init__(self, size: int, seed: int):
         self.size, self.seed, self.epoch, self.offset = size, seed, 0, 0
@@ -35,11 +38,26 @@ class EpochSampler(Sampler):
         self.epoch, self.offset = epoch, offset
 
     def __iter__(self) -> Iterator[int]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=gen)[self.offset:].tolist())
+        return iter(epoch_permutation(self.size, self.seed, self.epoch)[self.offset:])
 
     def __len__(self) -> int:
         return self.size - self.offset
+
+
+def load_state_file(model: torch.nn.Module, path: Path) -> None:
+    """Weights from a torch file (read as data only): ours hold "model", reference repos
+    "state_dict" or the bare state dict; DataError naming the file when they do not fit."""
+    state = ckpt.load_file(path)
+    if isinstance(state, dict):
+        state = state.get("model", state.get("state_dict", state))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(str(path), "holds no state dict of tensors")
+    # DataParallel-trained files prefix every key with "module."
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataError(str(path), f"does not fit the model: {str(exc).splitlines()[0][:300]}") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -79,23 +97,24 @@ class TorchLoop(BaseLoop):
             self.load_weights(Path(self.cfg.checkpoint))
 
     def load_loop_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if isinstance(state, dict):  # our checkpoints hold "model"; reference repos "state_dict"
-            state = state.get("model", state.get("state_dict", state))
-        # DataParallel-trained files prefix every key with "module."
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        self.model.load_state_dict(state)
+        load_state_file(self.model, path)
 
-    def loader(self, dataset: Any, batch_size: int, sampler: Optional[Sampler] = None) -> DataLoader:
+    def loader(self, dataset: Any, batch_size: int = 1, batches: Optional[list[list[int]]] = None,
+               mid_epoch: bool = False) -> DataLoader:
+        """Training: the given ``batches`` of indices (BatchOrder); evaluation: in order.
+
+        Each DataLoader iterator draws a base seed from torch's global generator when it starts,
+        which shifts the stream the model's own sampling uses (RPN/ROI sampling, dropout). That
+        draw belongs to the start of an epoch: a job resumed mid-epoch restored a generator state
+        taken after it, so its iterator draws from a private generator and leaves the global
+        stream where the uninterrupted job had it.
+        """
         workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
         common = dict(collate_fn=self.task.collate, num_workers=workers, pin_memory=self.amp)
-        factor = self.tier.recipe.aspect_ratio_group_factor if self.tier.recipe else None
-        ratios = self.task.aspect_ratios(dataset) if (sampler is not None and factor is not None) else None
-        if ratios is not None:
-            groups = aspect_ratio_groups(ratios, factor)
-            return DataLoader(dataset, batch_sampler=GroupedBatches(sampler, groups, batch_size), **common)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=sampler is not None,
-                          **common)
+        if batches is not None:
+            private = torch.Generator().manual_seed(self.cfg.seed) if mid_epoch else None
+            return DataLoader(dataset, batch_sampler=batches, generator=private, **common)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
 
     # ----------------------------------------------------------------- train
     def build_training(self) -> None:
@@ -126,15 +145,15 @@ class TorchLoop(BaseLoop):
         torch.set_rng_state(state["rng"]["torch"])
 
     def batches(self) -> Iterator[Any]:
-        batch_size = self.tier.recipe.batch_size
-        per_epoch = len(self.train_set) // batch_size
-        sampler = EpochSampler(len(self.train_set), self.cfg.seed)
-        epoch, offset = divmod(self.step, per_epoch)
-        # With aspect-ratio grouping a resumed epoch skips the same number of samples, which is
-        # close to, not exactly, the batches already seen: grouping reorders within an epoch.
+        recipe = self.tier.recipe
+        factor = recipe.aspect_ratio_group_factor
+        ratios = self.task.aspect_ratios(self.train_set) if factor is not None else None
+        groups = aspect_ratio_groups(ratios, factor) if ratios is not None else None
+        order = BatchOrder(len(self.train_set), self.cfg.seed, recipe.batch_size, groups)
+        epoch, offset = order.position(self.step)
         while True:
-            sampler.set_position(epoch, offset * batch_size)
-            yield from self.loader(self.train_set, batch_size, sampler)
+            self.start_epoch(epoch)
+            yield from self.loader(self.train_set, batches=order.epoch(epoch)[offset:], mid_epoch=offset > 0)
             epoch, offset = epoch + 1, 0
 
     def train_step(self, batch: Any) -> dict[str, float]:

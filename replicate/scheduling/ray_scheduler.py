@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -40,13 +42,20 @@ class RayScheduler:
             return False
         kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
                                       configure_logging=True)
-        if self.address:
-            ray.init(address=self.address, **kwargs)
-            return False
-        # Workers must import this project: pass the interpreter's path on to them.
-        ray.init(num_cpus=self.num_cpus, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_project_path())}},
-                 **kwargs)
-        return True
+        # ray.init replaces the SIGTERM handler with sys.exit, which leaves Ray's threads to abort the
+        # process (exit 134 and a native stack dump); keep the caller's (the CLI's clean stop).
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+                return False
+            # Workers must import this project: pass the interpreter's path on to them.
+            ray.init(num_cpus=self.num_cpus,
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_project_path())}}, **kwargs)
+            return True
+        finally:
+            if threading.current_thread() is threading.main_thread() and handler is not None:
+                signal.signal(signal.SIGTERM, handler)
 
     def check(self, jobs: list[tuple[JobSpec, Any]]) -> None:
         """Fail fast (exit 2) for a profile no node can ever run, unless the cluster autoscales."""

@@ -6,7 +6,8 @@ upgrades its schema to the latest Alembic revision, so an old results file keeps
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,11 +18,11 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, delete, make_url, select
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from replicate.errors import ConfigError
+from replicate.errors import ConfigError, StoreError
 from replicate.jobs import INFRA, OUTCOMES
 from replicate.store.tables import (
     GROUP_KEY,
@@ -49,6 +50,29 @@ SELFTEST_KEY = ("role", "defect", "model", "framework")   # one row per defect (
 GROUP_IGNORED = ("id", "created_at")
 
 
+# Errors -------------------------------------------------------------------------------------
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own first line (SQLAlchemy appends the statement and a help link)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _database_errors(method: Callable) -> Callable:
+    """Every database failure of a store method as one StoreError naming the store (exit 2)."""
+
+    @functools.wraps(method)
+    def guarded(self: "ResultStore", *args: Any, **kwargs: Any) -> Any:
+        self.check_present()
+        try:
+            return method(self, *args, **kwargs)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self._safe_url}: {_reason(exc)}") from None
+
+    return guarded
+
+
 class ResultStore:
     """Read and write zoo-replicate results in a SQL database.
 
@@ -67,15 +91,22 @@ class ResultStore:
         parsed = _parse_url(self.url)
         self._safe_url = parsed.render_as_string(hide_password=True)
         self._engine = _create_engine(parsed)
+        self._sqlite_path = _sqlite_file(parsed)
         try:
             _upgrade_to_head(self._engine)
-        except (OperationalError, CommandError) as exc:
+        except (SQLAlchemyError, CommandError) as exc:   # corrupt file, a folder, unreachable server
             self._engine.dispose()
-            raise ConfigError(URL_KEY, f"cannot open store {self._safe_url}: {exc}") from exc
+            raise ConfigError(URL_KEY, f"cannot open store {self._safe_url}: {_reason(exc)}") from None
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
 
     def __repr__(self) -> str:
         return f"ResultStore({self._safe_url!r})"
+
+    def check_present(self) -> None:
+        """A SQLite file deleted or moved while open still takes writes, into an unlinked file
+        that nobody can read: refuse them instead (StoreError), so the result is spooled."""
+        if self._sqlite_path is not None and not self._sqlite_path.is_file():
+            raise StoreError(f"store {self._safe_url}: the database file is gone (deleted or moved while open)")
 
     def __enter__(self) -> "ResultStore":
         return self
@@ -89,6 +120,7 @@ class ResultStore:
 
     # Suites ---------------------------------------------------------------------------------
 
+    @_database_errors
     def upsert_suite(self, suite_id: str, name: str, config: dict) -> None:
         """Record that a suite started; a re-run of the same suite clears its ``finished_at``."""
         config = check_json(config, "config")
@@ -99,6 +131,7 @@ class ResultStore:
                 return
             suite.name, suite.config, suite.finished_at = name, config, None
 
+    @_database_errors
     def finish_suite(self, suite_id: str) -> None:
         """Stamp ``finished_at`` on a suite.
 
@@ -111,6 +144,7 @@ class ResultStore:
                 raise ValueError(f"unknown suite {suite_id!r}")
             suite.finished_at = utcnow()
 
+    @_database_errors
     def suites(self, limit: Optional[int] = None) -> list[dict]:
         """All suites, newest first (``created_at``, then ``suite_id``, both descending)."""
         query = select(Suite).order_by(Suite.created_at.desc(), Suite.suite_id.desc()).limit(limit)
@@ -119,18 +153,22 @@ class ResultStore:
 
     # Jobs -----------------------------------------------------------------------------------
 
-    def finished_job_ids(self, suite_id: str) -> set[str]:
-        """Ids of the suite's jobs that need no re-run: all with a row except INFRA ones."""
-        query = select(Job.job_id).where(Job.suite_id == suite_id, Job.verdict != INFRA)
+    @_database_errors
+    def finished_job_ids(self, suite_id: str, rerun: Iterable[str] = (INFRA,)) -> set[str]:
+        """Ids of the suite's jobs that need no re-run: all with a row except those whose verdict
+        is in ``rerun`` (INFRA by default: the cluster failed them, not the model)."""
+        query = select(Job.job_id).where(Job.suite_id == suite_id, Job.verdict.not_in(list(rerun)))
         with self._sessions() as session:
             return set(session.scalars(query))
 
+    @_database_errors
     def get_job(self, job_id: str) -> Optional[dict]:
         """The job's row as a dict, or None when it was never saved."""
         with self._sessions() as session:
             row = session.get(Job, job_id)
             return None if row is None else row_to_dict(row)
 
+    @_database_errors
     def save_job(self, record: Mapping[str, Any]) -> None:
         """Insert or replace the row of ``record["job_id"]``.
 
@@ -159,6 +197,7 @@ class ResultStore:
 
         self._write_with_retry(write)
 
+    @_database_errors
     def jobs(
         self,
         *,
@@ -179,6 +218,7 @@ class ResultStore:
 
     # Group verdicts -------------------------------------------------------------------------
 
+    @_database_errors
     def save_group(self, record: Mapping[str, Any]) -> None:
         """Insert or replace the verdict of one group, found by its key (:data:`GROUP_KEY`).
 
@@ -201,6 +241,7 @@ class ResultStore:
 
         self._write_with_retry(write)
 
+    @_database_errors
     def groups(self, suite_id: str) -> list[dict]:
         """The suite's group verdicts, ordered by model, variant, framework, tier, hardware."""
         order = [getattr(GroupVerdict, name) for name in GROUP_KEY[1:]]
@@ -208,6 +249,7 @@ class ResultStore:
         with self._sessions() as session:
             return [row_to_dict(row) for row in session.scalars(query)]
 
+    @_database_errors
     def group_history(self, model: Optional[str] = None) -> list[dict]:
         """Group verdicts of every suite (of ``model`` if given), each with its suite's
         ``suite_created_at``; oldest suite first, so the last match of a key is the latest."""
@@ -221,6 +263,7 @@ class ResultStore:
 
     # Selftest rows ----------------------------------------------------------------------------
 
+    @_database_errors
     def save_selftest(self, suite_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
         """Save selftest rows of ``suite_id`` (one transaction); each replaces the suite's earlier
         row of the same :data:`SELFTEST_KEY` (a re-run of some defects keeps the others' rows).
@@ -237,6 +280,7 @@ class ResultStore:
                 session.execute(delete(SelftestRow).where(SelftestRow.suite_id == suite_id, *same))
             session.add_all(SelftestRow(**v) for v in values)
 
+    @_database_errors
     def selftest_rows(self, suite_id: str) -> list[dict]:
         """The selftest rows of ``suite_id`` in the order they were saved (empty if it has none)."""
         query = select(SelftestRow).where(SelftestRow.suite_id == suite_id).order_by(SelftestRow.id)
@@ -290,22 +334,34 @@ def _sqlite_file(url: URL) -> Optional[Path]:
 
 def _parse_url(url: str) -> URL:
     """Parse ``url``, turning SQLAlchemy's errors into a ConfigError naming ``store.url``."""
+    from replicate.redact import redact_text
+
+    # An unencoded "@" in the password makes the parser split there: part of the password would
+    # become the host and be printed. The URL is never echoed with its password.
+    if "@" in url.split("://", 1)[-1].split("@", 1)[-1].split("/", 1)[0]:
+        raise ConfigError(URL_KEY, "the user or password contains '@': percent-encode it as %40")
     try:
         return make_url(url)
     except (ArgumentError, ValueError, TypeError) as exc:
-        raise ConfigError(URL_KEY, f"not a database URL: {url!r} ({exc})") from exc
+        raise ConfigError(URL_KEY, f"not a database URL: {redact_text(repr(url))} "
+                                   f"({type(exc).__name__})") from None
 
 
 def _create_engine(url: URL) -> Engine:
     """Build the engine; for SQLite, create the file's folder and share in-memory databases."""
-    kwargs: dict[str, Any] = {}
+    # pre_ping: a pooled connection the server dropped (a restart, a failover, an idle timeout
+    # mid-suite) is replaced before use instead of failing the next save.
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database in ("", ":memory:"):
             # Each new connection to :memory: would see a fresh, empty database.
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         elif not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(URL_KEY, f"cannot create the folder of {database}: {exc.strerror}") from None
     try:
         return create_engine(url, **kwargs)
     except (ArgumentError, ImportError) as exc:   # unknown dialect, driver not installed

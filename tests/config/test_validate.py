@@ -66,12 +66,14 @@ def test_every_hardware_profile_composes():
 def test_every_suite_plans_into_valid_jobs_with_stable_ids(suite):
     from replicate.plan import plan_suite
 
-    root = compose_config([f"suite={suite}", "suite_id=fixed"])
-    suite_id, jobs = plan_suite(root, [f"suite={suite}", "suite_id=fixed"])
+    # planned for the cluster (scheduler=kuberay): nightly's eval entry reads weights from its volume
+    overrides = [f"suite={suite}", "suite_id=fixed", "scheduler=kuberay"]
+    root = compose_config(overrides)
+    suite_id, jobs = plan_suite(root, overrides)
     assert suite_id == "fixed" and jobs
     assert sum(len(e.seeds) for e in root.suite.entries) == len(jobs)
     assert len({j.spec.job_id for j in jobs}) == len(jobs)
-    _, again = plan_suite(root, [f"suite={suite}", "suite_id=fixed"])
+    _, again = plan_suite(root, overrides)
     assert [j.spec.job_id for j in again] == [j.spec.job_id for j in jobs]
     assert all(j.problem is None for j in jobs), [j.problem for j in jobs if j.problem]
 

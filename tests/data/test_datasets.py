@@ -112,6 +112,17 @@ def test_missing_or_invalid_annotations(copy_root):
         CocoDetection(copy_root, "train", "bad.json")
 
 
+@pytest.mark.parametrize("bbox", [[1, 2, 3], ["a", 1, 2, 3], [1, 2, float("nan"), 4], None, [1, 2, True, 4]])
+def test_an_annotation_with_a_bad_bbox_is_a_data_error_naming_file_and_annotation(copy_root, bbox):
+    ann_file = copy_root / "train.json"
+    data = json.loads(ann_file.read_text())
+    data["annotations"][3]["bbox"] = bbox
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=f"annotation {data['annotations'][3]['id']!r}: bbox") as err:
+        CocoDetection(copy_root, "train", "train.json")
+    assert err.value.path == str(ann_file)
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_corrupt_image_is_named(copy_root, damage):
     path = copy_root / "train" / "00002.png"

@@ -336,6 +336,21 @@ def test_missing_cfg_is_a_data_error_naming_the_file(tmp_path):
         parse_cfg(tmp_path / "nothere.cfg")
 
 
+def test_a_fifo_a_device_or_a_huge_file_is_refused_without_reading_it(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.cfg"
+    os.mkfifo(fifo)   # reading it would block forever
+    huge = tmp_path / "huge.cfg"
+    with open(huge, "wb") as handle:
+        handle.truncate(64 << 20)   # sparse: 64 MiB that cost no disk
+    for path, words in ((fifo, "not a regular file"), (Path("/dev/zero"), "not a regular file"),
+                        (huge, "larger than any darknet cfg")):
+        with pytest.raises(DataError, match=words) as err:
+            parse_cfg(path)
+        assert err.value.path == str(path)
+
+
 def _randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -167,15 +167,15 @@ def test_a_suite_writes_its_report_where_the_cli_does_and_a_report_failure_is_on
     from replicate.harness import run_suite
     from replicate.report import default_report_dir
 
-    overrides = ["suite.entries=[{model:yolov4,tier:smoke,hardware:cpu,seeds:[0]}]", "suite_id=night:1",
+    overrides = ["suite.entries=[{model:yolov4,tier:smoke,hardware:cpu,seeds:[0]}]", "suite_id=night.1",
                  "scheduler=inline", "tier.compare_with=none", f"results_dir={results_dir}",
                  f"datasets.shapes.root={shapes_root}", *tiny]
     first = run_suite(overrides, echo=lambda line: None)
     # Nothing to compare with: MEASURED, shown as such, and the suite is not all PASS.
     assert [j["verdict"] for j in first.jobs] == ["MEASURED"] and not first.all_pass
     assert 'class="verdict v-MEASURED">MEASURED</span>' in Path(first.report).read_text(encoding="utf-8")
-    assert Path(first.report) == default_report_dir(results_dir, "night:1") / "index.html"
-    assert Path(first.report).parent.name == "night_1" and Path(first.report).is_file()
+    assert Path(first.report) == default_report_dir(results_dir, "night.1") / "index.html"
+    assert Path(first.report).parent.name == "night.1" and Path(first.report).is_file()
     shutil.rmtree(results_dir / "reports")
     (results_dir / "reports").write_text("in the way")            # the report cannot be written now
     lines: list[str] = []
@@ -280,3 +280,16 @@ def test_chromium_renders_the_leaderboard_and_every_image(night2_report, tmp_pat
         page = _probe(binary, index.parent / f"model-{model}.html")
         assert len(page["images"]) == 2, page["images"]
         assert all(img["complete"] and img["width"] > 0 and img["height"] > 0 for img in page["images"]), page
+
+
+def test_a_job_run_with_a_suite_id_is_reported_under_that_suite(results_dir, shapes_root, tiny, capsys):
+    from replicate.cli import main
+    from replicate.harness import run_one
+
+    common = ["model=yolov4", "scheduler=inline", "tier.compare_with=none", f"results_dir={results_dir}",
+              f"datasets.shapes.root={shapes_root}", *tiny]
+    (row,) = run_one(common + ["suite_id=adhoc"], echo=lambda _: None).jobs
+    assert main(["report", "suite=adhoc", f"results_dir={results_dir}"]) == 0
+    index = Path(capsys.readouterr().out.strip().splitlines()[-1].split()[-1])
+    text = index.read_text(encoding="utf-8")
+    assert row["verdict"] == "MEASURED" and "yolov4" in text and "v-MEASURED" in text

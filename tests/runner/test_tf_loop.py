@@ -238,13 +238,17 @@ def test_a_checkpoint_of_another_variant_is_a_data_error_naming_file_and_variabl
     small.setup()
     small.build_training()
     before = [v.numpy() for v in small.model.weights]
-    with pytest.raises(DataError) as err:
-        small.resume()
-    assert err.value.path == str(tmp_path / ckpt.LATEST)
+    with pytest.raises(DataError, match=str(tmp_path / ckpt.LATEST)) as err:
+        small.load_weights(tmp_path / ckpt.LATEST)  # checkpoint=<latest.pt> of another variant
     assert small.model.weights[0].path in str(err.value) and "(3, 4)" in str(err.value)
     assert _max_difference(before, [v.numpy() for v in small.model.weights]) == 0  # nothing half-assigned
-    with pytest.raises(DataError, match=str(tmp_path / ckpt.LATEST)):
-        small.load_weights(tmp_path / ckpt.LATEST)  # the same check for checkpoint=<latest.pt>
+    # as the job's own latest.pt it is moved aside, the reason recorded, and the job starts over
+    small.resume()
+    discarded = small.result.environment["discarded_checkpoint"]
+    assert str(tmp_path / ckpt.LATEST) in discarded["reason"] and "(3, 4)" in discarded["reason"]
+    assert Path(discarded["path"]).is_file() and not (tmp_path / ckpt.LATEST).exists()
+    assert small.step == 0 and small.result.restarts == 0
+    assert _max_difference(before, [v.numpy() for v in small.model.weights]) == 0  # a fresh start
 
 
 def test_a_tf_job_resumed_mid_run_ends_where_an_uninterrupted_run_ends(tf, results_dir, shapes_root, tiny, tmp_path):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from replicate.config.compose import compose_config
+from replicate.errors import ConfigError, DataError
 from replicate.harness import run_one
 from replicate.jobs import JobResult
 from replicate.plan import make_spec
@@ -65,12 +68,15 @@ def test_a_training_loss_far_from_every_calibration_draw_stops_at_the_early_chec
     assert "training loss" in row["failure_message"] and "outside" in row["failure_message"]
 
 
-def test_missing_checkpoint_file_is_a_data_pipeline_error_naming_it(results_dir, shapes_root, tiny):
-    overrides = _common(results_dir, shapes_root, tiny) + ["tier.compare_with=none", "checkpoint=/no/such/weights.pt"]
-    (row,) = run_one(overrides, echo=lambda _: None).jobs
-    assert row["verdict"] == "ERROR"
-    assert (row["failure_stage"], row["failure_impact"]) == ("data pipeline", "crash")
-    assert "/no/such/weights.pt" in row["failure_message"]
+def test_a_missing_checkpoint_is_refused_before_scheduling_and_by_the_loop(results_dir, shapes_root, tiny):
+    common = _common(results_dir, shapes_root, tiny) + ["tier.compare_with=none"]
+    with pytest.raises(ConfigError, match="checkpoint: /no/such/weights.pt does not exist"):
+        run_one(common + ["checkpoint=/no/such/weights.pt"], echo=lambda _: None)
+    # gone between validation and the job (another volume, a cleanup): a data error naming it
+    loop = _loop(common)
+    loop.setup()
+    with pytest.raises(DataError, match="/no/such/weights.pt: checkpoint file not found"):
+        loop.load_weights(Path("/no/such/weights.pt"))
 
 
 def test_shuffled_labels_change_the_training_targets(shapes_root, tiny, results_dir):

@@ -37,11 +37,12 @@ class ImageOnlyFlip:
 
     def __init__(self, flip: Any):
         self.flip = flip
+        self.random = flip.random   # the same augmentation stream, so it is checkpointed as well
 
     def __call__(self, image: Any, target: dict) -> tuple[Any, dict]:
         import torch
 
-        if torch.rand((), generator=self.flip.generator).item() >= self.flip.p:
+        if torch.rand((), generator=self.random.get() if self.random else None).item() >= self.flip.p:
             return image, target
         return image.flip(-1), target
 
