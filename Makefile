@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow selftest venv clean
+.PHONY: run test lint test-slow selftest venv clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# Lint (ruff: pyflakes, pycodestyle, import order; settings in pyproject.toml). .ci/run runs it.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check replicate models tests benchmarks
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(ARGS)

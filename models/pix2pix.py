@@ -397,9 +397,6 @@ class Pix2PixTask(Task):
         labels, photos = zip(*items)
         return torch.stack(labels), torch.stack(photos)
 
-    def to_device(self, batch: Any, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(t.to(device, non_blocking=True) for t in batch)
-
     def batch_size_of(self, batch: Any) -> int:
         return int(batch[0].shape[0])
 

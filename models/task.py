@@ -85,13 +85,6 @@ class Task(abc.ABC):
     def batch_size_of(self, batch: Any) -> int:
         return len(batch[0])
 
-    def to_device(self, batch: Any, device: Any) -> Any:
-        """Move a batch to ``device``; default handles (images, targets) lists of tensors/dicts."""
-        images, targets = batch
-        images = [img.to(device, non_blocking=True) for img in images]
-        targets = [{k: v.to(device) if hasattr(v, "to") else v for k, v in t.items()} for t in targets]
-        return images, targets
-
     def parameter_groups(self, model: Any) -> Iterable:
         """What the optimizer updates."""
         return [p for p in model.parameters() if p.requires_grad]

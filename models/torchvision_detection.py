@@ -36,7 +36,8 @@ def small_cnn(width: int) -> nn.Module:
     layers: list[nn.Module] = []
     c_in = 3
     for c_out in (width, 2 * width, 4 * width, 4 * width):
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                   nn.ReLU(inplace=True),
                    nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         c_in = c_out
     body = nn.Sequential(*layers)

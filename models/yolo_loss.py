@@ -26,8 +26,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import (batched_nms, box_convert, box_iou, complete_box_iou_loss,
-                             distance_box_iou_loss, generalized_box_iou_loss)
+from torchvision.ops import (
+    batched_nms,
+    box_convert,
+    box_iou,
+    complete_box_iou_loss,
+    distance_box_iou_loss,
+    generalized_box_iou_loss,
+)
 
 from models.darknet.cfg_parser import YOLO_DEFAULTS, DarknetGraph, Layer
 from replicate.errors import ConfigError

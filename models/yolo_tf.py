@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.darknet.augment import to_original
 from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM
 from models.darknet.tf_backend import build_model as build_tf_darknet
 from models.darknet.tf_backend import tensorflow, trainable_parameters
-from models.darknet.augment import to_original
 from models.yolo import DarknetYoloTask
 from models.yolo_loss import heads_from_graph
 from models.yolo_loss_tf import check_heads, postprocess, yolo_loss

@@ -238,7 +238,8 @@ def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequenc
     earlies = [m["early"] for m in measured]
     fraction = str(cfg.tier.early_check.fraction)
     reference = cfg.model.tiers.smoke.reference
-    direction = reference.direction if reference is not None else next(c.direction for c in cfg.model.claims if c.primary)
+    primary = next(c.direction for c in cfg.model.claims if c.primary)
+    direction = reference.direction if reference is not None else primary
     command = " ".join(["replicate calibrate", *overrides,
                         f"--seeds {','.join(sorted({str(d.seed) for d in draws}, key=int))}",
                         f"--variants {','.join(dict.fromkeys(d.variant for d in draws))}",

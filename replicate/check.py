@@ -7,8 +7,8 @@ through; gradients reach every trainable parameter; one batch can be overfit.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -46,7 +46,8 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
         overrides.append("tier.compare_with=none")  # nothing is trained: no reference needed
     cfg = compose_config(overrides)
     report = CheckReport(cfg.model.name)
-    report.add("config", True, f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")
+    report.add("config", True,
+               f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")
     spec = make_spec(cfg, None)
     task = build_task(spec, cfg)
     framework = chosen_framework(cfg)

@@ -17,7 +17,6 @@ from typing import Any, Callable, Sequence
 
 from replicate.errors import Terminated, ZooError
 
-
 # Subcommands that live in their own module under replicate/commands/: each module defines
 # ``add_parser(subparsers)`` (registering a subcommand of the module's name) and ``run(args) -> int``.
 COMMAND_MODULES = ("darknet", "report", "cost", "k8s", "selftest")
@@ -220,8 +219,17 @@ def _int_list(text: str, flag: str) -> list[int]:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import yaml
 
-    from replicate.calibrate import (DEFAULT_SEEDS, DEFAULT_THREADS, MIN_DRAWS, calibrate, draw_summary, plan_draws,
-                                     record_location, smoke_config, variants_for)
+    from replicate.calibrate import (
+        DEFAULT_SEEDS,
+        DEFAULT_THREADS,
+        MIN_DRAWS,
+        calibrate,
+        draw_summary,
+        plan_draws,
+        record_location,
+        smoke_config,
+        variants_for,
+    )
     from replicate.config.validate import chosen_framework
     from replicate.errors import ConfigError
 

@@ -39,10 +39,6 @@ class NumericalError(ZooError):
     """A loss or metric became NaN or Inf during training."""
 
 
-class EarlyAbort(ZooError):
-    """The early check found the run far below its reference curve."""
-
-
 class StorageError(ZooError):
     """A file the run writes could not be written (disk full, read-only, gone): the machine's
     fault, not the model's; ``path`` names it."""

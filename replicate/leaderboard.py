@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable, Optional
 
-from replicate.errors import UserInputError
 from replicate.defects.injection import defect_of
+from replicate.errors import UserInputError
 from replicate.jobs import MEASURED, PASS
 from replicate.verdict import target_label
 

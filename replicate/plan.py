@@ -76,7 +76,8 @@ def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[Pl
 
     suite_id = root.suite_id or default_suite_id(root.suite.name)
     registered = set(registered_names())
-    passthrough = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("model", "tier", "hardware", "suite", "suite_id", "seed")]
+    per_entry = ("model", "tier", "hardware", "suite", "suite_id", "seed")
+    passthrough = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in per_entry]
     jobs: list[PlannedJob] = []
     for entry in root.suite.entries:
         for seed in entry.seeds:

@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from replicate.defects import defect_of
-from replicate.formatting import duration as _duration, money
+from replicate.formatting import duration as _duration
+from replicate.formatting import money
 from replicate.jobs import MEASURED, PASS
 from replicate.verdict import target_label
 

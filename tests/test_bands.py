@@ -10,8 +10,17 @@ from omegaconf import open_dict
 
 from replicate.calibrate import Draw, draw_summary, plan_draws, reference_block
 from replicate.config.compose import compose_config
-from replicate.verdict import (MIN_HALF_WIDTH, early_check_alarm, early_loss_band, early_reference, early_threshold,
-                               false_alarm_split, prediction_half_width, reference_band, target_for)
+from replicate.verdict import (
+    MIN_HALF_WIDTH,
+    early_check_alarm,
+    early_loss_band,
+    early_reference,
+    early_threshold,
+    false_alarm_split,
+    prediction_half_width,
+    reference_band,
+    target_for,
+)
 
 
 def test_the_half_width_is_the_student_t_prediction_interval():
@@ -112,11 +121,12 @@ def test_the_recorded_block_has_every_draw_and_implies_the_verdicts_band():
     draws = plan_draws([0, 1], ["default", "avx2"], [1, 2])
     finals, earlies = [10.0, 11.0, 12.0, 13.0], [3.0, 3.5, 4.0, 4.5]
     losses = [5.0, 5.2, 4.9, 5.1]
-    measured = [{"metric": "bbox_AP", "final": f, "early": e, "early_loss": l, "label": d.label, "seed": d.seed}
-                for d, f, e, l in zip(draws, finals, earlies, losses)]
+    measured = [{"metric": "bbox_AP", "final": f, "early": e, "early_loss": loss, "label": d.label, "seed": d.seed}
+                for d, f, e, loss in zip(draws, finals, earlies, losses)]
     block = reference_block(cfg, measured, ["model=yolov4"], draws)
     assert block["draws"] == finals and block["labels"] == [d.label for d in draws]
-    assert block["value"] == pytest.approx(11.5) and block["spread"] == pytest.approx(statistics.stdev(finals), rel=1e-4)
+    assert block["value"] == pytest.approx(11.5)
+    assert block["spread"] == pytest.approx(statistics.stdev(finals), rel=1e-4)
     assert block["curve_spread"]["0.25"] == pytest.approx(statistics.stdev(earlies), rel=1e-4)
     assert "--variants default,avx2" in block["source"] and "--threads 1,2" in block["source"]
     assert block["early_loss_draws"] == losses

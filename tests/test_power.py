@@ -6,8 +6,20 @@ from __future__ import annotations
 import pytest
 
 from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, PASS
-from replicate.power import (CONTROL, DEFECT, EARLY_CHECK, FINAL_VERDICT, MISSED, NOT_MEASURED, PREFLIGHT,
-                             SELFTEST_SEED, Catch, catch, cost_share, summarize)
+from replicate.power import (
+    CONTROL,
+    DEFECT,
+    EARLY_CHECK,
+    FINAL_VERDICT,
+    MISSED,
+    NOT_MEASURED,
+    PREFLIGHT,
+    SELFTEST_SEED,
+    Catch,
+    catch,
+    cost_share,
+    summarize,
+)
 
 
 def test_a_defect_the_preflight_catches_costs_the_checks_share_of_a_run():

@@ -10,8 +10,15 @@ import pytest
 from replicate.defects import Target, all_defects
 from replicate.errors import ConfigError
 from replicate.power import CONTROL, DEFECT, EARLY_CHECK, FINAL_VERDICT, PREFLIGHT, SELFTEST_SEED
-from replicate.selftest import (Preflight, control_row, defect_row, job_overrides, preflight_catch,
-                                select_injections, split_overrides)
+from replicate.selftest import (
+    Preflight,
+    control_row,
+    defect_row,
+    job_overrides,
+    preflight_catch,
+    select_injections,
+    split_overrides,
+)
 
 
 def test_filters_are_split_from_the_jobs_overrides_and_fixed_keys_refused():
@@ -121,7 +128,8 @@ def test_selftest_of_two_defects_and_their_clean_control_end_to_end(results_dir,
     # flagged, at the 25% check (the aborted run's time over the control's, setup included) or at
     # the end (measured 2026-11-30 against the 12-draw reference: BELOW, 8.2 under a band from 8.7)
     lr = rows["lr_10x"]
-    assert lr["flagged"] and (lr["verdict"], lr["caught_at"]) in {("EARLY_ABORT", EARLY_CHECK), ("BELOW", FINAL_VERDICT)}
+    assert lr["flagged"]
+    assert (lr["verdict"], lr["caught_at"]) in {("EARLY_ABORT", EARLY_CHECK), ("BELOW", FINAL_VERDICT)}
     assert 0 < lr["cost_share"] < 0.75 if lr["caught_at"] == EARLY_CHECK else lr["cost_share"] == 1.0
     assert rows["class_index_as_category_id"]["verdict"] == "ERROR"
     assert rows["class_index_as_category_id"]["caught_at"] == FINAL_VERDICT

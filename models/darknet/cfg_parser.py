@@ -25,11 +25,10 @@ darknet's without notice.
 
 from __future__ import annotations
 
-import stat
-
 import copy
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional

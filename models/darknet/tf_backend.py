@@ -20,8 +20,14 @@ import os
 from functools import lru_cache
 from typing import Any, Optional
 
-from models.darknet.cfg_parser import (DARKNET_BN_EPS, DARKNET_BN_MOMENTUM, DarknetGraph, Layer, conv_padding,
-                                       maxpool_geometry)
+from models.darknet.cfg_parser import (
+    DARKNET_BN_EPS,
+    DARKNET_BN_MOMENTUM,
+    DarknetGraph,
+    Layer,
+    conv_padding,
+    maxpool_geometry,
+)
 from replicate.errors import ConfigError
 
 INSTALL_HINT = "pip install -e '.[tensorflow]' (tensorflow-cpu 2.21)"

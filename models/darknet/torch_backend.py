@@ -16,10 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.darknet.cfg_parser import (
+    DARKNET_BN_EPS,
+    DARKNET_BN_MOMENTUM,
+    DarknetGraph,
+    Layer,
+    conv_padding,
+    maxpool_geometry,
+)
 from replicate.errors import ConfigError
-
-from models.darknet.cfg_parser import (DARKNET_BN_EPS, DARKNET_BN_MOMENTUM, DarknetGraph, Layer, conv_padding,
-                                       maxpool_geometry)
 
 
 def activation(name: str) -> nn.Module:

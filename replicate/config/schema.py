@@ -134,7 +134,8 @@ class TierConfig:
     schedule_fraction: float = 1.0
     early_check: EarlyCheckConfig = field(default_factory=EarlyCheckConfig)
     # Chance that a healthy job is flagged (early check + final band together) when compared
-    # with a calibrated reference; 0.004 keeps a nightly 8-job smoke suite falsely red < once a month (1 - 0.996^8 = 3.2% a night).
+    # with a calibrated reference; 0.004 keeps a nightly 8-job smoke suite falsely red < once a month
+    # (1 - 0.996^8 = 3.2% a night).
     false_alarm: float = 0.004
     # Fixed intra-op threads for every job of the tier (None: the CPUs the scheduler gives it).
     # A smoke result must not depend on the machine's core count or on the jobs beside it.

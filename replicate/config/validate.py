@@ -177,7 +177,8 @@ def _validate_selection(cfg: DictConfig) -> None:
                  f"needs the reference metric at fraction {fraction} of the schedule")
     if cfg.tier.compare_with == "claim":
         _require(tier.claim_split is not None, f"{key}.claim_split",
-                 f"which claim split this tier checks; claims are on: {', '.join(sorted({c.split for c in model.claims}))}")
+                 "which claim split this tier checks; claims are on: "
+                 f"{', '.join(sorted({c.split for c in model.claims}))}")
 
 
 def _validate_defect(cfg: DictConfig) -> None:

@@ -6,8 +6,7 @@ config hash, so an injected job never shares an id, a row or a group verdict wit
 """
 
 from replicate.defects.injection import defect_of, inject
-from replicate.defects.registry import (CONFIG_KEY, STAGES, TYPES, Defect, Target, all_defects, check_defect,
-                                        get_defect)
+from replicate.defects.registry import CONFIG_KEY, STAGES, TYPES, Defect, Target, all_defects, check_defect, get_defect
 
 __all__ = ["CONFIG_KEY", "STAGES", "TYPES", "Defect", "Target", "all_defects", "check_defect", "defect_of",
            "get_defect", "inject"]

@@ -24,9 +24,9 @@ from typing import Any, Iterator, Optional
 import numpy as np
 from tqdm import tqdm
 
+from replicate.data.augment_random import augmentation_random
 from replicate.errors import DataError, NumericalError
 from replicate.jobs import JobResult
-from replicate.data.augment_random import augmentation_random
 from replicate.runner import checkpoint as ckpt
 
 

@@ -4,8 +4,8 @@ Same recipe (optimizer, linear LR scaling, warm-up and schedule from replicate/r
 same data order (batch_order.BatchOrder), same atomic checkpoints with resume (``latest.pt``
 holding numpy arrays, written by replicate/runner/checkpoint.py), same NaN guard, progress bar,
 curve and 25% early check (replicate/runner/base_loop.py, shared with the torch loop), same
-JobResult, so verdicts, the store and the reports do not know which framework ran. The step is a ``tf.function`` run under the
-hardware profile's distribution strategy (replicate/runner/strategy.py).
+JobResult, so verdicts, the store and the reports do not know which framework ran. The step is a
+``tf.function`` run under the hardware profile's distribution strategy (replicate/runner/strategy.py).
 
 A Task runs here through ``task.framework_task("tensorflow")``: its ``build_model`` returns a
 Keras model, ``collate`` returns (arrays, targets) and ``training_step(model, tensors)`` is

@@ -13,8 +13,11 @@ from replicate.scheduling.resources import job_threads
 
 
 class InlineScheduler:
-    def __init__(self, job_timeout_s: float = 7200, **_: Any):
-        self.job_timeout_s = job_timeout_s
+    """Jobs in this process, in order. The scheduler config's other keys (retries, timeouts) are
+    accepted and do not apply: a job here runs to its end or stops the process."""
+
+    def __init__(self, **_: Any):
+        pass
 
     def run(self, jobs: list[tuple[JobSpec, Any]], on_result: Callable[[JobSpec, JobResult], None]) -> None:
         import torch

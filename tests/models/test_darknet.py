@@ -15,9 +15,18 @@ import numpy as np
 import pytest
 import torch
 
-from models.darknet.cfg_parser import (CFG_DIR_ENV, PACKAGED_CFG_DIR, layer_parameters, packaged_cfgs, parse_cfg,
-                                       parse_cfg_text, read_sections, resolve_cfg, trainable_parameter_count,
-                                       typed_options)
+from models.darknet.cfg_parser import (
+    CFG_DIR_ENV,
+    PACKAGED_CFG_DIR,
+    layer_parameters,
+    packaged_cfgs,
+    parse_cfg,
+    parse_cfg_text,
+    read_sections,
+    resolve_cfg,
+    trainable_parameter_count,
+    typed_options,
+)
 from models.darknet.torch_backend import Route, build_model, trainable_parameters
 from models.darknet.weights import load_darknet_weights, read_header, save_darknet_weights, weights_file_size
 from replicate.commands import darknet as darknet_command
@@ -44,7 +53,7 @@ def test_official_cfgs_parse_to_darknets_layer_graph(name):
     graph = parse_cfg(CFG / name)
     count, yolos = EXPECTED[name]
     assert len(graph.layers) == count
-    assert [(l.index, l.out_channels, l.stride) for l in graph.yolo_layers] == yolos
+    assert [(ly.index, ly.out_channels, ly.stride) for ly in graph.yolo_layers] == yolos
     assert graph.classes == 80 and graph.width == 608 if name in ("yolov3.cfg", "yolov4.cfg") else 416
     for layer in graph.layers:
         assert all(-1 <= i < layer.index for i in layer.inputs)
@@ -91,8 +100,8 @@ def test_packaged_cfg_equals_the_official_one_layer_for_layer(name, reference):
     for index, (mine, other) in enumerate(zip(ours, theirs), start=-1):  # [net] is -1
         assert mine == other, f"layer {index}: packaged {mine} != official {other}"
     packaged, original = parse_cfg(CFG / name), parse_cfg(official)
-    assert [(l.type, l.out_channels, l.stride, l.inputs, l.out_size) for l in packaged.layers] == \
-           [(l.type, l.out_channels, l.stride, l.inputs, l.out_size) for l in original.layers]
+    assert [(ly.type, ly.out_channels, ly.stride, ly.inputs, ly.out_size) for ly in packaged.layers] == \
+           [(ly.type, ly.out_channels, ly.stride, ly.inputs, ly.out_size) for ly in original.layers]
     assert trainable_parameter_count(packaged) == trainable_parameter_count(original)
 
 
@@ -123,8 +132,8 @@ def test_darknet53_classifier_counts_as_derived():
     assert (classifier.out_channels, softmax.type, softmax.out_channels) == (1000, "softmax", 1000)
     # the backbone YOLOv3 is built on: its first 75 layers, parameter for parameter
     yolov3 = parse_cfg(CFG / "yolov3.cfg")
-    assert [layer_parameters(graph, l) for l in graph.layers[:75]] == \
-           [layer_parameters(yolov3, l) for l in yolov3.layers[:75]]
+    assert [layer_parameters(graph, ly) for ly in graph.layers[:75]] == \
+           [layer_parameters(yolov3, ly) for ly in yolov3.layers[:75]]
 
 
 CLASSIFIER = """
@@ -162,16 +171,16 @@ type=sse
 
 def test_classification_sections_follow_darknet():
     graph = parse_cfg_text(CLASSIFIER, "classifier.cfg")
-    assert [(l.type, l.out_channels, l.out_size) for l in graph.layers] == [
+    assert [(ly.type, ly.out_channels, ly.out_size) for ly in graph.layers] == [
         ("convolutional", 8, (8, 8)), ("maxpool", 8, (4, 4)), ("dropout", 8, (4, 4)),
         ("connected", 10, (1, 1)), ("dropout", 10, (1, 1)), ("connected", 5, (1, 1)),
         ("softmax", 5, (1, 1)), ("cost", 5, (1, 1))]
     # conv 3*8*9 + 2*8 = 232; connected over the flattened 4x4x8 = 128 inputs with batch norm:
     # 128*10 + 10 biases + 10 scales = 1300; connected 10 -> 5: 50 + 5 = 55; the rest: none
-    assert [layer_parameters(graph, l) for l in graph.layers] == [232, 0, 0, 1300, 0, 55, 0, 0]
+    assert [layer_parameters(graph, ly) for ly in graph.layers] == [232, 0, 0, 1300, 0, 55, 0, 0]
     assert trainable_parameter_count(graph) == 1587
     aliases = CLASSIFIER.replace("[connected]", "[conn]").replace("[softmax]", "[soft]")
-    assert [l.type for l in parse_cfg_text(aliases, "a.cfg").layers] == [l.type for l in graph.layers]
+    assert [ly.type for ly in parse_cfg_text(aliases, "a.cfg").layers] == [ly.type for ly in graph.layers]
     with pytest.raises(ConfigError, match="no \\[yolo\\] layer"):
         parse_cfg_text(CLASSIFIER, "classifier.cfg", classes=3)
 
@@ -220,7 +229,7 @@ def test_a_cfg_found_nowhere_is_a_config_error_naming_the_key(tmp_path, monkeypa
 
 def test_classes_override_resizes_the_convs_before_yolo():
     graph = parse_cfg(CFG / "yolov4-tiny.cfg", classes=3)
-    assert graph.classes == 3 and [l.out_channels for l in graph.yolo_layers] == [24, 24]
+    assert graph.classes == 3 and [ly.out_channels for ly in graph.yolo_layers] == [24, 24]
     model = build_model(graph)
     outputs = model(torch.zeros(1, 3, 96, 96))
     assert [tuple(o.shape) for o in outputs] == [(1, 24, 3, 3), (1, 24, 6, 6)]
@@ -291,14 +300,14 @@ new_coords=1
 
 def test_a_well_formed_cfg_of_the_family_builds_and_runs():
     graph = parse_cfg_text(SYNTHETIC, "synthetic.cfg")
-    assert [(l.type, l.out_channels, l.stride) for l in graph.layers] == [
+    assert [(ly.type, ly.out_channels, ly.stride) for ly in graph.layers] == [
         ("convolutional", 16, 2), ("convolutional", 16, 2), ("shortcut", 16, 2), ("route", 8, 2),
         ("maxpool", 8, 4), ("convolutional", 36, 4), ("yolo", 36, 4), ("route", 24, 2),
         ("maxpool", 24, 2), ("convolutional", 12, 2), ("yolo", 12, 2)]
     outputs = build_model(graph)(torch.rand(2, 3, 64, 64))
     assert [tuple(o.shape) for o in outputs] == [(2, 36, 16, 16), (2, 12, 32, 32)]
     more = parse_cfg_text(SYNTHETIC, "synthetic.cfg", classes=2)
-    assert [l.out_channels for l in more.yolo_layers] == [21, 7]
+    assert [ly.out_channels for ly in more.yolo_layers] == [21, 7]
 
 
 def _line(text: str, marker: str, section: bool) -> int:

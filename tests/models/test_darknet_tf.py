@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from models.darknet.tf_backend import tf_available
-
 from models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg, parse_cfg_text
-from models.darknet.tf_differential import (DEFAULT_ATOL, compare_models, random_images, run_differential,
-                                            write_random_weights)
+from models.darknet.tf_backend import tf_available
+from models.darknet.tf_differential import (
+    DEFAULT_ATOL,
+    compare_models,
+    random_images,
+    run_differential,
+    write_random_weights,
+)
 from replicate.errors import ConfigError, DataError
 
 CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)
@@ -28,7 +32,6 @@ from models.darknet import tf_backend, tf_weights  # noqa: E402  (after the TF s
 from models.darknet.torch_backend import build_model as build_torch  # noqa: E402
 from models.darknet.torch_backend import trainable_parameters as torch_params  # noqa: E402
 from models.darknet.weights import load_darknet_weights as load_torch_weights  # noqa: E402
-
 
 
 @pytest.mark.parametrize("name", ["yolov3-tiny.cfg", "yolov4-tiny.cfg", "yolov3.cfg"])

@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.pix2pix import (CITYSCAPES_COLOURS, IGNORE, FCNScoreEvaluator, JitterPairs, Pix2Pix, build_pix2pix,
-                            colour_to_train_ids, fcn_scores)
+from models.pix2pix import (
+    CITYSCAPES_COLOURS,
+    IGNORE,
+    FCNScoreEvaluator,
+    JitterPairs,
+    Pix2Pix,
+    build_pix2pix,
+    colour_to_train_ids,
+    fcn_scores,
+)
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError, DataError
 from replicate.plan import make_spec

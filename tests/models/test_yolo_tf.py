@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.darknet.tf_backend import tf_available
 import torch
 
 from models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
-from models.yolo_loss import heads_from_graph, postprocess as torch_postprocess
+from models.darknet.tf_backend import tf_available
+from models.yolo_loss import heads_from_graph
+from models.yolo_loss import postprocess as torch_postprocess
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
 from replicate.plan import make_spec
@@ -25,7 +25,6 @@ if not tf_available():
 from models.darknet.tf_weights import save_darknet_weights  # noqa: E402  (none of these imports TF)
 from models.darknet.weights import load_darknet_weights  # noqa: E402
 from models.yolo_loss_tf import postprocess as tf_postprocess  # noqa: E402
-
 
 
 @pytest.fixture(scope="module")

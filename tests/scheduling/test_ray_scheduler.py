@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 
 from replicate.cli import main
 from replicate.harness import run_one, run_suite
@@ -66,11 +67,13 @@ def _kill_when_checkpointed(checkpoints: Path, killed: dict) -> None:
         time.sleep(0.2)
 
 
-def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, results_dir, tiny):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])   # postgresql: a real server (tests/conftest.py)
+def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, results_dir, tiny, database, request):
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else f"sqlite:///{results_dir}/zoo.db"
     killed: dict = {}
     watcher = threading.Thread(target=_kill_when_checkpointed, args=(results_dir / "checkpoints", killed))
     watcher.start()
-    result = run_one(["model=faster_rcnn", f"results_dir={results_dir}", *tiny, *NO_VERDICT,
+    result = run_one(["model=faster_rcnn", f"results_dir={results_dir}", *tiny, *NO_VERDICT, f"store.url='{url}'",
                       "model.tiers.smoke.recipe.steps=30", "model.tiers.smoke.recipe.checkpoint_every=5"],
                      echo=lambda _: None)
     watcher.join()
@@ -82,6 +85,6 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, res
     # The curve continues from the checkpoint: no step is logged twice.
     steps = [p["step"] for p in row["curve"] if "loss" in p]
     assert steps == sorted(set(steps)) and steps[-1] == 30
-    store = ResultStore(f"sqlite:///{results_dir}/zoo.db")
-    assert [r["job_id"] for r in store.jobs(model="faster_rcnn")] == [row["job_id"]]
+    store = ResultStore(url)
+    assert [r["job_id"] for r in store.jobs(model="faster_rcnn")] == [row["job_id"]]   # one row per job
     store.close()
