@@ -22,9 +22,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
-# Lint (ruff: pyflakes, pycodestyle, import order; settings in pyproject.toml). .ci/run runs it.
+# Lint and types (ruff: pyflakes, pycodestyle, import order; mypy over the product; settings in
+# pyproject.toml). .ci/run runs it.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check replicate models tests benchmarks
+	$(VENV)/bin/mypy
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(ARGS)

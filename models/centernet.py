@@ -53,11 +53,12 @@ class DCN(DeformConv2d):
         # Reference DCNv2.reset_parameters: uniform(+-1/sqrt(fan_in)) weights, zero bias.
         bound = 1.0 / math.sqrt(c_in * 9)
         nn.init.uniform_(self.weight, -bound, bound)
+        assert self.bias is not None and self.conv_offset_mask.bias is not None   # built with bias=True
         nn.init.zeros_(self.bias)
         nn.init.zeros_(self.conv_offset_mask.weight)
         nn.init.zeros_(self.conv_offset_mask.bias)
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor) -> Tensor:
         o1, o2, mask = torch.chunk(self.conv_offset_mask(x), 3, dim=1)
         offset, mask = torch.cat((o1, o2), dim=1), torch.sigmoid(mask)
         if x.device.type == "cpu":
@@ -113,12 +114,14 @@ def make_head(c_in: int, head_conv: int, c_out: int, heatmap: bool) -> nn.Sequen
     """3x3 conv -> ReLU -> 1x1 conv; heatmap bias -2.19, others N(0, 0.001) (reference init)."""
     head = nn.Sequential(nn.Conv2d(c_in, head_conv, 3, padding=1, bias=True), nn.ReLU(inplace=True),
                          nn.Conv2d(head_conv, c_out, 1, bias=True))
+    convs = [layer for layer in head if isinstance(layer, nn.Conv2d)]
+    assert all(conv.bias is not None for conv in convs)   # built with bias=True
     if heatmap:
-        nn.init.constant_(head[-1].bias, HM_BIAS)
+        nn.init.constant_(convs[-1].bias, HM_BIAS)  # type: ignore[arg-type]  # asserted above
     else:  # reference fill_fc_weights
-        for conv in (head[0], head[2]):
+        for conv in convs:
             nn.init.normal_(conv.weight, std=0.001)
-            nn.init.zeros_(conv.bias)
+            nn.init.zeros_(conv.bias)  # type: ignore[arg-type]  # asserted above
     return head
 
 

@@ -56,13 +56,16 @@ class UnetSkipConnectionBlock(nn.Module):
         downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=False)
         downrelu, uprelu = nn.LeakyReLU(0.2, True), nn.ReLU(True)
         downnorm, upnorm = nn.BatchNorm2d(inner_nc), nn.BatchNorm2d(outer_nc)
+        layers: list[nn.Module]
         if outermost:
+            assert submodule is not None
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
             layers = [downconv, submodule, uprelu, upconv, nn.Tanh()]
         elif innermost:
             upconv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=False)
             layers = [downrelu, downconv, uprelu, upconv, upnorm]
         else:
+            assert submodule is not None
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=False)
             layers = [downrelu, downconv, downnorm, submodule, uprelu, upconv, upnorm]
             if use_dropout:  # the paper's only noise source: dropout in the 8*ngf-wide levels
@@ -210,7 +213,7 @@ class JitterPairs(Dataset):
         self.dataset, self.crop_size, self.load_size, self.flip = dataset, crop_size, load_size, flip
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]  # the paired dataset has a length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         label, photo = self.dataset[index]
@@ -428,8 +431,10 @@ class Pix2PixTask(Task):
         return {"G": build(recipe, model.generator.parameters(), lr),
                 "D": build(recipe, model.discriminator.parameters(), lr)}
 
-    def training_step(self, model: Pix2Pix, batch: Any, optimizers: dict[str, Any]) -> dict[str, Any]:
+    def training_step(self, model: Pix2Pix, batch: Any,
+                      optimizers: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """The reference's ``optimize_parameters``: D on a detached fake, then G against the updated D."""
+        assert optimizers is not None   # manual_optimization: the loop passes them
         source, real = self.source_target(batch)
         fake = model.generator(source)
         optimizers["D"].zero_grad(set_to_none=True)

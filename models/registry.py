@@ -18,7 +18,7 @@ def register_model(name: str) -> Callable[[T], T]:
     def decorate(cls: T) -> T:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
+        cls.name = name  # type: ignore[attr-defined]  # T is a Task subclass: it has ``name``
         _REGISTRY[name] = cls
         return cls
 

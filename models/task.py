@@ -68,7 +68,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def training_step(self, model: Any, batch: Any) -> dict[str, Any]:
-        """Losses of one batch; ``loss`` is the one optimized, others are logged."""
+        """Losses of one batch; ``loss`` is the one optimized, others are logged. A task with
+        ``manual_optimization`` also takes ``optimizers`` and steps them itself (GANs)."""
 
     @abc.abstractmethod
     def predict(self, model: Any, batch: Any) -> list[dict]:

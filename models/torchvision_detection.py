@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 from torch import nn
 from torchvision.models import resnet50
@@ -41,7 +41,7 @@ def small_cnn(width: int) -> nn.Module:
                    nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         c_in = c_out
     body = nn.Sequential(*layers)
-    body.out_channels = c_in
+    body.out_channels = c_in  # type: ignore[assignment]  # torchvision reads the backbone's width here
     return body
 
 
@@ -63,6 +63,7 @@ class TorchvisionDetection(Task):
 
     with_masks = False
     iou_types: tuple[str, ...] = ("bbox",)
+    detector: ClassVar[Callable[..., nn.Module]]   # FasterRCNN, MaskRCNN or RetinaNet
 
     def num_classes(self, arch: Any) -> int:
         """The variant's own count if it names one (the published count is for it), else the data's."""
@@ -86,7 +87,7 @@ class TorchvisionDetection(Task):
     def build_small(self, arch: Any, common: dict) -> nn.Module:
         backbone = small_cnn(int(arch.width))
         anchors = AnchorGenerator(sizes=(tuple(arch.anchor_sizes),), aspect_ratios=(ASPECT_RATIOS,))
-        heads = self.small_heads(arch, backbone.out_channels, anchors)
+        heads = self.small_heads(arch, int(getattr(backbone, "out_channels")), anchors)
         # torchvision refuses num_classes next to a given predictor: the predictor carries it.
         num_classes = None if "box_predictor" in heads else self.num_classes(arch)
         # detector_kwargs: torchvision's own knobs (proposal counts etc.), straight from the config.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -74,7 +74,7 @@ def set_objectness_prior(model: YoloDetector, prior: float) -> None:
     with torch.no_grad():
         for head in model.heads:
             conv = model.net.layers[head.index - 1].conv
-            if conv.bias is None:
+            if not isinstance(conv, nn.Conv2d) or conv.bias is None:
                 raise ConfigError("objectness_prior", f"the conv before [yolo] layer {head.index} has no bias")
             conv.bias.view(len(head.mask), head.classes + 5)[:, 4] = float(torch.logit(torch.tensor(prior)))
 
@@ -82,7 +82,7 @@ def set_objectness_prior(model: YoloDetector, prior: float) -> None:
 class DarknetYoloTask(Task):
     """A YOLO family member whose architecture is a Darknet cfg."""
 
-    frameworks = ("torch", "tensorflow")
+    frameworks: ClassVar[tuple[str, ...]] = ("torch", "tensorflow")
 
     def __init__(self, ctx: Any):
         super().__init__(ctx)
@@ -196,7 +196,7 @@ class DarknetYoloTask(Task):
         lookup = {cat: i for i, cat in enumerate(self.category_ids)}
         return torch.tensor([lookup[int(v)] for v in labels], dtype=torch.int64)
 
-    def collate(self, items: list) -> tuple[torch.Tensor, list[dict]]:
+    def collate(self, items: list) -> tuple[Any, list[dict]]:
         """Images stacked (all at the input size); targets gain ``classes`` (0-based indices)."""
         images = torch.stack([image for image, _ in items])
         targets = [{**t, "classes": self._class_index(t["labels"])} for _, t in items]

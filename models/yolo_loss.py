@@ -292,7 +292,8 @@ def yolo_loss(outputs: list[torch.Tensor], targets: list[dict[str, Any]], heads:
     """Total loss (``loss``) and its parts over all [yolo] layers, per image of the batch."""
     batch = outputs[0].shape[0]
     gt = truths_tensor(targets, outputs[0].device)
-    parts = {"box": 0.0, "obj": 0.0, "cls": 0.0}
+    zero = outputs[0].new_zeros((), dtype=torch.float32)   # the parts are float32 (raw.float())
+    parts = {"box": zero, "obj": zero, "cls": zero}
     for raw, head in zip(outputs, heads):
         for key, value in layer_loss(raw.float(), gt, head, input_hw, batch).items():
             parts[key] = parts[key] + value / batch

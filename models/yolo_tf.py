@@ -37,7 +37,7 @@ class YoloTfTask(DarknetYoloTask):
     def twin_of(cls, task: DarknetYoloTask) -> "YoloTfTask":
         """The TF twin of a registered torch task: same name, context and category ids."""
         twin = cls(task.ctx)
-        twin.name = task.name
+        twin.name = task.name  # type: ignore[misc]  # the twin answers to the torch task's name (issue 10)
         twin.category_ids = task.category_ids
         return twin
 

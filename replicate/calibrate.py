@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
-from replicate.plan import config_hash
+from replicate.plan import config_hash, plain
 
 # What another CPU would change. torch: the ATen kernel set (AVX512, AVX2, or none). oneDNN's ISA
 # (ONEDNN_MAX_CPU_ISA) is left to the machine: capping it at SSE4.1 made a yolov4 draw 5x slower,
@@ -120,9 +120,10 @@ def calibrate(overrides: Sequence[str], draws: Sequence[Draw], *, cpus: int = 2,
 def _draw_hash(cfg: Any) -> str:
     """What decides a draw's result: the job's config without the recorded smoke references (which
     the draws themselves produce: pasting a new block must not discard the draws behind it)."""
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import DictConfig, OmegaConf, open_dict
 
-    bare = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    bare = OmegaConf.create(plain(cfg))
+    assert isinstance(bare, DictConfig)
     with open_dict(bare):
         bare.model.tiers.smoke.reference = None
         bare.model.tiers.smoke.framework_references = {}

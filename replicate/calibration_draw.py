@@ -29,6 +29,9 @@ def main(argv: list[str]) -> int:
         print(f"draw failed: {result.failure.message}", file=sys.stderr)
         return 1
     metric = target_for(cfg, spec.variant).metric
+    if metric is None:
+        print("draw failed: the smoke tier names no metric", file=sys.stderr)
+        return 1
     early, early_loss = result.early_check.get("metric"), result.early_check.get("train_loss")
     if early is None or early_loss is None:
         print("draw failed: no metric or training loss at the early-check point", file=sys.stderr)

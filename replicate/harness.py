@@ -199,9 +199,9 @@ def _judge_groups(store: Any, planned: list[PlannedJob], out: SuiteResult, suite
     rows = {r["job_id"]: r for r in out.jobs if r}
     key = lambda p: (p.spec.model, p.spec.variant, p.spec.framework, p.spec.tier, p.spec.hardware)  # noqa: E731
     groups = []
-    for (model, variant, framework, tier, hardware), members in itertools.groupby(sorted(planned, key=key), key):
+    for (model, variant, framework, tier, hardware), grouped in itertools.groupby(sorted(planned, key=key), key):
         # An injected job (defect=NAME) never counts in a group verdict: it must not pass for a real one.
-        members = [m for m in members if m.spec.job_id in rows and not m.cfg.get("defect")]
+        members = [m for m in grouped if m.spec.job_id in rows and not m.cfg.get("defect")]
         if not members:
             continue
         target = target_for(members[0].cfg, variant)

@@ -174,7 +174,7 @@ def find_regressions(groups: Sequence[Mapping[str, Any]], suite_id: str,
             last_pass_suite_id=last_pass["suite_id"], last_pass_mean=last_pass.get("mean"),
             newly=earlier[-1]["verdict"] == PASS,
             changes=what_changed(before_job, after_job) if before_job and after_job else [],
-            compared_jobs=(before_job and before_job["job_id"], after_job and after_job["job_id"]),
+            compared_jobs=(before_job["job_id"] if before_job else None, after_job["job_id"] if after_job else None),
             unrecorded=unrecorded(before_job, after_job) if before_job and after_job else []))
     return sorted(found, key=lambda r: r.key)
 
@@ -386,7 +386,7 @@ def model_history(groups: Sequence[Mapping[str, Any]], jobs: Sequence[Mapping[st
     """
     series = metric_series(groups)
     directions = directions_of(groups)
-    regressions = {}
+    regressions: dict[tuple, Regression] = {}
     for suite_id in dict.fromkeys(g["suite_id"] for g in groups):
         for reg in find_regressions(groups, suite_id, jobs):
             regressions[(reg.key, suite_id)] = reg
@@ -396,11 +396,11 @@ def model_history(groups: Sequence[Mapping[str, Any]], jobs: Sequence[Mapping[st
         drifted = False
         for point in points:
             drifted = drifted or (drift is not None and point.suite_id == drift.since_suite_id)
-            reg = regressions.get((key, point.suite_id))
+            found = regressions.get((key, point.suite_id))
             rows.append({**dict(zip(SERIES_KEY, key)), **asdict(point),
-                         "regression": reg.last_pass_suite_id if reg else None,
-                         "changes": [asdict(c) for c in reg.changes] if reg else [],
-                         "drift": f"{drift.label}: {drift.describe()}" if drifted else None})
+                         "regression": found.last_pass_suite_id if found else None,
+                         "changes": [asdict(c) for c in found.changes] if found else [],
+                         "drift": f"{drift.label}: {drift.describe()}" if drift is not None and drifted else None})
     return rows
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,9 +21,14 @@ from replicate.redact import recorded_config
 _PLACEMENT_KEYS = ("results_dir", "suite_id", "suite", "scheduler", "store", "logger", "num_threads", "device")
 
 
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain dicts and lists (a DictConfig's container is a dict)."""
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+
+
 def config_hash(cfg: DictConfig) -> str:
     """sha256 of what determines the job's result: model, tier, hardware, data (not its root)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = plain(cfg)
     for key in _PLACEMENT_KEYS:
         data.pop(key, None)
     # An injected defect (``defect``) is hashed: an injected job never passes for a real one. No
@@ -49,7 +54,7 @@ def make_spec(cfg: DictConfig, suite_id: Optional[str]) -> JobSpec:
                    tier=cfg.tier.name, hardware=cfg.hardware.name, seed=int(cfg.seed),
                    # Recorded (store, Ray, W&B) without credentials; the worker reads no store or
                    # logger settings, and the hash above never covered them (placement keys).
-                   config=recorded_config(OmegaConf.to_container(cfg, resolve=True)), config_hash=digest)
+                   config=recorded_config(plain(cfg)), config_hash=digest)
 
 
 @dataclass

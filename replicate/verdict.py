@@ -57,7 +57,8 @@ class Target:
         return self.value * (1 + self.tolerance) if self.tolerance_kind == "relative" else self.value + self.tolerance
 
     def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
+        low, high = self.low, self.high
+        return low is not None and high is not None and low <= value <= high
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "low": self.low, "high": self.high}
@@ -222,9 +223,11 @@ def judge_value(value: Optional[float], target: Target) -> tuple[str, Optional[F
         return MEASURED, None
     if target.contains(value):
         return PASS, None
+    low, high = target.low, target.high
+    assert low is not None and high is not None   # a target with a value has a band
     worse_side = BELOW if target.direction == "higher" else ABOVE
-    outcome = BELOW if value < target.low else ABOVE
-    band = f"[{target.low:.4g}, {target.high:.4g}]"
+    outcome = BELOW if value < low else ABOVE
+    band = f"[{low:.4g}, {high:.4g}]"
     if outcome == worse_side:
         return outcome, Failure("training", "accuracy below expectations",
                                 f"{target.metric} {value:.4g} is outside {band} ({target.kind}, {target.source})")
@@ -242,7 +245,7 @@ def judge_job(result: JobResult, target: Target) -> tuple[str, Optional[Failure]
     if result.early_check.get("aborted"):
         return EARLY_ABORT, Failure("training", "accuracy below expectations", early_abort_message(result.early_check,
                                                                                                   target))
-    return judge_value(result.metrics.get(target.metric), target)
+    return judge_value(result.metrics.get(target.metric) if target.metric else None, target)
 
 
 def early_abort_message(check: dict[str, Any], target: Target) -> str:
@@ -280,8 +283,9 @@ def judge_group(results: list[tuple[int, JobResult, str]], target: Target) -> Gr
         if hit:
             failure = hit[0].failure or judge_job(hit[0], target)[1]
             return GroupVerdict(outcome, None, None, seeds, failure, None)
-    values = [r.metrics.get(target.metric) for _, r, _ in results]
-    if any(v is None for v in values):
+    found = [r.metrics.get(target.metric) if target.metric else None for _, r, _ in results]
+    values = [v for v in found if v is not None]
+    if len(values) < len(found):
         verdict, failure = judge_value(None, target)
         return GroupVerdict(verdict, None, None, seeds, failure, None)
     mean = statistics.fmean(values)
@@ -293,7 +297,7 @@ def judge_group(results: list[tuple[int, JobResult, str]], target: Target) -> Gr
 def noise_note(target: Target, std: Optional[float]) -> Optional[str]:
     """Say so when the band is narrower than the measured seed noise (verdicts would be flaky)."""
     noise = std if std is not None else target.spread
-    if noise is None or target.value is None:
+    if noise is None or target.value is None or target.high is None:
         return None
     half_band = target.high - target.value
     if noise > half_band:

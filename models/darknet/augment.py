@@ -47,7 +47,7 @@ class AugmentConfig:
     def from_cfg(cls, net: dict, last_yolo: dict, overrides: Optional[dict] = None) -> "AugmentConfig":
         """From [net] (hue, saturation, exposure, flip, mosaic, letter_box) and the last [yolo]'s
         jitter (darknet reads the jitter of the network's last layer)."""
-        values = dict(jitter=float(last_yolo.get("jitter", 0.2)), hue=float(net.get("hue", 0.0)),
+        values: dict[str, Any] = dict(jitter=float(last_yolo.get("jitter", 0.2)), hue=float(net.get("hue", 0.0)),
                       saturation=float(net.get("saturation", 1.0)), exposure=float(net.get("exposure", 1.0)),
                       flip=bool(net.get("flip", 1)), mosaic=float(bool(net.get("mosaic", 0))),
                       letter_box=bool(net.get("letter_box", 0)))

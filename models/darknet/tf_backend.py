@@ -129,7 +129,7 @@ def _conv_block_class(tf: Any) -> type:
     """The Keras [convolutional] layer class (defined once TensorFlow is imported)."""
     keras = tf.keras
 
-    class ConvBlock(keras.layers.Layer):
+    class ConvBlock(tf.keras.layers.Layer):
         """[convolutional]: explicit symmetric pad, VALID conv, optional batch norm, activation."""
 
         def __init__(self, layer: Layer, in_channels: int, bn_momentum: float, **kwargs: Any):
@@ -168,9 +168,8 @@ def _conv_block_class(tf: Any) -> type:
 @lru_cache(maxsize=None)
 def _resample_classes(tf: Any) -> dict[str, type]:
     """The Keras [maxpool] and [upsample] classes (defined once TF is imported)."""
-    keras = tf.keras
 
-    class MaxPool(keras.layers.Layer):
+    class MaxPool(tf.keras.layers.Layer):
         """[maxpool] with darknet's padding (default size-1): pad//2 top/left, the rest bottom/right."""
 
         def __init__(self, layer: Layer, **kwargs: Any):
@@ -184,7 +183,7 @@ def _resample_classes(tf: Any) -> dict[str, type]:
                 x = tf.pad(x, self.pads, constant_values=float("-inf"))
             return tf.nn.max_pool2d(x, self.size, self.stride, "VALID")
 
-    class Upsample(keras.layers.Layer):
+    class Upsample(tf.keras.layers.Layer):
         """[upsample]: nearest neighbour by ``stride``, times ``scale`` (AlexeyAB upsample_layer.c)."""
 
         def __init__(self, layer: Layer, **kwargs: Any):
@@ -201,9 +200,8 @@ def _resample_classes(tf: Any) -> dict[str, type]:
 @lru_cache(maxsize=None)
 def _merge_classes(tf: Any) -> dict[str, type]:
     """The Keras [route] and [shortcut] classes (defined once TF is imported)."""
-    keras = tf.keras
 
-    class Route(keras.layers.Layer):
+    class Route(tf.keras.layers.Layer):
         """[route]: channel concatenation; with groups, the group_id-th channel slice of each."""
 
         def __init__(self, layer: Layer, **kwargs: Any):
@@ -215,7 +213,7 @@ def _merge_classes(tf: Any) -> dict[str, type]:
                 xs = [tf.split(x, self.groups, axis=-1)[self.group_id] for x in xs]
             return xs[0] if len(xs) == 1 else tf.concat(xs, axis=-1)
 
-    class Shortcut(keras.layers.Layer):
+    class Shortcut(tf.keras.layers.Layer):
         """[shortcut]: previous output plus the ``from`` layers, then the activation."""
 
         def __init__(self, layer: Layer, **kwargs: Any):
@@ -273,7 +271,7 @@ def _model_class(tf: Any) -> type:
             saved: dict[int, Any] = {}
             heads = []
             for layer in self.graph.layers:
-                block = self.blocks[self._position[layer.index]] if layer.index in self._position else None
+                block: Any = self.blocks[self._position[layer.index]] if layer.index in self._position else None
                 if layer.type in ("route", "shortcut"):
                     x = block([x if i == layer.index - 1 else saved[i] for i in layer.inputs])
                 elif layer.type == "yolo":

@@ -169,6 +169,7 @@ def calibrate_batch_norm(model: Any, images: np.ndarray) -> Any:
             if isinstance(module, torch.nn.BatchNorm2d):
                 # a floor on the variance: a channel nearly constant over a 2-image batch would
                 # otherwise amplify float32 rounding by 1/sqrt(eps) (trained statistics do not)
+                assert module.running_var is not None   # darknet's BN tracks its statistics
                 module.running_var.add_(VARIANCE_FLOOR)
     return model.eval()
 

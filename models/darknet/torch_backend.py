@@ -10,7 +10,7 @@ decoding and the loss live in ``models/yolo_loss.py``. Parameter names are
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,9 @@ from replicate.errors import ConfigError
 
 def activation(name: str) -> nn.Module:
     """Darknet activation by name (activations.c); leaky uses slope 0.1 as darknet does."""
-    table = {"linear": nn.Identity, "leaky": lambda: nn.LeakyReLU(0.1), "mish": nn.Mish,
-             "logistic": nn.Sigmoid, "relu": nn.ReLU, "swish": nn.SiLU, "tanh": nn.Tanh}
+    table: dict[str, Callable[[], nn.Module]] = {
+        "linear": nn.Identity, "leaky": lambda: nn.LeakyReLU(0.1), "mish": nn.Mish, "logistic": nn.Sigmoid,
+        "relu": nn.ReLU, "swish": nn.SiLU, "tanh": nn.Tanh}
     return table[name]()
 
 

@@ -52,7 +52,9 @@ def _conv_tensors(block: ConvBlock) -> list[torch.Tensor]:
     """Tensors of one conv layer in file order."""
     if block.bn is not None:
         bn = block.bn
+        assert bn.running_mean is not None and bn.running_var is not None   # darknet's BN tracks its statistics
         return [bn.bias, bn.weight, bn.running_mean, bn.running_var, block.conv.weight]
+    assert block.conv.bias is not None   # a conv without batch norm has a bias in darknet
     return [block.conv.bias, block.conv.weight]
 
 

@@ -38,6 +38,7 @@ def apply_schema(cfg: DictConfig) -> DictConfig:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
         raise ConfigError(str(key), str(exc).strip().splitlines()[0]) from None
+    assert isinstance(merged, DictConfig)   # merging into a structured dataclass gives a DictConfig
     return merged
 
 

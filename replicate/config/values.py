@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from replicate.errors import ConfigError
 
@@ -162,7 +162,7 @@ def _check_suite_entries(cfg: DictConfig) -> None:
         repeated = sorted(s for s, n in Counter(entry.seeds).items() if n > 1)
         _require(not repeated, f"{key}.seeds", f"seed(s) {repeated} listed twice: each would train the same job")
         identity = (entry.model, entry.tier, entry.hardware, entry.framework,
-                    tuple(OmegaConf.to_container(entry.overrides)))
+                    tuple(entry.overrides))
         _require(identity not in first, key, f"repeats suite.entries[{first.get(identity)}] (same model, tier, "
                                              "hardware, framework and overrides): list its seeds there")
         first[identity] = i

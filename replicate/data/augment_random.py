@@ -22,7 +22,8 @@ class AugmentationRandom:
     """A seeded ``torch.Generator`` for augmentation draws (see the module docstring)."""
 
     def __init__(self, seed: int):
-        self.seed, self.epoch, self._worker = int(seed), 0, None
+        self.seed, self.epoch = int(seed), 0
+        self._worker: Optional[int] = None
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def get(self) -> torch.Generator:

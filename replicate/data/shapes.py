@@ -188,7 +188,8 @@ def _write_split(out: Path, split: str, split_index: int, count: int,
     palette = np.array([LABEL_COLOURS["background"]] + [LABEL_COLOURS[c] for c in classes],
                        dtype=np.uint8)
     materials = np.array([PHOTO_COLOURS["background"]] + [PHOTO_COLOURS[c] for c in classes], dtype=float)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for index in range(count):
         # One generator per scene: a scene does not depend on how many others precede it.
         seq = np.random.SeedSequence(params["seed"], spawn_key=(split_index, index))

@@ -148,8 +148,8 @@ def validate_ground_truth(data: Any, name: str, iou_types: Iterable[str]) -> Non
         if not isinstance(data.get(section), list):
             raise DataError(name, f"ground truth needs a list under '{section}'")
     needs_masks = "segm" in iou_types
-    image_keys = ("id", "height", "width") if needs_masks else ("id",)
-    ann_keys = ("id", "image_id", "category_id", "bbox", "area")
+    image_keys: tuple[str, ...] = ("id", "height", "width") if needs_masks else ("id",)
+    ann_keys: tuple[str, ...] = ("id", "image_id", "category_id", "bbox", "area")
     ann_keys += ("segmentation",) if needs_masks else ()
     _require_keys(data["images"], image_keys, name, "images")
     _require_keys(data["categories"], ("id",), name, "categories")
@@ -276,10 +276,8 @@ def to_coco_results(predictions: Iterable[Mapping[str, Any]], iou_type: str = "b
 
 def _prediction_results(pred: Mapping[str, Any], iou_type: str) -> list[dict]:
     image_id, scores, labels = _check_prediction(pred, iou_type)
-    if iou_type == "bbox":
-        geometry = _boxes_to_xywh(pred["boxes"])
-    else:
-        geometry = _masks_to_rles(pred["masks"], len(scores), image_id)
+    geometry: list[Any] = (_boxes_to_xywh(pred["boxes"]) if iou_type == "bbox"
+                           else _masks_to_rles(pred["masks"], len(scores), image_id))
     key = _GEOMETRY_KEY[iou_type]
     return [
         {"image_id": image_id, "category_id": label, key: geom, "score": score}
@@ -288,7 +286,7 @@ def _prediction_results(pred: Mapping[str, Any], iou_type: str) -> list[dict]:
 
 
 def _check_prediction(pred: Mapping[str, Any], iou_type: str) -> tuple[int, list[float], list[int]]:
-    required = ("image_id", "boxes", "scores", "labels")
+    required: tuple[str, ...] = ("image_id", "boxes", "scores", "labels")
     required += ("masks",) if iou_type == "segm" else ()
     missing = [k for k in required if k not in pred]
     if missing:

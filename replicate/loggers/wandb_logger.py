@@ -202,12 +202,13 @@ class WandbLogger:
         import wandb
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        settings = {"init_timeout": self.init_timeout_s, "finish_timeout": self.finish_timeout_s,
+        settings: dict[str, Any] = {"init_timeout": self.init_timeout_s, "finish_timeout": self.finish_timeout_s,
                     "finish_timeout_raises": True, "silent": True, "console": "off",
                     "x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
                     "x_save_requirements": False, "disable_git": True, "save_code": False,
                     **({"base_url": self.base_url} if self.base_url else {})}
-        return wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(self.dir),
+        mode: Any = self.mode   # checked against wandb's modes when the logger is built
+        return wandb.init(project=self.project, entity=self.entity, mode=mode, dir=str(self.dir),
                           reinit="create_new", settings=wandb.Settings(**settings), **kwargs)
 
     def _finish(self, run: Any, log: Callable[[Any], None]) -> None:
@@ -240,7 +241,8 @@ class WandbLogger:
                          config={"suite_id": suite_id})
 
         def log(run: Any) -> None:
-            table = wandb.Table(columns=table_columns(), data=[table_row(row) for row in rows])
+            columns: list[Any] = table_columns()
+            table = wandb.Table(columns=columns, data=[table_row(row) for row in rows])
             run.log({TABLE_KEY: table})
             run.summary.update(suite_summary(suite_id, rows))
             if report_dir is not None and Path(report_dir).is_dir():

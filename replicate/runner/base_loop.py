@@ -58,6 +58,16 @@ class BaseLoop(abc.ABC):
         self.task, self.cfg, self.ctx, self.result = task, cfg, ctx, result
         self.tier = cfg.model.tiers[cfg.tier.name]
         self.start = time.perf_counter()
+        # Set by the hooks (setup, build_training, train): declared here so every attribute of a
+        # loop is visible in one place.
+        self.model: Any = None
+        self.dataset_hash: Optional[str] = None
+        self.train_set: Any = None
+        self.val_set: Any = None
+        self.steps = 0            # planned training steps
+        self.step = 0             # steps done
+        self.train_s = 0.0        # training seconds (logging, checkpoints, evaluations excluded)
+        self.label = ""
 
     # ------------------------------------------------------------------ hooks
     @abc.abstractmethod
@@ -229,12 +239,12 @@ class BaseLoop(abc.ABC):
 
     def start_epoch(self, epoch: int) -> None:
         """Before an epoch's data iterator starts: DataLoader workers seed from the epoch."""
-        stream = augmentation_random(getattr(self, "train_set", None))
+        stream = augmentation_random(self.train_set)
         if stream is not None:
             stream.set_epoch(epoch)
 
     def augmentation_state(self) -> Optional[Any]:
-        stream = augmentation_random(getattr(self, "train_set", None))
+        stream = augmentation_random(self.train_set)
         return stream.state() if stream is not None else None
 
     def resume(self) -> None:
@@ -267,7 +277,7 @@ class BaseLoop(abc.ABC):
         self.result.early_check = state["early_check"]
         ckpt.set_numpy_rng_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
-        stream = augmentation_random(getattr(self, "train_set", None))
+        stream = augmentation_random(self.train_set)
         if stream is not None and state["rng"].get("augmentation") is not None:
             stream.load_state(state["rng"]["augmentation"])
 
@@ -275,7 +285,7 @@ class BaseLoop(abc.ABC):
     def evaluate(self, max_batches: Optional[int] = None) -> dict[str, float]:
         self.ctx.stage = "evaluation"
         began = time.perf_counter()
-        if not hasattr(self, "val_set"):
+        if self.val_set is None:
             self.val_set = self.task.build_dataset(self.tier.eval_split, train=False)
         evaluator = self.task.build_evaluator(self.tier.eval_split)
         batch_size = self.tier.recipe.batch_size if self.tier.recipe else 8

@@ -41,7 +41,8 @@ class JobLock:
     """
 
     def __init__(self, directory: Path):
-        self.path, self.holder, self._fd = directory / LOCK, None, -1
+        self.path, self._fd = directory / LOCK, -1
+        self.holder: str | None = None
 
     def __enter__(self) -> "JobLock":
         try:
@@ -113,8 +114,8 @@ def discard(directory: Path, reason: str) -> dict[str, str]:
 
 def numpy_rng_state() -> dict[str, Any]:
     """numpy's global generator state, in types a weights-only load accepts."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {"name": name, "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "gauss": float(gauss)}
 
 

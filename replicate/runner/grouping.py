@@ -8,7 +8,7 @@ this is a small re-implementation of the same idea over our resumable EpochSampl
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -26,7 +26,7 @@ class GroupedBatches(Sampler):
     Leftovers that never fill a batch are dropped (the loop uses drop_last everywhere).
     """
 
-    def __init__(self, sampler: Iterable[int], groups: Sequence[int], batch_size: int):
+    def __init__(self, sampler: Sequence[int], groups: Sequence[int], batch_size: int):
         self.sampler, self.groups, self.batch_size = sampler, groups, batch_size
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -182,7 +182,7 @@ class TorchLoop(BaseLoop):
         return values
 
     def current_lr(self) -> float:
-        return self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]
+        return float(self.schedulers[next(iter(self.schedulers))].get_last_lr()[0])
 
     def enter_training(self) -> None:
         self.model.train()

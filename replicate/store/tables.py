@@ -181,7 +181,7 @@ def coerce_values(record: Mapping[str, Any], model: type[Base]) -> dict[str, Any
     datetimes) and check JSON columns serialize, so a bad value names its key here rather
     than failing deep inside the database driver."""
     table = model.__table__
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in record.items():
         column_type = table.columns[key].type
         if value is None:
