@@ -262,7 +262,7 @@ def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequenc
     }
 
 
-def draw_summary(block: dict[str, Any], false_alarm: float, early_fraction: float = 0.25) -> dict[str, Any]:
+def draw_summary(block: dict[str, Any], false_alarm: float, early_fraction: float) -> dict[str, Any]:
     """Band, 25% floor and loss band the recorded block implies (what the verdict will use)."""
     from replicate.verdict import early_check_alarm, early_threshold, false_alarm_split, reference_band
 

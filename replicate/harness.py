@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from replicate.config.compose import compose_config
 from replicate.config.infra import build
 from replicate.errors import StoreError
-from replicate.jobs import ERROR, INFRA, PASS, Failure, JobResult, verdict_counts
+from replicate.jobs import ERROR, GROUP_IDENTITY, INFRA, PASS, Failure, JobResult, verdict_counts
 from replicate.loggers import log_suite_end, make_logger
 from replicate.plan import PlannedJob, make_spec, plan_suite
 from replicate.records import group_record, job_record
@@ -197,7 +197,7 @@ def _record(store: Any, job: PlannedJob, result: JobResult, out: SuiteResult, ec
 def _judge_groups(store: Any, planned: list[PlannedJob], out: SuiteResult, suite_id: Optional[str]) -> list[dict]:
     """Aggregate seeds of the same model x variant x framework x tier x hardware."""
     rows = {r["job_id"]: r for r in out.jobs if r}
-    key = lambda p: (p.spec.model, p.spec.variant, p.spec.framework, p.spec.tier, p.spec.hardware)  # noqa: E731
+    key = lambda p: tuple(getattr(p.spec, name) for name in GROUP_IDENTITY)  # noqa: E731
     groups = []
     for (model, variant, framework, tier, hardware), grouped in itertools.groupby(sorted(planned, key=key), key):
         # An injected job (defect=NAME) never counts in a group verdict: it must not pass for a real one.

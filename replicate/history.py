@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from replicate.jobs import MEASURED, PASS
+from replicate.jobs import MEASURED, PASS, PLACEMENT_KEYS
 from replicate.store.tables import GROUP_KEY
 
 # A group's identity across suites (the store's group key without the suite).
@@ -38,11 +38,9 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "dataset": ("dataset_hash",),
 }
 
-# Config keys that say where, when and how a job was scheduled, not what it computes. They
-# mirror ``replicate.plan._PLACEMENT_KEYS`` (kept out of the config hash for the same reason),
-# plus ``seed``: jobs of different seeds are compared only when no common seed exists.
-CONFIG_NOISE_KEYS = ("results_dir", "suite_id", "suite", "scheduler", "store", "logger", "num_threads",
-                     "device", "seed")
+# Config keys that say where, when and how a job was scheduled, not what it computes, plus
+# ``seed``: jobs of different seeds are compared only when no common seed exists.
+CONFIG_NOISE_KEYS = (*PLACEMENT_KEYS, "seed")
 
 # Drift rule thresholds (see :func:`detect_drift`).
 DRIFT_MIN_RECENT = 3      # k: a shift must be sustained over at least this many latest suites

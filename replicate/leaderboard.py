@@ -15,11 +15,11 @@ from typing import Any, Iterable, Optional
 
 from replicate.defects.injection import defect_of
 from replicate.errors import UserInputError
-from replicate.jobs import MEASURED, PASS
+from replicate.jobs import GROUP_IDENTITY, MEASURED, PASS
 from replicate.verdict import target_label
 
 # A group of a suite is one seed-aggregated verdict; these columns identify it across suites.
-GROUP_COLUMNS = ("model", "variant", "framework", "tier", "hardware")
+GROUP_COLUMNS = GROUP_IDENTITY
 
 LEADERBOARD_KEYS = (
     "model", "variant", "framework", "tier", "hardware", "metric_name", "direction", "target_kind",

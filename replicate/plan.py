@@ -13,12 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from replicate.config.compose import compose_config
 from replicate.config.validate import chosen_framework, chosen_variant
 from replicate.errors import ConfigError
-from replicate.jobs import JobSpec
+from replicate.jobs import PLACEMENT_KEYS, JobSpec
 from replicate.redact import recorded_config
-
-# Keys that say where and how a job runs, not what it computes: they stay out of the hash,
-# so moving results_dir or switching the scheduler does not make finished jobs look new.
-_PLACEMENT_KEYS = ("results_dir", "suite_id", "suite", "scheduler", "store", "logger", "num_threads", "device")
 
 
 def plain(cfg: DictConfig) -> dict[str, Any]:
@@ -29,7 +25,7 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 def config_hash(cfg: DictConfig) -> str:
     """sha256 of what determines the job's result: model, tier, hardware, data (not its root)."""
     data = plain(cfg)
-    for key in _PLACEMENT_KEYS:
+    for key in PLACEMENT_KEYS:
         data.pop(key, None)
     # An injected defect (``defect``) is hashed: an injected job never passes for a real one. No
     # defect hashes as the key's absence, so clean jobs keep the hashes they had before the key.

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
-from replicate.jobs import Failure, JobResult, JobSpec
+from replicate.jobs import GROUP_IDENTITY, Failure, JobResult, JobSpec
 from replicate.verdict import Target, judge_group
-
-# A seed group's identity: the columns its jobs share (replicate.leaderboard.GROUP_COLUMNS).
-GROUP_IDENTITY = ("model", "variant", "framework", "tier", "hardware")
 
 
 def cost_of(result: JobResult, hardware: Any) -> tuple[float, float]:

@@ -130,7 +130,7 @@ def test_the_recorded_block_has_every_draw_and_implies_the_verdicts_band():
     assert block["curve_spread"]["0.25"] == pytest.approx(statistics.stdev(earlies), rel=1e-4)
     assert "--variants default,avx2" in block["source"] and "--threads 1,2" in block["source"]
     assert block["early_loss_draws"] == losses
-    summary = draw_summary(block, 0.004)
+    summary = draw_summary(block, 0.004, 0.25)
     assert summary["band"] == pytest.approx(list(reference_band(11.5, block["spread"], 4, 0.002)), rel=1e-4)
     assert summary["early_loss_band"] == pytest.approx(
         list(reference_band(statistics.fmean(losses), statistics.stdev(losses), 4, 0.001)), rel=1e-4)

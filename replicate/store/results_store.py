@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from replicate.errors import ConfigError, StoreError
-from replicate.jobs import INFRA, OUTCOMES
+from replicate.jobs import GROUP_IDENTITY, INFRA, OUTCOMES
 from replicate.store.tables import (
     GROUP_KEY,
     JOB_DEFAULTS,
@@ -42,7 +42,7 @@ from replicate.store.tables import (
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 URL_KEY = "store.url"
 
-JOB_REQUIRED = ("job_id", "model", "variant", "framework", "tier", "hardware", "seed", "verdict")
+JOB_REQUIRED = ("job_id", *GROUP_IDENTITY, "seed", "verdict")
 GROUP_REQUIRED = (*GROUP_KEY, "verdict")
 SELFTEST_REQUIRED = ("role", "model", "framework")
 SELFTEST_KEY = ("role", "defect", "model", "framework")   # one row per defect (or control) and implementation

@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from replicate.jobs import GROUP_IDENTITY
+
 # Deterministic constraint names: batch migrations on SQLite and drops on PostgreSQL need them.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -119,7 +121,7 @@ class Job(Base):
 
 
 # The columns that identify a group; a suite holds at most one verdict per group.
-GROUP_KEY = ("suite_id", "model", "variant", "framework", "tier", "hardware")
+GROUP_KEY = ("suite_id", *GROUP_IDENTITY)
 
 
 class GroupVerdict(Base):
