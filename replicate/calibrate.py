@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from replicate.config.compose import compose_config
+from replicate.config.selection import chosen_framework, chosen_reference
 from replicate.errors import ConfigError
 from replicate.plan import config_hash, plain
 
@@ -82,7 +83,6 @@ def smoke_config(overrides: Sequence[str]) -> Any:
 def calibrate(overrides: Sequence[str], draws: Sequence[Draw], *, cpus: int = 2,
               out: Optional[Path] = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the draws side by side within ``cpus`` threads, record each, return the reference block."""
-    from replicate.config.validate import chosen_framework
 
     probe = smoke_config(overrides)
     framework = chosen_framework(probe)
@@ -216,7 +216,6 @@ def _save_record(path: Path, record: dict[str, Any]) -> None:
 def record_location(overrides: Sequence[str]) -> str:
     """Where the measured block belongs: a model's first framework owns ``reference``, any other
     framework its own ``framework_references.NAME`` (validate.py selects it for that framework)."""
-    from replicate.config.validate import chosen_framework
 
     cfg = smoke_config(overrides)
     framework = chosen_framework(cfg)
@@ -238,7 +237,7 @@ def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequenc
     finals = [m["final"] for m in measured]
     earlies = [m["early"] for m in measured]
     fraction = str(cfg.tier.early_check.fraction)
-    reference = cfg.model.tiers.smoke.reference
+    reference = chosen_reference(cfg)
     primary = next(c.direction for c in cfg.model.claims if c.primary)
     direction = reference.direction if reference is not None else primary
     command = " ".join(["replicate calibrate", *overrides,

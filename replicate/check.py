@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from replicate.config.compose import compose_config
-from replicate.config.validate import chosen_framework, chosen_variant
+from replicate.config.selection import chosen_framework, chosen_variant
 from replicate.plan import make_spec
 from replicate.runner.job import build_task
 from replicate.runner.torch_loop import seed_everything

@@ -230,7 +230,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         smoke_config,
         variants_for,
     )
-    from replicate.config.validate import chosen_framework
+    from replicate.config.selection import chosen_framework
     from replicate.errors import ConfigError
 
     echo = _echo_for(args)

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, cast
 from omegaconf import DictConfig, OmegaConf
 
 from replicate.config.compose import compose_config
-from replicate.config.validate import chosen_framework, chosen_variant
+from replicate.config.selection import chosen_framework, chosen_variant
 from replicate.errors import ConfigError
 from replicate.jobs import PLACEMENT_KEYS, JobSpec
 from replicate.redact import recorded_config

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
+from replicate.config.selection import chosen_reference
 from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, PASS, Failure, JobResult
 
 # What people read for each target kind. A smoke reference is a measurement of this very
@@ -72,8 +73,10 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
     """
     tier = cfg.model.tiers[cfg.tier.name]
     kind = cfg.tier.compare_with
+    reference = chosen_reference(cfg)
     if kind in ("reference", "reference_curve"):
-        ref = tier.reference
+        ref = reference
+        assert ref is not None   # validation refuses compare_with=reference without one
         point = "final" if kind == "reference" else str(cfg.tier.schedule_fraction)
         mean, std = reference_point(ref, point)
         low, high = reference_band(mean, std, reference_draws(ref), final_false_alarm(cfg))
@@ -84,7 +87,7 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
         return Target("claim", claim.metric, float(claim.value), float(claim.tolerance), claim.tolerance_kind,
                       claim.direction, claim.source, split=claim.split)
     primary = next(c for c in cfg.model.claims if c.primary)
-    return Target("none", primary.metric if tier.reference is None else tier.reference.metric, None, 0.0,
+    return Target("none", primary.metric if reference is None else reference.metric, None, 0.0,
                   "relative", primary.direction, "calibration run: nothing to compare with")
 
 
@@ -177,12 +180,12 @@ def select_claim(cfg: DictConfig, variant: str, split: str):
 def _early_point(cfg: DictConfig) -> Optional[tuple[Any, str]]:
     """(reference, curve point) the early check judges against, or None when it judges nothing:
     the check is off, nothing is compared with, or the reference has no point at its fraction."""
-    tier = cfg.model.tiers[cfg.tier.name]
+    reference = chosen_reference(cfg)
     early = cfg.tier.early_check
-    if not early.enabled or tier.reference is None or cfg.tier.compare_with == "none":
+    if not early.enabled or reference is None or cfg.tier.compare_with == "none":
         return None
     point = str(early.fraction)
-    return (tier.reference, point) if point in tier.reference.curve else None
+    return (reference, point) if point in reference.curve else None
 
 
 def early_reference(cfg: DictConfig) -> Optional[tuple[float, float]]:

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from replicate.config.schema import RootConfig
+from replicate.config.selection import chosen_framework, chosen_reference
 from replicate.config.values import check_recipe, validate_values
 from replicate.errors import ConfigError
 from replicate.verdict import MIN_REFERENCE_DRAWS
@@ -49,7 +50,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(missing[0], "required value is missing")
     _validate_model(cfg)
     _validate_darknet_cfgs(cfg)
-    _select_framework_reference(cfg)
+    _validate_framework_references(cfg)
     _validate_selection(cfg)
     _validate_defect(cfg)
     _validate_hardware(cfg)
@@ -169,12 +170,13 @@ def _validate_selection(cfg: DictConfig) -> None:
     key = f"model.tiers.{cfg.tier.name}"
     if cfg.tier.trains:
         _require(tier.recipe is not None, f"{key}.recipe", f"tier '{cfg.tier.name}' trains: a recipe is required")
+    reference = chosen_reference(cfg)
     if cfg.tier.compare_with == "reference":
-        _require(tier.reference is not None, f"{key}.reference",
+        _require(reference is not None, f"{key}.reference",
                  "not recorded yet: measure it over seeds (replicate calibrate) and add it")
     if cfg.tier.compare_with == "reference_curve":
         fraction = str(cfg.tier.schedule_fraction)
-        _require(tier.reference is not None and fraction in tier.reference.curve, f"{key}.reference.curve",
+        _require(reference is not None and fraction in reference.curve, f"{key}.reference.curve",
                  f"needs the reference metric at fraction {fraction} of the schedule")
     if cfg.tier.compare_with == "claim":
         _require(tier.claim_split is not None, f"{key}.claim_split",
@@ -191,18 +193,13 @@ def _validate_defect(cfg: DictConfig) -> None:
         check_defect(str(cfg.defect), cfg.model.name, chosen_framework(cfg))
 
 
-def _select_framework_reference(cfg: DictConfig) -> None:
-    """A job of a framework with its own recorded reference compares with that one."""
+def _validate_framework_references(cfg: DictConfig) -> None:
+    """``framework_references`` name frameworks the model has (selection.chosen_reference picks)."""
     if cfg.tier.name not in cfg.model.tiers:
         return  # _validate_selection names the missing tier
     tier = cfg.model.tiers[cfg.tier.name]
     for framework in tier.framework_references:
         _one_of(framework, list(cfg.model.frameworks), f"model.tiers.{cfg.tier.name}.framework_references")
-    if cfg.framework is not None and cfg.framework not in cfg.model.frameworks:
-        return  # _validate_selection names the bad framework
-    reference = tier.framework_references.get(chosen_framework(cfg))
-    if reference is not None:
-        tier.reference = reference
 
 
 def _validate_framework_installed(cfg: DictConfig) -> None:
@@ -243,16 +240,3 @@ def _validate_suite(cfg: DictConfig) -> None:
         _one_of(entry.tier, group_options("tier"), f"{key}.tier")
         _one_of(entry.hardware, group_options("hardware"), f"{key}.hardware")
         _require(len(entry.seeds) > 0, f"{key}.seeds", "at least one seed")
-
-
-def chosen_framework(cfg: DictConfig) -> str:
-    """The framework a job runs: explicit, else TensorFlow on TPU, else the model's first."""
-    if cfg.framework is not None:
-        return cfg.framework
-    if cfg.hardware.accelerator == "tpu":
-        return "tensorflow"
-    return cfg.model.frameworks[0]
-
-
-def chosen_variant(cfg: DictConfig) -> str:
-    return cfg.variant if cfg.variant is not None else cfg.model.tiers[cfg.tier.name].variant

@@ -49,7 +49,9 @@ def reference_curve(job: Mapping[str, Any]) -> list[tuple[float, float]]:
     config = job.get("config") or {}
     try:
         tier_name = config["tier"]["name"]
-        reference = config["model"]["tiers"][tier_name].get("reference") or {}
+        tier = config["model"]["tiers"][tier_name]
+        # the job's framework's own reference when it has one (config.selection.chosen_reference)
+        reference = (tier.get("framework_references") or {}).get(job.get("framework")) or tier.get("reference") or {}
         fraction = float(config["tier"].get("schedule_fraction") or 1.0)
     except (KeyError, TypeError, AttributeError):
         return []

@@ -7,7 +7,7 @@ import pytest
 from models.registry import get_task_class, registered_names
 from replicate.cli import main
 from replicate.config.compose import compose_config, group_options
-from replicate.config.validate import chosen_framework
+from replicate.config.selection import chosen_framework
 from replicate.errors import ConfigError
 
 BAD = {

@@ -50,3 +50,15 @@ def test_drawing_leaves_the_process_backend_alone_and_never_imports_pyplot(tmp_p
     assert done.stdout.split() == ["svg", "False"]
     assert (tmp_path / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_jobs_reference_curve_is_its_frameworks_own_when_recorded():
+    from replicate.report.plots import reference_curve
+
+    tier = {"reference": {"curve": {"0.25": 1.0}, "value": 4.0},
+            "framework_references": {"tensorflow": {"curve": {"0.25": 2.0}, "value": 5.0}}}
+    config = {"tier": {"name": "smoke", "schedule_fraction": 1.0}, "model": {"tiers": {"smoke": tier}}}
+    torch_job = {"config": config, "framework": "torch", "steps_planned": 100}
+    tf_job = {"config": config, "framework": "tensorflow", "steps_planned": 100}
+    assert reference_curve(torch_job) == [(25.0, 1.0), (100.0, 4.0)]
+    assert reference_curve(tf_job) == [(25.0, 2.0), (100.0, 5.0)]

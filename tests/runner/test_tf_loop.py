@@ -331,12 +331,18 @@ def test_tensorflow_smoke_tier_learns_and_shuffled_labels_do_not_pass(tf, result
 
 # --------------------------------------------------------------------------- references
 def test_a_tensorflow_job_compares_with_the_tensorflow_reference():
+    from replicate.config.selection import chosen_reference
+    from replicate.verdict import target_for
+
     tf_cfg = compose_config(["model=yolov3", "framework=tensorflow"])
     torch_cfg = compose_config(["model=yolov3"])
     recorded = torch_cfg.model.tiers.smoke.framework_references.tensorflow
-    assert tf_cfg.model.tiers.smoke.reference == recorded
+    assert chosen_reference(tf_cfg) == recorded and chosen_reference(torch_cfg) == torch_cfg.model.tiers.smoke.reference
     assert "framework=tensorflow" in recorded.source
     assert torch_cfg.model.tiers.smoke.reference.value != recorded.value
+    # selection does not rewrite the config: the TF job's config still holds both references
+    assert tf_cfg.model.tiers.smoke.reference == torch_cfg.model.tiers.smoke.reference
+    assert target_for(tf_cfg, "tiny").value == recorded.value != target_for(torch_cfg, "tiny").value
 
 
 def test_a_reference_for_an_undeclared_framework_is_refused():
