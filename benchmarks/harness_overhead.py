@@ -19,9 +19,9 @@ import torch
 
 from replicate.config.compose import compose_config
 from replicate.plan import make_spec
-from replicate.runner.job import build_task, run_job
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 from replicate.runner.torch_loop import EpochSampler, seed_everything
+from replicate.runner.worker import build_task, run_job
 
 TARGET = 1.05
 

@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     from replicate.config.compose import compose_config
     from replicate.plan import make_spec
     from replicate.runner.environment import numeric_variant
-    from replicate.runner.job import run_job
+    from replicate.runner.worker import run_job
     from replicate.verdict import target_for
 
     cfg = compose_config(args["overrides"])

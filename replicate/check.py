@@ -16,8 +16,8 @@ import torch
 from replicate.config.compose import compose_config
 from replicate.config.selection import chosen_framework, chosen_variant
 from replicate.plan import make_spec
-from replicate.runner.job import build_task
 from replicate.runner.torch_loop import seed_everything
+from replicate.runner.worker import build_task
 from replicate.visual import write_sample_grid
 
 OVERFIT_STEPS = 40

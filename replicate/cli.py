@@ -121,8 +121,8 @@ def _print_json(data: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from replicate.console import print_jobs, verdict_summary
     from replicate.harness import run_one
-    from replicate.tables import print_jobs, verdict_summary
 
     result = run_one(args.overrides, echo=_echo_for(args))
     if args.json:
@@ -136,8 +136,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_suite(args: argparse.Namespace) -> int:
+    from replicate.console import print_groups, print_jobs, verdict_summary
     from replicate.harness import run_suite
-    from replicate.tables import print_groups, print_jobs, verdict_summary
 
     result = run_suite(args.overrides, echo=_echo_for(args), retry_failed=args.retry_failed)
     if args.json:
@@ -171,7 +171,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from replicate.catalog import model_rows
-    from replicate.tables import print_models
+    from replicate.console import print_models
 
     rows = model_rows()
     _print_json(rows) if args.json else print_models(rows)
@@ -180,10 +180,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_history(args: argparse.Namespace) -> int:
     from replicate.config.compose import compose_config, group_options
+    from replicate.console import print_history, print_jobs
     from replicate.errors import ConfigError
     from replicate.history import annotate_jobs, model_history
     from replicate.store.results_store import open_existing
-    from replicate.tables import print_history, print_jobs
 
     model = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("model=")), None)
     if model is not None and model not in group_options("model"):

@@ -38,7 +38,7 @@ def test_a_worker_without_the_profiles_accelerators_is_infra_not_the_models_erro
         pytest.skip("tensorflow is not installed")
     from replicate.config.compose import compose_config
     from replicate.plan import make_spec
-    from replicate.runner.job import run_job
+    from replicate.runner.worker import run_job
 
     cfg = compose_config(["model=yolov3", "framework=tensorflow", "hardware=a100x8", f"results_dir={results_dir}",
                           "tier.compare_with=none", *tiny])

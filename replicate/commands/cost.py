@@ -75,7 +75,7 @@ def _cost_table(title: str, first: str, rows: list[dict[str, Any]], key: str):
 
 def print_costs(view: dict[str, list[dict[str, Any]]], suite_id: Optional[str]) -> None:
     """The cost view as two rich tables: per suite, then per model."""
-    from replicate.tables import _console
+    from replicate.console import _console
 
     console = _console()
     console.print(_cost_table("cost per suite", "suite", view["suites"], "suite_id"))

@@ -69,8 +69,8 @@ def print_selftest(rows: list[dict[str, Any]], summary: dict[str, Any], suite_id
     """The rows as a rich table, then one summary line."""
     from rich.table import Table
 
+    from replicate.console import _COLOURS, _console
     from replicate.power import CONTROL
-    from replicate.tables import _COLOURS, _console
 
     table = Table(title=f"selftest {suite_id}")
     for col in ("defect", "model", "stage", "type", "verdict", "flagged", "caught at", "cost share"):
@@ -98,7 +98,7 @@ def print_catalogue(rows: list[dict[str, Any]]) -> None:
     """The defect catalogue as a rich table."""
     from rich.table import Table
 
-    from replicate.tables import _console
+    from replicate.console import _console
 
     table = Table(title=f"defect catalogue ({len(rows)})")
     for col in ("defect", "stage", "type", "injected into", "also applies to", "what is wrong"):

@@ -22,7 +22,7 @@ class InlineScheduler:
     def run(self, jobs: list[tuple[JobSpec, Any]], on_result: Callable[[JobSpec, JobResult], None]) -> None:
         import torch
 
-        from replicate.runner.job import run_job
+        from replicate.runner.worker import run_job
 
         for _spec, cfg in jobs:
             hw = cfg.hardware

@@ -21,7 +21,7 @@ OnResult = Callable[[JobSpec, JobResult], None]
 
 
 def _execute(spec: dict[str, Any], num_threads: int) -> dict[str, Any]:
-    from replicate.runner.job import run_job_dict
+    from replicate.runner.worker import run_job_dict
 
     return run_job_dict(spec, progress=False, num_threads=num_threads)
 

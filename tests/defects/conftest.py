@@ -25,7 +25,7 @@ def build_job(tiny, results_dir, shapes_root) -> Callable[..., Job]:
     """``build_job(target, defect=None)``: the job's Task with the data prepared."""
     from replicate.config.compose import compose_config
     from replicate.plan import make_spec
-    from replicate.runner.job import build_task
+    from replicate.runner.worker import build_task
 
     def build(target: Target, defect: Optional[str] = None, *extra: str) -> Job:
         if target.framework == "tensorflow" and importlib.util.find_spec("tensorflow") is None:

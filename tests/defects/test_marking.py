@@ -31,8 +31,8 @@ def test_a_group_verdict_never_counts_an_injected_job():
 
 
 def test_tables_and_w_and_b_name_the_defect_of_a_job():
+    from replicate.console import _model_label
     from replicate.loggers.wandb_logger import defect_tags, run_name
-    from replicate.tables import _model_label
 
     record = {"model": "yolov3", "variant": "tiny", "framework": "tensorflow", "seed": 1000,
               "config": {"defect": "keras_training_false_in_step"}}

@@ -17,7 +17,7 @@ from models import centernet_target as ct
 from models.centernet import DCN, down_ratio, sampled_deform_conv3x3
 from replicate.config.compose import compose_config
 from replicate.plan import make_spec
-from replicate.runner.job import build_task
+from replicate.runner.worker import build_task
 
 TINY = [
     "datasets.shapes.num_train=16", "datasets.shapes.num_val=8", "datasets.shapes.image_size=64",

@@ -25,8 +25,8 @@ from models.pix2pix import (
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError, DataError
 from replicate.plan import make_spec
-from replicate.runner.job import build_task
 from replicate.runner.optim import build_optimizer
+from replicate.runner.worker import build_task
 
 TINY = ["datasets.shapes.num_train=8", "datasets.shapes.num_val=4", "datasets.shapes.image_size=64"]
 
@@ -231,7 +231,7 @@ def test_draw_sample_is_a_square_uint8_tile(tmp_path):
 @pytest.mark.slow
 def test_smoke_tier_learns_and_shuffled_pairs_do_not(tmp_path):
     """The acceptance run: L1 ends far below the untrained L1 and below what shuffled pairs reach."""
-    from replicate.runner.job import run_job
+    from replicate.runner.worker import run_job
 
     finals = {}
     runs = {"untrained": ["model.tiers.smoke.recipe.steps=1"], "trained": [], "shuffled": ["shuffle_labels=true"]}

@@ -20,7 +20,7 @@ from models.yolo_loss import heads_from_graph, layer_loss, postprocess, truths_t
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
 from replicate.plan import make_spec
-from replicate.runner.job import build_task
+from replicate.runner.worker import build_task
 
 CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)
 MODELS = ("yolov3", "yolov4")

@@ -16,7 +16,7 @@ from models.yolo_loss import postprocess as torch_postprocess
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
 from replicate.plan import make_spec
-from replicate.runner.job import build_task
+from replicate.runner.worker import build_task
 
 CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)
 if not tf_available():

@@ -18,7 +18,7 @@ from replicate.failures import classify
 from replicate.harness import run_one
 from replicate.plan import make_spec
 from replicate.runner import checkpoint as ckpt
-from replicate.runner.job import checkpoint_dir
+from replicate.runner.worker import checkpoint_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from replicate.plan import make_spec
 from replicate.runner import base_loop
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import RunContext
-from replicate.runner.job import build_loop
+from replicate.runner.worker import build_loop
 
 MODELS = [["model=faster_rcnn"], ["model=retinanet"], ["model=mask_rcnn"], ["model=centernet"],
           ["model=yolov3"], ["model=yolov4"], ["model=pix2pix"],

@@ -98,7 +98,7 @@ def _toy_loop(directory: Path, variant: str = "small", **recipe: Any) -> TfLoop:
 
 
 def _yolo_loop(cfg: Any, directory: Path) -> TfLoop:
-    from replicate.runner.job import build_task
+    from replicate.runner.worker import build_task
 
     ctx = RunContext(checkpoint_dir=directory, progress=False, metric="bbox_AP")
     return TfLoop(build_task(make_spec(cfg, None), cfg).framework_task("tensorflow"), cfg, ctx, JobResult("direct"))
@@ -165,7 +165,7 @@ def test_a_tf_job_on_a_worker_without_the_profiles_gpus_is_an_infrastructure_fai
                                                                                      tiny):
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("TensorFlow sees a GPU here")
-    from replicate.runner.job import run_job
+    from replicate.runner.worker import run_job
     from replicate.verdict import judge_job, target_for
 
     # run_job directly: the inline scheduler refuses a GPU profile before any job starts

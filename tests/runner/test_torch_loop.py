@@ -12,8 +12,8 @@ from replicate.harness import run_one
 from replicate.jobs import JobResult
 from replicate.plan import make_spec
 from replicate.runner import checkpoint as ckpt
-from replicate.runner.job import build_task, checkpoint_dir
 from replicate.runner.torch_loop import RunContext, TorchLoop
+from replicate.runner.worker import build_task, checkpoint_dir
 
 
 def _common(results_dir: Path, shapes_root: Path, tiny: list[str]) -> list[str]:
