@@ -260,6 +260,8 @@ class BaseLoop(abc.ABC):
             self.restore(state)
             self.restore_loop_state(state)
         except (DataError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+            if "out of memory" in str(exc).lower():
+                raise   # the machine's trouble, not the file's: a good checkpoint is never discarded for it
             reason = str(exc) if isinstance(exc, DataError) else f"cannot restore it: {type(exc).__name__}: {exc}"
             self.result.environment["discarded_checkpoint"] = ckpt.discard(self.ctx.checkpoint_dir, reason[:500])
             self.setup()

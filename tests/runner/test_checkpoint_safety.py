@@ -149,3 +149,25 @@ def test_a_job_already_running_in_another_process_is_not_started_twice(results_d
         holder.wait()
     (row,) = run_one(common, echo=lambda _: None).jobs  # the kernel dropped the dead holder's lock
     assert row["verdict"] == "MEASURED"
+
+
+def test_a_good_checkpoint_is_never_discarded_when_memory_runs_out_restoring_it(results_dir, shapes_root, tiny,
+                                                                                  tmp_path):
+    from replicate.jobs import JobResult
+    from replicate.runner.base_loop import RunContext
+    from replicate.runner.worker import build_loop
+
+    cfg = compose_config(_common(results_dir, shapes_root, tiny))
+    spec = make_spec(cfg, None)
+    loop = build_loop(spec, cfg, RunContext(checkpoint_dir=tmp_path, progress=False), JobResult(spec.job_id))
+    loop.setup()
+    loop.build_training()
+    ckpt.save(tmp_path, loop.state())
+
+    def out_of_memory(state):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    loop.restore = out_of_memory
+    with pytest.raises(torch.OutOfMemoryError):
+        loop.resume()
+    assert (tmp_path / ckpt.LATEST).is_file() and "discarded_checkpoint" not in loop.result.environment
