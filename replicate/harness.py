@@ -11,13 +11,15 @@ from omegaconf import DictConfig
 
 from replicate.config.compose import compose_config
 from replicate.config.infra import build
-from replicate.errors import StoreError
+from replicate.errors import ConfigError, StoreError
 from replicate.jobs import ERROR, GROUP_IDENTITY, INFRA, PASS, Failure, JobResult, verdict_counts
 from replicate.loggers import log_suite_end, make_logger
 from replicate.plan import PlannedJob, make_spec, plan_suite
 from replicate.records import group_record, job_record
 from replicate.redact import redacted_overrides
+from replicate.scheduling import Scheduler
 from replicate.store import spool
+from replicate.store.results_store import ResultStore
 from replicate.verdict import judge_job, target_for
 
 
@@ -49,12 +51,18 @@ class SuiteResult:
         return verdict_counts(self.verdict_rows)
 
 
-def _store(cfg: DictConfig):
-    return build(cfg.store)
+def _store(cfg: DictConfig) -> ResultStore:
+    store = build(cfg.store, "store")
+    if not isinstance(store, ResultStore):
+        raise ConfigError("store._target_", f"{type(store).__name__} is not a ResultStore")
+    return store
 
 
-def _scheduler(cfg: DictConfig):
-    return build(cfg.scheduler)
+def _scheduler(cfg: DictConfig) -> Scheduler:
+    scheduler = build(cfg.scheduler, "scheduler")
+    if not isinstance(scheduler, Scheduler):
+        raise ConfigError("scheduler._target_", f"{type(scheduler).__name__} has no run(jobs, on_result)")
+    return scheduler
 
 
 def run_one(overrides: Sequence[str], echo: Callable[[str], None] = print) -> SuiteResult:

@@ -11,11 +11,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from replicate.errors import ZooError
+from replicate.errors import ConfigError, ZooError
 
 
-def build(node: DictConfig) -> Any:
-    """``hydra.utils.instantiate(node)``, re-raising a constructor's typed error as itself."""
+def build(node: DictConfig, key: str) -> Any:
+    """``hydra.utils.instantiate(node)``, re-raising a constructor's typed error as itself; any
+    other failure to build is a ConfigError naming ``KEY._target_`` (exit 2, never a traceback)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -25,4 +26,6 @@ def build(node: DictConfig) -> Any:
     except InstantiationException as exc:
         if isinstance(exc.__cause__, ZooError):
             raise exc.__cause__ from None
-        raise
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{key}._target_", f"{node.get('_target_')!r} cannot be built: "
+                                             f"{type(cause).__name__}: {str(cause).splitlines()[0][:200]}") from None

@@ -9,12 +9,27 @@ output lands). ``logger=none`` has no target: no logger at all.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 from omegaconf import DictConfig
 
+from replicate.errors import ConfigError
 
-def make_logger(cfg: DictConfig, echo: Callable[[str], None]) -> Optional[Any]:
+
+@runtime_checkable
+class RunLogger(Protocol):
+    """What the harness asks of a logger (the contract every ``logger._target_`` meets)."""
+
+    echo: Callable[[str], None]
+
+    def log_job(self, record: dict[str, Any]) -> None: ...
+
+    def log_suite(self, suite_id: str, rows: list[dict[str, Any]], report_dir: Optional[Path]) -> None: ...
+
+    def where(self) -> str: ...
+
+
+def make_logger(cfg: DictConfig, echo: Callable[[str], None]) -> Optional[RunLogger]:
     """The logger of ``cfg.logger``, or None when it names no ``_target_`` (``logger=none``).
 
     Building one is cheap and touches nothing: a W&B run starts only when a job is logged, so a
@@ -25,12 +40,14 @@ def make_logger(cfg: DictConfig, echo: Callable[[str], None]) -> Optional[Any]:
     logger_cfg = cfg.get("logger")
     if not logger_cfg or "_target_" not in logger_cfg:
         return None
-    logger = build(logger_cfg)   # a bad logger.mode reaches the CLI as a typed error (exit 2)
+    logger = build(logger_cfg, "logger")   # a bad logger.mode reaches the CLI as a typed error (exit 2)
     logger.echo = echo
+    if not isinstance(logger, RunLogger):
+        raise ConfigError("logger._target_", f"{type(logger).__name__} lacks log_job, log_suite or where")
     return logger
 
 
-def log_suite_end(store: Any, suite_id: str, report_dir: Optional[Path], logger: Optional[Any],
+def log_suite_end(store: Any, suite_id: str, report_dir: Optional[Path], logger: Optional[RunLogger],
                   echo: Callable[[str], None]) -> Optional[str]:
     """At suite end: log the leaderboard (and the report folder the harness wrote) to the logger.
 

@@ -12,12 +12,11 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from replicate.jobs import Failure, JobResult, JobSpec
+from replicate.scheduling import OnResult
 from replicate.scheduling.resources import check_fits, job_threads, ray_options
-
-OnResult = Callable[[JobSpec, JobResult], None]
 
 
 def _execute(spec: dict[str, Any], num_threads: int) -> dict[str, Any]:

@@ -319,7 +319,7 @@ def open_existing(node: Any) -> ResultStore:
     if path is not None and not path.is_file():
         raise ConfigError(URL_KEY, f"no store at {path} (nothing recorded there yet: check results_dir= or "
                                    f"store.url=, or run `replicate run` / `replicate suite` first)")
-    return build(node)
+    return build(node, "store")
 
 
 def _sqlite_file(url: URL) -> Optional[Path]:

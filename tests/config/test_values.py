@@ -46,6 +46,10 @@ BAD = {
     # code named by a config
     "a callable as the store": (["store._target_=os.system"], "store._target_: 'os.system': only classes"),
     "a callable as the scheduler": (["scheduler._target_=subprocess.call"], "scheduler._target_: 'subprocess.call'"),
+    "a package class that is no store": (["store._target_=replicate.scheduling.inline_scheduler.InlineScheduler"],
+                                        "store._target_: InlineScheduler is not a ResultStore"),
+    "a package class that cannot be built": (["store._target_=replicate.jobs.JobSpec"],
+                                             "store._target_: 'replicate.jobs.JobSpec' cannot be built"),
     # unknown keys
     "added key at the root": (["+foo=1"], "foo: no such key in the config"),
     "added key in a typed section": ([f"+{R}.stepz=3"], f"{R}.stepz: no such key in the config"),
