@@ -51,3 +51,26 @@ def test_sigterm_stops_a_suite_cleanly_with_exit_143_and_the_job_resumes(schedul
     with ResultStore(url) as store:
         (row,) = store.jobs(suite_id="sigterm")
     assert row["verdict"] == "MEASURED" and row["steps_done"] == 200 and row["restarts"] == 1
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_driver_killed_outright_loses_nothing_and_the_rerun_resumes_its_job(database, results_dir, shapes_root,
+                                                                              tiny, request):
+    """SIGKILL (an evicted pod, the OOM killer): no handler runs. The store keeps no half row, the
+    checkpoint is whole (written atomically), and the same suite id resumes the job: one row."""
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else f"sqlite:///{results_dir / 'zoo.db'}"
+    command = [*_suite(results_dir, shapes_root, tiny, "inline"), f"store.url='{url}'"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list((results_dir / "checkpoints").glob("*/latest.pt")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    process.kill()
+    process.wait(timeout=30)
+    with ResultStore(url) as store:
+        assert store.jobs(suite_id="sigterm") == []
+    rerun = subprocess.run([*command, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 1, rerun.stderr[-3000:]   # MEASURED is not PASS: exit 1 by design
+    with ResultStore(url) as store:
+        (row,) = store.jobs(suite_id="sigterm")
+    assert row["verdict"] == "MEASURED" and row["steps_done"] == 200 and row["restarts"] == 1
