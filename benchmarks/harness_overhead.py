@@ -19,8 +19,9 @@ import torch
 
 from replicate.config.compose import compose_config
 from replicate.plan import make_spec
+from replicate.runner.batch_order import epoch_permutation
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
-from replicate.runner.torch_loop import EpochSampler, seed_everything
+from replicate.runner.torch_loop import seed_everything
 from replicate.runner.worker import build_task, run_job
 
 TARGET = 1.05
@@ -44,8 +45,9 @@ def bare_loop(cfg) -> float:
     lr, _ = scaled_lr(recipe)
     optimizer = build_optimizer(recipe, task.parameter_groups(model), lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, per_unit, recipe))
-    loader = torch.utils.data.DataLoader(data, batch_size=recipe.batch_size, drop_last=True,
-                                         sampler=EpochSampler(len(data), int(cfg.seed)), collate_fn=task.collate)
+    order = epoch_permutation(len(data), int(cfg.seed), 0)   # one seeded order, every epoch (a baseline)
+    loader = torch.utils.data.DataLoader(data, batch_size=recipe.batch_size, drop_last=True, sampler=order,
+                                         collate_fn=task.collate)
     model.train()
     began, done = time.perf_counter(), 0
     while done < steps:

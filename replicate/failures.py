@@ -26,7 +26,7 @@ def classify(exc: BaseException, stage: str) -> Failure:
         return Failure("data pipeline", "crash", message, tb)
     if isinstance(exc, NumericalError):
         return Failure(stage if stage in ("training", "evaluation") else "training", "numerical error", message, tb)
-    if _is_oom(exc):
+    if is_oom(exc):
         return Failure(stage, "memory exhaustion", message, tb)
     if isinstance(exc, TimeoutError):
         return Failure(stage, "hang", message, tb)
@@ -35,7 +35,7 @@ def classify(exc: BaseException, stage: str) -> Failure:
     return Failure(stage, "crash", message, tb)
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
     try:

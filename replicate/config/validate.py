@@ -10,7 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from replicate.config.schema import RootConfig
 from replicate.config.selection import chosen_framework, chosen_reference
-from replicate.config.values import check_recipe, validate_values
+from replicate.config.values import check_recipe, require, validate_values
 from replicate.errors import ConfigError
 from replicate.verdict import MIN_REFERENCE_DRAWS
 
@@ -23,13 +23,8 @@ COMPARE_WITH = ("reference", "claim", "reference_curve", "none")  # none: calibr
 MAX_TOLERANCE = 0.5
 
 
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(key, message)
-
-
 def _one_of(value, allowed, key: str) -> None:
-    _require(value in allowed, key, f"{value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    require(value in allowed, key, f"{value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
 
 
 def apply_schema(cfg: DictConfig) -> DictConfig:
@@ -64,14 +59,14 @@ def _validate_model(cfg: DictConfig) -> None:
     model = cfg.model
     for i, fw in enumerate(model.frameworks):
         _one_of(fw, FRAMEWORKS, f"model.frameworks[{i}]")
-    _require("full" in model.variants, "model.variants", "a 'full' variant (the paper's architecture) is required")
+    require("full" in model.variants, "model.variants", "a 'full' variant (the paper's architecture) is required")
     full = model.variants.full
-    _require(full.trainable_params is not None, "model.variants.full.trainable_params", "required (with its source)")
-    _require(bool(full.params_source), "model.variants.full.params_source", "required: where the count comes from")
-    _require(len(model.claims) > 0, "model.claims", "at least one claim is required")
+    require(full.trainable_params is not None, "model.variants.full.trainable_params", "required (with its source)")
+    require(bool(full.params_source), "model.variants.full.params_source", "required: where the count comes from")
+    require(len(model.claims) > 0, "model.claims", "at least one claim is required")
     for i, claim in enumerate(model.claims):
         _validate_claim(cfg, claim, f"model.claims[{i}]")
-    _require(any(c.primary for c in model.claims), "model.claims", "one claim must be primary: true")
+    require(any(c.primary for c in model.claims), "model.claims", "one claim must be primary: true")
     for name, tier in model.tiers.items():
         _validate_model_tier(cfg, name, tier)
 
@@ -91,15 +86,15 @@ def _validate_darknet_cfgs(cfg: DictConfig) -> None:
 
 
 def _validate_claim(cfg: DictConfig, claim, key: str) -> None:
-    _require(bool(str(claim.source).strip()), f"{key}.source", "required: paper table or reference file")
+    require(bool(str(claim.source).strip()), f"{key}.source", "required: paper table or reference file")
     _one_of(claim.kind, ("paper", "zoo"), f"{key}.kind")
     _one_of(claim.direction, ("higher", "lower"), f"{key}.direction")
     _one_of(claim.tolerance_kind, ("relative", "absolute"), f"{key}.tolerance_kind")
     if claim.tolerance_kind == "relative":
-        _require(0 < claim.tolerance <= MAX_TOLERANCE, f"{key}.tolerance",
+        require(0 < claim.tolerance <= MAX_TOLERANCE, f"{key}.tolerance",
                  f"{claim.tolerance} is outside (0, {MAX_TOLERANCE}]")
     else:
-        _require(claim.tolerance > 0, f"{key}.tolerance", f"{claim.tolerance} must be > 0")
+        require(claim.tolerance > 0, f"{key}.tolerance", f"{claim.tolerance} must be > 0")
     if claim.variant is not None:
         _one_of(claim.variant, list(cfg.model.variants), f"{key}.variant")
 
@@ -122,64 +117,64 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
 
 def _validate_reference(ref, key: str) -> None:
     """A recorded reference needs its draws: the band is a prediction interval over them."""
-    _require(len(ref.draws) >= MIN_REFERENCE_DRAWS, f"{key}.draws",
+    require(len(ref.draws) >= MIN_REFERENCE_DRAWS, f"{key}.draws",
              f"{len(ref.draws)} draw(s); a band from fewer than {MIN_REFERENCE_DRAWS} is too wide to fail "
              f"(replicate calibrate records them)")
-    _require(not ref.labels or len(ref.labels) == len(ref.draws), f"{key}.labels", "one label per draw")
-    _require(not ref.early_draws or len(ref.early_draws) == len(ref.draws), f"{key}.early_draws",
+    require(not ref.labels or len(ref.labels) == len(ref.draws), f"{key}.labels", "one label per draw")
+    require(not ref.early_draws or len(ref.early_draws) == len(ref.draws), f"{key}.early_draws",
              "one early-check value per draw")
-    _require(not ref.early_loss_draws or len(ref.early_loss_draws) == len(ref.draws), f"{key}.early_loss_draws",
+    require(not ref.early_loss_draws or len(ref.early_loss_draws) == len(ref.draws), f"{key}.early_loss_draws",
              "one early-check loss per draw")
-    _require(ref.spread >= 0, f"{key}.spread", f"{ref.spread} must be >= 0")
-    _require(bool(ref.source.strip()), f"{key}.source", "required: how it was measured")
+    require(ref.spread >= 0, f"{key}.spread", f"{ref.spread} must be >= 0")
+    require(bool(ref.source.strip()), f"{key}.source", "required: how it was measured")
 
 
 def _validate_recipe(recipe, key: str) -> None:
     _one_of(recipe.optimizer, OPTIMIZERS, f"{key}.optimizer")
     _one_of(recipe.schedule, SCHEDULES, f"{key}.schedule")
     check_recipe(recipe, key)
-    _require(recipe.batch_size > 0, f"{key}.batch_size", f"{recipe.batch_size} must be > 0")
-    _require((recipe.steps is None) != (recipe.epochs is None), f"{key}.steps",
+    require(recipe.batch_size > 0, f"{key}.batch_size", f"{recipe.batch_size} must be > 0")
+    require((recipe.steps is None) != (recipe.epochs is None), f"{key}.steps",
              "give exactly one of steps or epochs")
     length = recipe.steps if recipe.steps is not None else recipe.epochs
-    _require(length > 0, f"{key}.{'steps' if recipe.steps is not None else 'epochs'}", f"{length} must be > 0")
-    _require(list(recipe.milestones) == sorted(recipe.milestones), f"{key}.milestones", "must be increasing")
-    _require(recipe.checkpoint_every > 0, f"{key}.checkpoint_every", "must be > 0")
-    _require(bool(recipe.source.strip()), f"{key}.source", "required: where the recipe comes from")
+    require(length > 0, f"{key}.{'steps' if recipe.steps is not None else 'epochs'}", f"{length} must be > 0")
+    require(list(recipe.milestones) == sorted(recipe.milestones), f"{key}.milestones", "must be increasing")
+    require(recipe.checkpoint_every > 0, f"{key}.checkpoint_every", "must be > 0")
+    require(bool(recipe.source.strip()), f"{key}.source", "required: where the recipe comes from")
 
 
 def _validate_selection(cfg: DictConfig) -> None:
     """The chosen tier, variant, framework and seed must exist for the chosen model."""
     model = cfg.model
-    _require(cfg.tier.name in model.tiers, "tier",
+    require(cfg.tier.name in model.tiers, "tier",
              f"model '{model.name}' defines no tier '{cfg.tier.name}'; allowed: {', '.join(model.tiers)}")
     tier = model.tiers[cfg.tier.name]
     if cfg.variant is not None:
         _one_of(cfg.variant, list(model.variants), "variant")
     if cfg.framework is not None:
         _one_of(cfg.framework, list(model.frameworks), "framework")
-    _require(cfg.seed >= 0, "seed", f"{cfg.seed} must be >= 0")
+    require(cfg.seed >= 0, "seed", f"{cfg.seed} must be >= 0")
     _one_of(cfg.device, ("auto", "cpu", "cuda"), "device")
     _one_of(cfg.tier.compare_with, COMPARE_WITH, "tier.compare_with")
     early = cfg.tier.early_check
-    _require(0 < early.fraction < 1, "tier.early_check.fraction", f"{early.fraction} is outside (0, 1)")
-    _require(0 < early.tolerance < 1, "tier.early_check.tolerance", f"{early.tolerance} is outside (0, 1)")
-    _require(0 < cfg.tier.false_alarm < 0.5, "tier.false_alarm", f"{cfg.tier.false_alarm} is outside (0, 0.5)")
-    _require(cfg.tier.num_threads is None or cfg.tier.num_threads >= 1, "tier.num_threads",
+    require(0 < early.fraction < 1, "tier.early_check.fraction", f"{early.fraction} is outside (0, 1)")
+    require(0 < early.tolerance < 1, "tier.early_check.tolerance", f"{early.tolerance} is outside (0, 1)")
+    require(0 < cfg.tier.false_alarm < 0.5, "tier.false_alarm", f"{cfg.tier.false_alarm} is outside (0, 0.5)")
+    require(cfg.tier.num_threads is None or cfg.tier.num_threads >= 1, "tier.num_threads",
              f"{cfg.tier.num_threads} must be >= 1")
     key = f"model.tiers.{cfg.tier.name}"
     if cfg.tier.trains:
-        _require(tier.recipe is not None, f"{key}.recipe", f"tier '{cfg.tier.name}' trains: a recipe is required")
+        require(tier.recipe is not None, f"{key}.recipe", f"tier '{cfg.tier.name}' trains: a recipe is required")
     reference = chosen_reference(cfg)
     if cfg.tier.compare_with == "reference":
-        _require(reference is not None, f"{key}.reference",
+        require(reference is not None, f"{key}.reference",
                  "not recorded yet: measure it over seeds (replicate calibrate) and add it")
     if cfg.tier.compare_with == "reference_curve":
         fraction = str(cfg.tier.schedule_fraction)
-        _require(reference is not None and fraction in reference.curve, f"{key}.reference.curve",
+        require(reference is not None and fraction in reference.curve, f"{key}.reference.curve",
                  f"needs the reference metric at fraction {fraction} of the schedule")
     if cfg.tier.compare_with == "claim":
-        _require(tier.claim_split is not None, f"{key}.claim_split",
+        require(tier.claim_split is not None, f"{key}.claim_split",
                  "which claim split this tier checks; claims are on: "
                  f"{', '.join(sorted({c.split for c in model.claims}))}")
 
@@ -221,13 +216,13 @@ def _validate_framework_installed(cfg: DictConfig) -> None:
 def _validate_hardware(cfg: DictConfig) -> None:
     hw = cfg.hardware
     _one_of(hw.accelerator, ACCELERATORS, "hardware.accelerator")
-    _require(hw.count >= 1, "hardware.count", f"{hw.count} must be >= 1")
-    _require(hw.price_per_accelerator_hour >= 0, "hardware.price_per_accelerator_hour", "must be >= 0")
+    require(hw.count >= 1, "hardware.count", f"{hw.count} must be >= 1")
+    require(hw.price_per_accelerator_hour >= 0, "hardware.price_per_accelerator_hour", "must be >= 0")
     if hw.accelerator == "tpu":
-        _require("tensorflow" in cfg.model.frameworks, "hardware",
+        require("tensorflow" in cfg.model.frameworks, "hardware",
                  f"'{hw.name}' is a TPU profile but model '{cfg.model.name}' has no TensorFlow implementation "
                  f"(frameworks: {', '.join(cfg.model.frameworks)}); allowed: GPU or CPU profiles")
-        _require(cfg.framework in (None, "tensorflow"), "framework",
+        require(cfg.framework in (None, "tensorflow"), "framework",
                  "a TPU profile runs the TensorFlow implementation; allowed: tensorflow")
 
 
@@ -239,4 +234,4 @@ def _validate_suite(cfg: DictConfig) -> None:
         _one_of(entry.model, group_options("model"), f"{key}.model")
         _one_of(entry.tier, group_options("tier"), f"{key}.tier")
         _one_of(entry.hardware, group_options("hardware"), f"{key}.hardware")
-        _require(len(entry.seeds) > 0, f"{key}.seeds", "at least one seed")
+        require(len(entry.seeds) > 0, f"{key}.seeds", "at least one seed")

@@ -23,18 +23,19 @@ SUITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SUITE_ID_RULE = "1-100 characters of letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
-def _require(ok: bool, key: str, message: str) -> None:
+def require(ok: bool, key: str, message: str) -> None:
+    """The one check form of config validation: a ConfigError naming ``key`` unless ``ok``."""
     if not ok:
         raise ConfigError(key, message)
 
 
 def _finite(value: Any, key: str) -> float:
-    _require(isinstance(value, (int, float)) and math.isfinite(value), key, f"{value} is not a finite number")
+    require(isinstance(value, (int, float)) and math.isfinite(value), key, f"{value} is not a finite number")
     return float(value)
 
 
 def _positive(value: Any, key: str) -> None:
-    _require(_finite(value, key) > 0, key, f"{value} must be > 0")
+    require(_finite(value, key) > 0, key, f"{value} must be > 0")
 
 
 def _optional_positive(value: Any, key: str) -> None:
@@ -43,16 +44,16 @@ def _optional_positive(value: Any, key: str) -> None:
 
 
 def _at_least(value: Any, low: float, key: str) -> None:
-    _require(_finite(value, key) >= low, key, f"{value} must be >= {low}")
+    require(_finite(value, key) >= low, key, f"{value} must be >= {low}")
 
 
 def check_seed(seed: Any, key: str) -> None:
-    _require(isinstance(seed, int) and 0 <= seed <= SEED_MAX, key, f"{seed} is outside [0, {SEED_MAX}]")
+    require(isinstance(seed, int) and 0 <= seed <= SEED_MAX, key, f"{seed} is outside [0, {SEED_MAX}]")
 
 
 def check_suite_id(suite_id: Optional[str], key: str = "suite_id") -> None:
     if suite_id is not None:
-        _require(SUITE_ID.fullmatch(str(suite_id)) is not None, key, f"{suite_id!r}: allowed: {SUITE_ID_RULE}")
+        require(SUITE_ID.fullmatch(str(suite_id)) is not None, key, f"{suite_id!r}: allowed: {SUITE_ID_RULE}")
 
 
 def validate_values(cfg: DictConfig) -> None:
@@ -60,7 +61,7 @@ def validate_values(cfg: DictConfig) -> None:
     tier's recipe is checked with the model (validate.py calls :func:`check_recipe`)."""
     check_seed(cfg.seed, "seed")
     check_suite_id(cfg.suite_id)
-    _require(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads", f"{cfg.num_threads} must be >= 1")
+    require(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads", f"{cfg.num_threads} must be >= 1")
     if not cfg.scheduler.get("address"):   # on a Ray cluster the workers' volumes and GPUs decide
         _check_checkpoint(cfg.checkpoint)
         _check_device(cfg)
@@ -78,7 +79,7 @@ def validate_values(cfg: DictConfig) -> None:
 def _check_run_settings(cfg: DictConfig) -> None:
     """The tier's schedule share, the scheduler's limits and the hardware's resource request."""
     fraction = _finite(cfg.tier.schedule_fraction, "tier.schedule_fraction")
-    _require(0 <= fraction <= 1 and (fraction > 0 or not cfg.tier.trains), "tier.schedule_fraction",
+    require(0 <= fraction <= 1 and (fraction > 0 or not cfg.tier.trains), "tier.schedule_fraction",
              f"{fraction} is outside {'(0, 1]' if cfg.tier.trains else '[0, 1]'}")
     scheduler = cfg.scheduler
     _at_least(scheduler.max_retries, 0, "scheduler.max_retries")
@@ -95,21 +96,21 @@ def _check_run_settings(cfg: DictConfig) -> None:
         target = node.get("_target_") if isinstance(node, DictConfig) else None
         # Building a config node calls its _target_: only the product's own classes, never a
         # callable a config or an override names (os.system, subprocess.run, ...).
-        _require(target is None or str(target).startswith("replicate."), f"{section}._target_",
+        require(target is None or str(target).startswith("replicate."), f"{section}._target_",
                  f"{target!r}: only classes of the replicate package are built from a config")
 
 
 def check_recipe(recipe: Any, key: str) -> None:
     """Every number of a training recipe: positive counts, finite rates, probabilities in range."""
     _positive(recipe.lr, f"{key}.lr")
-    _require(0 <= _finite(recipe.momentum, f"{key}.momentum") < 1, f"{key}.momentum",
+    require(0 <= _finite(recipe.momentum, f"{key}.momentum") < 1, f"{key}.momentum",
              f"{recipe.momentum} is outside [0, 1)")
     _at_least(recipe.weight_decay, 0, f"{key}.weight_decay")
     for i, beta in enumerate(recipe.betas):
-        _require(0 <= _finite(beta, f"{key}.betas[{i}]") < 1, f"{key}.betas[{i}]", f"{beta} is outside [0, 1)")
+        require(0 <= _finite(beta, f"{key}.betas[{i}]") < 1, f"{key}.betas[{i}]", f"{beta} is outside [0, 1)")
     _positive(recipe.gamma, f"{key}.gamma")
     _at_least(recipe.warmup_steps, 0, f"{key}.warmup_steps")
-    _require(0 < _finite(recipe.warmup_factor, f"{key}.warmup_factor") <= 1, f"{key}.warmup_factor",
+    require(0 < _finite(recipe.warmup_factor, f"{key}.warmup_factor") <= 1, f"{key}.warmup_factor",
              f"{recipe.warmup_factor} is outside (0, 1]")
     for name in ("grad_clip", "recipe_batch_size", "eval_every", "eval_batches", "aspect_ratio_group_factor",
                  "decay_start"):
@@ -123,9 +124,9 @@ def _check_checkpoint(checkpoint: Optional[str]) -> None:
     if checkpoint is None:
         return
     path = Path(str(checkpoint)).expanduser()
-    _require(path.exists(), "checkpoint", f"{path} does not exist")
-    _require(path.is_file(), "checkpoint", f"{path} is not a regular file")
-    _require(path.stat().st_size > 0, "checkpoint", f"{path} is empty")
+    require(path.exists(), "checkpoint", f"{path} does not exist")
+    require(path.is_file(), "checkpoint", f"{path} is not a regular file")
+    require(path.stat().st_size > 0, "checkpoint", f"{path} is empty")
 
 
 def _check_device(cfg: DictConfig) -> None:
@@ -134,7 +135,7 @@ def _check_device(cfg: DictConfig) -> None:
         return
     import torch
 
-    _require(torch.cuda.is_available(), "device", "cuda: this machine has no CUDA GPU; allowed here: auto, cpu")
+    require(torch.cuda.is_available(), "device", "cuda: this machine has no CUDA GPU; allowed here: auto, cpu")
 
 
 def _check_data(data: Any, tier: Any, key: str, tier_key: str, *, trains: bool) -> None:
@@ -146,23 +147,23 @@ def _check_data(data: Any, tier: Any, key: str, tier_key: str, *, trains: bool) 
     _positive(data.num_val, f"{key}.num_val")
     _positive(data.max_objects, f"{key}.max_objects")
     if trains and tier.recipe is not None:
-        _require(data.num_train >= tier.recipe.batch_size, f"{tier_key}.recipe.batch_size",
+        require(data.num_train >= tier.recipe.batch_size, f"{tier_key}.recipe.batch_size",
                  f"{tier.recipe.batch_size} is larger than the {data.num_train} training images of "
                  f"{key} (num_train)")
 
 
 def _check_suite_entries(cfg: DictConfig) -> None:
     entries = cfg.suite.entries
-    _require(len(entries) > 0, "suite.entries", "empty: a suite needs at least one entry")
+    require(len(entries) > 0, "suite.entries", "empty: a suite needs at least one entry")
     first: dict[tuple, int] = {}
     for i, entry in enumerate(entries):
         key = f"suite.entries[{i}]"
         for j, seed in enumerate(entry.seeds):
             check_seed(seed, f"{key}.seeds[{j}]")
         repeated = sorted(s for s, n in Counter(entry.seeds).items() if n > 1)
-        _require(not repeated, f"{key}.seeds", f"seed(s) {repeated} listed twice: each would train the same job")
+        require(not repeated, f"{key}.seeds", f"seed(s) {repeated} listed twice: each would train the same job")
         identity = (entry.model, entry.tier, entry.hardware, entry.framework,
                     tuple(entry.overrides))
-        _require(identity not in first, key, f"repeats suite.entries[{first.get(identity)}] (same model, tier, "
+        require(identity not in first, key, f"repeats suite.entries[{first.get(identity)}] (same model, tier, "
                                              "hardware, framework and overrides): list its seeds there")
         first[identity] = i

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from replicate.data.augment_random import augmentation_random
 from replicate.errors import DataError, NumericalError
+from replicate.failures import is_oom
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
 
@@ -260,7 +261,7 @@ class BaseLoop(abc.ABC):
             self.restore(state)
             self.restore_loop_state(state)
         except (DataError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-            if "out of memory" in str(exc).lower():
+            if is_oom(exc):
                 raise   # the machine's trouble, not the file's: a good checkpoint is never discarded for it
             reason = str(exc) if isinstance(exc, DataError) else f"cannot restore it: {type(exc).__name__}: {exc}"
             self.result.environment["discarded_checkpoint"] = ckpt.discard(self.ctx.checkpoint_dir, reason[:500])

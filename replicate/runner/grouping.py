@@ -2,7 +2,7 @@
 largest image wastes little (the torchvision detection references' --aspect-ratio-group-factor).
 
 The references' GroupedBatchSampler lives in their scripts, not in the torchvision package, so
-this is a small re-implementation of the same idea over our resumable EpochSampler.
+this is a small re-implementation of the same idea over the seeded epoch order of batch_order.py.
 """
 
 from __future__ import annotations

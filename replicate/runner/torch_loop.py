@@ -16,32 +16,16 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from models.task import Task
 from replicate.errors import DataError
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
-from replicate.runner.batch_order import BatchOrder, epoch_permutation
+from replicate.runner.batch_order import BatchOrder
 from replicate.runner.grouping import aspect_ratio_groups
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
-
-
-class EpochSampler(Sampler):
-    """Seeded permutation per epoch that can start mid-epoch (the order BatchOrder cuts into batches)."""
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch, self.offset = size, seed, 0, 0
-
-    def set_position(self, epoch: int, offset: int) -> None:
-        self.epoch, self.offset = epoch, offset
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(epoch_permutation(self.size, self.seed, self.epoch)[self.offset:])
-
-    def __len__(self) -> int:
-        return self.size - self.offset
 
 
 def load_state_file(model: torch.nn.Module, path: Path) -> None:

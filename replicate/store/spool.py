@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from replicate.errors import StoreError
+from replicate.jobs import GROUP_IDENTITY
 
 SPOOL = "spool"
 KINDS = ("job", "group")
@@ -31,8 +32,7 @@ def put(directory: Path, kind: str, record: Mapping[str, Any]) -> Path:
     """Keep ``record`` (a job or group record) until the store can take it; the file's path."""
     if kind not in KINDS:
         raise ValueError(f"spool kind {kind!r} not in {KINDS}")
-    key = record.get("job_id") or "-".join(str(record.get(k, "")) for k in ("suite_id", "model", "variant",
-                                                                              "framework", "tier", "hardware"))
+    key = record.get("job_id") or "-".join(str(record.get(k, "")) for k in ("suite_id", *GROUP_IDENTITY))
     name = f"{kind}-{re.sub(r'[^A-Za-z0-9._-]', '_', str(key))[:180]}.json"
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
