@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     from replicate.plan import make_spec
     from replicate.runner.environment import numeric_variant
     from replicate.runner.worker import run_job
-    from replicate.verdict import target_for
+    from replicate.verdict import final_loss, target_for
 
     cfg = compose_config(args["overrides"])
     spec = make_spec(cfg, None)
@@ -33,12 +33,13 @@ def main(argv: list[str]) -> int:
         print("draw failed: the smoke tier names no metric", file=sys.stderr)
         return 1
     early, early_loss = result.early_check.get("metric"), result.early_check.get("train_loss")
-    if early is None or early_loss is None:
-        print("draw failed: no metric or training loss at the early-check point", file=sys.stderr)
+    late_loss = final_loss(result)
+    if early is None or early_loss is None or late_loss is None:
+        print("draw failed: no metric or training loss at the early-check point, or no final loss", file=sys.stderr)
         return 1
     Path(args["out"]).write_text(json.dumps({
         "metric": metric, "final": float(result.metrics[metric]), "early": float(early),
-        "early_loss": float(early_loss),
+        "early_loss": float(early_loss), "final_loss": float(late_loss),
         "early_step": result.early_check.get("step"), "wall_s": round(time.perf_counter() - began, 1),
         "config_hash": spec.config_hash, **numeric_variant(int(args["threads"]))}))
     return 0

@@ -1,7 +1,8 @@
 """Pre-flight check of a model without training it: the defects that are cheap to catch early.
 
-Config valid; the full variant builds with the config's trainable parameter count; outputs pass
-through; gradients reach every trainable parameter; one batch can be overfit.
+Config valid; the evaluation split shares no images with the training split; the full variant
+builds with the config's trainable parameter count; outputs pass through; gradients reach every
+trainable parameter; one batch can be overfit.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
 
         tensorflow().keras.utils.set_random_seed(int(cfg.seed))
     task.prepare_data()
+    _check_splits(cfg, report)
     model = task.build_model(chosen_variant(cfg), framework)
     dataset = task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=False)
     batch = task.collate([dataset[i] for i in range(min(2, len(dataset)))])
@@ -103,6 +105,24 @@ def _check_checkpoint(task: Any, model: Any, path: Path, framework: str, report:
         report.add("checkpoint", False, str(exc)[:300])
         return
     report.add("checkpoint", True, f"{path}: loaded into the model")
+
+
+def _check_splits(cfg: Any, report: CheckReport) -> None:
+    """The evaluation split holds no training images (by content: replicate/data/leakage.py)."""
+    from replicate.data.leakage import check_no_leak
+    from replicate.errors import SplitLeak
+
+    tier = cfg.model.tiers[cfg.tier.name]
+    try:
+        overlap = check_no_leak(cfg.datasets[tier.data], tier.eval_split, tier.train_split)
+    except SplitLeak as exc:
+        report.add("splits", False, str(exc))
+        return
+    root = cfg.datasets[tier.data].root
+    detail = (f"evaluation split {tier.eval_split!r}: {overlap.shared} of {overlap.eval_files} files also in "
+              f"training split {tier.train_split!r}" if overlap is not None else
+              f"not compared: the manifest of {root} lists no file of split {tier.eval_split!r}")
+    report.add("splits", True, detail)
 
 
 def _check_param_count(task: Any, cfg: Any, framework: str, report: CheckReport) -> None:

@@ -52,10 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     add("history", "past jobs from the store: replicate history [model=NAME]")
     calibrate = add("calibrate", "measure a smoke reference over seeds x numeric variants: replicate calibrate "
                     "model=NAME", json_flag=True)
-    calibrate.add_argument("--seeds", default=None, help="comma-separated seeds (default 0-3 torch, 0-5 TF)")
+    calibrate.add_argument("--seeds", default=None, help="comma-separated seeds, one draw each (default 0-11)")
     calibrate.add_argument("--variants", default=None,
                            help="numeric variants (torch: default,avx2,avx512; TF: onednn0,onednn1; default all)")
     calibrate.add_argument("--threads", default="1,2", help="thread counts, alternating over draws (default 1,2)")
+    calibrate.add_argument("--crossed", action="store_true",
+                           help="every seed under every variant (default: one variant per seed, in turn)")
     calibrate.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
                            help="draws run side by side while their threads fit in this many CPUs (default: all)")
     for module in _command_modules():
@@ -236,7 +238,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     echo = _echo_for(args)
     probe = smoke_config(args.overrides)
     framework = chosen_framework(probe)
-    seeds = _int_list(args.seeds, "--seeds") if args.seeds else DEFAULT_SEEDS[framework]
+    seeds = _int_list(args.seeds, "--seeds") if args.seeds else DEFAULT_SEEDS
     threads = _int_list(args.threads, "--threads") if args.threads else list(DEFAULT_THREADS)
     if 0 in threads:
         raise ConfigError("--threads", "thread counts must be >= 1")
@@ -244,7 +246,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise ConfigError("--cpus", f"{args.cpus} must be >= 1")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants \
         else list(variants_for(framework))
-    draws = plan_draws(seeds, variants, threads)
+    draws = plan_draws(seeds, variants, threads, crossed=args.crossed)
     if len(draws) < MIN_DRAWS:
         echo(f"warning: {len(draws)} draws; a recorded reference should have at least {MIN_DRAWS}")
     block = calibrate(args.overrides, draws, cpus=args.cpus, echo=echo)
@@ -254,6 +256,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         parent, key = record_location(args.overrides).rsplit(".", 1)
         print(f"# {summary['n']} draws: band {summary['band']}, 25% floor {summary['early_floor']}, "
+              f"loss bands {summary['early_loss_band']} (25%) {summary['final_loss_band']} (last quarter), "
               f"std/mean {summary['cv']} (false alarm {probe.tier.false_alarm} per job)")
         print(f"# record under {parent}:")
         print(yaml.safe_dump({key: block}, sort_keys=False, width=200, default_flow_style=None))

@@ -15,8 +15,8 @@ from replicate.jobs import MEASURED, PASS
 from replicate.verdict import target_label
 
 # MEASURED (nothing to compare with) is neutral grey: neither a PASS's green nor a failure's red.
-_COLOURS = {"PASS": "green", "MEASURED": "grey70", "BELOW": "red", "ABOVE": "yellow", "EARLY_ABORT": "magenta",
-            "ERROR": "red", "INFRA": "blue"}
+_COLOURS = {"PASS": "green", "MEASURED": "grey70", "BELOW": "red", "ABOVE": "yellow", "OFF_CURVE": "dark_orange",
+            "EARLY_ABORT": "magenta", "ERROR": "red", "INFRA": "blue"}
 
 
 def _console() -> Console:

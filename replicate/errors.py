@@ -39,6 +39,11 @@ class NumericalError(ZooError):
     """A loss or metric became NaN or Inf during training."""
 
 
+class SplitLeak(ZooError):
+    """The split a job evaluates on shares its images with the split it trains on: the metric
+    would measure memorisation (replicate/data/leakage.py)."""
+
+
 class StorageError(ZooError):
     """A file the run writes could not be written (disk full, read-only, gone): the machine's
     fault, not the model's; ``path`` names it."""

@@ -13,6 +13,10 @@ PASS, BELOW, ABOVE, EARLY_ABORT, ERROR, INFRA = "PASS", "BELOW", "ABOVE", "EARLY
 # A job with nothing to compare with (``tier.compare_with=none``): its metric was measured, not
 # judged. It is never a PASS - a check that cannot fail must not read as one - nor a failure.
 MEASURED = "MEASURED"
+# The metric is inside its band but the training loss of the schedule's last quarter is outside
+# the band of every healthy calibration draw: the job trained differently from the reference
+# (a loss term, a target, an optimizer), whatever the metric says.
+OFF_CURVE = "OFF_CURVE"
 # Root config keys that say where and how a job runs, not what it computes: they stay out of the
 # config hash (so moving results_dir or switching the scheduler does not make finished jobs look
 # new) and out of "what changed" between two runs (replicate/history.py).
@@ -20,7 +24,7 @@ PLACEMENT_KEYS = ("results_dir", "suite_id", "suite", "scheduler", "store", "log
 # A seed group's identity: the fields its jobs share. The one home of the rule: the store's group
 # key, the leaderboard's rows, the group verdicts and the history's series all derive from it.
 GROUP_IDENTITY = ("model", "variant", "framework", "tier", "hardware")
-OUTCOMES = (PASS, MEASURED, BELOW, ABOVE, EARLY_ABORT, ERROR, INFRA)
+OUTCOMES = (PASS, MEASURED, BELOW, ABOVE, OFF_CURVE, EARLY_ABORT, ERROR, INFRA)
 
 
 def verdict_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
-from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, PASS
+from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, OFF_CURVE, PASS
 
 # The one seed of every selftest job, defects and controls alike: not a calibration seed
 # (conf/model/*.yaml reference seeds, replicate.calibrate's defaults), so a control is a fresh
@@ -19,7 +19,7 @@ SELFTEST_SEED = 1000
 PREFLIGHT, EARLY_CHECK, FINAL_VERDICT, MISSED = "pre-flight", "25% check", "final verdict", "missed"
 NOT_MEASURED = "not measured"   # INFRA: the cluster failed the job; it says nothing about the defect
 CAUGHT_AT = (PREFLIGHT, EARLY_CHECK, FINAL_VERDICT, MISSED, NOT_MEASURED)
-FLAGGING_VERDICTS = (EARLY_ABORT, BELOW, ABOVE, ERROR)   # PASS and MEASURED flag nothing
+FLAGGING_VERDICTS = (EARLY_ABORT, BELOW, ABOVE, OFF_CURVE, ERROR)   # PASS and MEASURED flag nothing
 DEFECT, CONTROL = "defect", "control"
 
 
@@ -54,7 +54,7 @@ def catch(verdict: Optional[str], *, caught_by_preflight: bool, preflight_s: flo
 
     Returns:
         pre-flight: share = the check's time over a full run; 25% check (EARLY_ABORT): the job's
-        time over a full run (else its share of steps); final verdict (BELOW, ABOVE, ERROR): the
+        time over a full run (else its share of steps); final verdict (BELOW, ABOVE, OFF_CURVE, ERROR): the
         whole run, 1.0; missed (PASS or MEASURED): no share; INFRA: not measured.
     """
     if caught_by_preflight:

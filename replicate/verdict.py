@@ -13,7 +13,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from replicate.config.selection import chosen_reference
-from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, PASS, Failure, JobResult
+from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, OFF_CURVE, PASS, Failure, JobResult
 
 # What people read for each target kind. A smoke reference is a measurement of this very
 # implementation, not anyone's claim: calling it a claim would overstate what a PASS proves.
@@ -44,6 +44,10 @@ class Target:
     source: str
     split: Optional[str] = None
     spread: Optional[float] = None   # measured seed noise (reference only)
+    # The band of the mean training loss over the last quarter of the schedule (final_loss), from
+    # the calibration draws (reference only): a metric inside its band with a loss outside this
+    # one means the training is not the reference's (OFF_CURVE).
+    loss_band: Optional[tuple[float, float]] = None
 
     @property
     def low(self) -> Optional[float]:
@@ -81,7 +85,8 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
         mean, std = reference_point(ref, point)
         low, high = reference_band(mean, std, reference_draws(ref), final_false_alarm(cfg))
         return Target(kind, ref.metric, mean, high - mean, "absolute", ref.direction,
-                      ref.source, split=tier.eval_split, spread=std)
+                      ref.source, split=tier.eval_split, spread=std,
+                      loss_band=final_loss_band(cfg) if kind == "reference" else None)
     if kind == "claim":
         claim = select_claim(cfg, variant, tier.claim_split)
         return Target("claim", claim.metric, float(claim.value), float(claim.tolerance), claim.tolerance_kind,
@@ -93,8 +98,9 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
 
 # ----------------------------------------------------------------- bands from calibration draws
 # The false-alarm budget of one job (tier.false_alarm) is split evenly between the early check
-# (one-sided: it only aborts low) and the final band (two-sided), so a healthy job is flagged by
-# either with probability at most tier.false_alarm.
+# and the final verdict, and each of them judges two things (the metric and the training loss)
+# with half of its share, so a healthy job is flagged by any of the four tests with probability
+# at most tier.false_alarm.
 MIN_HALF_WIDTH = 0.01   # relative to the mean: a band never narrower than 1%, however tight the draws
 
 
@@ -103,8 +109,18 @@ def false_alarm_split(total: float, *, early_enabled: bool) -> tuple[float, floa
     return (total / 2, total / 2) if early_enabled else (0.0, total)
 
 
+# The final verdict judges the metric against its band and the training loss of the schedule's
+# last quarter against the draws' loss band, each with half of the final share.
+FINAL_CHECKS = 2
+
+
+def final_check_alarm(total: float, *, early_enabled: bool) -> float:
+    """The share of a job's budget ``total`` for each of the final verdict's two tests."""
+    return false_alarm_split(total, early_enabled=early_enabled)[1] / FINAL_CHECKS
+
+
 def final_false_alarm(cfg: DictConfig) -> float:
-    return false_alarm_split(cfg.tier.false_alarm, early_enabled=cfg.tier.early_check.enabled)[1]
+    return final_check_alarm(cfg.tier.false_alarm, early_enabled=cfg.tier.early_check.enabled)
 
 
 # The early check judges two things, each with half of its share: the metric against its floor,
@@ -217,6 +233,42 @@ def early_loss_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
     return reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses), early_false_alarm(cfg))
 
 
+# ------------------------------------------------------------------------------ training loss
+# Where the loss is read: the second half of the steps before the early check (enough logged
+# steps to average out batch noise, late enough to show how training goes) and the last quarter
+# of the schedule (after the usual last lr drop: the loss the training settled at).
+FINAL_LOSS_FROM = 0.75
+
+
+def mean_loss(curve: list[dict[str, Any]], after_step: float, upto_step: float) -> Optional[float]:
+    """Mean logged training loss over the steps in (``after_step``, ``upto_step``]."""
+    values = [float(p["loss"]) for p in curve if "loss" in p and after_step < p["step"] <= upto_step]
+    return statistics.fmean(values) if values else None
+
+
+def early_loss(curve: list[dict[str, Any]], early_step: int) -> Optional[float]:
+    """The training loss the early check judges."""
+    return mean_loss(curve, early_step / 2, early_step)
+
+
+def final_loss(result: JobResult) -> Optional[float]:
+    """The training loss the final verdict judges: the mean over the schedule's last quarter
+    (None for a job that did not train to its end)."""
+    steps = result.steps_planned
+    if not steps or result.steps_done < steps:
+        return None
+    return mean_loss(result.curve, FINAL_LOSS_FROM * steps, steps)
+
+
+def final_loss_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
+    """The band of the final training loss, from the reference's ``final_loss_draws``."""
+    reference = chosen_reference(cfg)
+    losses = [float(v) for v in (reference.final_loss_draws if reference is not None else [])]
+    if len(losses) < 2:
+        return None
+    return reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses), final_false_alarm(cfg))
+
+
 def judge_value(value: Optional[float], target: Target) -> tuple[str, Optional[Failure]]:
     """PASS inside the band; BELOW or ABOVE outside, with the failure they imply; MEASURED when
     the target has no value (nothing to compare with), whatever the metric."""
@@ -248,7 +300,16 @@ def judge_job(result: JobResult, target: Target) -> tuple[str, Optional[Failure]
     if result.early_check.get("aborted"):
         return EARLY_ABORT, Failure("training", "accuracy below expectations", early_abort_message(result.early_check,
                                                                                                   target))
-    return judge_value(result.metrics.get(target.metric) if target.metric else None, target)
+    verdict, failure = judge_value(result.metrics.get(target.metric) if target.metric else None, target)
+    loss = final_loss(result)
+    if verdict == PASS and target.loss_band is not None and loss is not None:
+        low, high = target.loss_band
+        if not low <= loss <= high:
+            return OFF_CURVE, Failure("training", "incorrect functionality",
+                                      f"training loss {loss:.4g} over the last quarter of the schedule is outside "
+                                      f"[{low:.4g}, {high:.4g}] (the band of the calibration draws' loss): "
+                                      f"{target.metric} is in its band, but the training is not the reference's")
+    return verdict, failure
 
 
 def early_abort_message(check: dict[str, Any], target: Target) -> str:
@@ -281,7 +342,7 @@ def judge_group(results: list[tuple[int, JobResult, str]], target: Target) -> Gr
     Errors and infrastructure failures are not averaged away: any of them decides the group.
     """
     seeds = [s for s, _, _ in results]
-    for outcome in (INFRA, ERROR, EARLY_ABORT):
+    for outcome in (INFRA, ERROR, EARLY_ABORT, OFF_CURVE):
         hit = next(((r, v) for _, r, v in results if v == outcome), None)
         if hit:
             failure = hit[0].failure or judge_job(hit[0], target)[1]

@@ -24,7 +24,7 @@ def test_the_block_is_recorded_under_the_framework_it_was_measured_on(overrides,
 
 def test_each_draw_runs_under_its_numeric_variant_and_is_recorded(results_dir, tiny):
     overrides = ["model=yolov4", f"results_dir={results_dir}", *tiny]
-    draws = plan_draws([0], ["default", "avx2"], [1, 2])
+    draws = plan_draws([0], ["default", "avx2"], [1, 2], crossed=True)
     block = calibrate(overrides, draws, cpus=2, echo=lambda line: None)
     record = json.loads((results_dir / "calibration" / "yolov4-torch.json").read_text())
     ran = record["draws"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, PASS, Failure, JobResult
+from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, OFF_CURVE, PASS, Failure, JobResult
 from replicate.verdict import Target, judge_group, judge_job, judge_value, target_label
 
 
@@ -100,3 +100,43 @@ def test_group_with_nothing_to_compare_with_is_measured():
     (None, "nothing to compare with")])
 def test_target_labels_never_call_a_reference_a_claim(kind, label):
     assert target_label(kind) == label
+
+
+def _trained(metric: float, losses: list[float], steps: int = 8) -> JobResult:
+    curve = [{"step": s + 1, "loss": loss} for s, loss in enumerate(losses)]
+    return JobResult("j", metrics={"bbox_AP": metric}, curve=curve, steps_done=steps, steps_planned=steps)
+
+
+def reference_with_loss_band(low: float = 0.9, high: float = 1.1) -> Target:
+    return Target("reference", "bbox_AP", 20.0, 2.0, "absolute", "higher", "calibration", loss_band=(low, high))
+
+
+def test_a_metric_in_its_band_with_a_loss_off_the_draws_is_off_curve():
+    """The loss judged is the mean over the last quarter of the schedule (steps 7 and 8 of 8)."""
+    target = reference_with_loss_band()
+    healthy = _trained(20.5, [9.0, 5.0, 3.0, 2.0, 1.5, 1.2, 1.0, 1.05])
+    assert judge_job(healthy, target) == (PASS, None)
+    # the same metric, but a loss that settled far below every healthy draw's (a dropped loss term)
+    verdict, failure = judge_job(_trained(20.5, [9.0, 5.0, 3.0, 2.0, 1.5, 1.2, 0.4, 0.42]), target)
+    assert verdict == OFF_CURVE and failure.stage == "training"
+    assert "0.41" in failure.message and "[0.9, 1.1]" in failure.message
+    # early losses do not count: only the last quarter is judged
+    assert judge_job(_trained(20.5, [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 1.0, 1.0]), target)[0] == PASS
+
+
+def test_the_metric_verdict_comes_before_the_loss():
+    target = reference_with_loss_band()
+    assert judge_job(_trained(10.0, [1.0] * 6 + [5.0, 5.0]), target)[0] == BELOW
+    # a job that did not train to its end, or a target without a loss band, is judged on its metric
+    unfinished = JobResult("j", metrics={"bbox_AP": 20.0}, curve=[{"step": 1, "loss": 5.0}], steps_done=1,
+                           steps_planned=8)
+    assert judge_job(unfinished, target)[0] == PASS
+    no_band = Target("reference", "bbox_AP", 20.0, 2.0, "absolute", "higher", "calibration")
+    assert judge_job(_trained(20.0, [5.0] * 8), no_band)[0] == PASS
+
+
+def test_an_off_curve_seed_decides_its_group():
+    target = reference_with_loss_band()
+    results = [(0, _trained(20.0, [1.0] * 8), PASS), (1, _trained(20.0, [3.0] * 8), OFF_CURVE)]
+    group = judge_group(results, target)
+    assert group.verdict == OFF_CURVE and "training loss" in group.failure.message

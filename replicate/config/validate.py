@@ -125,6 +125,8 @@ def _validate_reference(ref, key: str) -> None:
              "one early-check value per draw")
     require(not ref.early_loss_draws or len(ref.early_loss_draws) == len(ref.draws), f"{key}.early_loss_draws",
              "one early-check loss per draw")
+    require(not ref.final_loss_draws or len(ref.final_loss_draws) == len(ref.draws), f"{key}.final_loss_draws",
+             "one final training loss per draw")
     require(ref.spread >= 0, f"{key}.spread", f"{ref.spread} must be >= 0")
     require(bool(ref.source.strip()), f"{key}.source", "required: how it was measured")
 

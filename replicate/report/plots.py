@@ -15,6 +15,7 @@ from replicate.history import Drift, Point
 
 # MEASURED (nothing to compare with) is a neutral grey: neither the green of a PASS nor a failure's red.
 VERDICT_COLOURS = {"PASS": "#1a7f37", "MEASURED": "#6e7781", "BELOW": "#cf222e", "ABOVE": "#bf8700",
+                   "OFF_CURVE": "#bc4c00",
                    "EARLY_ABORT": "#8250df", "ERROR": "#cf222e", "INFRA": "#0969da"}
 BAND_COLOUR = "#2da44e"
 DPI = 100

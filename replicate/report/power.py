@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, PASS
+from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, OFF_CURVE, PASS
 from replicate.power import CONTROL, DEFECT, PREFLIGHT, summarize
 
 POWER_PAGE = "power.html"
 # The defect x verdict table's columns, in the order a run reaches them; "pre-flight" is the
 # check that caught a defect before any training.
-OUTCOMES = (PREFLIGHT, EARLY_ABORT, BELOW, ABOVE, ERROR, PASS, MEASURED, INFRA)
+OUTCOMES = (PREFLIGHT, EARLY_ABORT, BELOW, ABOVE, OFF_CURVE, ERROR, PASS, MEASURED, INFRA)
 
 
 def _why(name: Optional[str]) -> str:

@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import numpy as np
 from tqdm import tqdm
 
 from replicate.data.augment_random import augmentation_random
+from replicate.data.leakage import check_no_leak
 from replicate.errors import DataError, NumericalError
 from replicate.failures import is_oom
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
+from replicate.verdict import early_loss
 
 
 @dataclass
@@ -200,34 +201,34 @@ class BaseLoop(abc.ABC):
         return early or periodic
 
     def curve_eval(self, early_step: int) -> bool:
-        """Evaluate mid-run for the curve; at the early step, judge it. True means abort."""
-        metrics = self.evaluate(self.tier.recipe.eval_batches)
-        value = metrics.get(self.ctx.metric) if self.ctx.metric else None
-        self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **metrics})
-        if self.step != early_step or value is None:
-            return False
-        loss = self.window_loss(early_step)
+        """Evaluate mid-run for the curve; at the early step, judge it. True means abort.
+
+        The early check judges the training loss first: it costs nothing, so a loss off its band
+        stops the job before the evaluation is paid for (the metric is then not measured)."""
+        loss = early_loss(self.result.curve, early_step) if self.step == early_step else None
+        band = self.ctx.early_loss_band
+        loss_off = band is not None and loss is not None and not band[0] <= loss <= band[1]
+        value = None
+        if not loss_off:
+            metrics = self.evaluate(self.tier.recipe.eval_batches)
+            value = metrics.get(self.ctx.metric) if self.ctx.metric else None
+            self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **metrics})
+            if self.step != early_step or value is None:
+                return False
         check: dict[str, Any] = {"step": self.step, "fraction": self.ctx.early_fraction, "metric": value,
                                  "train_loss": loss, "reference": self.ctx.early_reference,
-                                 "threshold": self.ctx.early_threshold, "loss_band": self.ctx.early_loss_band,
-                                 "aborted": False, "reason": None, "saved_train_s": 0.0}
-        floor, band = self.ctx.early_threshold, self.ctx.early_loss_band
-        if floor is not None and (value < floor if self.ctx.direction == "higher" else value > floor):
+                                 "threshold": self.ctx.early_threshold, "loss_band": band,
+                                 "aborted": False, "reason": "loss" if loss_off else None, "saved_train_s": 0.0}
+        floor = self.ctx.early_threshold
+        if value is not None and floor is not None and (value < floor if self.ctx.direction == "higher"
+                                                         else value > floor):
             check["reason"] = "metric"
-        elif band is not None and loss is not None and not band[0] <= loss <= band[1]:
-            check["reason"] = "loss"
         if check["reason"]:
             check["aborted"] = True
             check["saved_train_s"] = self.train_s / max(1, self.step) * (self.steps - self.step)
         self.result.early_check = check
         ckpt.save(self.ctx.checkpoint_dir, self.state())
         return check["aborted"]
-
-    def window_loss(self, early_step: int) -> Optional[float]:
-        """Mean training loss over the second half of the steps before the early check: enough
-        logged steps to average out batch noise, late enough to show how training is going."""
-        values = [p["loss"] for p in self.result.curve if "loss" in p and early_step / 2 < p["step"] <= early_step]
-        return float(np.mean(values)) if values else None
 
     # ------------------------------------------------------------- checkpoint
     def state(self) -> dict[str, Any]:
@@ -306,6 +307,9 @@ class BaseLoop(abc.ABC):
     # -------------------------------------------------------------------- run
     def run(self) -> JobResult:
         self.setup()
+        # the data is in place now: an evaluation split that holds the training images fails here,
+        # before any training is paid for
+        check_no_leak(self.cfg.datasets[self.tier.data], self.tier.eval_split, self.tier.train_split)
         if self.cfg.tier.trains:
             self.build_training()
             self.resume()
@@ -319,7 +323,10 @@ class BaseLoop(abc.ABC):
             self.result.times.setup_s = time.perf_counter() - self.start
         self.result.environment["dataset_hash"] = self.dataset_hash
         if self.result.early_check.get("aborted"):
-            self.result.metrics = {k: v for k, v in self.result.curve[-1].items() if k not in ("step", "train_s")}
+            # the early evaluation's metrics; none when the loss stopped the job before it evaluated
+            evaluated = self.result.early_check.get("metric") is not None
+            self.result.metrics = ({k: v for k, v in self.result.curve[-1].items() if k not in ("step", "train_s")}
+                                   if evaluated else {})
         else:
             self.result.metrics = self.evaluate(self.tier.recipe.eval_batches if self.tier.recipe else None)
             if self.cfg.tier.trains:

@@ -66,6 +66,23 @@ def test_a_training_loss_far_from_every_calibration_draw_stops_at_the_early_chec
     assert row["verdict"] == "EARLY_ABORT" and check["reason"] == "loss", check
     assert check["train_loss"] > check["loss_band"][1] and row["steps_done"] == 2
     assert "training loss" in row["failure_message"] and "outside" in row["failure_message"]
+    # the loss is judged first and stopped the job before the evaluation was paid for
+    assert check["metric"] is None and row["eval_s"] == 0.0 and row["metric_value"] is None
+    assert not any("bbox_AP" in point for point in row["curve"])
+
+
+def test_a_final_training_loss_far_from_every_calibration_draw_is_off_curve(results_dir, shapes_root, tiny):
+    """The metric is inside a band that cannot miss; the last quarter's loss is not the draws'."""
+    ref = "model.tiers.smoke.reference"
+    overrides = _common(results_dir, shapes_root, tiny) + [
+        "model.tiers.smoke.recipe.steps=8", "tier.early_check.enabled=false",
+        f"{ref}.value=0.0", f"{ref}.spread=1000.0", f"{ref}.draws=[0.0,0.0,0.0,0.0,0.0,0.0]", f"{ref}.labels=[]",
+        f"{ref}.early_draws=[]", f"{ref}.early_loss_draws=[]",
+        f"{ref}.final_loss_draws=[0.0010,0.0011,0.0012,0.0010,0.0011,0.0012]"]
+    (row,) = run_one(overrides, echo=lambda _: None).jobs
+    assert row["verdict"] == "OFF_CURVE", row["failure_message"]
+    assert row["failure_stage"] == "training" and "last quarter" in row["failure_message"]
+    assert row["compared_with"]["loss_band"][1] < 0.01 and row["steps_done"] == 8
 
 
 def test_a_missing_checkpoint_is_refused_before_scheduling_and_by_the_loop(results_dir, shapes_root, tiny):
