@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from replicate.config.compose import compose_config
+from replicate.config.overrides import Overrides
 from replicate.config.selection import chosen_framework, chosen_variant
 from replicate.plan import make_spec
 from replicate.runner.torch_loop import seed_everything
@@ -40,12 +41,12 @@ class CheckReport:
 
 def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, visual: bool = False) -> CheckReport:
     """Run every check; a failing check is reported, not raised, so all of them are seen."""
-    overrides = list(overrides)
-    if not any(o.startswith("tier=") for o in overrides):
-        overrides.append("tier=smoke")
-    if not any(o.startswith("tier.compare_with=") for o in overrides):
-        overrides.append("tier.compare_with=none")  # nothing is trained: no reference needed
-    cfg = compose_config(overrides)
+    parsed = Overrides.parse(overrides)
+    if not parsed.has("tier"):
+        parsed = parsed.plus("tier=smoke")
+    if not parsed.has("tier.compare_with"):
+        parsed = parsed.plus("tier.compare_with=none")  # nothing is trained: no reference needed
+    cfg = compose_config(parsed)
     report = CheckReport(cfg.model.name)
     report.add("config", True,
                f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")

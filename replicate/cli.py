@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     check = add("check", "pre-flight a model without training: replicate check model=NAME")
     check.add_argument("--visual", action="store_true", help="also write a PNG of training samples")
     add("models", "list the registered models", overrides=False)
-    add("history", "past jobs from the store: replicate history [model=NAME]")
+    history = add("history", "past jobs from the store: replicate history [--model NAME]")
+    history.add_argument("--model", default=None, help="one model: its metric per suite, regressions and drift")
     calibrate = add("calibrate", "measure a smoke reference over seeds x numeric variants: replicate calibrate "
                     "model=NAME", json_flag=True)
     calibrate.add_argument("--seeds", default=None, help="comma-separated seeds, one draw each (default 0-11)")
@@ -181,17 +182,17 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from replicate.config.compose import compose_config, group_options
+    from replicate.commands import store_config
+    from replicate.config.compose import group_options
     from replicate.console import print_history, print_jobs
     from replicate.errors import ConfigError
     from replicate.history import annotate_jobs, model_history
     from replicate.store.results_store import open_existing
 
-    model = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("model=")), None)
+    model = args.model
     if model is not None and model not in group_options("model"):
-        raise ConfigError("model", f"unknown {model!r}; allowed: {', '.join(group_options('model'))}")
-    # Only the store matters here: compose without the model so any model's history can be read.
-    cfg = compose_config([o for o in args.overrides if not o.startswith("model=")])
+        raise ConfigError("--model", f"unknown {model!r}; allowed: {', '.join(group_options('model'))}")
+    cfg = store_config("history", args.overrides)
     store = open_existing(cfg.store)   # read-only: a missing SQLite file is exit 2, never created
     rows = store.jobs(model=model)
     # With a model: its metric per suite, marked with regressions and drift (replicate.history).

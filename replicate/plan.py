@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence, cast
 from omegaconf import DictConfig, OmegaConf
 
 from replicate.config.compose import compose_config
+from replicate.config.overrides import Overrides
 from replicate.config.selection import chosen_framework, chosen_variant
 from replicate.errors import ConfigError
 from replicate.jobs import PLACEMENT_KEYS, JobSpec
@@ -78,7 +79,7 @@ def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[Pl
     suite_id = root.suite_id or default_suite_id(root.suite.name)
     registered = set(registered_names())
     per_entry = ("model", "tier", "hardware", "suite", "suite_id", "seed")
-    passthrough = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in per_entry]
+    passthrough = Overrides.parse(overrides).without(*per_entry).as_list()
     jobs: list[PlannedJob] = []
     for entry in root.suite.entries:
         for seed in entry.seeds:

@@ -65,8 +65,7 @@ def recorded_config(config: dict[str, Any]) -> dict[str, Any]:
 def redacted_overrides(overrides: Sequence[str]) -> list[str]:
     """Command-line overrides as a suite records them: ``+logger.api_key=...`` becomes
     ``+logger.api_key=<redacted>`` and URL passwords are redacted."""
-    out = []
-    for override in overrides:
-        key, sep, _value = override.partition("=")
-        out.append(f"{key}={REDACTED}" if sep and SECRET_KEY.search(key) else redact_text(override))
-    return out
+    from replicate.config.overrides import Overrides
+
+    return [f"{item.get_key_element()}={REDACTED}" if SECRET_KEY.search(Overrides.key(item))
+            else redact_text(Overrides.text(item)) for item in Overrides.parse(overrides).parsed]

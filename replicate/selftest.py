@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+from replicate.config.overrides import Overrides
 from replicate.defects import Defect, Target, all_defects
 from replicate.errors import ConfigError
 from replicate.jobs import INFRA, PASS
@@ -60,17 +61,12 @@ def split_overrides(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]
     Raises:
         ConfigError: an override of a key the selftest fixes (seed, tier, suite).
     """
-    filters, passthrough = {}, []
-    for item in overrides:
-        key, _, value = item.partition("=")
-        key = key.lstrip("+~")
-        if key in FIXED_KEYS:
-            raise ConfigError(key, f"the selftest fixes it (tier smoke, seed {SELFTEST_SEED}, no suite config)")
-        if key in FILTER_KEYS:
-            filters[key] = value
-        else:
-            passthrough.append(item)
-    return filters, passthrough
+    parsed = Overrides.parse(overrides)
+    fixed = sorted(parsed.keys() & set(FIXED_KEYS))
+    if fixed:
+        raise ConfigError(fixed[0], f"the selftest fixes it (tier smoke, seed {SELFTEST_SEED}, no suite config)")
+    filters = {key: str(parsed.value(key)) for key in FILTER_KEYS if parsed.has(key)}
+    return filters, parsed.without(*FILTER_KEYS).as_list()
 
 
 def select_injections(model: Optional[str] = None, framework: Optional[str] = None,
@@ -144,7 +140,7 @@ def run_selftest(overrides: Sequence[str], echo: Echo = print) -> SelftestResult
     injections = select_injections(filters.get("model"), filters.get("framework"), filters.get("defect"))
     root = compose_config(passthrough)
     suite_id = root.suite_id or default_suite_id()
-    passthrough = [o for o in passthrough if not o.startswith("suite_id=")] + [f"suite_id={suite_id}"]
+    passthrough = Overrides.parse(passthrough).without("suite_id").plus(f"suite_id={suite_id}").as_list()
     targets = list(dict.fromkeys(target for _, target in injections))
 
     def planned(target: Target, defect: Optional[str]) -> PlannedJob:

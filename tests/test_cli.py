@@ -61,7 +61,7 @@ def test_run_then_history_shows_the_job(results_dir, shapes_root, tiny, capsys):
     assert job["steps_done"] == 4 and job["verdict"] == "MEASURED" and job["failure_stage"] is None
     assert job["environment"]["torch"] and job["environment"]["config_hash"] == job["config_hash"]
     assert job["train_s"] > 0 and job["wall_s"] >= job["train_s"] + job["eval_s"]
-    assert main(["history", "model=faster_rcnn", "--json", *common]) == 0
+    assert main(["history", "--model", "faster_rcnn", "--json", *common]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["job_id"] for r in rows] == [job["job_id"]]
 
@@ -149,3 +149,14 @@ def test_read_only_commands_on_a_missing_store_exit_2_and_create_nothing(command
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no store at" in err[0] and str(results / "zoo.db") in err[0], err
     assert not results.exists()          # neither the file nor its folder
+
+
+@pytest.mark.parametrize("command, given, flag", [("report", "suite=smoke-20261130", "--suite-id ID"),
+                                                  ("cost", "suite=smoke", "--suite-id ID"),
+                                                  ("history", "model=yolov3", "--model NAME")])
+def test_read_commands_take_flags_not_config_groups(command, given, flag, capsys, tmp_path):
+    """suite= picks a suite config and model= a model config: on a read command they would be
+    silently taken for a suite id or a filter. The error names the flag meant."""
+    assert main([command, given, f"results_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0] and err[0].startswith(f"error: {given.split('=')[0]}:"), err

@@ -55,14 +55,14 @@ def test_cost_json_per_suite_and_per_model_over_history(store_dir, capsys):
 
 
 def test_cost_of_one_suite_prints_tables(store_dir, capsys):
-    assert main(["cost", "suite=night2", f"results_dir={store_dir}"]) == 0
+    assert main(["cost", "--suite-id", "night2", f"results_dir={store_dir}"]) == 0
     out = capsys.readouterr().out
     assert "cost per suite" in out and "night2" in out and "night1" not in out
     assert "cost per model (suite night2)" in out and "pix2pix" in out and "4.50" in out
 
 
 def test_unknown_suite_exits_2_naming_it(store_dir, capsys):
-    assert main(["cost", "suite=night9", f"results_dir={store_dir}"]) == 2
+    assert main(["cost", "--suite-id", "night9", f"results_dir={store_dir}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "night9" in err and len(err.splitlines()) == 1
 

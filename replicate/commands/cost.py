@@ -1,10 +1,9 @@
-"""``replicate cost [suite=ID] [--json] [overrides]``: what replication costs, per suite and per model.
+"""``replicate cost [--suite-id ID] [--json] [overrides]``: what replication costs, per suite and per model.
 
-For each suite (or the one ``suite=ID`` names) and each model: accelerator-hours, cost, the cost
-saved by early aborts, the time lost to restarts and the cost per PASS. Without ``suite=`` the
-model rows cover the whole history of the store. An unknown suite id is a UserInputError
-(exit 2, naming it). ``suite=ID`` here is a suite *id* (e.g. ``smoke-20261123``), not the
-``suite`` config group.
+For each suite (or the one ``--suite-id`` names) and each model: accelerator-hours, cost, the
+cost saved by early aborts, the time lost to restarts and the cost per PASS. Without
+``--suite-id`` the model rows cover the whole history of the store. An unknown suite id is a
+UserInputError (exit 2, naming it).
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from typing import Any, Optional
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``cost`` subcommand on the CLI's subparsers."""
-    parser = subparsers.add_parser("cost", help="cost per suite and per model: replicate cost [suite=ID]")
-    parser.add_argument("overrides", nargs="*",
-                        help="suite=ID (default: every suite) and Hydra overrides, e.g. results_dir=...")
+    parser = subparsers.add_parser("cost", help="cost per suite and per model: replicate cost [--suite-id ID]")
+    parser.add_argument("overrides", nargs="*", help="where the store is, e.g. results_dir=... store=postgresql")
+    parser.add_argument("--suite-id", default=None, help="one suite (default: every suite)")
     parser.add_argument("--json", action="store_true", help="print {suites, models} as JSON")
     return parser
 
@@ -39,12 +38,11 @@ def cost_view(store: Any, suite_id: Optional[str]) -> dict[str, list[dict[str, A
 
 def run(args: argparse.Namespace) -> int:
     """Print the cost view; typed errors propagate to the CLI (exit 2)."""
-    from replicate.config.compose import compose_config
+    from replicate.commands import store_config
     from replicate.store.results_store import open_existing
 
-    suite_id = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("suite=")), None)
-    # Only the store matters: compose without suite= (a suite id is not a suite config name).
-    cfg = compose_config([o for o in args.overrides if not o.startswith("suite=")])
+    suite_id = args.suite_id
+    cfg = store_config("cost", args.overrides)
     store = open_existing(cfg.store)   # read-only: a missing SQLite file is exit 2, never created
     try:
         view = cost_view(store, suite_id)

@@ -1,11 +1,10 @@
-"""``replicate report [suite=ID] [--out DIR] [overrides]``: the static HTML report of a suite.
+"""``replicate report [--suite-id ID] [--out DIR] [overrides]``: the static HTML report of a suite.
 
 Reads the store the composed config names (``store=...``, ``results_dir=...``), writes
 ``index.html``, one page per model and the plots to ``--out`` (default
-``<results_dir>/reports/<suite id>/``) and prints the index's path. Without ``suite=`` it reports
-the latest suite. An empty store or an unknown suite id is a UserInputError (exit 2, naming it).
-
-``suite=ID`` here means a suite *id* (e.g. ``smoke-20261123``), not the ``suite`` config group.
+``<results_dir>/reports/<suite id>/``) and prints the index's path. Without ``--suite-id`` it
+reports the latest suite. An empty store or an unknown suite id is a UserInputError (exit 2,
+naming it).
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from typing import Any, Optional
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``report`` subcommand on the CLI's subparsers."""
-    parser = subparsers.add_parser("report", help="write the HTML report of a suite: replicate report [suite=ID]")
-    parser.add_argument("overrides", nargs="*",
-                        help="suite=ID (default: the latest suite) and Hydra overrides, e.g. results_dir=...")
+    parser = subparsers.add_parser("report", help="write the HTML report of a suite: replicate report [--suite-id ID]")
+    parser.add_argument("overrides", nargs="*", help="where the store is, e.g. results_dir=... store=postgresql")
+    parser.add_argument("--suite-id", default=None, help="the suite to report (default: the latest)")
     parser.add_argument("--out", default=None, help="output folder (default: <results_dir>/reports/<suite id>)")
     parser.add_argument("--json", action="store_true", help="print {suite_id, index} as JSON")
     return parser
@@ -28,14 +27,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; typed errors propagate to the CLI (exit 2)."""
-    from replicate.config.compose import compose_config
+    from replicate.commands import store_config
     from replicate.errors import ConfigError
     from replicate.leaderboard import check_suite, latest_suite_id
     from replicate.store.results_store import open_existing
 
-    suite_id = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("suite=")), None)
-    # Only the store matters: compose without suite= (a suite id is not a suite config name).
-    cfg = compose_config([o for o in args.overrides if not o.startswith("suite=")])
+    suite_id = args.suite_id
+    cfg = store_config("report", args.overrides)
     store = open_existing(cfg.store)   # read-only: a missing SQLite file is exit 2, never created
     try:
         if suite_id is None:

@@ -13,11 +13,11 @@ from typing import Any, Sequence
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from replicate.config.overrides import Overrides
 from replicate.errors import ConfigError
 
 GROUPS = ("model", "tier", "hardware", "suite", "scheduler", "store", "logger", "data")
@@ -37,28 +37,24 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
-def _check_group_overrides(overrides: Sequence[str]) -> None:
+def _check_group_overrides(overrides: Overrides) -> None:
     """Name unknown group choices ourselves: Hydra's message lists search paths, not options."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(item, "overrides are KEY=VALUE (e.g. model=faster_rcnn)")
-        key, value = item.split("=", 1)
-        key = key.lstrip("+~")
-        if key in GROUPS and value not in group_options(key):
+    for key in overrides.keys() & set(GROUPS):
+        value = overrides.value(key)
+        if value is not None and value not in group_options(key):
             raise ConfigError(key, f"unknown {value!r}; allowed: {', '.join(group_options(key))}")
 
 
-def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[Any]]:
+def _split_overrides(overrides: Overrides) -> tuple[list[str], list[Any]]:
     """Group choices (model=..., +data@...=...) go to Hydra; values are applied on the typed config.
 
     Applying values after the schema merge means any key the schema knows can be set without
     Hydra's ``+`` (schema defaults are not in the YAML files), while a misspelt key still fails.
     """
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
     groups, values = [], []
-    for raw, item in zip(overrides, parsed):
-        if item.key_or_group.split("@")[0] in GROUPS:
-            groups.append(raw)
+    for item in overrides.parsed:
+        if Overrides.key(item) in GROUPS:
+            groups.append(Overrides.text(item))
         else:
             values.append(item)
     return groups, values
@@ -90,7 +86,7 @@ def _open_for_keys(cfg: DictConfig, key: str) -> bool:
     return isinstance(node, DictConfig) and OmegaConf.get_type(node) in (dict, None)
 
 
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+def compose_config(overrides: Sequence[str] | Overrides = ()) -> DictConfig:
     """Compose the root config with overrides, resolved and validated.
 
     Args:
@@ -104,12 +100,9 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """
     from replicate.config.validate import apply_schema, validate  # late: validate imports the registry
 
-    overrides = list(overrides)
+    overrides = Overrides.parse(overrides)
     _check_group_overrides(overrides)
-    try:
-        groups, values = _split_overrides(overrides)
-    except HydraException as exc:
-        raise ConfigError(_key_of(exc, overrides), _first_line(exc)) from None
+    groups, values = _split_overrides(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -131,16 +124,12 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     return validate(cfg)
 
 
-def _key_of(exc: Exception, overrides: Sequence[str]) -> str:
+def _key_of(exc: Exception, overrides: Overrides) -> str:
     key = getattr(exc, "full_key", None)
     if key:
         return str(key)
     text = str(exc)
-    for item in overrides:
-        name = item.split("=", 1)[0].lstrip("+~")
-        if name and name in text:
-            return name
-    return "overrides"
+    return next((name for name in sorted(overrides.keys()) if name and name in text), "overrides")
 
 
 def _first_line(exc: Exception) -> str:

@@ -50,21 +50,20 @@ def suite_plan(overrides: Sequence[str], values: dict[str, Any] | None = None) -
         values: chart values: ``suite`` (used when no ``suite=`` is given) and ``suiteOverrides``.
     """
     from replicate.config.compose import compose_config
+    from replicate.config.overrides import Overrides
 
     values = values or {}
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    overrides = [*values.get("suiteOverrides", []),
-                 *([f"suite={values['suite']}"] if "suite" not in given and values.get("suite") else []),
-                 *overrides]
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if key in RESERVED[1:]:
-            raise ConfigError(key, "set by the RayJob from the chart values (store, storage, wandb); "
-                                   "not an override here")
-    root = compose_config(overrides)
+    given = Overrides.parse(overrides)
+    parsed = Overrides.parse([*values.get("suiteOverrides", []),
+                              *([f"suite={values['suite']}"] if not given.has("suite") and values.get("suite") else []),
+                              *given])
+    reserved = sorted(parsed.keys() & set(RESERVED[1:]))
+    if reserved:
+        raise ConfigError(reserved[0], "set by the RayJob from the chart values (store, storage, wandb); "
+                                       "not an override here")
+    root = compose_config(parsed)
     hardware = sorted({str(e.hardware) for e in root.suite.entries})
-    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "suite"]
-    return SuitePlan(str(root.suite.name), hardware, rest)
+    return SuitePlan(str(root.suite.name), hardware, parsed.without("suite").as_list())
 
 
 def default_name(suite: str, now: dt.datetime | None = None) -> str:

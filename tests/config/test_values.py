@@ -35,6 +35,8 @@ BAD = {
     "suite lists an entry twice": (["suite=smoke", "suite.entries.1.model=faster_rcnn"],
                                    "suite.entries[1]: repeats suite.entries[0]"),
     "empty suite": (["suite.entries=[]"], "suite.entries: empty"),
+    "final losses not one per draw": (["model=yolov4", "model.tiers.smoke.reference.final_loss_draws=[1.0,2.0]"],
+                                      "model.tiers.smoke.reference.final_loss_draws: one final training loss per draw"),
     "suite seed out of range": (["suite.entries.0.seeds=[-1]"], "suite.entries[0].seeds[0]: -1 is outside"),
     # paths
     "checkpoint missing": (["checkpoint=/no/such/weights.pt"], "checkpoint: /no/such/weights.pt does not exist"),

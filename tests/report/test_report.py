@@ -143,7 +143,7 @@ def test_cli_report_defaults_to_the_latest_suite_under_results(results_root, cap
 
 
 def test_cli_report_unknown_suite_or_empty_store_exits_2_naming_it(results_root, tmp_path, capsys):
-    assert main(["report", "suite=smoke-19990101", f"results_dir={results_root}"]) == 2
+    assert main(["report", "--suite-id", "smoke-19990101", f"results_dir={results_root}"]) == 2
     err = capsys.readouterr().err
     assert "smoke-19990101" in err and len(err.strip().splitlines()) == 1
     ResultStore(f"sqlite:///{tmp_path / 'empty' / 'zoo.db'}").close()     # a store without a suite
@@ -186,11 +186,11 @@ def test_a_suite_writes_its_report_where_the_cli_does_and_a_report_failure_is_on
 
 
 def test_cli_history_marks_the_regression_and_lists_what_changed(results_root, capsys):
-    assert main(["history", "model=faster_rcnn", f"results_dir={results_root}", "--json"]) == 0
+    assert main(["history", "--model", "faster_rcnn", f"results_dir={results_root}", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["suite_id"]: r["regression"] for r in rows} == {NIGHT2: NIGHT1, NIGHT1: None}
     assert {r["suite_id"]: r["group_verdict"] for r in rows} == {NIGHT2: "BELOW", NIGHT1: "PASS"}
-    assert main(["history", "model=faster_rcnn", f"results_dir={results_root}"]) == 0
+    assert main(["history", "--model", "faster_rcnn", f"results_dir={results_root}"]) == 0
     out = capsys.readouterr().out
     assert "REGRESSION" in out and "environment torch: '2.14.1' -> '2.15.0'" in out
 
@@ -289,7 +289,7 @@ def test_a_job_run_with_a_suite_id_is_reported_under_that_suite(results_dir, sha
     common = ["model=yolov4", "scheduler=inline", "tier.compare_with=none", f"results_dir={results_dir}",
               f"datasets.shapes.root={shapes_root}", *tiny]
     (row,) = run_one(common + ["suite_id=adhoc"], echo=lambda _: None).jobs
-    assert main(["report", "suite=adhoc", f"results_dir={results_dir}"]) == 0
+    assert main(["report", "--suite-id", "adhoc", f"results_dir={results_dir}"]) == 0
     index = Path(capsys.readouterr().out.strip().splitlines()[-1].split()[-1])
     text = index.read_text(encoding="utf-8")
     assert row["verdict"] == "MEASURED" and "yolov4" in text and "v-MEASURED" in text
