@@ -1,10 +1,18 @@
-"""Subcommands of the ``replicate`` CLI that live in their own module.
+"""The subcommands of the ``replicate`` CLI, one module each, and what they share.
 
-Each module has ``add_parser(subparsers)`` and ``run(args) -> int``; the CLI imports them lazily
-and turns their typed errors into exit codes, like its other commands.
+Each module has ``add_parser(subparsers)`` (registering the subcommand of the module's name) and
+``run(args) -> int``; the CLI (replicate/cli.py) imports them lazily and turns their typed errors
+into exit codes.
 """
 
-from typing import Any, Sequence
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from replicate.errors import ConfigError
 
 # What a read command filters by, as a flag: ``suite=`` and ``model=`` pick config groups (a
 # suite config, a model config) and must not be mistaken for a suite id or a history filter.
@@ -19,7 +27,6 @@ def store_config(command: str, overrides: Sequence[str]) -> Any:
     """
     from replicate.config.compose import compose_config
     from replicate.config.overrides import Overrides
-    from replicate.errors import ConfigError
 
     parsed = Overrides.parse(overrides)
     for key, flag in READ_FLAGS.items():
@@ -27,3 +34,37 @@ def store_config(command: str, overrides: Sequence[str]) -> Any:
             raise ConfigError(key, f"`replicate {command}` reads the store: filter with {flag} "
                                    f"({key}= picks a {key} config)")
     return compose_config(parsed.as_list())
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """The Hydra overrides and ``--json`` every job-running command takes."""
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=faster_rcnn seed=1")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def echo_for(args: argparse.Namespace) -> Callable[[str], None]:
+    """Progress lines go to stderr with --json, so stdout stays parseable."""
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    return lambda line: print(line, file=stream, flush=True)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def print_outputs(result: Any) -> None:
+    """Where a run's results landed besides the store: the HTML report and the W&B files."""
+    if result.report:
+        print(f"report: {result.report}")
+    if result.logged:
+        print(result.logged)
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(flag, f"{text!r} is not a comma-separated list of integers") from None
+    if not values or any(v < 0 for v in values):
+        raise ConfigError(flag, f"{text!r}: give at least one non-negative integer")
+    return values

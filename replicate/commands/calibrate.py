@@ -1,0 +1,71 @@
+"""``replicate calibrate model=NAME [--seeds ...] [--variants ...] [--threads ...] [--crossed]``:
+measure a smoke reference over draws (replicate/calibrate.py) and print the block to record."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from replicate.commands import add_overrides, echo_for, int_list, print_json
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``calibrate`` subcommand."""
+    parser = subparsers.add_parser("calibrate", help="measure a smoke reference over seeds and numeric variants: "
+                                                     "replicate calibrate model=NAME")
+    add_overrides(parser)
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds, one draw each (default 0-11)")
+    parser.add_argument("--variants", default=None,
+                        help="numeric variants (torch: default,avx2,avx512; TF: onednn0,onednn1; default all)")
+    parser.add_argument("--threads", default="1,2", help="thread counts, alternating over draws (default 1,2)")
+    parser.add_argument("--crossed", action="store_true",
+                        help="every seed under every variant (default: one variant per seed, in turn)")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
+                        help="draws run side by side while their threads fit in this many CPUs (default: all)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from replicate.calibrate import (
+        DEFAULT_SEEDS,
+        DEFAULT_THREADS,
+        MIN_DRAWS,
+        calibrate,
+        draw_summary,
+        plan_draws,
+        record_location,
+        smoke_config,
+        variants_for,
+    )
+    from replicate.config.selection import chosen_framework
+    from replicate.errors import ConfigError
+
+    echo = echo_for(args)
+    probe = smoke_config(args.overrides)
+    framework = chosen_framework(probe)
+    seeds = int_list(args.seeds, "--seeds") if args.seeds else DEFAULT_SEEDS
+    threads = int_list(args.threads, "--threads") if args.threads else list(DEFAULT_THREADS)
+    if 0 in threads:
+        raise ConfigError("--threads", "thread counts must be >= 1")
+    if args.cpus < 1:
+        raise ConfigError("--cpus", f"{args.cpus} must be >= 1")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants \
+        else list(variants_for(framework))
+    draws = plan_draws(seeds, variants, threads, crossed=args.crossed)
+    if len(draws) < MIN_DRAWS:
+        echo(f"warning: {len(draws)} draws; a recorded reference should have at least {MIN_DRAWS}")
+    block = calibrate(args.overrides, draws, cpus=args.cpus, echo=echo)
+    summary = draw_summary(block, float(probe.tier.false_alarm), float(probe.tier.early_check.fraction))
+    if args.json:
+        print_json({"reference": block, "implies": summary, "record_under": record_location(args.overrides)})
+    else:
+        parent, key = record_location(args.overrides).rsplit(".", 1)
+        print(f"# {summary['n']} draws: band {summary['band']}, 25% floor {summary['early_floor']}, "
+              f"loss bands {summary['early_loss_band']} (25%) {summary['final_loss_band']} (last quarter), "
+              f"std/mean {summary['cv']} (false alarm {probe.tier.false_alarm} per job)")
+        print(f"# record under {parent}:")
+        print(yaml.safe_dump({key: block}, sort_keys=False, width=200, default_flow_style=None))
+    return 0
