@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from replicate.errors import StorageError
+from replicate.errors import ResourceUnavailable, StorageError
 from replicate.jobs import Failure, JobResult, JobSpec
 from replicate.runner import checkpoint as ckpt
 
@@ -19,9 +19,21 @@ def checkpoint_dir(cfg: Any, job_id: str) -> Path:
     return Path(cfg.results_dir) / "checkpoints" / job_id
 
 
-def pick_device(requested: str) -> str:
+def pick_device(requested: str, hardware: Any) -> str:
+    """The torch device of a job. A profile that asks for GPUs gets them or the job is INFRA: a
+    node that advertises a GPU torch cannot see (a driver missing in the image) must not train on
+    the CPU without a word, billed at the GPU rate and judged as a slow model."""
     import torch
 
+    if hardware.accelerator == "gpu":
+        wanted = int(hardware.count or 1)
+        seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if seen < wanted:
+            raise ResourceUnavailable(
+                f"hardware={hardware.name} asks for {wanted} GPU(s); torch on this worker sees {seen} "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}, torch "
+                f"{torch.__version__}, built for CUDA {torch.version.cuda or 'none'})")
+        return "cuda"
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
@@ -74,7 +86,7 @@ def _run_locked(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, began: flo
         # Set either way: Ray reuses worker processes, and the flag is process-wide. warn_only: an
         # op without a deterministic kernel warns instead of failing the job.
         torch.use_deterministic_algorithms(bool(cfg.tier.get("deterministic")), warn_only=True)
-        ctx.device = pick_device(cfg.device)
+        ctx.device = pick_device(cfg.device, cfg.hardware)
         target = target_for(cfg, spec.variant)
         ctx.metric, ctx.direction = target.metric, target.direction
         early = early_reference(cfg)
