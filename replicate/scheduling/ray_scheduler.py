@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from replicate.errors import ResourceUnavailable
 from replicate.jobs import Failure, JobResult, JobSpec
 from replicate.scheduling import OnResult
 from replicate.scheduling.resources import check_fits, job_threads, ray_options
@@ -23,6 +24,32 @@ def _execute(spec: dict[str, Any], num_threads: int) -> dict[str, Any]:
     from replicate.runner.worker import run_job_dict
 
     return run_job_dict(spec, progress=False, num_threads=num_threads)
+
+
+CONNECT_TIMEOUT_S = 10.0   # an unreachable head is said in seconds, not after Ray's minutes of retries
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` (or ``ray://host:port``) head that does not answer a TCP connect is
+    ResourceUnavailable naming scheduler.address, before ray.init retries for minutes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address == "auto":
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise ResourceUnavailable(f"scheduler.address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ResourceUnavailable(f"scheduler.address {address}: cannot reach {host}:{port} "
+                                  f"({reason}, {CONNECT_TIMEOUT_S:.0f} s timeout)") from None
 
 
 class RayScheduler:
@@ -46,7 +73,14 @@ class RayScheduler:
         handler = signal.getsignal(signal.SIGTERM)
         try:
             if self.address:
-                ray.init(address=self.address, **kwargs)
+                _check_reachable(self.address)
+                try:
+                    ray.init(address=self.address, **kwargs)
+                except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+                    # refused authentication, a version mismatch, not a Ray head: one line, exit 2
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                    raise ResourceUnavailable(f"scheduler.address {self.address}: Ray did not accept the "
+                                              f"connection: {type(exc).__name__}: {first}") from None
                 return False
             # Workers must import this project: pass the interpreter's path on to them.
             ray.init(num_cpus=self.num_cpus,

@@ -88,3 +88,17 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, res
     store = ResultStore(url)
     assert [r["job_id"] for r in store.jobs(model="faster_rcnn")] == [row["job_id"]]   # one row per job
     store.close()
+
+
+@pytest.mark.parametrize("address, said", [("127.0.0.1:1", "cannot reach 127.0.0.1:1"),
+                                           ("ray://127.0.0.1:1", "cannot reach 127.0.0.1:1"),
+                                           ("nohostport", "expected HOST:PORT")])
+def test_an_unreachable_or_malformed_ray_address_is_one_line_exit_2_in_seconds(address, said, results_dir, tiny,
+                                                                               capsys):
+    """Not Ray's minutes of retries and a traceback: a closed port answers at once."""
+    began = time.perf_counter()
+    code = main(["run", "model=yolov4", f"scheduler.address={address}", f"results_dir={results_dir}", *tiny,
+                 *NO_VERDICT])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and said in err[0] and "scheduler.address" in err[0], err
+    assert time.perf_counter() - began < 30
