@@ -191,7 +191,10 @@ class BaseLoop(abc.ABC):
             # No bar (a Ray worker's stderr is not a terminal): a line every 10% instead.
             print(f"{self.label}: step {self.step}/{self.steps} loss {values['loss']:.4f} ({self.train_s:.0f}s)",
                   file=sys.stderr, flush=True)
-        ckpt.write_json(self.ctx.checkpoint_dir / ckpt.PROGRESS, {"step": self.step, "train_s": self.train_s})
+        # the heartbeat: what a dead attempt had done, so its retry can count the work it redoes
+        ckpt.write_json(self.ctx.checkpoint_dir / ckpt.PROGRESS,
+                        {"step": self.step, "train_s": self.train_s, "restarts": self.result.restarts,
+                         "lost_s": self.result.times.lost_s})
 
     def wants_eval(self, early_step: int) -> bool:
         every = self.tier.recipe.eval_every
@@ -258,6 +261,7 @@ class BaseLoop(abc.ABC):
         try:
             state = ckpt.load_latest(self.ctx.checkpoint_dir)
             if state is None:
+                self.count_attempt_without_checkpoint()
                 return
             self.restore(state)
             self.restore_loop_state(state)
@@ -273,6 +277,16 @@ class BaseLoop(abc.ABC):
         lost = max(0.0, heartbeat.get("train_s", self.train_s) - self.train_s)
         self.result.restarts = state["restarts"] + 1
         self.result.times.lost_s = state["lost_s"] + lost
+
+    def count_attempt_without_checkpoint(self) -> None:
+        """An earlier attempt that died before its first checkpoint left only its heartbeat: this
+        run starts from step 0, and everything that attempt trained is lost (a restart all the
+        same: the store must not say ``restarts 0, lost_s 0``)."""
+        heartbeat = ckpt.read_json(self.ctx.checkpoint_dir / ckpt.PROGRESS)
+        if not heartbeat:
+            return
+        self.result.restarts = int(heartbeat.get("restarts", 0)) + 1
+        self.result.times.lost_s = float(heartbeat.get("lost_s", 0.0)) + float(heartbeat.get("train_s", 0.0))
 
     def restore_loop_state(self, state: dict[str, Any]) -> None:
         """The loop's part of a checkpoint: progress, curve and every random stream."""

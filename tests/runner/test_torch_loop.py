@@ -103,3 +103,18 @@ def test_shuffled_labels_change_the_training_targets(shapes_root, tiny, results_
     differing = sum(not plain[i][1]["boxes"].shape == shuffled[i][1]["boxes"].shape
                     or not (plain[i][1]["boxes"] == shuffled[i][1]["boxes"]).all() for i in range(len(plain)))
     assert differing >= len(plain) // 2
+
+
+def test_an_attempt_that_died_before_its_first_checkpoint_counts_as_a_restart(results_dir, shapes_root, tiny):
+    """Its retry trains from step 0: the work of the dead attempt is lost, and the store says so."""
+    common = _common(results_dir, shapes_root, tiny) + ["tier.compare_with=none"]
+    directory = checkpoint_dir(compose_config(common), "resume-test")
+    directory.mkdir(parents=True)
+    # what a worker killed at step 1 of its second attempt leaves: the heartbeat, no latest.pt
+    ckpt.write_json(directory / ckpt.PROGRESS, {"step": 1, "train_s": 2.5, "restarts": 1, "lost_s": 4.0})
+    result = _loop(common).run()
+    assert result.steps_done == 4 and result.restarts == 2
+    assert result.times.lost_s == pytest.approx(6.5)
+    # a first attempt (no heartbeat) is no restart
+    fresh = _loop(_common(results_dir / "fresh", shapes_root, tiny) + ["tier.compare_with=none"]).run()
+    assert fresh.restarts == 0 and fresh.times.lost_s == 0.0
