@@ -89,6 +89,11 @@ def _check_run_settings(cfg: DictConfig) -> None:
     _at_least(scheduler.max_retries, 0, "scheduler.max_retries")
     _positive(scheduler.job_timeout_s, "scheduler.job_timeout_s")
     _optional_positive(scheduler.get("num_cpus"), "scheduler.num_cpus")
+    # On a cluster every node resolves a relative folder against its own working directory: the
+    # checkpoints, data and results of one suite would scatter over the nodes' disks.
+    require(not scheduler.get("address") or Path(str(cfg.results_dir)).is_absolute(), "results_dir",
+            f"{cfg.results_dir!r} is relative; with scheduler.address each node would resolve it on its own "
+            f"disk: give the absolute path of the volume every node mounts")
     ray = cfg.hardware.ray
     _positive(ray.num_cpus, "hardware.ray.num_cpus")
     _at_least(ray.num_gpus, 0, "hardware.ray.num_gpus")

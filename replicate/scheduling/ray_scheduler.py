@@ -64,6 +64,8 @@ class RayScheduler:
         """Connect to Ray; True when this call started a local Ray that we must shut down."""
         import ray
 
+        if self.address:
+            _check_reachable(self.address)
         if ray.is_initialized():
             return False
         kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
@@ -73,7 +75,6 @@ class RayScheduler:
         handler = signal.getsignal(signal.SIGTERM)
         try:
             if self.address:
-                _check_reachable(self.address)
                 try:
                     ray.init(address=self.address, **kwargs)
                 except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:

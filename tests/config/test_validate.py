@@ -69,7 +69,7 @@ def test_every_suite_plans_into_valid_jobs_with_stable_ids(suite):
     from replicate.plan import plan_suite
 
     # planned for the cluster (scheduler=kuberay): nightly's eval entry reads weights from its volume
-    overrides = [f"suite={suite}", "suite_id=fixed", "scheduler=kuberay"]
+    overrides = [f"suite={suite}", "suite_id=fixed", "scheduler=kuberay", "results_dir=/results"]
     root = compose_config(overrides)
     suite_id, jobs = plan_suite(root, overrides)
     assert suite_id == "fixed" and jobs
@@ -110,7 +110,8 @@ def test_a_tensorflow_job_without_tensorflow_is_refused_before_scheduling(no_ten
 def test_without_tensorflow_torch_jobs_and_cluster_workers_are_not_refused(no_tensorflow):
     compose_config(["model=yolov3", "tier.compare_with=none"])   # torch, the model's first framework
     # a Ray address: jobs run on the cluster's workers, whose image may carry TensorFlow
-    cfg = compose_config(["model=yolov3", "framework=tensorflow", "scheduler=kuberay", "tier.compare_with=none"])
+    cfg = compose_config(["model=yolov3", "framework=tensorflow", "scheduler=kuberay", "results_dir=/results",
+                          "tier.compare_with=none"])
     assert chosen_framework(cfg) == "tensorflow"
 
 

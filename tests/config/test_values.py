@@ -21,6 +21,8 @@ BAD = {
     "negative warmup": ([f"{R}.warmup_steps=-5"], f"{R}.warmup_steps: -5 must be >= 0"),
     "no validation images": (["datasets.shapes.num_val=0"], "datasets.shapes.num_val: 0 must be > 0"),
     "schedule share above one": (["tier.schedule_fraction=1.5"], "tier.schedule_fraction: 1.5 is outside (0, 1]"),
+    "relative results on a cluster": (["scheduler=kuberay", "results_dir=results"],
+                                      "results_dir: 'results' is relative; with scheduler.address"),
     "negative retries": (["scheduler.max_retries=-1"], "scheduler.max_retries: -1 must be >= 0"),
     "zero job timeout": (["scheduler.job_timeout_s=0"], "scheduler.job_timeout_s: 0.0 must be > 0"),
     "negative GPUs": (["hardware.ray.num_gpus=-1"], "hardware.ray.num_gpus: -1.0 must be >= 0"),
@@ -74,7 +76,8 @@ def test_a_device_this_machine_lacks_is_refused_unless_a_cluster_runs_the_job():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match="device: cuda: this machine has no CUDA GPU"):
         compose_config(["model=yolov4", "device=cuda"])
-    compose_config(["model=yolov4", "device=cuda", "scheduler=kuberay"])   # the cluster's workers decide
+    # on a cluster the workers decide
+    compose_config(["model=yolov4", "device=cuda", "scheduler=kuberay", "results_dir=/results"])
 
 
 def test_open_sections_still_take_added_keys():
