@@ -40,3 +40,15 @@ def test_check_loads_the_given_checkpoint_and_fails_on_one_that_does_not_fit(res
     report = run_check([*common, f"checkpoint={other}"], echo=lambda _: None)
     (item,) = [c for c in report.checks if c["check"] == "checkpoint"]
     assert not item["ok"] and "does not fit the model" in item["detail"]
+
+
+def test_inference_that_depends_on_the_batch_fails_the_batch_check(tmp_path):
+    """yolov3 with model.eval() forgotten at inference: image 0's scores change when image 1
+    shares its batch. The clean model's are equal to float noise."""
+    common = ["model=yolov3", f"results_dir={tmp_path}", "datasets.shapes.num_train=16", "datasets.shapes.num_val=8",
+              "datasets.shapes.image_size=64", "model.tiers.smoke.input_size=64"]
+    clean = {c["check"]: c for c in run_check(common, echo=lambda _: None).checks}
+    assert clean["batch"]["ok"], clean["batch"]
+    broken = {c["check"]: c for c in run_check(common + ["defect=bn_train_mode_at_inference"],
+                                               echo=lambda _: None).checks}
+    assert not broken["batch"]["ok"] and "depends on the batch" in broken["batch"]["detail"]
