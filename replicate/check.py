@@ -1,8 +1,9 @@
 """Pre-flight check of a model without training it: the defects that are cheap to catch early.
 
 Config valid; the evaluation split shares no images with the training split; the full variant
-builds with the config's trainable parameter count; outputs pass through; gradients reach every
-trainable parameter; one batch can be overfit.
+builds with the config's trainable parameter count; outputs pass through; an image's predictions
+do not depend on the images batched with it; gradients reach every trainable parameter; one
+batch can be overfit.
 """
 
 from __future__ import annotations
