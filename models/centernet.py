@@ -341,6 +341,20 @@ class CenterNetTask(Task):
         """Top-K detections per image, boxes in the original image's pixels (no score cut)."""
         return self.detections(model(batch[0]), batch)
 
+    def perfect_output(self, batch: Any) -> dict[str, Tensor]:
+        """Heatmap logits whose sigmoid is the target heatmap, and the size and offset targets
+        written at each object's centre cell (what ``training_step``'s losses are minimal for)."""
+        _, _, enc = batch
+        hm = enc["hm"].clamp(1e-6, 1 - 1e-6)
+        batch_size, _, height, width = hm.shape
+
+        def at_centres(values: Tensor) -> Tensor:   # [B, M, 2] at flat cells ind -> [B, 2, H, W]
+            flat = torch.zeros(batch_size, height * width, 2)
+            flat.scatter_(1, enc["ind"].unsqueeze(2).expand(-1, -1, 2), values * enc["mask"].unsqueeze(2))
+            return flat.permute(0, 2, 1).reshape(batch_size, 2, height, width)
+
+        return {"hm": torch.log(hm / (1 - hm)), "wh": at_centres(enc["wh"]), "reg": at_centres(enc["reg"])}
+
     def detections(self, out: dict[str, Tensor], batch: Any) -> list[dict]:
         """Decode head outputs ``out`` of ``batch`` into the evaluator's per-image dicts."""
         _, targets, enc = batch

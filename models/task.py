@@ -127,6 +127,14 @@ class Task(abc.ABC):
         check``; None: there is only one implementation."""
         return None
 
+    def perfect_output(self, batch: Any) -> Any:
+        """The network output that its training targets for ``batch`` ask for, exactly (a perfect
+        model), in the form ``detections`` decodes; None: the family has no such inverse. The
+        pre-flight ``targets`` check decodes it and compares with the ground truth: an encoding
+        and a decoding that disagree (an offset measured from another origin, a size in other
+        units) cannot be learnt away."""
+        return None
+
     def load_checkpoint(self, model: Any, path: Any) -> bool:
         """Load a model-specific checkpoint format (e.g. Darknet .weights); False: not handled."""
         return False

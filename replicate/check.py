@@ -79,6 +79,7 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     else:
         _check_shapes(task, model, batch, report)
         _check_batch_invariance(task, model, dataset, report)
+        _check_target_round_trip(task, dataset, report)
         _check_gradients(task, model, batch, report)
         _check_overfit(task, model, batch, cfg, report)
     differential = base.differential_check()  # torch vs TensorFlow, for two-framework models
@@ -178,6 +179,33 @@ def _check_batch_invariance(task: Any, model: Any, dataset: Any, report: CheckRe
     report.add("batch", ok, f"image 0 alone vs batched with image 1: its best {k} scores moved by up to {change:.2g}"
                + ("" if ok else f" (allowed {BATCH_INVARIANCE_ATOL:g}): inference depends on the batch (batch norm "
                                 "in training mode? dropout on?)"))
+
+
+# A perfect model's decoded box and its ground truth: equal up to float rounding and the
+# encoding's clipping to the output map; half an output cell off (IoU ~0.7-0.85) is not.
+ROUND_TRIP_IOU = 0.95
+ROUND_TRIP_SHARE = 0.9   # of the ground-truth boxes: two centres in one cell keep one peak
+
+
+def _check_target_round_trip(task: Any, dataset: Any, report: CheckReport) -> None:
+    """Decode the output a perfect model would give (``Task.perfect_output``) and compare it
+    with the ground truth: the targets the loss trains toward must decode to the boxes."""
+    from torchvision.ops import box_iou
+
+    batch = task.collate([dataset[i] for i in range(min(4, len(dataset)))])
+    perfect = task.perfect_output(batch)
+    if perfect is None:
+        return
+    matched = total = 0
+    for truth, found in zip(batch[1], task.detections(perfect, batch)):
+        boxes = truth["boxes"]
+        total += len(boxes)
+        if len(boxes) and len(found["boxes"]):
+            matched += int((box_iou(boxes, found["boxes"].float()).max(dim=1).values >= ROUND_TRIP_IOU).sum())
+    ok = total > 0 and matched >= ROUND_TRIP_SHARE * total
+    report.add("targets", ok, f"a perfect model's output decodes to {matched}/{total} ground-truth boxes at IoU >= "
+               f"{ROUND_TRIP_IOU}" + ("" if ok else f" (needs {ROUND_TRIP_SHARE:.0%}): the targets and the decoding "
+                                                  "disagree"))
 
 
 def _check_gradients(task: Any, model: Any, batch: Any, report: CheckReport) -> None:
