@@ -341,7 +341,7 @@ class CenterNetTask(Task):
         """Top-K detections per image, boxes in the original image's pixels (no score cut)."""
         return self.detections(model(batch[0]), batch)
 
-    def perfect_output(self, batch: Any) -> dict[str, Tensor]:
+    def perfect_output(self, model: nn.Module, batch: Any) -> tuple[dict[str, Tensor], list[Tensor]]:
         """Heatmap logits whose sigmoid is the target heatmap, and the size and offset targets
         written at each object's centre cell (what ``training_step``'s losses are minimal for)."""
         _, _, enc = batch
@@ -353,7 +353,8 @@ class CenterNetTask(Task):
             flat.scatter_(1, enc["ind"].unsqueeze(2).expand(-1, -1, 2), values * enc["mask"].unsqueeze(2))
             return flat.permute(0, 2, 1).reshape(batch_size, 2, height, width)
 
-        return {"hm": torch.log(hm / (1 - hm)), "wh": at_centres(enc["wh"]), "reg": at_centres(enc["reg"])}
+        output = {"hm": torch.log(hm / (1 - hm)), "wh": at_centres(enc["wh"]), "reg": at_centres(enc["reg"])}
+        return output, [t["boxes"] for t in batch[1]]   # predict reports boxes in the original pixels
 
     def detections(self, out: dict[str, Tensor], batch: Any) -> list[dict]:
         """Decode head outputs ``out`` of ``batch`` into the evaluator's per-image dicts."""

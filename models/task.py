@@ -127,12 +127,13 @@ class Task(abc.ABC):
         check``; None: there is only one implementation."""
         return None
 
-    def perfect_output(self, batch: Any) -> Any:
-        """The network output that its training targets for ``batch`` ask for, exactly (a perfect
-        model), in the form ``detections`` decodes; None: the family has no such inverse. The
-        pre-flight ``targets`` check decodes it and compares with the ground truth: an encoding
-        and a decoding that disagree (an offset measured from another origin, a size in other
-        units) cannot be learnt away."""
+    def perfect_output(self, model: Any, batch: Any) -> Any:
+        """``(output, truths)``: the network output that the training targets of ``batch`` ask
+        for, exactly (a perfect model), and each image's ground-truth boxes in the coordinates
+        ``predict`` reports; None: the family has no such inverse. The pre-flight ``targets``
+        check replays the output through ``predict`` and compares: an encoding and a decoding
+        that disagree (an offset measured from another origin, anchors read the other way round)
+        cannot be learnt away."""
         return None
 
     def load_checkpoint(self, model: Any, path: Any) -> bool:

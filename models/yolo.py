@@ -33,7 +33,7 @@ from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM, DarknetGraph, parse_c
 from models.darknet.torch_backend import DarknetModel
 from models.registry import register_model
 from models.task import Task
-from models.yolo_loss import YoloHead, heads_from_graph, postprocess, yolo_loss
+from models.yolo_loss import YoloHead, assign, heads_from_graph, postprocess, truths_tensor, yolo_loss
 from replicate.errors import ConfigError, DataError
 
 ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
@@ -221,6 +221,41 @@ class DarknetYoloTask(Task):
             preds.append({"image_id": int(target["image_id"]), "boxes": boxes.float(),
                           "scores": det["scores"].float(), "labels": labels})
         return preds
+
+    def perfect_output(self, model: YoloDetector, batch: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each [yolo] layer's raw map as its loss wants it: at every (truth, anchor, cell) the loss
+        assigns, the xy logits of the truth's offset in the cell, the log of its size over the
+        anchor's, objectness and the truth's class certain; everywhere else nothing."""
+        images, targets = batch
+        input_hw = tuple(images.shape[-2:])
+        gt = truths_tensor(targets, images.device)
+        with torch.no_grad():
+            shapes = [out.shape for out in model(images)]
+        outputs = []
+        for head, shape in zip(model.heads, shapes):
+            h, w = shape[-2], shape[-1]
+            p = torch.full((len(images), len(head.mask), h, w, head.classes + 5), -20.0)
+            rows, anchor, gy, gx = assign(gt, head, p.shape, input_hw)
+            keep = anchor >= 0
+            rows, anchor, gy, gx = rows[keep], anchor[keep], gy[keep], gx[keep]
+            s = head.scale_x_y
+            txy = torch.stack((gt[rows, 2] * w / input_hw[1] - gx, gt[rows, 3] * h / input_hw[0] - gy), -1)
+            txy = ((txy + (s - 1) / 2) / s).clamp(1e-6, 1 - 1e-6)
+            ratio = gt[rows, 4:6] / head.masked_anchors[anchor]
+            b = gt[rows, 0].long()
+            if head.new_coords:   # the conv applied the logistic already: xy as is, wh = 4 x^2 anchor
+                p[b, anchor, gy, gx, :2], p[b, anchor, gy, gx, 2:4] = txy, (ratio / 4).sqrt()
+                p[b, anchor, gy, gx, 4:] = 0.0
+                p[b, anchor, gy, gx, 4] = 1.0
+                p[b, anchor, gy, gx, 5 + gt[rows, 1].long()] = 1.0
+            else:
+                p[b, anchor, gy, gx, :2], p[b, anchor, gy, gx, 2:4] = torch.logit(txy), ratio.log()
+                p[b, anchor, gy, gx, 4] = 20.0
+                p[b, anchor, gy, gx, 5 + gt[rows, 1].long()] = 20.0
+            outputs.append(p.permute(0, 1, 4, 2, 3).reshape(len(images), -1, h, w))
+        truths = [to_original(t["boxes"].float(), t["resize"].cpu()) if "resize" in t else t["boxes"].float()
+                  for t in targets]
+        return outputs, truths
 
     def build_evaluator(self, split: str):
         from replicate.evaluation.coco import CocoEvaluator

@@ -188,7 +188,7 @@ def _ignore_mask(pred_xyxy: torch.Tensor, truths: list[torch.Tensor], thresh: fl
     return ignore
 
 
-def _assign(gt: torch.Tensor, head: YoloHead, shape: tuple[int, ...], input_hw: tuple[int, int]):
+def assign(gt: torch.Tensor, head: YoloHead, shape: tuple[int, ...], input_hw: tuple[int, int]):
     """Positive (truth, anchor-in-mask, cell) pairs of one layer.
 
     Args:
@@ -262,7 +262,7 @@ def layer_loss(raw: torch.Tensor, gt: torch.Tensor, head: YoloHead, input_hw: tu
         ignore = _ignore_mask(box_convert(pred_xywh, "cxcywh", "xyxy"), truths, head.ignore_thresh)
     obj_target = torch.zeros_like(p[..., 4])
     weight = (~ignore).to(p.dtype)
-    cell = _assign(gt, head, p.shape, input_hw)
+    cell = assign(gt, head, p.shape, input_hw)
     rows, a, gy, gx = cell
     b = gt[rows, 0].long()
     obj_target[b, a, gy, gx] = 1.0

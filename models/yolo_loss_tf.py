@@ -73,7 +73,7 @@ def _assign(tf: Any, gt_xywh: Any, valid: Any, head: YoloHead, hw: Any, input_hw
     """Per (image, truth, local anchor): is it a positive, and its cell (gy, gx).
 
     A truth goes to its best anchor over *all* of the layer's anchors (and every anchor above
-    ``iou_thresh``), if that anchor is in this layer's mask (darknet's rule, as in yolo_loss._assign).
+    ``iou_thresh``), if that anchor is in this layer's mask (darknet's rule, as in yolo_loss.assign).
     """
     anchors = tf.constant(head.anchors.numpy(), tf.float32)                      # [num, 2]
     wh = gt_xywh[..., 2:]                                                          # [B, T, 2]
