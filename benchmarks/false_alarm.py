@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from replicate.config.compose import compose_config
+from replicate.config.selection import chosen_reference
 from replicate.verdict import early_check_alarm, early_threshold, final_check_alarm, reference_band
 
 
@@ -59,7 +60,7 @@ def job_alarm(entry: Any, suite: str) -> JobAlarm:
     overrides = [f"model={entry.model}", f"tier={entry.tier}", f"suite={suite}",
                  *([f"framework={entry.framework}"] if entry.framework else [])]
     cfg = compose_config(overrides)
-    ref = cfg.model.tiers[cfg.tier.name].reference
+    ref = chosen_reference(cfg)   # the framework's own reference (yolov3 in TensorFlow has one)
     final_alarm = final_check_alarm(cfg.tier.false_alarm, early_enabled=cfg.tier.early_check.enabled)
     early_alarm = early_check_alarm(cfg.tier.false_alarm)   # each of the metric floor and the loss band
     finals = [float(v) for v in ref.draws]
