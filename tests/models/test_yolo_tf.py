@@ -137,7 +137,7 @@ def test_check_of_the_tensorflow_implementation(tmp_path, shapes_root, tiny):
     assert report.ok, [c for c in report.checks if not c["ok"]]
     names = [c["check"] for c in report.checks]
     assert names == ["config", "params", "splits", "shapes", "gradients", "overfit", "differential"]
-    assert "tensorflow" in report.checks[names.index("shapes")]["detail"]
+    assert "tensorflow" in report.checks[names.index("overfit")]["detail"]
 
 
 def test_check_of_the_tensorflow_implementation_is_seeded(tmp_path, shapes_root, tiny, monkeypatch, tf):
