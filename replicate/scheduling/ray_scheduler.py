@@ -17,7 +17,7 @@ from typing import Any, Optional
 from replicate.errors import ResourceUnavailable
 from replicate.jobs import Failure, JobResult, JobSpec
 from replicate.scheduling import OnResult
-from replicate.scheduling.resources import check_fits, job_threads, ray_options
+from replicate.scheduling.resources import check_fits, job_threads, task_options
 
 
 def _execute(spec: dict[str, Any], num_threads: int) -> dict[str, Any]:
@@ -99,7 +99,7 @@ class RayScheduler:
             return
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
         for _spec, cfg in jobs:
-            check_fits(cfg.hardware.name, ray_options(cfg.hardware), nodes)
+            check_fits(cfg.hardware.name, task_options(cfg), nodes)
 
     def run(self, jobs: list[tuple[JobSpec, Any]], on_result: OnResult) -> None:
         import ray
@@ -110,7 +110,7 @@ class RayScheduler:
             remote = ray.remote(_execute)
             pending: dict[Any, tuple[JobSpec, float]] = {}
             for spec, cfg in jobs:
-                ref = remote.options(**ray_options(cfg.hardware), max_retries=self.max_retries,
+                ref = remote.options(**task_options(cfg), max_retries=self.max_retries,
                                      retry_exceptions=False, name=spec.job_id).remote(spec.to_dict(), job_threads(cfg))
                 pending[ref] = (spec, time.monotonic())
             self.collect(pending, on_result)

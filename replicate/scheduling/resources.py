@@ -22,6 +22,15 @@ def ray_options(hardware: Any) -> dict[str, Any]:
     return options
 
 
+def task_options(cfg: Any) -> dict[str, Any]:
+    """The Ray options of one job: its profile's, holding at least as many CPUs as the job runs
+    threads (two 2-thread jobs side by side on 2 cores spin in OpenMP's waits: several times
+    slower than one after the other)."""
+    options = ray_options(cfg.hardware)
+    options["num_cpus"] = max(options["num_cpus"], float(job_threads(cfg)))
+    return options
+
+
 def job_threads(cfg: Any) -> int:
     """Intra-op threads of a job: ``num_threads`` if set on the command line, else the tier's fixed
     count (smoke: results independent of the machine), else the CPUs its profile asks for."""

@@ -102,3 +102,19 @@ def test_an_unreachable_or_malformed_ray_address_is_one_line_exit_2_in_seconds(a
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and said in err[0] and "scheduler.address" in err[0], err
     assert time.perf_counter() - began < 30
+
+
+def test_a_job_holds_as_many_cpus_as_it_runs_threads():
+    """num_threads=2 on the 1-CPU cpu profile: the Ray task asks for 2 CPUs, so two such jobs
+    never share 2 cores; on a machine with fewer CPUs than a job's threads it cannot fit."""
+    from replicate.config.compose import compose_config
+    from replicate.errors import ResourceUnavailable
+    from replicate.scheduling.resources import check_fits, task_options
+
+    one = compose_config(["model=yolov4", "tier.compare_with=none"])
+    two = compose_config(["model=yolov4", "tier.compare_with=none", "num_threads=2"])
+    assert task_options(one)["num_cpus"] == max(1.0, float(one.hardware.ray.num_cpus))
+    assert task_options(two)["num_cpus"] == 2.0
+    check_fits("cpu", task_options(two), [{"CPU": 2.0}])
+    with pytest.raises(ResourceUnavailable):
+        check_fits("cpu", task_options(compose_config(["model=yolov4", "num_threads=3"])), [{"CPU": 2.0}])
