@@ -277,7 +277,7 @@ def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequenc
 
 def draw_summary(block: dict[str, Any], false_alarm: float, early_fraction: float) -> dict[str, Any]:
     """Band, 25% floor and loss bands the recorded block implies (what the verdict will use)."""
-    from replicate.verdict import early_check_alarm, early_threshold, final_check_alarm, reference_band
+    from replicate.verdict import draws_band, early_check_alarm, early_threshold, final_check_alarm, reference_band
 
     n = len(block["draws"])
     final_alarm = final_check_alarm(false_alarm, early_enabled=True)
@@ -287,10 +287,8 @@ def draw_summary(block: dict[str, Any], false_alarm: float, early_fraction: floa
                             block["direction"])
 
     def loss_band(key: str, alarm: float) -> Optional[list[float]]:
-        losses = block.get(key) or []
-        if len(losses) < 2:
-            return None
-        return [_sig(v) for v in reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses), alarm)]
+        band = draws_band(block.get(key), alarm)
+        return [_sig(v) for v in band] if band is not None else None
 
     return {"n": n, "band": [_sig(low), _sig(high)], "early_floor": _sig(floor),
             "early_loss_band": loss_band("early_loss_draws", early_check_alarm(false_alarm)),

@@ -170,6 +170,16 @@ def prediction_half_width(std: float, n: int, false_alarm: float, *, sides: int 
     return float(quantile * std * (1 + 1 / n) ** 0.5)
 
 
+def draws_band(draws: Any, false_alarm: float) -> Optional[tuple[float, float]]:
+    """The band of one new draw from recorded ``draws`` (their mean and sample std); None with
+    fewer than 2 draws. The loss bands of the early check and of the final verdict, and what
+    calibrate reports of them, are this one computation."""
+    values = [float(v) for v in draws or []]
+    if len(values) < 2:
+        return None
+    return reference_band(statistics.fmean(values), statistics.stdev(values), len(values), false_alarm)
+
+
 def reference_band(mean: float, std: float, n: int, false_alarm: float) -> tuple[float, float]:
     """The two-sided band a new draw of a healthy implementation falls in (1 - false_alarm)."""
     half = max(prediction_half_width(std, n, false_alarm), MIN_HALF_WIDTH * abs(mean))
@@ -225,12 +235,7 @@ def early_reference(cfg: DictConfig) -> Optional[tuple[float, float]]:
 def early_loss_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
     """The band of the training loss at the early check, from the draws' ``early_loss_draws``."""
     found = _early_point(cfg)   # the loss draws were measured at the recorded curve point only
-    if found is None:
-        return None
-    losses = [float(v) for v in found[0].early_loss_draws]
-    if len(losses) < 2:
-        return None
-    return reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses), early_false_alarm(cfg))
+    return draws_band(found[0].early_loss_draws, early_false_alarm(cfg)) if found is not None else None
 
 
 # ------------------------------------------------------------------------------ training loss
@@ -263,10 +268,7 @@ def final_loss(result: JobResult) -> Optional[float]:
 def final_loss_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
     """The band of the final training loss, from the reference's ``final_loss_draws``."""
     reference = chosen_reference(cfg)
-    losses = [float(v) for v in (reference.final_loss_draws if reference is not None else [])]
-    if len(losses) < 2:
-        return None
-    return reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses), final_false_alarm(cfg))
+    return draws_band(reference.final_loss_draws, final_false_alarm(cfg)) if reference is not None else None
 
 
 def judge_value(value: Optional[float], target: Target) -> tuple[str, Optional[Failure]]:

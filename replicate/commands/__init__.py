@@ -42,6 +42,11 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def add_store_overrides(parser: argparse.ArgumentParser) -> None:
+    """The overrides a read command takes: only where its store is."""
+    parser.add_argument("overrides", nargs="*", help="where the store is, e.g. results_dir=... store=postgresql")
+
+
 def echo_for(args: argparse.Namespace) -> Callable[[str], None]:
     """Progress lines go to stderr with --json, so stdout stays parseable."""
     stream = sys.stderr if getattr(args, "json", False) else sys.stdout

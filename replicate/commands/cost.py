@@ -12,11 +12,13 @@ import argparse
 import json
 from typing import Any, Optional
 
+from replicate.commands import add_store_overrides
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``cost`` subcommand on the CLI's subparsers."""
     parser = subparsers.add_parser("cost", help="cost per suite and per model: replicate cost [--suite-id ID]")
-    parser.add_argument("overrides", nargs="*", help="where the store is, e.g. results_dir=... store=postgresql")
+    add_store_overrides(parser)
     parser.add_argument("--suite-id", default=None, help="one suite (default: every suite)")
     parser.add_argument("--json", action="store_true", help="print {suites, models} as JSON")
     return parser

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from replicate.commands import print_json
+from replicate.commands import add_store_overrides, print_json
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``history`` subcommand."""
     parser = subparsers.add_parser("history", help="past jobs from the store: replicate history [--model NAME]")
-    parser.add_argument("overrides", nargs="*", help="where the store is, e.g. results_dir=... store=postgresql")
+    add_store_overrides(parser)
     parser.add_argument("--model", default=None, help="one model: its metric per suite, regressions and drift")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     return parser

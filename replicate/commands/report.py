@@ -14,11 +14,13 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from replicate.commands import add_store_overrides
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``report`` subcommand on the CLI's subparsers."""
     parser = subparsers.add_parser("report", help="write the HTML report of a suite: replicate report [--suite-id ID]")
-    parser.add_argument("overrides", nargs="*", help="where the store is, e.g. results_dir=... store=postgresql")
+    add_store_overrides(parser)
     parser.add_argument("--suite-id", default=None, help="the suite to report (default: the latest)")
     parser.add_argument("--out", default=None, help="output folder (default: <results_dir>/reports/<suite id>)")
     parser.add_argument("--json", action="store_true", help="print {suite_id, index} as JSON")
