@@ -5,7 +5,7 @@ enough: another CPU runs other ATen kernels (AVX512, AVX2, none), other oneDNN c
 another thread count, and the training trajectory moves with them. So each *draw* is one smoke
 job under one (seed, numeric variant, threads) combination, run in its own process (the kernel
 choice is made when torch loads), two at a time. The band and the 25% floor are then prediction
-intervals for one new draw (``replicate.verdict.reference_band`` / ``early_threshold``).
+intervals for one new draw (``replicate.verdict.draws_band``).
 
 Every draw is written to ``results/calibration/NAME.json`` as it finishes, so an interrupted
 calibration resumes where it stopped (a draw with the same config hash and label is not re-run).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -65,6 +66,14 @@ class Draw:
     @property
     def label(self) -> str:
         return f"s{self.seed}/{self.variant}/t{self.threads}"
+
+    @classmethod
+    def from_label(cls, label: str) -> "Draw":
+        """The draw a recorded label names ("s3/avx2/t2")."""
+        parts = label.split("/")
+        if len(parts) != 3 or not parts[0][1:].isdigit() or not parts[2][1:].isdigit():
+            raise ValueError(f"draw label {label!r} is not s<seed>/<variant>/t<threads>")
+        return cls(int(parts[0][1:]), parts[1], int(parts[2][1:]))
 
 
 def variants_for(framework: str) -> dict[str, dict[str, str]]:
@@ -128,6 +137,69 @@ def calibrate(overrides: Sequence[str], draws: Sequence[Draw], *, cpus: int = 2,
     return reference_block(probe, chosen, asked, draws)
 
 
+# A replayed first quarter must retrace its recorded draw: its early-check loss equal to the
+# recorded one up to the record's rounding (5 significant digits). Anything else means the code or
+# the recipe changed since the calibration, and the drift would belong to another trajectory.
+REPLAY_RTOL = 1e-4
+
+
+def replay_early(overrides: Sequence[str], *, cpus: int = 2, out: Optional[Path] = None,
+                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Add ``early_drift_draws`` to the recorded reference by replaying each draw's first quarter.
+
+    A smoke draw is deterministic under its (seed, numeric variant, threads), so re-running the
+    steps up to the early check retraces the recorded draw; each replay's early loss is checked
+    against the recorded one. A quarter of a calibration's cost, and no evaluation.
+
+    Raises:
+        ConfigError: no recorded reference, or one without labels or early losses.
+        RuntimeError: a replay failed or did not retrace its draw (recalibrate in full).
+    """
+    probe = smoke_config(overrides)
+    framework = chosen_framework(probe)
+    reference = chosen_reference(probe)
+    where = record_location(overrides)
+    if reference is None or not reference.labels or not reference.early_loss_draws:
+        raise ConfigError(where, "no recorded draws with labels and early losses to replay: run a full calibration")
+    try:
+        draws = [Draw.from_label(label) for label in reference.labels]
+    except ValueError as exc:
+        raise ConfigError(f"{where}.labels", str(exc)) from None
+    known = variants_for(framework)
+    out = out or Path(probe.results_dir) / "calibration" / f"{probe.model.name}-{framework}-early.json"
+    asked = " ".join(overrides)   # what the user typed: the recorded source shows these
+    overrides = [*overrides, *_shared_data(probe, echo)]
+    record = _load_record(out, _draw_hash(probe), EARLY_DRAW_KEYS)
+    todo = [d for d in draws if d.label not in record["draws"]]
+    echo(f"replay {probe.model.name} ({framework}): first quarter of {len(draws)} recorded draws, "
+         f"{len(draws) - len(todo)} already in {out}; running {len(todo)} within {cpus} CPU threads")
+    began = time.perf_counter()
+
+    def record_draw(draw: Draw, measured: dict[str, Any]) -> None:
+        record["draws"][draw.label] = measured
+        _save_record(out, record)
+        echo(f"  {draw.label}: " + (f"FAILED {measured['error']}" if measured.get("error") else
+                                    f"loss {measured['early_loss']:.5g}, drift {measured['early_drift']:.4g}")
+             + f" ({len(record['draws'])}/{len(draws)}, {time.perf_counter() - began:.0f}s)")
+
+    run_within_cpus(todo, lambda d: run_draw(overrides, d, known[d.variant], early_only=True), cpus, record_draw)
+    block = plain(reference)
+    drifts = []
+    for draw, recorded in zip(draws, reference.early_loss_draws):
+        measured = record["draws"][draw.label]
+        if measured.get("error"):
+            raise RuntimeError(f"replay of draw {draw.label} failed: {measured['error']} (all replays: {out})")
+        if abs(measured["early_loss"] - float(recorded)) > REPLAY_RTOL * abs(float(recorded)):
+            raise RuntimeError(f"replay of draw {draw.label} does not retrace it: early loss "
+                               f"{measured['early_loss']:.6g}, recorded {float(recorded):.6g}; the training changed "
+                               "since: recalibrate in full")
+        drifts.append(_sig(measured["early_drift"]))
+    block["early_drift_draws"] = drifts
+    block["source"] = (f"{block['source']}; early_drift_draws replayed: `replicate calibrate {asked} --early-only` "
+                       f"on {dt.date.today().isoformat()}")
+    return block
+
+
 def _draw_hash(cfg: Any) -> str:
     """What decides a draw's result: the job's config without the recorded smoke references (which
     the draws themselves produce: pasting a new block must not discard the draws behind it)."""
@@ -180,13 +252,14 @@ def run_within_cpus(draws: Sequence[Draw], run: Callable[[Draw], dict[str, Any]]
             done(*future.result())
 
 
-def run_draw(overrides: Sequence[str], draw: Draw, env: dict[str, str]) -> dict[str, Any]:
-    """One draw in a fresh process (ATen picks its kernels when torch loads)."""
+def run_draw(overrides: Sequence[str], draw: Draw, env: dict[str, str], *, early_only: bool = False) -> dict[str, Any]:
+    """One draw in a fresh process (ATen picks its kernels when torch loads); ``early_only``: its
+    first quarter only, up to the early check (replay_early)."""
     with tempfile.TemporaryDirectory(prefix="zoo-calibrate-") as tmp:
         result_file = Path(tmp) / "draw.json"
         args = {"overrides": [*overrides, "tier=smoke", "tier.compare_with=none", f"seed={draw.seed}",
                               f"results_dir={tmp}", "logger=none"],
-                "threads": draw.threads, "out": str(result_file)}
+                "threads": draw.threads, "out": str(result_file), "early_only": early_only}
         child_env = {**os.environ, **env, "OMP_NUM_THREADS": str(draw.threads)}
         proc = subprocess.run([sys.executable, "-m", "replicate.calibration_draw", json.dumps(args)],
                               env=child_env, capture_output=True, text=True)
@@ -203,7 +276,11 @@ def _describe(measured: dict[str, Any]) -> str:
             f"{measured['cpu_capability']}, {measured['wall_s']:.0f}s")
 
 
-def _load_record(path: Path, digest: str) -> dict[str, Any]:
+FULL_DRAW_KEYS = ("early_loss", "final_loss", "early_drift")
+EARLY_DRAW_KEYS = ("early_loss", "early_drift")
+
+
+def _load_record(path: Path, digest: str, required: Sequence[str] = FULL_DRAW_KEYS) -> dict[str, Any]:
     """The draws recorded so far for this exact config (another config starts afresh)."""
     try:
         record = json.loads(path.read_text())
@@ -211,9 +288,9 @@ def _load_record(path: Path, digest: str) -> dict[str, Any]:
         record = None
     if not isinstance(record, dict) or record.get("config_hash") != digest:
         return {"config_hash": digest, "draws": {}}
-    # a failed draw is retried, and so is one recorded before the training losses were
+    # a failed draw is retried, and so is one recorded before all of ``required`` were measured
     record["draws"] = {k: v for k, v in record.get("draws", {}).items()
-                       if not v.get("error") and v.get("early_loss") is not None and v.get("final_loss") is not None}
+                       if not v.get("error") and all(v.get(key) is not None for key in required)}
     return record
 
 
@@ -265,6 +342,7 @@ def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequenc
         "early_draws": [_sig(v) for v in earlies],
         "early_loss_draws": [_sig(m["early_loss"]) for m in measured],
         "final_loss_draws": [_sig(m["final_loss"]) for m in measured],
+        "early_drift_draws": [_sig(m["early_drift"]) for m in measured],
         "labels": [m["label"] for m in measured],
         "seeds": sorted({m["seed"] for m in measured}),
         "direction": direction,
@@ -276,21 +354,20 @@ def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequenc
 
 
 def draw_summary(block: dict[str, Any], false_alarm: float, early_fraction: float) -> dict[str, Any]:
-    """Band, 25% floor and loss bands the recorded block implies (what the verdict will use)."""
-    from replicate.verdict import draws_band, early_check_alarm, early_threshold, final_check_alarm, reference_band
+    """Band, 25% floor, loss and drift bands the recorded block implies (what the verdict will use)."""
+    from replicate.verdict import draws_band, draws_bound, early_check_alarm, final_check_alarm
 
     n = len(block["draws"])
-    final_alarm = final_check_alarm(false_alarm, early_enabled=True)
-    low, high = reference_band(block["value"], block["spread"], n, final_alarm)
-    point = str(early_fraction)
-    floor = early_threshold(block["curve"][point], block["curve_spread"][point], n, early_check_alarm(false_alarm),
-                            block["direction"])
+    final_alarm, early_alarm = final_check_alarm(false_alarm, early_enabled=True), early_check_alarm(false_alarm)
+    low, high = draws_band(block["draws"], final_alarm) or (math.nan, math.nan)
+    floor = draws_bound(block["early_draws"], early_alarm, block["direction"])
 
-    def loss_band(key: str, alarm: float) -> Optional[list[float]]:
-        band = draws_band(block.get(key), alarm)
-        return [_sig(v) for v in band] if band is not None else None
+    def band(key: str, alarm: float) -> Optional[list[float]]:
+        found = draws_band(block.get(key), alarm)
+        return [_sig(v) for v in found] if found is not None else None
 
-    return {"n": n, "band": [_sig(low), _sig(high)], "early_floor": _sig(floor),
-            "early_loss_band": loss_band("early_loss_draws", early_check_alarm(false_alarm)),
-            "final_loss_band": loss_band("final_loss_draws", final_alarm),
+    return {"n": n, "band": [_sig(low), _sig(high)], "early_floor": _sig(floor) if floor is not None else None,
+            "early_loss_band": band("early_loss_draws", early_alarm),
+            "early_drift_band": band("early_drift_draws", early_alarm),
+            "final_loss_band": band("final_loss_draws", final_alarm),
             "cv": _sig(block["spread"] / abs(block["value"]), 3) if block["value"] else None}

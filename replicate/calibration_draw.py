@@ -2,7 +2,9 @@
 
 The parent sets the numeric variant in this process's environment (ATEN_CPU_CAPABILITY and
 friends are read when torch loads), so the job must start here, not in a reused worker.
-Argument: a JSON object {"overrides": [...], "threads": N, "out": PATH}; writes the draw to PATH.
+Argument: a JSON object {"overrides": [...], "threads": N, "out": PATH, "early_only": BOOL}; writes
+the draw to PATH. ``early_only``: replay the first quarter only, up to the early check, and
+record its training loss and weight drift (no evaluation).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -23,8 +26,9 @@ def main(argv: list[str]) -> int:
 
     cfg = compose_config(args["overrides"])
     spec = make_spec(cfg, None)
+    early_only = bool(args.get("early_only"))
     began = time.perf_counter()
-    result = run_job(spec, progress=False, num_threads=int(args["threads"]))
+    result = run_job(spec, progress=False, num_threads=int(args["threads"]), stop_at_early=early_only)
     if result.failure is not None:
         print(f"draw failed: {result.failure.message}", file=sys.stderr)
         return 1
@@ -32,16 +36,20 @@ def main(argv: list[str]) -> int:
     if metric is None:
         print("draw failed: the smoke tier names no metric", file=sys.stderr)
         return 1
-    early, early_loss = result.early_check.get("metric"), result.early_check.get("train_loss")
-    late_loss = final_loss(result)
-    if early is None or early_loss is None or late_loss is None:
-        print("draw failed: no metric or training loss at the early-check point, or no final loss", file=sys.stderr)
+    check = result.early_check
+    measured: dict[str, Any] = {"metric": metric, "early_loss": check.get("train_loss"),
+                                "early_drift": check.get("weight_drift"), "early_step": check.get("step")}
+    if not early_only:
+        measured |= {"final": result.metrics.get(metric), "early": check.get("metric"),
+                     "final_loss": final_loss(result)}
+    missing = sorted(k for k, v in measured.items() if v is None)
+    if missing:
+        print(f"draw failed: not measured: {', '.join(missing)}", file=sys.stderr)
         return 1
     Path(args["out"]).write_text(json.dumps({
-        "metric": metric, "final": float(result.metrics[metric]), "early": float(early),
-        "early_loss": float(early_loss), "final_loss": float(late_loss),
-        "early_step": result.early_check.get("step"), "wall_s": round(time.perf_counter() - began, 1),
-        "config_hash": spec.config_hash, **numeric_variant(int(args["threads"]))}))
+        **{k: (float(v) if k not in ("metric", "early_step") else v) for k, v in measured.items()},
+        "wall_s": round(time.perf_counter() - began, 1), "config_hash": spec.config_hash,
+        **numeric_variant(int(args["threads"]))}))
     return 0
 
 

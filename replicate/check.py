@@ -3,7 +3,7 @@
 Config valid; the evaluation split shares no images with the training split; the full variant
 builds with the config's trainable parameter count; outputs pass through; an image's predictions
 do not depend on the images batched with it; gradients reach every trainable parameter; one
-batch can be overfit.
+batch can be overfit, and training updates the normalisation layers' running statistics.
 """
 
 from __future__ import annotations
@@ -244,6 +244,8 @@ def _check_overfit(task: Any, model: Any, batch: Any, cfg: Any, report: CheckRep
     optimizer = torch.optim.Adam(params, lr=1e-3) if recipe is None or recipe.optimizer != "sgd" else \
         torch.optim.SGD(params, lr=float(recipe.lr), momentum=0.9)
     model.train()
+    statistics = running_statistics(model)
+    before = [t.clone() for _, t in statistics]
     began, losses = time.perf_counter(), []
     for _ in range(OVERFIT_STEPS):
         optimizer.zero_grad(set_to_none=True)
@@ -255,3 +257,29 @@ def _check_overfit(task: Any, model: Any, batch: Any, cfg: Any, report: CheckRep
     report.add("overfit", last < OVERFIT_DROP * first,
                f"one batch, {OVERFIT_STEPS} steps: loss {first:.3f} -> {last:.3f} "
                f"(needs < {OVERFIT_DROP:.0%} of the first; {time.perf_counter() - began:.1f}s)")
+    report.add("statistics", *statistics_moved([n for n, _ in statistics],
+                                               [bool(torch.equal(b, t)) for b, (_, t) in zip(before, statistics)]))
+
+
+def running_statistics(model: Any) -> list[tuple[str, torch.Tensor]]:
+    """The running statistics batch norm layers update while they train (frozen batch norm, as in
+    torchvision's detection backbones, keeps buffers that never move: it is not listed)."""
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            found += [(f"{name}.running_mean", module.running_mean), (f"{name}.running_var", module.running_var)]
+    return [(n, t) for n, t in found if t is not None]
+
+
+def statistics_moved(names: Sequence[str], unchanged: Sequence[bool]) -> tuple[bool, str]:
+    """(ok, detail) of the ``statistics`` check: training steps must update every running
+    statistic of the normalisation layers. One that stays put trains in inference mode
+    (``model.eval()`` left on, ``training=False`` in a Keras step): it normalises with its
+    initial statistics and never learns the data's, and the evaluation then uses those."""
+    still = [n for n, same in zip(names, unchanged) if same]
+    if not names:
+        return True, "no normalisation layer keeps running statistics"
+    detail = f"{len(names) - len(still)}/{len(names)} running statistics moved during the overfit steps"
+    if still:
+        detail += f"; unchanged: {', '.join(still[:4])}: trains in inference mode (model.eval(), training=False?)"
+    return not still, detail

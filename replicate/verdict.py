@@ -6,9 +6,10 @@ nothing to compare with is MEASURED, never PASS: a verdict that cannot fail is n
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -48,17 +49,24 @@ class Target:
     # the calibration draws (reference only): a metric inside its band with a loss outside this
     # one means the training is not the reference's (OFF_CURVE).
     loss_band: Optional[tuple[float, float]] = None
+    # A reference's band from its draws (``draws_band``: on the log scale, so not symmetric about
+    # the mean); without it the band is value +- tolerance.
+    band: Optional[tuple[float, float]] = None
 
     @property
     def low(self) -> Optional[float]:
         if self.value is None:
             return None
+        if self.band is not None:
+            return self.band[0]
         return self.value * (1 - self.tolerance) if self.tolerance_kind == "relative" else self.value - self.tolerance
 
     @property
     def high(self) -> Optional[float]:
         if self.value is None:
             return None
+        if self.band is not None:
+            return self.band[1]
         return self.value * (1 + self.tolerance) if self.tolerance_kind == "relative" else self.value + self.tolerance
 
     def contains(self, value: float) -> bool:
@@ -83,10 +91,11 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
         assert ref is not None   # validation refuses compare_with=reference without one
         point = "final" if kind == "reference" else str(cfg.tier.schedule_fraction)
         mean, std = reference_point(ref, point)
-        low, high = reference_band(mean, std, reference_draws(ref), final_false_alarm(cfg))
+        band = draws_band(ref.draws, final_false_alarm(cfg)) if kind == "reference" else None
+        low, high = band or reference_band(mean, std, reference_draws(ref), final_false_alarm(cfg))
         return Target(kind, ref.metric, mean, high - mean, "absolute", ref.direction,
                       ref.source, split=tier.eval_split, spread=std,
-                      loss_band=final_loss_band(cfg) if kind == "reference" else None)
+                      loss_band=final_loss_band(cfg) if kind == "reference" else None, band=(low, high))
     if kind == "claim":
         claim = select_claim(cfg, variant, tier.claim_split)
         return Target("claim", claim.metric, float(claim.value), float(claim.tolerance), claim.tolerance_kind,
@@ -123,10 +132,13 @@ def final_false_alarm(cfg: DictConfig) -> float:
     return final_check_alarm(cfg.tier.false_alarm, early_enabled=cfg.tier.early_check.enabled)
 
 
-# The early check judges two things, each with half of its share: the metric against its floor,
-# and the training loss against its two-sided band (a loss far from every healthy draw, higher or
-# lower, says the training differs: a learning rate, a loss weight, a dropped term, bad targets).
-EARLY_CHECKS = 2
+# The early check judges three things, each with a third of its share: the metric against its
+# floor; the training loss against its two-sided band (a loss far from every healthy draw, higher
+# or lower, says the training differs: a learning rate, a loss weight, a dropped term, bad
+# targets); and how far the weights have moved from their initial values against its band (the
+# optimizer's footprint: a learning rate, momentum or init off, frozen layers, whatever the loss
+# hides).
+EARLY_CHECKS = 3
 
 
 def early_check_alarm(total: float) -> float:
@@ -170,26 +182,53 @@ def prediction_half_width(std: float, n: int, false_alarm: float, *, sides: int 
     return float(quantile * std * (1 + 1 / n) ** 0.5)
 
 
-def draws_band(draws: Any, false_alarm: float) -> Optional[tuple[float, float]]:
-    """The band of one new draw from recorded ``draws`` (their mean and sample std); None with
-    fewer than 2 draws. The loss bands of the early check and of the final verdict, and what
-    calibrate reports of them, are this one computation."""
+def draws_band(draws: Any, false_alarm: float, *, sides: int = 2) -> Optional[tuple[float, float]]:
+    """The band one new draw of a healthy implementation falls in, from recorded ``draws``; None
+    with fewer than 2 draws. Every band built from calibration draws is this one computation: the
+    final metric's, the 25% floor (``sides=1``: each bound at the full rate, the caller keeps
+    one), the loss bands and the drift band, in the verdict, in calibrate's summary and in the
+    false-alarm benchmark.
+
+    Draws that are all positive (an AP, an L1 error, a loss, a drift) are modelled on the log
+    scale: their spread is multiplicative, a metric early in training sits near zero with a tail
+    to the right, and a normal band there reaches below zero, a bound that cannot fail (yolov4's
+    25% floor was -0.71). Other draws are modelled as normal.
+    """
     values = [float(v) for v in draws or []]
     if len(values) < 2:
         return None
-    return reference_band(statistics.fmean(values), statistics.stdev(values), len(values), false_alarm)
+    if all(v > 0 for v in values):
+        logs = [math.log(v) for v in values]
+        low, high = _band(statistics.fmean(logs), statistics.stdev(logs), len(logs), false_alarm, sides,
+                          math.log1p(MIN_HALF_WIDTH))
+        return math.exp(low), math.exp(high)
+    mean = statistics.fmean(values)
+    return _band(mean, statistics.stdev(values), len(values), false_alarm, sides, MIN_HALF_WIDTH * abs(mean))
 
 
-def reference_band(mean: float, std: float, n: int, false_alarm: float) -> tuple[float, float]:
-    """The two-sided band a new draw of a healthy implementation falls in (1 - false_alarm)."""
-    half = max(prediction_half_width(std, n, false_alarm), MIN_HALF_WIDTH * abs(mean))
+def _band(mean: float, std: float, n: int, false_alarm: float, sides: int, min_half: float) -> tuple[float, float]:
+    half = max(prediction_half_width(std, n, false_alarm, sides=sides), min_half)
     return mean - half, mean + half
 
 
+def draws_bound(draws: Any, false_alarm: float, direction: str) -> Optional[float]:
+    """The one-sided bound on the worse side of the draws (the 25% check's metric floor)."""
+    band = draws_band(draws, false_alarm, sides=1)
+    if band is None:
+        return None
+    return band[0] if direction == "higher" else band[1]
+
+
+def reference_band(mean: float, std: float, n: int, false_alarm: float) -> tuple[float, float]:
+    """The two-sided band from a normal (mean, std) of ``n`` draws, for a reference recorded
+    without its draws (``draws_band`` is used wherever the draws are there)."""
+    return _band(mean, std, n, false_alarm, 2, MIN_HALF_WIDTH * abs(mean))
+
+
 def early_threshold(mean: float, std: float, n: int, false_alarm: float, direction: str) -> float:
-    """The 25% check's abort line: a one-sided prediction bound on the worse side of the curve."""
-    half = max(prediction_half_width(std, n, false_alarm, sides=1), MIN_HALF_WIDTH * abs(mean))
-    return mean - half if direction == "higher" else mean + half
+    """The 25% check's abort line from a curve point's (mean, std) without its draws."""
+    low, high = _band(mean, std, n, false_alarm, 1, MIN_HALF_WIDTH * abs(mean))
+    return low if direction == "higher" else high
 
 
 def select_claim(cfg: DictConfig, variant: str, split: str):
@@ -217,8 +256,9 @@ def _early_point(cfg: DictConfig) -> Optional[tuple[Any, str]]:
 def early_reference(cfg: DictConfig) -> Optional[tuple[float, float]]:
     """(reference curve value, abort threshold) at the early-check fraction, if the tier has one.
 
-    With the curve's measured spread the threshold is a prediction bound (``early_threshold``);
-    a curve point without one (e.g. transcribed from a paper) falls back to the relative
+    With the draws at that point the threshold is their one-sided prediction bound
+    (``draws_bound``); with only the curve's mean and spread, the normal one (``early_threshold``);
+    a curve point without a spread (e.g. transcribed from a paper) falls back to the relative
     ``tier.early_check.tolerance``.
     """
     found = _early_point(cfg)
@@ -226,6 +266,9 @@ def early_reference(cfg: DictConfig) -> Optional[tuple[float, float]]:
         return None
     ref, point = found
     mean, std = reference_point(ref, point)
+    floor = draws_bound(ref.early_draws, early_false_alarm(cfg), ref.direction)
+    if floor is not None:
+        return mean, floor
     if point in ref.curve_spread and reference_draws(ref) >= 2:
         return mean, early_threshold(mean, std, reference_draws(ref), early_false_alarm(cfg), ref.direction)
     tol = cfg.tier.early_check.tolerance
@@ -236,6 +279,26 @@ def early_loss_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
     """The band of the training loss at the early check, from the draws' ``early_loss_draws``."""
     found = _early_point(cfg)   # the loss draws were measured at the recorded curve point only
     return draws_band(found[0].early_loss_draws, early_false_alarm(cfg)) if found is not None else None
+
+
+def early_drift_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
+    """The band of the weights' relative drift at the early check, from ``early_drift_draws``."""
+    found = _early_point(cfg)
+    return draws_band(found[0].early_drift_draws, early_false_alarm(cfg)) if found is not None else None
+
+
+def weight_drift(current: Sequence[Any], initial: Sequence[Any]) -> float:
+    """||w - w0|| / ||w0|| over every trainable tensor together: how far training has moved the
+    weights, relative to where they started. One number over millions of weights, so it varies
+    little between healthy runs, while it scales with the learning rate and the momentum and
+    responds to the init and to layers that do not train."""
+    import torch
+
+    if len(current) != len(initial):
+        raise ValueError(f"{len(current)} trainable tensors now, {len(initial)} at the start")
+    moved = sum(float(torch.sum((c.double() - i.double()) ** 2)) for c, i in zip(current, initial))
+    start = sum(float(torch.sum(i.double() ** 2)) for i in initial)
+    return (moved / start) ** 0.5 if start > 0 else float("inf")
 
 
 # ------------------------------------------------------------------------------ training loss
@@ -315,12 +378,18 @@ def judge_job(result: JobResult, target: Target) -> tuple[str, Optional[Failure]
 
 
 def early_abort_message(check: dict[str, Any], target: Target) -> str:
-    """Why the 25% check stopped the run: the metric under its floor, or the loss off its band."""
+    """Why the 25% check stopped the run: the metric under its floor, or the loss or the weights'
+    drift off its band."""
     at = f"at {check['fraction']:.0%} of the schedule"
     if check.get("reason") == "loss":
         low, high = check["loss_band"]
         return (f"training loss {check['train_loss']:.4g} {at} is outside [{low:.4g}, {high:.4g}] "
                 f"(the band of the calibration draws' loss)")
+    if check.get("reason") == "weights":
+        low, high = check["drift_band"]
+        return (f"weights moved {check['weight_drift']:.4g} of their initial norm {at}, outside "
+                f"[{low:.4g}, {high:.4g}] (the band of the calibration draws' drift): the optimizer does not "
+                f"train as calibrated (learning rate, momentum, init, frozen layers?)")
     return (f"{target.metric} {check['metric']:.4g} {at} is "
             f"{'below' if target.direction == 'higher' else 'above'} {check['threshold']:.4g} "
             f"(reference curve {check['reference']:.4g})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
@@ -63,7 +64,8 @@ def test_the_early_threshold_is_on_the_worse_side():
 def test_the_budget_is_split_between_the_early_check_and_the_band():
     assert false_alarm_split(0.004, early_enabled=True) == (0.002, 0.002)
     assert false_alarm_split(0.004, early_enabled=False) == (0.0, 0.004)
-    assert early_check_alarm(0.004) == 0.001   # the metric floor and the loss band: half each
+    # the metric floor, the loss band and the weight-drift band: a third each
+    assert early_check_alarm(0.004) == pytest.approx(0.002 / 3)
     # the final metric band and the final loss band: half of the final share each
     assert final_check_alarm(0.004, early_enabled=True) == 0.001
     assert final_check_alarm(0.004, early_enabled=False) == 0.002
@@ -74,8 +76,7 @@ def test_the_final_loss_band_comes_from_the_final_loss_draws():
     ref = cfg.model.tiers.smoke.reference
     with open_dict(cfg):
         ref.final_loss_draws = [3.0, 3.1, 2.9, 3.05] + [3.0] * (len(ref.draws) - 4)
-    losses = list(ref.final_loss_draws)
-    band = reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses), cfg.tier.false_alarm / 4)
+    band = _log_band(list(ref.final_loss_draws), cfg.tier.false_alarm / 4)
     assert final_loss_band(cfg) == pytest.approx(band)
     assert target_for(cfg, "tiny").loss_band == pytest.approx(band)
     with open_dict(cfg):
@@ -88,9 +89,7 @@ def test_the_early_loss_band_comes_from_the_loss_draws():
     ref = cfg.model.tiers.smoke.reference
     with open_dict(cfg):
         ref.early_loss_draws = [5.0, 5.2, 4.9, 5.1] + [5.0] * (len(ref.draws) - 4)
-    losses = list(ref.early_loss_draws)
-    assert early_loss_band(cfg) == pytest.approx(
-        reference_band(statistics.fmean(losses), statistics.stdev(losses), len(losses), cfg.tier.false_alarm / 4))
+    assert early_loss_band(cfg) == pytest.approx(_log_band(list(ref.early_loss_draws), cfg.tier.false_alarm / 6))
     assert early_loss_band(_with_reference(["tier.compare_with=none"])) is None
 
 
@@ -98,23 +97,53 @@ def _with_reference(extra: list[str]) -> object:
     return compose_config(["model=yolov4", *extra])
 
 
+def _log_band(draws: list[float], false_alarm: float, sides: int = 2) -> tuple[float, float]:
+    """The prediction interval on the log scale, written out: exp(mean +- t * std * sqrt(1 + 1/n))."""
+    from scipy.stats import t
+
+    logs = [math.log(v) for v in draws]
+    n = len(logs)
+    half = t.ppf(1 - false_alarm / sides, n - 1) * statistics.stdev(logs) * (1 + 1 / n) ** 0.5
+    return math.exp(statistics.fmean(logs) - half), math.exp(statistics.fmean(logs) + half)
+
+
+def test_positive_draws_get_a_band_on_the_log_scale_and_others_a_normal_one():
+    from replicate.verdict import draws_band, draws_bound
+
+    early = [1.95, 2.43, 3.43, 1.54, 2.5, 2.26, 2.82, 2.07, 1.89, 3.37, 1.2, 2.96]   # yolov4's 25% AP, rounded
+    low, high = draws_band(early, 0.001)
+    assert (low, high) == pytest.approx(_log_band(early, 0.001))
+    assert 0 < low < min(early) and high > max(early)
+    # the normal band of the same draws reaches below zero: a floor no AP can fall under
+    assert reference_band(statistics.fmean(early), statistics.stdev(early), 12, 0.001)[0] < 0
+    assert draws_bound(early, 0.001, "higher") == pytest.approx(_log_band(early, 0.001, sides=1)[0])
+    assert draws_bound(early, 0.001, "lower") == pytest.approx(_log_band(early, 0.001, sides=1)[1])
+    signed = [-1.0, 0.5, 1.0, 2.0]
+    assert draws_band(signed, 0.01) == pytest.approx(
+        reference_band(statistics.fmean(signed), statistics.stdev(signed), 4, 0.01))
+    assert draws_band([1.0], 0.01) is None and draws_bound([], 0.01, "higher") is None
+
+
 def test_target_for_uses_the_prediction_band_of_the_recorded_draws():
     cfg = _with_reference([])
     ref = cfg.model.tiers.smoke.reference
     target = target_for(cfg, "tiny")
-    low, high = reference_band(ref.value, ref.spread, len(ref.draws), cfg.tier.false_alarm / 4)
-    assert (target.low, target.high) == pytest.approx((low, high))
+    assert (target.low, target.high) == pytest.approx(_log_band(list(ref.draws), cfg.tier.false_alarm / 4))
     assert target.kind == "reference" and target.spread == ref.spread
 
 
 def test_the_loop_threshold_comes_from_the_same_function():
     cfg = _with_reference([])
     ref = cfg.model.tiers.smoke.reference
+    share = cfg.tier.false_alarm / 6   # the early check's half, shared by its metric, loss and drift tests
+    mean, threshold = early_reference(cfg)
+    assert threshold == pytest.approx(_log_band(list(ref.early_draws), share, sides=1)[0])
+    # a reference recorded without its 25% draws: the normal bound of the curve's mean and spread
     with open_dict(cfg):
         ref.curve_spread["0.25"] = 0.4
+        ref.early_draws = []
     mean, threshold = early_reference(cfg)
-    quarter = cfg.tier.false_alarm / 4   # the early check's half, shared by its metric and loss tests
-    assert threshold == pytest.approx(early_threshold(ref.curve["0.25"], 0.4, len(ref.draws), quarter, "higher"))
+    assert threshold == pytest.approx(early_threshold(ref.curve["0.25"], 0.4, len(ref.draws), share, "higher"))
     # no early check: nothing to judge at 25%
     assert early_reference(_with_reference(["tier.early_check.enabled=false"])) is None
 
@@ -144,10 +173,10 @@ def test_the_recorded_block_has_every_draw_and_implies_the_verdicts_band():
     cfg = compose_config(["model=yolov4", "tier.compare_with=none"])
     draws = plan_draws([0, 1], ["default", "avx2"], [1, 2], crossed=True)
     finals, earlies = [10.0, 11.0, 12.0, 13.0], [3.0, 3.5, 4.0, 4.5]
-    losses, final_losses = [5.0, 5.2, 4.9, 5.1], [3.0, 3.2, 2.8, 3.1]
+    losses, final_losses, drifts = [5.0, 5.2, 4.9, 5.1], [3.0, 3.2, 2.8, 3.1], [0.30, 0.32, 0.31, 0.33]
     measured = [{"metric": "bbox_AP", "final": f, "early": e, "early_loss": loss, "final_loss": late,
-                 "label": d.label, "seed": d.seed}
-                for d, f, e, loss, late in zip(draws, finals, earlies, losses, final_losses)]
+                 "early_drift": drift, "label": d.label, "seed": d.seed}
+                for d, f, e, loss, late, drift in zip(draws, finals, earlies, losses, final_losses, drifts)]
     block = reference_block(cfg, measured, ["model=yolov4"], draws)
     assert block["draws"] == finals and block["labels"] == [d.label for d in draws]
     assert block["value"] == pytest.approx(11.5)
@@ -156,10 +185,37 @@ def test_the_recorded_block_has_every_draw_and_implies_the_verdicts_band():
     assert "--variants default,avx2" in block["source"] and "--threads 1,2" in block["source"]
     assert "--crossed" in block["source"]
     assert block["early_loss_draws"] == losses and block["final_loss_draws"] == final_losses
+    assert block["early_drift_draws"] == drifts
     summary = draw_summary(block, 0.004, 0.25)
-    assert summary["band"] == pytest.approx(list(reference_band(11.5, block["spread"], 4, 0.001)), rel=1e-4)
-    assert summary["final_loss_band"] == pytest.approx(
-        list(reference_band(statistics.fmean(final_losses), statistics.stdev(final_losses), 4, 0.001)), rel=1e-4)
-    assert summary["early_loss_band"] == pytest.approx(
-        list(reference_band(statistics.fmean(losses), statistics.stdev(losses), 4, 0.001)), rel=1e-4)
+    assert summary["band"] == pytest.approx(list(_log_band(finals, 0.001)), rel=1e-4)
+    assert summary["final_loss_band"] == pytest.approx(list(_log_band(final_losses, 0.001)), rel=1e-4)
+    assert summary["early_loss_band"] == pytest.approx(list(_log_band(losses, 0.004 / 6)), rel=1e-4)
+    assert summary["early_drift_band"] == pytest.approx(list(_log_band(drifts, 0.004 / 6)), rel=1e-4)
+    assert summary["early_floor"] == pytest.approx(_log_band(earlies, 0.004 / 6, sides=1)[0], rel=1e-4)
     assert isinstance(Draw(0, "avx2", 1).label, str)
+
+
+def test_the_weight_drift_is_the_distance_from_the_start_relative_to_its_norm():
+    import torch
+
+    from replicate.verdict import weight_drift
+
+    start = [torch.tensor([3.0, 0.0]), torch.tensor([[0.0], [4.0]])]   # norm 5
+    now = [torch.tensor([3.0, 1.0]), torch.tensor([[0.0], [4.0]])]     # moved by 1
+    assert weight_drift(now, start) == pytest.approx(0.2)
+    assert weight_drift(start, start) == 0.0
+    with pytest.raises(ValueError, match="1 trainable tensors now, 2 at the start"):
+        weight_drift(now[:1], start)
+
+
+def test_the_early_drift_band_comes_from_the_drift_draws():
+    from replicate.verdict import draws_band, early_drift_band, early_false_alarm
+
+    cfg = compose_config(["model=yolov4"])
+    ref = cfg.model.tiers.smoke.reference
+    with open_dict(cfg):
+        ref.early_drift_draws = [0.30, 0.31, 0.32, 0.33] + [0.31] * (len(ref.draws) - 4)
+    assert early_drift_band(cfg) == draws_band(list(ref.early_drift_draws), early_false_alarm(cfg))
+    with open_dict(cfg):
+        ref.early_drift_draws = []
+    assert early_drift_band(cfg) is None

@@ -73,3 +73,33 @@ def test_draws_run_side_by_side_only_while_their_threads_fit():
     busy[0] = peak[0] = 0
     run_within_cpus([Draw(0, "default", 4), Draw(1, "default", 1)], run, 2, lambda d, m: done.append(d.label))
     assert peak[0] == 4 and done[-2:] != []   # wider than the budget: it runs (alone), it is not starved
+
+
+def test_replaying_the_first_quarter_adds_the_drift_and_refuses_a_draw_it_does_not_retrace(results_dir, tiny):
+    from replicate.calibrate import replay_early
+
+    ref = "model.tiers.smoke.reference"
+    labels = [f"s{seed}/default/t1" for seed in range(6)]
+    base = ["model=yolov4", f"results_dir={results_dir}", *tiny, f"{ref}.labels=[{','.join(labels)}]",
+            f"{ref}.draws=[1.0,1.1,1.2,1.0,1.1,1.2]", f"{ref}.early_draws=[]", f"{ref}.final_loss_draws=[]",
+            f"{ref}.early_drift_draws=[]"]
+    with pytest.raises(RuntimeError, match="replay of draw s0/default/t1 does not retrace it"):
+        replay_early(base + [f"{ref}.early_loss_draws=[1.0,1.0,1.0,1.0,1.0,1.0]"], cpus=2, echo=lambda _: None)
+    record = json.loads((results_dir / "calibration" / "yolov4-torch-early.json").read_text())["draws"]
+    assert {record[label]["cpu_capability"] for label in labels} == {"DEFAULT"}
+    losses = ",".join(str(record[label]["early_loss"]) for label in labels)
+    lines: list[str] = []
+    block = replay_early(base + [f"{ref}.early_loss_draws=[{losses}]"], cpus=2, echo=lines.append)
+    assert "running 0" in lines[1]   # every replay was recorded: none runs again
+    assert block["early_drift_draws"] == pytest.approx([record[label]["early_drift"] for label in labels], rel=1e-4)
+    assert all(d > 0 for d in block["early_drift_draws"]) and "--early-only" in block["source"]
+    assert block["labels"] == labels
+
+
+@pytest.mark.parametrize("label", ["s1/avx2", "seed1/avx2/t1", "s1/avx2/tx"])
+def test_a_malformed_draw_label_is_named(label):
+    from replicate.calibrate import Draw
+
+    assert Draw.from_label("s3/avx2/t2") == Draw(3, "avx2", 2)
+    with pytest.raises(ValueError, match="is not s<seed>/<variant>/t<threads>"):
+        Draw.from_label(label)

@@ -66,3 +66,32 @@ def test_targets_that_do_not_decode_to_the_boxes_fail_the_round_trip(model, defe
     assert clean["targets"]["ok"] and "6/6" in clean["targets"]["detail"], clean["targets"]
     broken = {c["check"]: c for c in run_check(common + [f"defect={defect}"], echo=lambda _: None).checks}
     assert not broken["targets"]["ok"] and "disagree" in broken["targets"]["detail"], broken["targets"]
+
+
+def test_training_in_inference_mode_fails_the_statistics_check(tmp_path):
+    """The Keras model called with training=False in its training step: batch norm's moving
+    statistics never move. The clean TensorFlow build updates every one of them."""
+    common = ["model=yolov3", "framework=tensorflow", f"results_dir={tmp_path}", "datasets.shapes.num_train=16",
+              "datasets.shapes.num_val=8", "datasets.shapes.image_size=64", "model.tiers.smoke.input_size=64"]
+    clean = {c["check"]: c for c in run_check(common, echo=lambda _: None).checks}
+    assert clean["statistics"]["ok"] and "22/22" in clean["statistics"]["detail"], clean["statistics"]
+    broken = {c["check"]: c for c in run_check(common + ["defect=keras_training_false_in_step"],
+                                               echo=lambda _: None).checks}
+    assert not broken["statistics"]["ok"] and "inference mode" in broken["statistics"]["detail"]
+
+
+def test_the_statistics_check_lists_batch_norm_only_and_names_what_did_not_move():
+    import torch
+
+    from replicate.check import running_statistics, statistics_moved
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.BatchNorm2d(4, momentum=0.0))
+    names = [n for n, _ in running_statistics(model)]
+    assert names == ["1.running_mean", "1.running_var", "2.running_mean", "2.running_var"]
+    before = [t.clone() for _, t in running_statistics(model)]
+    model.train()
+    model(torch.randn(2, 3, 8, 8))
+    unchanged = [bool(torch.equal(b, t)) for b, (_, t) in zip(before, running_statistics(model))]
+    ok, detail = statistics_moved(names, unchanged)
+    assert not ok and "2/4 running statistics moved" in detail and "2.running_mean" in detail
+    assert statistics_moved([], []) == (True, "no normalisation layer keeps running statistics")

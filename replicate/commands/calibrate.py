@@ -1,5 +1,6 @@
 """``replicate calibrate model=NAME [--seeds ...] [--variants ...] [--threads ...] [--crossed]``:
-measure a smoke reference over draws (replicate/calibrate.py) and print the block to record."""
+measure a smoke reference over draws (replicate/calibrate.py) and print the block to record;
+``--early-only`` adds the weight drift to a recorded block by replaying its draws' first quarter."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--threads", default="1,2", help="thread counts, alternating over draws (default 1,2)")
     parser.add_argument("--crossed", action="store_true",
                         help="every seed under every variant (default: one variant per seed, in turn)")
+    parser.add_argument("--early-only", action="store_true",
+                        help="replay the recorded draws' first quarter to add their weight drift at the early "
+                             "check (early_drift_draws); checks that each replay retraces its draw")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
                         help="draws run side by side while their threads fit in this many CPUs (default: all)")
     return parser
@@ -37,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         draw_summary,
         plan_draws,
         record_location,
+        replay_early,
         smoke_config,
         variants_for,
     )
@@ -55,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants \
         else list(variants_for(framework))
     draws = plan_draws(seeds, variants, threads, crossed=args.crossed)
-    if len(draws) < MIN_DRAWS:
+    if len(draws) < MIN_DRAWS and not args.early_only:
         echo(f"warning: {len(draws)} draws; a recorded reference should have at least {MIN_DRAWS}")
-    block = calibrate(args.overrides, draws, cpus=args.cpus, echo=echo)
+    block = (replay_early(args.overrides, cpus=args.cpus, echo=echo) if args.early_only
+             else calibrate(args.overrides, draws, cpus=args.cpus, echo=echo))
     summary = draw_summary(block, float(probe.tier.false_alarm), float(probe.tier.early_check.fraction))
     if args.json:
         print_json({"reference": block, "implies": summary, "record_under": record_location(args.overrides)})
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         parent, key = record_location(args.overrides).rsplit(".", 1)
         print(f"# {summary['n']} draws: band {summary['band']}, 25% floor {summary['early_floor']}, "
               f"loss bands {summary['early_loss_band']} (25%) {summary['final_loss_band']} (last quarter), "
+              f"weight drift band {summary['early_drift_band']} (25%), "
               f"std/mean {summary['cv']} (false alarm {probe.tier.false_alarm} per job)")
         print(f"# record under {parent}:")
         print(yaml.safe_dump({key: block}, sort_keys=False, width=200, default_flow_style=None))

@@ -82,6 +82,7 @@ class ReferenceConfig:
     early_draws: list[float] = field(default_factory=list)  # metric at the early check, per draw
     early_loss_draws: list[float] = field(default_factory=list)  # training loss at the early check, per draw
     final_loss_draws: list[float] = field(default_factory=list)  # training loss, last quarter of the schedule
+    early_drift_draws: list[float] = field(default_factory=list)  # ||w - w0|| / ||w0|| at the early check, per draw
     labels: list[str] = field(default_factory=list)    # per draw: seed/numeric variant/threads
     seeds: list[int] = field(default_factory=list)
     direction: str = "higher"

@@ -127,6 +127,8 @@ def _validate_reference(ref, key: str) -> None:
              "one early-check loss per draw")
     require(not ref.final_loss_draws or len(ref.final_loss_draws) == len(ref.draws), f"{key}.final_loss_draws",
              "one final training loss per draw")
+    require(not ref.early_drift_draws or len(ref.early_drift_draws) == len(ref.draws), f"{key}.early_drift_draws",
+             "one early-check weight drift per draw")
     require(ref.spread >= 0, f"{key}.spread", f"{ref.spread} must be >= 0")
     require(bool(ref.source.strip()), f"{key}.source", "required: how it was measured")
 

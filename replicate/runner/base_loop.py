@@ -29,7 +29,7 @@ from replicate.errors import DataError, NumericalError
 from replicate.failures import is_oom
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
-from replicate.verdict import early_loss
+from replicate.verdict import early_loss, weight_drift
 
 
 @dataclass
@@ -44,10 +44,14 @@ class RunContext:
     early_reference: Optional[float] = None  # reference metric at early_fraction of the schedule
     early_threshold: Optional[float] = None  # abort beyond this (verdict.early_reference)
     early_loss_band: Optional[tuple[float, float]] = None  # abort outside it (verdict.early_loss_band)
+    early_drift_band: Optional[tuple[float, float]] = None  # abort outside it (verdict.early_drift_band)
     early_fraction: float = 0.25
     # Evaluate at early_fraction even with nothing to judge (a calibration run): the curve point is
     # recorded and the run takes exactly the path a judged run takes.
     early_eval: bool = False
+    # Stop at the early check after measuring its loss and weight drift, without evaluating: a
+    # calibration replay of a recorded draw's first quarter (replicate calibrate --early-only).
+    stop_at_early: bool = False
     stage: str = "environment"              # where the loop is; read by the failure classifier
 
 
@@ -70,6 +74,7 @@ class BaseLoop(abc.ABC):
         self.step = 0             # steps done
         self.train_s = 0.0        # training seconds (logging, checkpoints, evaluations excluded)
         self.label = ""
+        self.initial_weights: Optional[list[Any]] = None  # until the early check has measured the drift
 
     # ------------------------------------------------------------------ hooks
     @abc.abstractmethod
@@ -83,6 +88,10 @@ class BaseLoop(abc.ABC):
     @abc.abstractmethod
     def batches(self) -> Iterator[Any]:
         """Training batches from ``step`` on, endlessly, in the seeded order."""
+
+    @abc.abstractmethod
+    def trainable_tensors(self) -> list[Any]:
+        """Every trainable weight, as CPU torch tensors in a fixed order (views, not copies)."""
 
     @abc.abstractmethod
     def train_step(self, batch: Any) -> dict[str, float]:
@@ -150,6 +159,7 @@ class BaseLoop(abc.ABC):
         bar = tqdm(total=self.steps, initial=self.step, desc=self.label, file=sys.stderr, disable=not self.ctx.progress,
                    mininterval=2.0, dynamic_ncols=True)
         data = self.batches()
+        self.initial_weights = self.load_initial_weights(early_step)
         self.enter_training()
         if self.step == early_step and self.wants_eval(early_step) and self.curve_eval(early_step):
             # resumed from the checkpoint written at the early step, before its check ran: run it now
@@ -196,41 +206,72 @@ class BaseLoop(abc.ABC):
                         {"step": self.step, "train_s": self.train_s, "restarts": self.result.restarts,
                          "lost_s": self.result.times.lost_s})
 
+    @property
+    def checks_early(self) -> bool:
+        return self.ctx.early_eval or self.ctx.early_threshold is not None
+
+    def load_initial_weights(self, early_step: int) -> Optional[list[Any]]:
+        """The weights training started from, while the early check still needs them. Kept beside
+        the checkpoint (written once, removed after the check), so a job resumed before its early
+        check still measures its drift; without the file the drift is not judged."""
+        if not self.checks_early or self.step >= early_step:
+            return None
+        path = self.ctx.checkpoint_dir / ckpt.INITIAL_WEIGHTS
+        if self.step == 0:
+            tensors = [t.detach().clone() for t in self.trainable_tensors()]
+            ckpt.save_file(path, tensors)
+            return tensors
+        try:
+            loaded = ckpt.load_file(path) if path.is_file() else None
+        except DataError:
+            return None
+        return list(loaded) if isinstance(loaded, list) else None
+
+    def early_drift(self) -> Optional[float]:
+        if self.initial_weights is None:
+            return None
+        return weight_drift(self.trainable_tensors(), self.initial_weights)
+
     def wants_eval(self, early_step: int) -> bool:
         every = self.tier.recipe.eval_every
-        wanted = self.ctx.early_eval or self.ctx.early_threshold is not None
-        early = wanted and self.step == early_step and "step" not in self.result.early_check
+        early = self.checks_early and self.step == early_step and "step" not in self.result.early_check
         periodic = bool(every) and self.step % every == 0 and self.step < self.steps
         return early or periodic
 
     def curve_eval(self, early_step: int) -> bool:
         """Evaluate mid-run for the curve; at the early step, judge it. True means abort.
 
-        The early check judges the training loss first: it costs nothing, so a loss off its band
-        stops the job before the evaluation is paid for (the metric is then not measured)."""
-        loss = early_loss(self.result.curve, early_step) if self.step == early_step else None
-        band = self.ctx.early_loss_band
-        loss_off = band is not None and loss is not None and not band[0] <= loss <= band[1]
+        The early check judges what costs nothing first, the training loss and the weights' drift
+        from their start, so a job off either band stops before the evaluation is paid for (the
+        metric is then not measured)."""
+        at_early = self.step == early_step
+        loss = early_loss(self.result.curve, early_step) if at_early else None
+        drift = self.early_drift() if at_early else None
+        reason = ("loss" if _outside(loss, self.ctx.early_loss_band)
+                  else "weights" if _outside(drift, self.ctx.early_drift_band) else None)
         value = None
-        if not loss_off:
+        if reason is None and not (at_early and self.ctx.stop_at_early):
             metrics = self.evaluate(self.tier.recipe.eval_batches)
             value = metrics.get(self.ctx.metric) if self.ctx.metric else None
             self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **metrics})
-            if self.step != early_step or value is None:
+            if not at_early or value is None:
                 return False
         check: dict[str, Any] = {"step": self.step, "fraction": self.ctx.early_fraction, "metric": value,
-                                 "train_loss": loss, "reference": self.ctx.early_reference,
-                                 "threshold": self.ctx.early_threshold, "loss_band": band,
-                                 "aborted": False, "reason": "loss" if loss_off else None, "saved_train_s": 0.0}
+                                 "train_loss": loss, "weight_drift": drift, "reference": self.ctx.early_reference,
+                                 "threshold": self.ctx.early_threshold, "loss_band": self.ctx.early_loss_band,
+                                 "drift_band": self.ctx.early_drift_band, "aborted": False, "reason": reason,
+                                 "saved_train_s": 0.0}
         floor = self.ctx.early_threshold
         if value is not None and floor is not None and (value < floor if self.ctx.direction == "higher"
                                                          else value > floor):
             check["reason"] = "metric"
-        if check["reason"]:
+        if check["reason"] or self.ctx.stop_at_early:
             check["aborted"] = True
             check["saved_train_s"] = self.train_s / max(1, self.step) * (self.steps - self.step)
         self.result.early_check = check
         ckpt.save(self.ctx.checkpoint_dir, self.state())
+        self.initial_weights = None
+        (self.ctx.checkpoint_dir / ckpt.INITIAL_WEIGHTS).unlink(missing_ok=True)
         return check["aborted"]
 
     # ------------------------------------------------------------- checkpoint
@@ -346,3 +387,7 @@ class BaseLoop(abc.ABC):
             if self.cfg.tier.trains:
                 self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **self.result.metrics})
         return self.result
+
+
+def _outside(value: Optional[float], band: Optional[tuple[float, float]]) -> bool:
+    return band is not None and value is not None and not band[0] <= value <= band[1]

@@ -29,6 +29,7 @@ from replicate.errors import DataError, StorageError
 LATEST = "latest.pt"
 DONE = "done.json"
 PROGRESS = "progress.json"
+INITIAL_WEIGHTS = "initial_weights.pt"   # the weights at step 0, until the early check measured the drift
 LOCK = ".lock"
 
 
@@ -65,10 +66,15 @@ class JobLock:
 
 
 def save(directory: Path, state: dict[str, Any]) -> Path:
-    target = directory / LATEST
+    return save_file(directory / LATEST, state)
+
+
+def save_file(target: Path, state: Any) -> Path:
+    """Write ``state`` (tensors and plain data) to ``target`` atomically: a crash leaves the old file."""
+    directory = target.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{LATEST}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise StorageError(str(target), exc) from None
     try:

@@ -178,6 +178,9 @@ class TfLoop(BaseLoop):
         self._assign(self.model.weights, state["tf_model"], source)
         self._assign(self.optimizer.variables, state["tf_optimizer"], source)
 
+    def trainable_tensors(self) -> list[Any]:
+        return [ckpt.array_to_tensor(v.numpy()) for v in self.model.trainable_variables]
+
     def batches(self) -> Iterator[Any]:
         """The torch loop's order (same BatchOrder, no grouping), so a resumed run sees the same data."""
         order = BatchOrder(len(self.train_set), self.cfg.seed, self.tier.recipe.batch_size)
@@ -217,6 +220,7 @@ def tf_preflight(task: Any, model: Any, batch: Any, recipe: Any, steps: int,
     below ``drop`` x its first value.
     """
     from models.darknet.tf_backend import tensorflow
+    from replicate.check import statistics_moved
 
     tf = tensorflow()
     shapes = task.output_shapes(model, batch)
@@ -239,9 +243,13 @@ def tf_preflight(task: Any, model: Any, batch: Any, recipe: Any, steps: int,
         optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
         return value
 
+    statistics = [v for v in model.non_trainable_variables if v.path.endswith(("moving_mean", "moving_variance"))]
+    before = [v.numpy().copy() for v in statistics]
     compiled, began = tf.function(step, autograph=False), time.perf_counter()
     losses = [float(compiled(arrays)) for _ in range(steps)]
     first, last = losses[0], min(losses[-5:])
     report.append(("overfit", last < drop * first, f"one batch, {steps} steps: loss {first:.3f} -> {last:.3f} "
                    f"(needs < {drop:.0%} of the first; {time.perf_counter() - began:.1f}s, tensorflow)"))
+    unchanged = [bool(np.array_equal(b, v.numpy())) for b, v in zip(before, statistics)]
+    report.append(("statistics", *statistics_moved([v.path for v in statistics], unchanged)))
     return report

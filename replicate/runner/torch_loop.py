@@ -171,6 +171,9 @@ class TorchLoop(BaseLoop):
     def enter_training(self) -> None:
         self.model.train()
 
+    def trainable_tensors(self) -> list[Any]:
+        return [p.detach().cpu() for p in self.model.parameters() if p.requires_grad]
+
     # -------------------------------------------------------------- evaluate
     @contextmanager
     def inference(self) -> Iterator[None]:

@@ -39,13 +39,15 @@ def pick_device(requested: str, hardware: Any) -> str:
     return requested
 
 
-def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = None) -> JobResult:
+def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = None,
+            stop_at_early: bool = False) -> JobResult:
     """Build the Task from the registry, train and evaluate it, return the result.
 
     Args:
         spec: the job; ``spec.config`` is the resolved root config.
         progress: show a progress bar on stderr.
         num_threads: torch intra-op threads (the CPUs the scheduler gave this job).
+        stop_at_early: stop at the early check, unevaluated (a calibration replay).
     """
     from replicate.runner.base_loop import RunContext
 
@@ -53,7 +55,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
     result = JobResult(job_id=spec.job_id)
     cfg = OmegaConf.create(spec.config)
     directory = checkpoint_dir(cfg, spec.job_id)
-    ctx = RunContext(checkpoint_dir=directory, progress=progress)
+    ctx = RunContext(checkpoint_dir=directory, progress=progress, stop_at_early=stop_at_early)
     try:
         with ckpt.JobLock(directory) as lock:
             if lock.holder is None:
@@ -71,7 +73,7 @@ def _run_locked(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, began: flo
                 num_threads: int | None) -> JobResult:
     from replicate.failures import classify
     from replicate.runner.environment import fingerprint
-    from replicate.verdict import early_loss_band, early_reference, target_for
+    from replicate.verdict import early_drift_band, early_loss_band, early_reference, target_for
 
     directory = ctx.checkpoint_dir
     try:
@@ -92,6 +94,7 @@ def _run_locked(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, began: flo
         early = early_reference(cfg)
         ctx.early_reference, ctx.early_threshold = early if early is not None else (None, None)
         ctx.early_loss_band = early_loss_band(cfg)
+        ctx.early_drift_band = early_drift_band(cfg)
         ctx.early_fraction = cfg.tier.early_check.fraction
         ctx.early_eval = bool(cfg.tier.trains and cfg.tier.early_check.enabled)
         result = build_loop(spec, cfg, ctx, result, num_threads).run()

@@ -77,7 +77,7 @@ def test_a_final_training_loss_far_from_every_calibration_draw_is_off_curve(resu
     ref = "model.tiers.smoke.reference"
     overrides = _common(results_dir, shapes_root, tiny) + [
         "model.tiers.smoke.recipe.steps=8", "tier.early_check.enabled=false",
-        f"{ref}.value=0.0", f"{ref}.spread=1000.0", f"{ref}.draws=[0.0,0.0,0.0,0.0,0.0,0.0]", f"{ref}.labels=[]",
+        f"{ref}.value=0.0", f"{ref}.spread=1000.0", f"{ref}.draws=[-1e3,1e3,-1e3,1e3,-1e3,1e3]", f"{ref}.labels=[]",
         f"{ref}.early_draws=[]", f"{ref}.early_loss_draws=[]",
         f"{ref}.final_loss_draws=[0.0010,0.0011,0.0012,0.0010,0.0011,0.0012]"]
     (row,) = run_one(overrides, echo=lambda _: None).jobs
@@ -119,3 +119,51 @@ def test_an_attempt_that_died_before_its_first_checkpoint_counts_as_a_restart(re
     # a first attempt (no heartbeat) is no restart
     fresh = _loop(_common(results_dir / "fresh", shapes_root, tiny) + ["tier.compare_with=none"]).run()
     assert fresh.restarts == 0 and fresh.times.lost_s == 0.0
+
+
+def test_weights_that_moved_unlike_every_calibration_draw_stop_at_the_early_check(results_dir, shapes_root, tiny):
+    """Every healthy draw moved its weights ~1e-6 of their norm by the early check; this run's
+    moved more: EARLY_ABORT on the drift, before the evaluation is paid for."""
+    ref = "model.tiers.smoke.reference"
+    overrides = _common(results_dir, shapes_root, tiny) + [
+        "model.tiers.smoke.recipe.steps=8", f"{ref}.draws=[20.0,21.0,22.0,20.5,21.5,22.5]", f"{ref}.labels=[]",
+        f"{ref}.early_draws=[]", f"{ref}.early_loss_draws=[]", f"{ref}.final_loss_draws=[]",
+        f"{ref}.early_drift_draws=[1.0e-6,1.1e-6,1.2e-6,1.0e-6,1.1e-6,1.2e-6]",
+        f"{ref}.curve_spread={{}}", "tier.early_check.tolerance=0.999"]   # the metric floor: ~0, never hit
+    (row,) = run_one(overrides, echo=lambda _: None).jobs
+    check = row["early_check"]
+    assert row["verdict"] == "EARLY_ABORT" and check["reason"] == "weights", str(check)
+    assert check["weight_drift"] > check["drift_band"][1] and row["steps_done"] == 2
+    assert "weights moved" in row["failure_message"] and "outside" in row["failure_message"]
+    assert check["metric"] is None and row["eval_s"] == 0.0
+    job_dir = checkpoint_dir(compose_config(overrides), row["job_id"])
+    assert not (job_dir / ckpt.INITIAL_WEIGHTS).exists()   # kept only until the check measured the drift
+
+
+def test_the_weight_drift_is_measured_from_the_start_across_a_resume(results_dir, shapes_root, tiny):
+    """A job stopped before its early check resumes with the weights it started from (kept beside
+    the checkpoint), so its drift equals an uninterrupted run's."""
+    common = _common(results_dir, shapes_root, tiny) + ["tier.compare_with=none", "model.tiers.smoke.recipe.steps=8",
+                                                        "model.tiers.smoke.recipe.checkpoint_every=1"]
+    whole = _loop(common)
+    whole.ctx.checkpoint_dir = whole.ctx.checkpoint_dir.with_name("whole")
+    whole.ctx.early_eval = True
+    drift = whole.run().early_check["weight_drift"]
+    assert drift > 0
+    first = _loop(common)
+    first.ctx.early_eval = True
+    step = first.train_step
+
+    def killed_after_one_step(batch):
+        if first.step == 1:
+            raise KeyboardInterrupt   # as a job killed between its checkpoint at step 1 and the check at 2
+        return step(batch)
+
+    first.train_step = killed_after_one_step
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    assert (first.ctx.checkpoint_dir / ckpt.INITIAL_WEIGHTS).is_file()
+    second = _loop(common)
+    second.ctx.early_eval = True
+    resumed = second.run()
+    assert resumed.restarts == 1 and resumed.early_check["weight_drift"] == pytest.approx(drift, rel=1e-6)
