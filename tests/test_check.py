@@ -85,7 +85,8 @@ def test_the_statistics_check_lists_batch_norm_only_and_names_what_did_not_move(
 
     from replicate.check import running_statistics, statistics_moved
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.BatchNorm2d(4, momentum=0.0))
+    frozen = torch.nn.BatchNorm2d(4, momentum=0.0)   # its running statistics never move
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), frozen)
     names = [n for n, _ in running_statistics(model)]
     assert names == ["1.running_mean", "1.running_var", "2.running_mean", "2.running_var"]
     before = [t.clone() for _, t in running_statistics(model)]
