@@ -107,8 +107,8 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
 
 # ----------------------------------------------------------------- bands from calibration draws
 # The false-alarm budget of one job (tier.false_alarm) is split evenly between the early check
-# and the final verdict, and each of them judges two things (the metric and the training loss)
-# with half of its share, so a healthy job is flagged by any of the four tests with probability
+# (three tests: loss, weight drift, metric) and the final verdict (two: metric, loss), each test
+# with an equal part of its share, so a healthy job is flagged by any of the five with probability
 # at most tier.false_alarm.
 MIN_HALF_WIDTH = 0.01   # relative to the mean: a band never narrower than 1%, however tight the draws
 
