@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-slow selftest venv clean
+.PHONY: run test lint test-slow selftest bench venv clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,11 @@ test-slow: $(STAMP)
 # (replicate/selftest.py); rows in results/zoo.db and the report's power page.
 selftest: $(STAMP)
 	$(VENV)/bin/replicate selftest $(ARGS)
+
+# Performance: every benchmark's figures against their targets (benchmarks/, python -m benchmarks);
+# exit 1 when one misses. ARGS="--quick" checks that they run; ARGS="--markdown" prints the README table.
+bench: $(STAMP)
+	$(PY) -m benchmarks $(ARGS)
 
 clean:
 	rm -rf $(VENV) results

@@ -1,10 +1,12 @@
 """Harness overhead: a smoke job's training time through the harness vs the same steps bare.
 
-The harness adds checkpoints, the NaN guard, curve logging, heartbeat files and a progress bar;
-target: at most 1.05x the bare loop. Both run in this process on the same model, data, optimizer
-and schedule; repeats alternate their order so machine noise hits both alike.
+The harness adds checkpoints, the NaN guard, curve logging, heartbeat files, the early check's
+weight snapshot and a progress bar; target (issue 14): at most 1.02x the bare loop. Both run in
+this process on the same model, data, optimizer and schedule; repeats alternate their order so
+machine noise hits both alike, and the median ratio counts. ``python -m benchmarks`` measures
+every torch implementation; the TensorFlow loop has no bare counterpart here yet.
 
-    python benchmarks/harness_overhead.py [--model faster_rcnn] [--steps 60] [--repeats 3] [OVERRIDES...]
+    python -m benchmarks.harness_overhead [--model faster_rcnn|all] [--steps 60] [--repeats 3] [OVERRIDES...]
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Callable, Sequence
 
 import torch
 
+from benchmarks.ratio import Ratio
 from replicate.config.compose import compose_config
 from replicate.plan import make_spec
 from replicate.runner.batch_order import epoch_permutation
@@ -24,7 +28,7 @@ from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_
 from replicate.runner.torch_loop import seed_everything
 from replicate.runner.worker import build_task, run_job
 
-TARGET = 1.05
+TARGET = 1.02
 
 
 def configure(model: str, steps: int, results_dir: str, extra: list[str]):
@@ -43,8 +47,9 @@ def bare_loop(cfg) -> float:
     data = task.build_dataset("train", train=True)
     steps, per_unit = total_steps(recipe, len(data), 1.0)
     lr, _ = scaled_lr(recipe)
-    optimizer = build_optimizer(recipe, task.parameter_groups(model), lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, per_unit, recipe))
+    optimizers = task.configure_optimizers(model, recipe, lr, build_optimizer)
+    schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, steps, per_unit, recipe))
+                 for o in optimizers.values()]
     order = epoch_permutation(len(data), int(cfg.seed), 0)   # one seeded order, every epoch (a baseline)
     loader = torch.utils.data.DataLoader(data, batch_size=recipe.batch_size, drop_last=True, sampler=order,
                                          collate_fn=task.collate)
@@ -52,10 +57,14 @@ def bare_loop(cfg) -> float:
     began, done = time.perf_counter(), 0
     while done < steps:
         for batch in loader:
-            optimizer.zero_grad(set_to_none=True)
-            task.training_step(model, batch)["loss"].backward()
-            optimizer.step()
-            schedule.step()
+            if task.manual_optimization:   # a GAN steps its own optimizers
+                task.training_step(model, batch, optimizers)
+            else:
+                optimizers["main"].zero_grad(set_to_none=True)
+                task.training_step(model, batch)["loss"].backward()
+                optimizers["main"].step()
+            for schedule in schedules:
+                schedule.step()
             done += 1
             if done == steps:
                 break
@@ -70,29 +79,45 @@ def harness(cfg) -> float:
     return result.times.train_s
 
 
+def ratio_for(model: str, steps: int, repeats: int, overrides: Sequence[str] = (),
+              echo: Callable[[str], None] = print) -> Ratio:
+    """The median harness/bare training-time ratio of ``model`` over ``repeats`` alternating pairs."""
+    ratios, pairs = [], []
+    for i in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = configure(model, steps, tmp, list(overrides))
+            run_job(make_spec(cfg, None), progress=False)  # warm-up: data generation, allocator, caches
+            order = (bare_loop, harness) if i % 2 == 0 else (harness, bare_loop)
+            times = {fn.__name__: fn(configure(model, steps, f"{tmp}/{fn.__name__}", list(overrides)))
+                     for fn in order}
+        ratios.append(times["harness"] / times["bare_loop"])
+        pairs.append(f"{times['bare_loop']:.2f}/{times['harness']:.2f}s")
+        echo(f"  {model} repeat {i}: bare {times['bare_loop']:.2f}s, harness {times['harness']:.2f}s, "
+             f"ratio {ratios[-1]:.3f}")
+    return Ratio("harness", f"train step, harness / bare loop ({model}, {steps} steps)", statistics.median(ratios),
+                 TARGET, "lower", "x", f"median of {repeats}; bare/harness {', '.join(pairs)}")
+
+
+def measure_all(steps: int = 60, repeats: int = 3, echo: Callable[[str], None] = print) -> list[Ratio]:
+    """``ratio_for`` every registered model that trains in torch."""
+    from models.registry import get_task_class, registered_names
+
+    return [ratio_for(name, steps, repeats, echo=echo) for name in registered_names()
+            if "torch" in get_task_class(name).frameworks]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="faster_rcnn")
+    parser.add_argument("--model", default="faster_rcnn", help="a model, or all")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
-    ratios = []
-    for i in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = configure(args.model, args.steps, tmp, args.overrides)
-            run_job(make_spec(cfg, None), progress=False)  # warm-up: data generation, allocator, caches
-            order = (bare_loop, harness) if i % 2 == 0 else (harness, bare_loop)
-            times = {fn.__name__: fn(configure(args.model, args.steps, f"{tmp}/{fn.__name__}", args.overrides))
-                     for fn in order}
-        ratios.append(times["harness"] / times["bare_loop"])
-        print(f"repeat {i}: bare {times['bare_loop']:.2f}s, harness {times['harness']:.2f}s, "
-              f"ratio {ratios[-1]:.3f}", flush=True)
-    median = statistics.median(ratios)
-    print(f"harness/bare training time ratio (median of {args.repeats}): {median:.3f} "
-          f"(target <= {TARGET}) -> {'OK' if median <= TARGET else 'ABOVE TARGET'}")
-    return 0 if median <= TARGET else 1
+    ratios = (measure_all(args.steps, args.repeats) if args.model == "all"
+              else [ratio_for(args.model, args.steps, args.repeats, args.overrides)])
+    for r in ratios:
+        print(f"{r.name}: {r.value:.3f} (target <= {TARGET}) -> {'OK' if r.ok else 'ABOVE TARGET'}")
+    return 0 if all(r.ok for r in ratios) else 1
 
 
 if __name__ == "__main__":

@@ -3,15 +3,14 @@ reference data of public projects that some tests cross-check against when it is
 
 from __future__ import annotations
 
-import glob
 import os
-import pwd
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from benchmarks import local_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 # The one home of the reference folder's path: public projects' files (official Darknet cfgs,
@@ -93,57 +92,15 @@ def shapes_root(tmp_path_factory) -> Path:
 # the database the cluster uses.
 
 
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
-
-
-class PostgresServer:
-    def __init__(self, root: Path):
-        self.data, self.socket, self.port = root / "data", root / "socket", 54329
-        self.user = None
-        if os.geteuid() == 0:
-            self.user = pwd.getpwnam("postgres")
-            os.chown(root, self.user.pw_uid, self.user.pw_gid)
-
-    def _run(self, *args: str) -> None:
-        kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid} if self.user else {}
-        subprocess.run(args, check=True, capture_output=True, timeout=120, cwd="/", **kwargs)
-
-    def init(self) -> None:
-        self.socket.mkdir(exist_ok=True)
-        if self.user:
-            os.chown(self.socket, self.user.pw_uid, self.user.pw_gid)
-        self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "zoo", "--auth=trust", "--no-sync")
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def start(self) -> None:
-        if self.running():
-            return
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.data / "server.log"),
-                  "-o", f"-p {self.port} -k {self.socket} -c listen_addresses='' -c fsync=off", "start")
-
-    def stop(self) -> None:
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://zoo@/{database}?host={self.socket}&port={self.port}"
-
-
 @pytest.fixture(scope="session")
 def postgres():
-    if _pg_bin("initdb") is None or _pg_bin("pg_ctl") is None:
+    if not local_postgres.available():
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL's initdb/pg_ctl not found: install Debian's postgresql package")
         pytest.skip("PostgreSQL's initdb/pg_ctl not found (Debian package postgresql)")
     # Not under pytest's tmp folder: that one is private to root, and the server runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="zoo-postgres-"))
-    server = PostgresServer(root)
+    server = local_postgres.PostgresServer(root)
     try:
         server.init()
         server.start()
@@ -156,11 +113,4 @@ def postgres():
 @pytest.fixture
 def pg_url(postgres, request) -> str:
     """A fresh database on the session's server for one test."""
-    import psycopg
-
-    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
-    with psycopg.connect(host=str(postgres.socket), port=postgres.port, user="zoo", dbname="postgres",
-                         autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return postgres.url(name)
+    return postgres.create("t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50])

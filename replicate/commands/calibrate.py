@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print_json({"reference": block, "implies": summary, "record_under": record_location(args.overrides)})
     else:
         parent, key = record_location(args.overrides).rsplit(".", 1)
-        print(f"# {summary['n']} draws: band {summary['band']}, 25% floor {summary['early_floor']}, "
+        floor = summary["early_floor"] if summary["early_floor"] is not None else "none (not judged: it reaches 0)"
+        print(f"# {summary['n']} draws: band {summary['band']}, 25% floor {floor}, "
               f"loss bands {summary['early_loss_band']} (25%) {summary['final_loss_band']} (last quarter), "
               f"weight drift band {summary['early_drift_band']} (25%), "
               f"std/mean {summary['cv']} (false alarm {probe.tier.false_alarm} per job)")

@@ -60,7 +60,7 @@ def test_a_training_loss_far_from_every_calibration_draw_stops_at_the_early_chec
     overrides = _common(results_dir, shapes_root, tiny) + [
         "model.tiers.smoke.recipe.steps=8", f"{ref}.draws=[20.0,21.0,22.0,20.5,21.5,22.5]", f"{ref}.labels=[]",
         f"{ref}.early_draws=[]", f"{ref}.early_loss_draws=[0.0010,0.0011,0.0012,0.0010,0.0011,0.0012]",
-        f"{ref}.final_loss_draws=[]",
+        f"{ref}.final_loss_draws=[]", f"{ref}.early_drift_draws=[]",
         f"{ref}.curve_spread={{}}", "tier.early_check.tolerance=0.999"]   # the metric floor: ~0, never hit
     (row,) = run_one(overrides, echo=lambda _: None).jobs
     check = row["early_check"]
@@ -78,7 +78,7 @@ def test_a_final_training_loss_far_from_every_calibration_draw_is_off_curve(resu
     overrides = _common(results_dir, shapes_root, tiny) + [
         "model.tiers.smoke.recipe.steps=8", "tier.early_check.enabled=false",
         f"{ref}.value=0.0", f"{ref}.spread=1000.0", f"{ref}.draws=[-1e3,1e3,-1e3,1e3,-1e3,1e3]", f"{ref}.labels=[]",
-        f"{ref}.early_draws=[]", f"{ref}.early_loss_draws=[]",
+        f"{ref}.early_draws=[]", f"{ref}.early_loss_draws=[]", f"{ref}.early_drift_draws=[]",
         f"{ref}.final_loss_draws=[0.0010,0.0011,0.0012,0.0010,0.0011,0.0012]"]
     (row,) = run_one(overrides, echo=lambda _: None).jobs
     assert row["verdict"] == "OFF_CURVE", row["failure_message"]

@@ -1,0 +1,84 @@
+"""The benchmark suite runs: every benchmark on small sizes, its figures against their targets."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.ratio import Ratio, markdown_table
+
+
+def test_a_figure_passes_only_on_the_good_side_of_its_target():
+    assert Ratio("b", "lower is better", 1.01, 1.02, "lower").ok
+    assert not Ratio("b", "lower is better", 1.03, 1.02, "lower").ok
+    assert Ratio("b", "higher is better", 5.0, 5.0, "higher").ok
+    assert not Ratio("b", "higher is better", 4.9, 5.0, "higher").ok
+    table = markdown_table([Ratio("history", "cost", 2.5, 2.0, "lower", "s", "3650 jobs")])
+    assert "| history | cost | 2.5s | <= 2s | NO | 3650 jobs |" in table
+
+
+def test_an_unknown_benchmark_is_exit_2_naming_it(capsys):
+    from benchmarks.__main__ import main
+
+    assert main(["--only", "harness,nope"]) == 2
+    assert "'nope'" in capsys.readouterr().err
+
+
+def test_a_year_of_history_is_written_through_the_record_path_and_read_by_every_reader(tmp_path):
+    from benchmarks.year_of_history import measure_store
+    from replicate.store.results_store import ResultStore
+
+    url = f"sqlite:///{tmp_path / 'zoo.db'}"
+    ratios = measure_store(url, "sqlite", tmp_path, nights=3, echo=lambda _: None)
+    with ResultStore(url) as store:
+        assert len(store.jobs()) == 30 and len(store.suites()) == 3
+        assert {g["model"] for g in store.groups(store.suites()[0]["suite_id"])} >= {"yolov4", "pix2pix"}
+    names = [r.name for r in ratios]
+    assert any(n.startswith("history --model yolov4") for n in names)
+    assert any(n.startswith("report --suite-id") for n in names) and any("largest page" in n for n in names)
+    assert all(r.value > 0 for r in ratios)
+
+
+def test_the_year_of_history_runs_on_postgresql(postgres):
+    from benchmarks.year_of_history import fill
+    from replicate.store.results_store import ResultStore
+
+    with ResultStore(postgres.create("year_test")) as store:
+        suites = fill(store, nights=2)
+        assert {s["suite_id"] for s in store.suites()} == set(suites)
+        assert len(store.jobs()) == 20
+
+
+def test_the_harness_overhead_is_a_median_ratio_of_both_loops():
+    from benchmarks.harness_overhead import TARGET, ratio_for
+
+    ratio = ratio_for("yolov4", steps=4, repeats=1, overrides=["datasets.shapes.num_train=16",
+                                                                "datasets.shapes.num_val=8"], echo=lambda _: None)
+    assert ratio.value > 0 and ratio.target == TARGET and "bare/harness" in ratio.detail
+
+
+def test_the_gpu_script_runs_dry_on_a_cpu_and_writes_its_json(tmp_path):
+    from benchmarks.gpu_throughput import measure
+
+    out = tmp_path / "gpu.json"
+    ratios = measure(dry_run=True, models=("yolov3", "pix2pix"), out=str(out), echo=lambda _: None)
+    assert all(r.ok for r in ratios), [r.detail for r in ratios]
+    rows = {row["model"]: row for row in json.loads(out.read_text())["models"]}
+    assert rows["yolov3"]["train_images_per_s_fp32"] > 0 and rows["yolov3"]["eval_images_per_s"] > 0
+    assert rows["yolov3"]["forward_gflops_per_image"] > 0 and rows["yolov3"]["mfu_fp32"] is None   # no GPU peak
+    assert rows["pix2pix"]["train_images_per_s_amp"] > 0 and "published" in rows["pix2pix"]
+
+
+def test_models_past_the_time_limit_are_skipped_not_run(tmp_path):
+    from benchmarks.gpu_throughput import measure
+
+    ratios = measure(dry_run=True, models=("yolov3", "yolov4"), time_limit=0.0, out=str(tmp_path / "g.json"),
+                     echo=lambda _: None)
+    assert all(r.value == 0.0 and "time limit" in r.detail and not r.ok for r in ratios)
+
+
+def test_the_coco_benchmark_compares_both_evaluators_on_the_same_files():
+    from benchmarks.coco_eval import measure_case
+
+    ratios = {r.name.split(" (")[0]: r for r in measure_case("segm", 20, echo=lambda _: None)}
+    assert ratios["largest statistic difference"].ok, ratios["largest statistic difference"]
+    assert ratios["speed vs pycocotools"].value > 0 and ratios["peak memory vs pycocotools"].value > 0
