@@ -1,7 +1,7 @@
 """GPU throughput per model, through the harness's own training step and evaluation path.
 
-On a machine with NVIDIA GPUs, per model (the full variant at its full tier's input size, the
-recipe's batch per GPU capped by ``--max-batch``): training images/s in fp32 and in the loop's
+On a machine with NVIDIA GPUs, per model (the full variant at its full tier's input size, or its
+eval tier's where it has no full tier; the recipe's batch per GPU capped by ``--max-batch``): training images/s in fp32 and in the loop's
 precision (fp16 autocast on CUDA), evaluation images/s (data, forward, post-processing, COCO
 encoding: ``BaseLoop.evaluate``), peak GPU memory, and for the Darknet models the model FLOPs
 utilisation of a training step (3 x darknet's forward FLOPs per image, models/darknet/flops.py,
@@ -53,9 +53,11 @@ def _loop(model: str, dry_run: bool, results_dir: str, max_batch: int) -> Any:
     from replicate.runner.worker import build_task
 
     probe = compose_config([f"model={model}"])
-    full = probe.model.tiers.full
-    size = int(probe.model.tiers.smoke.input_size if dry_run else full.input_size)
-    batch = 2 if dry_run else min(max_batch, int(full.recipe.batch_size))
+    # the tier that reproduces the paper: full (trains), else eval (released weights: no recipe)
+    real = next(probe.model.tiers[t] for t in ("full", "eval", "smoke") if t in probe.model.tiers)
+    size = int(probe.model.tiers.smoke.input_size if dry_run else real.input_size)
+    recipe_batch = int(real.recipe.batch_size) if real.get("recipe") else max_batch
+    batch = 2 if dry_run else min(max_batch, recipe_batch)
     overrides = [f"model={model}", "tier.compare_with=none", f"results_dir={results_dir}", "logger=none",
                  f"model.tiers.smoke.recipe.batch_size={batch}", "model.tiers.smoke.recipe.steps=1000",
                  "datasets.shapes.num_train=64", "datasets.shapes.num_val=32"]

@@ -15,7 +15,8 @@ def test_check_passes_for_every_registered_model(model, results_dir, shapes_root
                         *data, "tier.compare_with=none"], echo=print, visual=True)
     failed = [c for c in report.checks if not c["ok"]]
     assert not failed, failed
-    assert {c["check"] for c in report.checks} >= {"config", "params", "shapes", "gradients", "overfit", "visual"}
+    assert {c["check"] for c in report.checks} >= {"config", "params", "shapes", "gradients", "overfit", "statistics",
+                                                   "visual"}
     if len(get_task_class(model).frameworks) > 1:  # torch vs TensorFlow differential (or why it was skipped)
         assert "differential" in {c["check"] for c in report.checks}
     assert (results_dir / "check" / f"{model}_samples.png").stat().st_size > 0
