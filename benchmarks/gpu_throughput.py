@@ -1,13 +1,14 @@
 """GPU throughput per model, through the harness's own training step and evaluation path.
 
-On a machine with NVIDIA GPUs, per model (the full variant at its full tier's input size, or its
-eval tier's where it has no full tier; the recipe's batch per GPU capped by ``--max-batch``):
-training images/s in fp32 and in the loop's precision (fp16 autocast on CUDA), evaluation images/s (data, forward, post-processing, COCO
-encoding: ``BaseLoop.evaluate``), peak GPU memory, and for the Darknet models the model FLOPs
-utilisation of a training step (3 x darknet's forward FLOPs per image, models/darknet/flops.py,
-over the GPU's peak). Inputs are the synthetic shapes data at that size (no COCO on the
-machine); throughput does not depend on what the pixels show. Published inference speeds are
-printed beside ours where the papers give them (other GPUs, batch 1: a context, not a target).
+On a machine with NVIDIA GPUs, per model (the full variant at its full tier's input size, or
+its eval tier's where it has no full tier; the recipe's batch per GPU capped by
+``--max-batch``): training images/s in fp32 and in the loop's precision (fp16 autocast on
+CUDA), evaluation images/s (data, forward, post-processing, COCO encoding:
+``BaseLoop.evaluate``), peak GPU memory, and for the Darknet models the model FLOPs utilisation
+of a training step (3 x darknet's forward FLOPs per image, models/darknet/flops.py, over the
+GPU's peak). Inputs are the synthetic shapes data at that size (no COCO on the machine);
+throughput does not depend on what the pixels show. Published inference speeds are printed
+beside ours where the papers give them (other GPUs, batch 1: a context, not a target).
 
 ``--dry-run`` (any CPU, seconds): the small variants at the smoke size, two steps each, so the
 script cannot rot; the JSON has the same shape. Writes ``--out`` (default
