@@ -5,7 +5,7 @@ them as JSON (``--json``, default ``results/benchmarks/last.json``) and, with ``
 README's performance table with the date and machine. Exit 1 when a figure misses its target,
 2 for an unknown benchmark name.
 
-    python -m benchmarks [--only harness,history,coco,gpu] [--quick] [--markdown]
+    python -m benchmarks [--only harness,history,coco,scheduling,gpu] [--quick] [--markdown]
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ def _coco(quick: bool) -> list[Ratio]:
     return measure(images=500 if quick else 5000, segm_images=100 if quick else 1000)
 
 
+def _scheduling(quick: bool) -> list[Ratio]:
+    from benchmarks.scheduling import measure
+
+    return measure(models=("yolov4", "yolov3") if quick else ("yolov4", "yolov3", "pix2pix", "centernet"))
+
+
 def _gpu(quick: bool) -> list[Ratio]:
     from benchmarks.gpu_throughput import measure
 
@@ -48,6 +54,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Ratio]]] = {
     "harness": _harness,   # a training step through the harness vs a bare loop, per model
     "history": _history,   # a year of nightly suites: store readers and report size
     "coco": _coco,         # COCO evaluation at val2017 scale against pycocotools
+    "scheduling": _scheduling,   # two smoke jobs at a time vs one; a job's fixed cost through Ray
     "gpu": _gpu,           # the GPU throughput script, in its dry mode on a CPU
 }
 

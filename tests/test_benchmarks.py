@@ -82,3 +82,18 @@ def test_the_coco_benchmark_compares_both_evaluators_on_the_same_files():
     ratios = {r.name.split(" (")[0]: r for r in measure_case("segm", 20, echo=lambda _: None)}
     assert ratios["largest statistic difference"].ok, ratios["largest statistic difference"]
     assert ratios["speed vs pycocotools"].value > 0 and ratios["peak memory vs pycocotools"].value > 0
+
+
+def test_the_scheduling_benchmark_times_the_same_jobs_both_ways(tiny):
+    """In a process of its own: it starts and stops local Rays, which must not touch this session's."""
+    import subprocess
+    import sys
+
+    code = ("import json; from benchmarks.scheduling import measure; "
+            f"print(json.dumps([r.to_dict() for r in measure(models=('yolov4', 'yolov3'), extra={tiny!r}, "
+            "echo=lambda _: None)]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    speedup, fixed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert speedup["value"] > 0 and "serial" in speedup["detail"] and "yolov4, yolov3" in speedup["name"]
+    assert "through Ray" in fixed["detail"] and fixed["target"] == 0.05
