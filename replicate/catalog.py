@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 def model_rows() -> list[dict[str, Any]]:
     """One row per registered model: frameworks, variants, tiers, full parameter count, primary claim."""
     from models.registry import registered_names
-    from replicate.config.compose import conf_dir
+    from replicate.config.conf_tree import conf_dir
 
     rows = []
     for name in registered_names():

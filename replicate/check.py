@@ -19,6 +19,7 @@ from replicate.config.compose import compose_config
 from replicate.config.overrides import Overrides
 from replicate.config.selection import chosen_framework, chosen_variant
 from replicate.plan import make_spec
+from replicate.runner.norm_statistics import running_statistics, statistics_moved
 from replicate.runner.torch_loop import seed_everything
 from replicate.runner.worker import build_task
 from replicate.visual import write_sample_grid
@@ -259,27 +260,3 @@ def _check_overfit(task: Any, model: Any, batch: Any, cfg: Any, report: CheckRep
                f"(needs < {OVERFIT_DROP:.0%} of the first; {time.perf_counter() - began:.1f}s)")
     report.add("statistics", *statistics_moved([n for n, _ in statistics],
                                                [bool(torch.equal(b, t)) for b, (_, t) in zip(before, statistics)]))
-
-
-def running_statistics(model: Any) -> list[tuple[str, torch.Tensor]]:
-    """The running statistics batch norm layers update while they train (frozen batch norm, as in
-    torchvision's detection backbones, keeps buffers that never move: it is not listed)."""
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.track_running_stats:
-            found += [(f"{name}.running_mean", module.running_mean), (f"{name}.running_var", module.running_var)]
-    return [(n, t) for n, t in found if t is not None]
-
-
-def statistics_moved(names: Sequence[str], unchanged: Sequence[bool]) -> tuple[bool, str]:
-    """(ok, detail) of the ``statistics`` check: training steps must update every running
-    statistic of the normalisation layers. One that stays put trains in inference mode
-    (``model.eval()`` left on, ``training=False`` in a Keras step): it normalises with its
-    initial statistics and never learns the data's, and the evaluation then uses those."""
-    still = [n for n, same in zip(names, unchanged) if same]
-    if not names:
-        return True, "no normalisation layer keeps running statistics"
-    detail = f"{len(names) - len(still)}/{len(names)} running statistics moved during the overfit steps"
-    if still:
-        detail += f"; unchanged: {', '.join(still[:4])}: trains in inference mode (model.eval(), training=False?)"
-    return not still, detail

@@ -84,7 +84,7 @@ def test_training_in_inference_mode_fails_the_statistics_check(tmp_path):
 def test_the_statistics_check_lists_batch_norm_only_and_names_what_did_not_move():
     import torch
 
-    from replicate.check import running_statistics, statistics_moved
+    from replicate.runner.norm_statistics import running_statistics, statistics_moved
 
     frozen = torch.nn.BatchNorm2d(4, momentum=0.0)   # its running statistics never move
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), frozen)

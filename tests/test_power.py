@@ -94,7 +94,8 @@ def test_an_empty_selftest_has_no_shares():
 def test_the_selftest_seed_is_no_calibration_seed():
     """Controls are fresh draws: no reference, and no default calibration, uses the seed."""
     import replicate.calibrate as calibrate
-    from replicate.config.compose import compose_config, group_options
+    from replicate.config.compose import compose_config
+    from replicate.config.conf_tree import group_options
 
     for model in group_options("model"):
         tiers = compose_config([f"model={model}"]).model.tiers

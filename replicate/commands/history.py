@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from replicate.commands import store_config
-    from replicate.config.compose import group_options
+    from replicate.config.conf_tree import group_options
     from replicate.console import print_history, print_jobs
     from replicate.errors import ConfigError
     from replicate.history import annotate_jobs, model_history

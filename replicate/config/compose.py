@@ -6,8 +6,6 @@ becomes a ConfigError that names the key and the allowed values.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
@@ -17,24 +15,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from replicate.config.conf_tree import GROUPS, conf_dir, group_options
 from replicate.config.overrides import Overrides
 from replicate.errors import ConfigError
-
-GROUPS = ("model", "tier", "hardware", "suite", "scheduler", "store", "logger", "data")
-
-
-def conf_dir() -> Path:
-    """The ``conf/`` folder: $ZOO_CONF_DIR, else the one beside the installed package."""
-    env = os.environ.get("ZOO_CONF_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
-    if not (path / "config.yaml").is_file():
-        raise ConfigError("ZOO_CONF_DIR", f"no config.yaml in {path}")
-    return path
-
-
-def group_options(group: str) -> list[str]:
-    """Names of the files of one config group, e.g. the models of ``conf/model``."""
-    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
 def _check_group_overrides(overrides: Overrides) -> None:

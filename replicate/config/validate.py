@@ -231,7 +231,7 @@ def _validate_hardware(cfg: DictConfig) -> None:
 
 
 def _validate_suite(cfg: DictConfig) -> None:
-    from replicate.config.compose import group_options
+    from replicate.config.conf_tree import group_options
 
     for i, entry in enumerate(cfg.suite.entries):
         key = f"suite.entries[{i}]"

@@ -220,7 +220,7 @@ def tf_preflight(task: Any, model: Any, batch: Any, recipe: Any, steps: int,
     below ``drop`` x its first value.
     """
     from models.darknet.tf_backend import tensorflow
-    from replicate.check import statistics_moved
+    from replicate.runner.norm_statistics import statistics_moved
 
     tf = tensorflow()
     shapes = task.output_shapes(model, batch)

@@ -6,7 +6,8 @@ import pytest
 
 from models.registry import get_task_class, registered_names
 from replicate.cli import main
-from replicate.config.compose import compose_config, group_options
+from replicate.config.compose import compose_config
+from replicate.config.conf_tree import group_options
 from replicate.config.selection import chosen_framework
 from replicate.errors import ConfigError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from replicate.config.compose import compose_config, group_options
+from replicate.config.compose import compose_config
+from replicate.config.conf_tree import group_options
 from replicate.defects import STAGES, TYPES, Target, all_defects, check_defect, defect_of
 from replicate.defects.catalogue.recipe import EVERY_IMPLEMENTATION
 from replicate.errors import ConfigError

@@ -10,7 +10,8 @@ import shlex
 import pytest
 import yaml
 
-from replicate.config.compose import compose_config, group_options
+from replicate.config.compose import compose_config
+from replicate.config.conf_tree import group_options
 from replicate.k8s.manifest import SuitePlan, build_rayjob
 from replicate.k8s.values import load_values, merge
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from replicate.config.compose import compose_config, group_options
+from replicate.config.compose import compose_config
+from replicate.config.conf_tree import group_options
 from replicate.k8s.manifest import worker_group
 from replicate.k8s.values import load_values, merge
 from replicate.scheduling.resources import ray_options, required_resources

@@ -22,7 +22,8 @@ import pytest
 from omegaconf import open_dict
 
 from models.darknet.tf_backend import tensorflow, tf_available
-from replicate.config.compose import compose_config, group_options
+from replicate.config.compose import compose_config
+from replicate.config.conf_tree import group_options
 from replicate.errors import ConfigError, DataError, ResourceUnavailable
 from replicate.harness import run_one
 from replicate.jobs import JobResult
