@@ -114,11 +114,17 @@ def fill(store: Any, nights: int, seed: int = 0, progress: Optional[Callable[[in
     return suite_ids
 
 
-def _timed(run: Callable[[], Any]) -> float:
+def _timed(name: str, run: Callable[[], Any]) -> float:
+    """Seconds ``run`` took; a reader that fails (exit code not 0) fails the benchmark, rather
+    than timing its error message."""
+    out, err = io.StringIO(), io.StringIO()
     began = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        run()
-    return time.perf_counter() - began
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run()
+    seconds = time.perf_counter() - began
+    if code not in (None, 0):
+        raise RuntimeError(f"{name} exited {code}: {(err.getvalue() or out.getvalue()).strip()[-500:]}")
+    return seconds
 
 
 def measure_store(url: str, label: str, results_dir: Path, nights: int, echo: Callable[[str], None]) -> list[Ratio]:
@@ -133,7 +139,7 @@ def measure_store(url: str, label: str, results_dir: Path, nights: int, echo: Ca
                          if n % 73 == 0 else None)
     echo(f"  {label}: {nights * 10} jobs written in {time.perf_counter() - began:.0f}s")
     last = suite_ids[-1]
-    store_args = [f"results_dir={results_dir}", f"store.url={url}"]
+    store_args = [f"results_dir={results_dir}", f"store.url='{url}'"]   # quoted: a URL holds = ? &
     readers: dict[str, Callable[[], Any]] = {
         "history --model yolov4": lambda: main(["history", "--model", "yolov4", *store_args]),
         "history (every job)": lambda: main(["history", *store_args]),
@@ -148,7 +154,7 @@ def measure_store(url: str, label: str, results_dir: Path, nights: int, echo: Ca
     readers["W&B leaderboard rows"] = leaderboard
     ratios = []
     for name, run in readers.items():
-        seconds = min(_timed(run) for _ in range(2))   # the second run: warm caches, as a nightly reader
+        seconds = min(_timed(name, run) for _ in range(2))   # the faster of two: warm caches, as a nightly reader
         ratios.append(Ratio("history", f"{name} ({label}, {nights} nights)", seconds, LIMIT_S, "lower", "s",
                             f"{nights * 10} jobs"))
         echo(f"  {label}: {name}: {seconds:.2f}s")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.ratio import Ratio, markdown_table
 
 
@@ -38,17 +40,27 @@ def test_a_year_of_history_is_written_through_the_record_path_and_read_by_every_
     assert all(r.value > 0 for r in ratios)
 
 
-def test_the_year_of_history_runs_on_postgresql(postgres):
-    from benchmarks.year_of_history import fill
+def test_the_year_of_history_runs_on_postgresql(postgres, tmp_path):
+    """Every reader through the CLI on a PostgreSQL URL (its = ? & survive the override)."""
+    from benchmarks.year_of_history import measure_store
     from replicate.store.results_store import ResultStore
 
-    with ResultStore(postgres.create("year_test")) as store:
-        suites = fill(store, nights=2)
-        assert {s["suite_id"] for s in store.suites()} == set(suites)
-        assert len(store.jobs()) == 20
+    url = postgres.create("year_test")
+    ratios = measure_store(url, "postgresql", tmp_path, nights=2, echo=lambda _: None)
+    with ResultStore(url) as store:
+        assert len(store.jobs()) == 20 and len(store.suites()) == 2
+    assert len([r for r in ratios if r.unit == "s"]) == 5 and all(r.value > 0 for r in ratios)
 
 
-def test_the_harness_overhead_is_a_median_ratio_of_both_loops():
+def test_a_reader_that_fails_fails_the_benchmark():
+    from benchmarks.year_of_history import _timed
+
+    with pytest.raises(RuntimeError, match="history exited 2"):
+        _timed("history", lambda: 2)
+    assert _timed("history", lambda: 0) >= 0
+
+
+def test_the_harness_overhead_is_a_ratio_of_both_loops_in_both_orders():
     from benchmarks.harness_overhead import TARGET, ratio_for
 
     ratio = ratio_for("yolov4", steps=4, repeats=1, overrides=["datasets.shapes.num_train=16",
