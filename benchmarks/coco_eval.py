@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from benchmarks.ratio import Ratio, markdown_table
+from benchmarks.ratio import Ratio, print_report
 
 SPEED_TARGET = 5.0
 STATS_TOLERANCE = 1e-6
@@ -133,8 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--segm-images", type=int, default=1000)
     args = parser.parse_args(argv)
     ratios = measure(args.images, args.segm_images)
-    print(markdown_table(ratios))
-    return 0 if all(r.ok for r in ratios) else 1
+    return print_report(ratios)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import datetime as dt
 import os
 import platform
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,9 @@ def markdown_table(ratios: Iterable[Ratio]) -> str:
         lines.append(f"| {r.benchmark} | {r.name} | {value_text(r)} | {target_text(r)} | "
                      f"{'yes' if r.ok else 'NO'} | {r.detail} |")
     return "\n".join(lines)
+
+
+def print_report(ratios: Sequence[Ratio]) -> int:
+    """A benchmark run on its own: print its table; the exit code (1 when a figure misses)."""
+    print(markdown_table(ratios))
+    return 0 if all(r.ok for r in ratios) else 1

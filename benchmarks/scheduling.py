@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from benchmarks.ratio import Ratio, markdown_table
+from benchmarks.ratio import Ratio, print_report
 
 PARALLEL_TARGET = 1.8
 FIXED_COST_TARGET = 0.05
@@ -110,8 +110,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--all", action="store_true", help="the whole smoke suite (about 15 minutes)")
     args = parser.parse_args(argv)
     ratios = measure(args.all)
-    print(markdown_table(ratios))
-    return 0 if all(r.ok for r in ratios) else 1
+    return print_report(ratios)
 
 
 if __name__ == "__main__":

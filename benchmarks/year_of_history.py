@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from benchmarks.ratio import Ratio, markdown_table
+from benchmarks.ratio import Ratio, print_report
 
 LIMIT_S = 2.0
 PAGE_LIMIT_BYTES = 1_000_000
@@ -195,8 +195,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sqlite-only", action="store_true")
     args = parser.parse_args(argv)
     ratios = measure(args.nights, args.sqlite_only)
-    print(markdown_table(ratios))
-    return 0 if all(r.ok for r in ratios) else 1
+    return print_report(ratios)
 
 
 if __name__ == "__main__":

@@ -120,15 +120,8 @@ def calibrate(overrides: Sequence[str], draws: Sequence[Draw], *, cpus: int = 2,
     todo = [d for d in draws if d.label not in record["draws"]]
     echo(f"calibrate {probe.model.name} ({framework}): {len(draws)} draws, {len(draws) - len(todo)} already "
          f"recorded in {out}; running {len(todo)} within {cpus} CPU threads")
-    began = time.perf_counter()
-
-    def record_draw(draw: Draw, measured: dict[str, Any]) -> None:
-        record["draws"][draw.label] = measured
-        _save_record(out, record)
-        echo(f"  {draw.label}: {_describe(measured)} ({len(record['draws'])}/{len(draws)}, "
-             f"{time.perf_counter() - began:.0f}s)")
-
-    run_within_cpus(todo, lambda d: run_draw(overrides, d, known[d.variant]), cpus, record_draw)
+    _run_recorded(todo, len(draws), lambda d: run_draw(overrides, d, known[d.variant]), record, out, cpus, echo,
+                  _describe)
     failed = {label: m["error"] for label, m in record["draws"].items() if m.get("error")}
     if failed:
         label, error = next(iter(failed.items()))
@@ -173,16 +166,8 @@ def replay_early(overrides: Sequence[str], *, cpus: int = 2, out: Optional[Path]
     todo = [d for d in draws if d.label not in record["draws"]]
     echo(f"replay {probe.model.name} ({framework}): first quarter of {len(draws)} recorded draws, "
          f"{len(draws) - len(todo)} already in {out}; running {len(todo)} within {cpus} CPU threads")
-    began = time.perf_counter()
-
-    def record_draw(draw: Draw, measured: dict[str, Any]) -> None:
-        record["draws"][draw.label] = measured
-        _save_record(out, record)
-        echo(f"  {draw.label}: " + (f"FAILED {measured['error']}" if measured.get("error") else
-                                    f"loss {measured['early_loss']:.5g}, drift {measured['early_drift']:.4g}")
-             + f" ({len(record['draws'])}/{len(draws)}, {time.perf_counter() - began:.0f}s)")
-
-    run_within_cpus(todo, lambda d: run_draw(overrides, d, known[d.variant], early_only=True), cpus, record_draw)
+    _run_recorded(todo, len(draws), lambda d: run_draw(overrides, d, known[d.variant], early_only=True), record, out,
+                  cpus, echo, lambda m: f"loss {m['early_loss']:.5g}, drift {m['early_drift']:.4g}")
     block = plain(reference)
     drifts = []
     for draw, recorded in zip(draws, reference.early_loss_draws):
@@ -269,9 +254,23 @@ def run_draw(overrides: Sequence[str], draw: Draw, env: dict[str, str], *, early
         return json.loads(result_file.read_text())
 
 
+def _run_recorded(todo: Sequence[Draw], total: int, run: Callable[[Draw], dict[str, Any]], record: dict[str, Any],
+                  out: Path, cpus: int, echo: Callable[[str], None],
+                  describe: Callable[[dict[str, Any]], str]) -> None:
+    """Run ``todo`` within ``cpus``; save each draw to ``out`` as it finishes (an interrupted
+    calibration or replay resumes from there) and echo it with ``describe`` (or its error)."""
+    began = time.perf_counter()
+
+    def record_draw(draw: Draw, measured: dict[str, Any]) -> None:
+        record["draws"][draw.label] = measured
+        _save_record(out, record)
+        shown = f"FAILED {measured['error']}" if measured.get("error") else describe(measured)
+        echo(f"  {draw.label}: {shown} ({len(record['draws'])}/{total}, {time.perf_counter() - began:.0f}s)")
+
+    run_within_cpus(todo, run, cpus, record_draw)
+
+
 def _describe(measured: dict[str, Any]) -> str:
-    if measured.get("error"):
-        return f"FAILED {measured['error']}"
     return (f"{measured['metric']} {measured['final']:.4g} (25%: {measured['early']:.4g}), "
             f"{measured['cpu_capability']}, {measured['wall_s']:.0f}s")
 
