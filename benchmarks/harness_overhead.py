@@ -46,7 +46,7 @@ def bare_loop(cfg) -> float:
     seed_everything(int(cfg.seed))
     task.prepare_data()
     recipe = cfg.model.tiers.smoke.recipe
-    model = task.build_model(spec.variant, spec.framework)
+    model = task.build_model(spec.variant)
     data = task.build_dataset("train", train=True)
     steps, per_unit = total_steps(recipe, len(data), 1.0)
     lr, _ = scaled_lr(recipe)
@@ -109,10 +109,9 @@ def ratio_for(model: str, steps: int, repeats: int, overrides: Sequence[str] = (
 
 def measure_all(steps: int = 60, repeats: int = 4, echo: Callable[[str], None] = print) -> list[Ratio]:
     """``ratio_for`` every registered model that trains in torch."""
-    from models.registry import get_task_class, registered_names
+    from models.registry import implementations
 
-    return [ratio_for(name, steps, repeats, echo=echo) for name in registered_names()
-            if "torch" in get_task_class(name).frameworks]
+    return [ratio_for(name, steps, repeats, echo=echo) for name, framework in implementations() if framework == "torch"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -259,7 +259,7 @@ class CenterNetTask(Task):
         raise ConfigError(f"model.variants.{self.ctx.variant}.arch.num_classes",
                           f"must be set for {data.kind} data (COCO: 80 object categories)")
 
-    def build_model(self, variant: str, framework: str) -> nn.Module:
+    def build_model(self, variant: str) -> nn.Module:
         arch = self.ctx.model_cfg.variants[variant].arch
         if arch.get("backbone") != "resdcn":
             raise ConfigError(f"model.variants.{variant}.arch.backbone",

@@ -375,9 +375,7 @@ class Pix2PixTask(Task):
         return super().prepare_data()
 
     # ------------------------------------------------------------------- model
-    def build_model(self, variant: str, framework: str) -> Pix2Pix:
-        if framework != "torch":
-            raise ConfigError("framework", f"{framework!r} is not allowed for pix2pix; allowed: torch")
+    def build_model(self, variant: str) -> Pix2Pix:
         return build_pix2pix(self.ctx.model_cfg.variants[variant].arch)
 
     def trainable_parameters(self, model: Pix2Pix) -> int:

@@ -41,10 +41,11 @@ class TaskContext:
 
 
 class Task(abc.ABC):
-    """One model family. Subclasses register with ``@register_model(name)``."""
+    """One model in one framework. Subclasses register with ``@register_model(name, framework)``;
+    two builds of a model share their data pipeline by composing it (models/yolo_data.py)."""
 
     name: ClassVar[str]
-    frameworks: ClassVar[tuple[str, ...]] = ("torch",)
+    framework: ClassVar[str] = "torch"   # set by register_model: the framework its steps run in
     # True: training_step(model, batch, optimizers) steps its own optimizers (GANs); the loop
     # still schedules, checkpoints and guards the returned losses.
     manual_optimization: ClassVar[bool] = False
@@ -59,8 +60,8 @@ class Task(abc.ABC):
         return prepare_dataset(self.ctx.data_cfg)
 
     @abc.abstractmethod
-    def build_model(self, variant: str, framework: str) -> Any:
-        """The model of ``variant`` (a key of the model config's variants) for ``framework``."""
+    def build_model(self, variant: str) -> Any:
+        """The model of ``variant`` (a key of the model config's variants), in this task's framework."""
 
     @abc.abstractmethod
     def build_dataset(self, split: str, *, train: bool) -> Any:
@@ -114,16 +115,8 @@ class Task(abc.ABC):
             return None
         return [coco.imgs[i]["width"] / coco.imgs[i]["height"] for i in ids]
 
-    def framework_task(self, framework: str) -> "Task":
-        """The Task object whose steps run in ``framework`` (the runner's loop calls it).
-
-        Default: this task (its steps are PyTorch). A family with a TensorFlow implementation
-        returns a TensorFlow task for "tensorflow" (models/yolo_tf.py).
-        """
-        return self
-
     def differential_check(self) -> Any:
-        """(ok, detail) of comparing this family's framework implementations, for ``replicate
+        """(ok, detail) of comparing this model's framework implementations, for ``replicate
         check``; None: there is only one implementation."""
         return None
 

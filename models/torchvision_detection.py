@@ -72,7 +72,7 @@ class TorchvisionDetection(Task):
         data = self.ctx.data_cfg
         return len(data.classes) + 1 if data.kind == "synthetic" else int(data.num_classes)
 
-    def build_model(self, variant: str, framework: str) -> nn.Module:
+    def build_model(self, variant: str) -> nn.Module:
         arch = self.ctx.model_cfg.variants[variant].arch
         size = self.ctx.input_size
         common = dict(min_size=size, max_size=size)

@@ -9,40 +9,27 @@ from the architectures' facts, proven equal to the official files by tests/model
 The architecture is whatever the cfg says (models/darknet); the loss, decoding and NMS are in
 models/yolo_loss.py; augmentation in models/darknet/augment.py.
 
-Variants name a cfg in their ``arch``: ``cfg`` (file name, searched in $ZOO_DARKNET_CFG_DIR, then
-among the cfgs the package carries, models/darknet/cfg/; validation refuses a name found nowhere,
-replicate/config/validate.py), ``classes`` (fixed count; default: the dataset's),
-``width_multiple`` (filters x this, for CPU-sized variants), ``scale_anchors``
-(rescale the cfg's anchors to the tier's input size), ``bn_momentum`` (default darknet's 0.01)
-and ``objectness_prior`` (initial objectness probability; default: darknet's plain init).
+The data side (cfg, classes, augmentation, datasets, evaluator) is models/yolo_data.py, shared
+with the TensorFlow build (models/yolo_tf.py).
 Released ``.weights`` files load through ``load_checkpoint``.
 """
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from models.darknet.augment import AugmentConfig, ResizeForEval, YoloTrainSet, to_original
-from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM, DarknetGraph, parse_cfg, resolve_cfg
+from models.darknet.augment import to_original
+from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM, DarknetGraph
 from models.darknet.torch_backend import DarknetModel
-from models.registry import register_model
+from models.registry import frameworks_of, register_model
 from models.task import Task
+from models.yolo_data import DarknetYoloPipeline, differential_check
 from models.yolo_loss import YoloHead, assign, heads_from_graph, postprocess, truths_tensor, yolo_loss
-from replicate.errors import ConfigError, DataError
-
-ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
-AUGMENT_KEYS = ("jitter", "hue", "saturation", "exposure", "flip", "mosaic", "letter_box")
-
-
-@lru_cache(maxsize=16)
-def load_graph(path: str, classes: Optional[int], width_multiple: float = 1.0) -> DarknetGraph:
-    return parse_cfg(path, classes, width_multiple)
+from replicate.errors import ConfigError
 
 
 class YoloDetector(nn.Module):
@@ -80,80 +67,36 @@ def set_objectness_prior(model: YoloDetector, prior: float) -> None:
 
 
 class DarknetYoloTask(Task):
-    """A YOLO family member whose architecture is a Darknet cfg."""
+    """A YOLO family member whose architecture is a Darknet cfg (PyTorch steps).
 
-    frameworks: ClassVar[tuple[str, ...]] = ("torch", "tensorflow")
+    The data pipeline (cfg, classes, augmentation, datasets, batches, evaluator) is a
+    :class:`DarknetYoloPipeline` that the TensorFlow build (models/yolo_tf.py) composes too.
+    """
 
     def __init__(self, ctx: Any):
         super().__init__(ctx)
-        self.category_ids: Optional[list[int]] = None
+        self.pipeline = DarknetYoloPipeline(ctx)
 
-    # ---------------------------------------------------------------- model
-    def _arch(self, variant: str) -> Any:
-        arch = self.ctx.model_cfg.variants[variant].arch
-        unknown = sorted(set(arch) - set(ARCH_KEYS))
-        if unknown:
-            raise ConfigError(f"model.variants.{variant}.arch.{unknown[0]}",
-                              f"unknown key; allowed: {', '.join(ARCH_KEYS)}")
-        return arch
-
-    def num_classes(self, variant: str) -> int:
-        """The variant's fixed ``classes``, else the dataset's category count."""
-        arch = self._arch(variant)
-        if arch.get("classes") is not None:
-            return int(arch.classes)
-        data = self.ctx.data_cfg
-        if data.kind == "synthetic":
-            return len(data.classes)
-        ann = Path(data.root) / data.splits[self.ctx.tier_cfg.eval_split].annotations
-        try:
-            return len(json.loads(ann.read_text())["categories"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(str(ann), f"cannot read the categories: {exc}") from None
+    @property
+    def category_ids(self) -> Optional[list[int]]:
+        return self.pipeline.category_ids
 
     def graph(self, variant: str) -> DarknetGraph:
-        arch = self._arch(variant)
-        key = f"model.variants.{variant}.arch.cfg"
-        if not arch.get("cfg"):
-            raise ConfigError(key, "required: the darknet cfg file of this variant")
-        return load_graph(str(resolve_cfg(str(arch.cfg), key)), self.num_classes(variant),
-                          float(arch.get("width_multiple", 1.0)))
+        return self.pipeline.graph(variant)
 
-    def build_model(self, variant: str, framework: str) -> Any:
-        """A ``YoloDetector`` for "torch"; for "tensorflow" the TF twin's Keras model (models/yolo_tf.py)."""
-        if framework == "tensorflow" and "tensorflow" in self.frameworks:
-            return self.framework_task(framework).build_model(variant, framework)
-        if framework != "torch":
-            raise ConfigError("framework", f"{framework!r} is not an implementation of {self.name}; "
-                                           f"allowed: {', '.join(self.frameworks)}")
-        arch, graph = self._arch(variant), self.graph(variant)
+    # ---------------------------------------------------------------- model
+    def build_model(self, variant: str) -> YoloDetector:
+        arch, graph = self.pipeline.arch(variant), self.pipeline.graph(variant)
         heads = heads_from_graph(graph, self.ctx.input_size, bool(arch.get("scale_anchors", False)))
         model = YoloDetector(graph, heads, self.ctx.input_size, float(arch.get("bn_momentum", DARKNET_BN_MOMENTUM)))
         if arch.get("objectness_prior") is not None:
             set_objectness_prior(model, float(arch.objectness_prior))
         return model
 
-    def framework_task(self, framework: str) -> Task:
-        """The TensorFlow twin (models/yolo_tf.py) for "tensorflow", else this task."""
-        if framework != "tensorflow":
-            return self
-        from models.yolo_tf import YoloTfTask
-
-        return YoloTfTask.twin_of(self)
-
     def differential_check(self) -> Optional[tuple[bool, str]]:
-        """Torch vs TensorFlow on the same random .weights (models/darknet/tf_differential.py)."""
-        from models.darknet.tf_backend import INSTALL_HINT, tf_available
-
-        if "tensorflow" not in self.frameworks:
-            return None
-        if not tf_available():
-            return True, f"torch vs tensorflow: skipped, tensorflow is not installed ({INSTALL_HINT})"
-        from models.darknet.tf_differential import random_images, run_differential
-
-        graph = self.graph(self.ctx.variant)
-        report, _, _ = run_differential(graph, random_images(2, min(self.ctx.input_size, 128), graph.channels))
-        return report.ok, f"{self.ctx.variant} variant, {min(self.ctx.input_size, 128)} px: {report.summary()}"
+        if frameworks_of(self.name) == (self.framework,):
+            return None   # no other build of this model to compare with (yolov4)
+        return differential_check(self.pipeline, self.ctx)
 
     def load_checkpoint(self, model: YoloDetector, path: Path) -> bool:
         """Load a Darknet ``.weights`` file (strict); other files are left to the loop."""
@@ -165,42 +108,14 @@ class DarknetYoloTask(Task):
         return True
 
     # ----------------------------------------------------------------- data
-    def augment_config(self) -> AugmentConfig:
-        """Augmentation from the cfg's [net] and last [yolo]; recipe.extra may override a key."""
-        graph = self.graph(self.ctx.variant)
-        recipe = self.ctx.tier_cfg.get("recipe")
-        extra = dict(recipe.extra) if recipe is not None and recipe.get("extra") else {}
-        overrides = {k: extra[k] for k in AUGMENT_KEYS if k in extra}
-        return AugmentConfig.from_cfg(graph.net, graph.yolo_layers[-1].options, overrides)
-
     def build_dataset(self, split: str, *, train: bool) -> Any:
-        from replicate.data.coco_dataset import CocoDetection
-
-        data = self.ctx.data_cfg
-        paths = data.splits[split]
-        augment = self.augment_config()
-        base = CocoDetection(Path(data.root), paths.images, paths.annotations,
-                             transforms=None if train else ResizeForEval(self.ctx.input_size, augment.letter_box),
-                             shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None)
-        classes = self.num_classes(self.ctx.variant)
-        if len(base.category_ids) != classes:
-            raise ConfigError(f"model.variants.{self.ctx.variant}.arch.classes",
-                              f"the model predicts {classes} classes, {base.annotation_file} has "
-                              f"{len(base.category_ids)} categories")
-        self.category_ids = list(base.category_ids)
-        return YoloTrainSet(base, self.ctx.input_size, augment, self.ctx.seed) if train else base
-
-    def _class_index(self, labels: torch.Tensor) -> torch.Tensor:
-        if self.category_ids is None:
-            raise RuntimeError("build_dataset() must run before batches are made (category ids)")
-        lookup = {cat: i for i, cat in enumerate(self.category_ids)}
-        return torch.tensor([lookup[int(v)] for v in labels], dtype=torch.int64)
+        return self.pipeline.build_dataset(split, train=train)
 
     def collate(self, items: list) -> tuple[Any, list[dict]]:
-        """Images stacked (all at the input size); targets gain ``classes`` (0-based indices)."""
-        images = torch.stack([image for image, _ in items])
-        targets = [{**t, "classes": self._class_index(t["labels"])} for _, t in items]
-        return images, targets
+        return self.pipeline.collate(items)
+
+    def build_evaluator(self, split: str) -> Any:
+        return self.pipeline.build_evaluator(split)
 
     # ----------------------------------------------------------- train/eval
     def training_step(self, model: YoloDetector, batch: Any) -> dict[str, Any]:
@@ -257,12 +172,6 @@ class DarknetYoloTask(Task):
                   for t in targets]
         return outputs, truths
 
-    def build_evaluator(self, split: str):
-        from replicate.evaluation.coco import CocoEvaluator
-
-        data = self.ctx.data_cfg
-        return CocoEvaluator(Path(data.root) / data.splits[split].annotations, iou_types=("bbox",))
-
     def output_shapes(self, model: YoloDetector, batch: Any) -> dict[str, tuple]:
         """Raw map entering each [yolo] layer: [B, anchors*(classes+5), H, W]."""
         outputs = model(batch[0])
@@ -274,8 +183,7 @@ class YoloV3Task(DarknetYoloTask):
     """YOLOv3 (Darknet-53 + FPN-style head, yolov3.cfg)."""
 
 
+# No TensorFlow build: the TF loss implements YOLOv3's mse box loss only (models/yolo_loss_tf.py).
 @register_model("yolov4")
 class YoloV4Task(DarknetYoloTask):
     """YOLOv4 (CSPDarknet53 + SPP + PAN, yolov4.cfg; CIoU loss from the cfg's iou_loss)."""
-
-    frameworks = ("torch",)  # the TF loss implements YOLOv3's mse box loss only (models/yolo_loss_tf.py)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from models.darknet.tf_backend import tensorflow
 from models.yolo_loss import MAP_CONF_THRESH, MAP_NMS_IOU, MAX_DETECTIONS, MAX_LOG_WH, PRE_NMS_TOPK, YoloHead
 from replicate.errors import ConfigError
+from replicate.tf_import import tensorflow
 
 
 def check_heads(heads: list[YoloHead]) -> None:

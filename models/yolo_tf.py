@@ -1,20 +1,20 @@
-"""YOLOv3 in TensorFlow/Keras from the official Darknet cfg: the TensorFlow twin of models/yolo.py.
+"""YOLOv3 in TensorFlow/Keras from the official Darknet cfg: the TensorFlow build of models/yolo.py.
 
 Paper: Redmon & Farhadi, "YOLOv3: An Incremental Improvement", arXiv:1804.02767 (2018).
 Reference implementation: pjreddie/darknet (cfg/yolov3.cfg, yolov3-tiny.cfg, src/yolo_layer.c;
 public domain / YOLO licence); re-implemented, not copied. The network comes from the same
 parsed cfg (models/darknet/tf_backend.py), the loss/decoding/NMS from models/yolo_loss_tf.py.
 
-Not registered: ``DarknetYoloTask.framework_task("tensorflow")`` returns this twin, so the
-registry name (the leaderboard key) stays ``yolov3`` and the config, datasets, augmentation and
-COCO evaluator are shared with the torch task. The data pipeline is the torch task's (same
-augmentation draws for a seed); batches cross to TensorFlow as NHWC numpy arrays.
+Registered as ``("yolov3", "tensorflow")``: the leaderboard key stays ``yolov3``, and the config,
+datasets, augmentation and COCO evaluator are the family's pipeline (models/yolo_data.py), which
+the torch build composes too (same augmentation draws for a seed); batches cross to TensorFlow as
+NHWC numpy arrays.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -22,29 +22,30 @@ import torch
 from models.darknet.augment import to_original
 from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM
 from models.darknet.tf_backend import build_model as build_tf_darknet
-from models.darknet.tf_backend import tensorflow, trainable_parameters
-from models.yolo import DarknetYoloTask
+from models.darknet.tf_backend import trainable_parameters
+from models.registry import register_model
+from models.task import Task
+from models.yolo_data import DarknetYoloPipeline, differential_check
 from models.yolo_loss import heads_from_graph
 from models.yolo_loss_tf import check_heads, postprocess, yolo_loss
+from replicate.tf_import import tensorflow
 
 
-class YoloTfTask(DarknetYoloTask):
-    """The TensorFlow implementation of a Darknet YOLO task (steps in TF, data shared)."""
+class YoloTfTask(Task):
+    """The TensorFlow build of a Darknet YOLO: steps in TF, the family's data pipeline composed."""
 
-    frameworks = ("tensorflow",)
+    def __init__(self, ctx: Any):
+        super().__init__(ctx)
+        self.pipeline = DarknetYoloPipeline(ctx)
 
-    @classmethod
-    def twin_of(cls, task: DarknetYoloTask) -> "YoloTfTask":
-        """The TF twin of a registered torch task: same name, context and category ids."""
-        twin = cls(task.ctx)
-        twin.name = task.name  # type: ignore[misc]  # the twin answers to the torch task's name (issue 10)
-        twin.category_ids = task.category_ids
-        return twin
+    @property
+    def category_ids(self) -> Optional[list[int]]:
+        return self.pipeline.category_ids
 
     # ---------------------------------------------------------------- model
-    def build_model(self, variant: str, framework: str = "tensorflow") -> Any:
+    def build_model(self, variant: str) -> Any:
         """The Keras Darknet model of ``variant`` with ``yolo_heads`` (anchors, loss options)."""
-        arch, graph = self._arch(variant), self.graph(variant)
+        arch, graph = self.pipeline.arch(variant), self.pipeline.graph(variant)
         heads = heads_from_graph(graph, self.ctx.input_size, bool(arch.get("scale_anchors", False)))
         check_heads(heads)
         model = build_tf_darknet(graph, float(arch.get("bn_momentum", DARKNET_BN_MOMENTUM)))
@@ -69,7 +70,16 @@ class YoloTfTask(DarknetYoloTask):
         load_darknet_weights(model, path, strict=True)
         return True
 
+    def differential_check(self) -> tuple[bool, str]:
+        return differential_check(self.pipeline, self.ctx)
+
     # ----------------------------------------------------------------- data
+    def build_dataset(self, split: str, *, train: bool) -> Any:
+        return self.pipeline.build_dataset(split, train=train)
+
+    def build_evaluator(self, split: str) -> Any:
+        return self.pipeline.build_evaluator(split)
+
     def collate(self, items: list) -> tuple[dict[str, np.ndarray], list[dict]]:
         """(arrays, targets): NHWC images and truths padded to the batch's most boxes.
 
@@ -77,7 +87,7 @@ class YoloTfTask(DarknetYoloTask):
         ``classes`` [B, T] int32 (0-based), ``valid`` [B, T] bool; targets: the torch task's
         per-image dicts (image ids, resize records) for predict().
         """
-        images, targets = super().collate(items)
+        images, targets = self.pipeline.collate(items)
         most = max(1, max(len(t["boxes"]) for t in targets))
         boxes = np.zeros((len(targets), most, 4), np.float32)
         classes = np.zeros((len(targets), most), np.int32)
@@ -133,8 +143,6 @@ class YoloTfTask(DarknetYoloTask):
         outputs = model(batch[0]["images"], training=False)
         return {f"yolo{head.index}": tuple(out.shape) for head, out in zip(model.yolo_heads, outputs)}
 
-    def differential_check(self) -> None:
-        return None  # the torch task runs it
 
 
 def set_objectness_prior(model: Any, prior: float) -> None:
@@ -149,3 +157,8 @@ def set_objectness_prior(model: Any, prior: float) -> None:
         bias = block.conv.bias.numpy().reshape(len(head.mask), head.classes + 5)
         bias[:, 4] = np.log(prior / (1 - prior))
         block.conv.bias.assign(bias.reshape(-1))
+
+
+@register_model("yolov3", framework="tensorflow")
+class YoloV3TfTask(YoloTfTask):
+    """YOLOv3 in TensorFlow (yolov3.cfg; the TF loss implements YOLOv3's mse box loss)."""

@@ -17,7 +17,6 @@ import torch
 
 from replicate.config.compose import compose_config
 from replicate.config.overrides import Overrides
-from replicate.config.selection import chosen_framework, chosen_variant
 from replicate.plan import make_spec
 from replicate.runner.norm_statistics import running_statistics, statistics_moved
 from replicate.runner.torch_loop import seed_everything
@@ -53,37 +52,20 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     report.add("config", True,
                f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")
     spec = make_spec(cfg, None)
-    task = build_task(spec, cfg)
-    framework = chosen_framework(cfg)
-    base = task  # the registered task: it runs the cross-framework differential
-    if framework != "torch":
-        task = task.framework_task(framework)
-    _check_param_count(task, cfg, framework, report)
+    task = build_task(spec, cfg)   # the registered implementation of the job's framework
+    framework = spec.framework
+    _check_param_count(task, cfg, report)
     seed_everything(int(cfg.seed))
-    if framework == "tensorflow":  # seed_everything seeds torch, numpy and random; TF ops use TF's own seed
-        from models.darknet.tf_backend import tensorflow
-
-        tensorflow().keras.utils.set_random_seed(int(cfg.seed))
+    PREFLIGHTS[framework].seed(int(cfg.seed))
     task.prepare_data()
     _check_splits(cfg, report)
-    model = task.build_model(chosen_variant(cfg), framework)
+    model = task.build_model(spec.variant)
     dataset = task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=False)
     batch = task.collate([dataset[i] for i in range(min(2, len(dataset)))])
     if cfg.checkpoint:
         _check_checkpoint(task, model, Path(cfg.checkpoint), framework, report)
-    if framework == "tensorflow":
-        from replicate.runner.tf_loop import tf_preflight
-
-        for name, ok, detail in tf_preflight(task, model, batch, cfg.model.tiers[cfg.tier.name].recipe,
-                                             OVERFIT_STEPS, OVERFIT_DROP):
-            report.add(name, ok, detail)
-    else:
-        _check_shapes(task, model, batch, report)
-        _check_batch_invariance(task, model, dataset, report)
-        _check_target_round_trip(task, model, dataset, report)
-        _check_gradients(task, model, batch, report)
-        _check_overfit(task, model, batch, cfg, report)
-    differential = base.differential_check()  # torch vs TensorFlow, for two-framework models
+    PREFLIGHTS[framework].run(task, model, dataset, batch, cfg, report)
+    differential = task.differential_check()  # torch vs TensorFlow, for two-framework models
     if differential is not None:
         report.add("differential", *differential)
     if visual:
@@ -130,9 +112,9 @@ def _check_splits(cfg: Any, report: CheckReport) -> None:
     report.add("splits", True, detail)
 
 
-def _check_param_count(task: Any, cfg: Any, framework: str, report: CheckReport) -> None:
+def _check_param_count(task: Any, cfg: Any, report: CheckReport) -> None:
     full = cfg.model.variants.full
-    model = task.build_model("full", framework)
+    model = task.build_model("full")
     count = task.trainable_parameters(model)
     report.add("params", count == full.trainable_params,
                f"full variant: {count:,} trainable, config says {full.trainable_params:,} ({full.params_source})")
@@ -260,3 +242,40 @@ def _check_overfit(task: Any, model: Any, batch: Any, cfg: Any, report: CheckRep
                f"(needs < {OVERFIT_DROP:.0%} of the first; {time.perf_counter() - began:.1f}s)")
     report.add("statistics", *statistics_moved([n for n, _ in statistics],
                                                [bool(torch.equal(b, t)) for b, (_, t) in zip(before, statistics)]))
+
+
+def _torch_preflight(task: Any, model: Any, dataset: Any, batch: Any, cfg: Any, report: CheckReport) -> None:
+    _check_shapes(task, model, batch, report)
+    _check_batch_invariance(task, model, dataset, report)
+    _check_target_round_trip(task, model, dataset, report)
+    _check_gradients(task, model, batch, report)
+    _check_overfit(task, model, batch, cfg, report)
+
+
+def _tf_preflight(task: Any, model: Any, dataset: Any, batch: Any, cfg: Any, report: CheckReport) -> None:
+    from replicate.runner.tf_loop import tf_preflight
+
+    for name, ok, detail in tf_preflight(task, model, batch, cfg.model.tiers[cfg.tier.name].recipe,
+                                         OVERFIT_STEPS, OVERFIT_DROP):
+        report.add(name, ok, detail)
+
+
+def _tf_seed(seed: int) -> None:
+    """seed_everything seeds torch, numpy and random; TF ops draw from TF's own seed."""
+    from replicate.tf_import import tensorflow
+
+    tensorflow().keras.utils.set_random_seed(seed)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """A framework's part of the pre-flight: its extra seeding and the checks of its steps."""
+
+    seed: Callable[[int], None]
+    run: Callable[[Any, Any, Any, Any, Any, CheckReport], None]
+
+
+# One row per framework (the runner's loops are keyed the same way: runner/worker.py LOOPS).
+PREFLIGHTS = {"torch": Preflight(lambda seed: None, _torch_preflight),
+              "tensorflow": Preflight(_tf_seed, _tf_preflight)}
+

@@ -53,7 +53,7 @@ def tf():
     """TensorFlow, imported when a test first needs it, never at collection (that would import it
     for every collected module), and through the helper that loads triton first: importing TF
     before torchvision.ops segfaults (models/darknet/tf_backend.py)."""
-    from models.darknet.tf_backend import tensorflow
+    from replicate.tf_import import tensorflow
 
     return tensorflow()
 

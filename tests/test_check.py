@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.registry import get_task_class, registered_names
+from models.registry import frameworks_of, registered_names
 from replicate.check import run_check
 
 
@@ -17,7 +17,7 @@ def test_check_passes_for_every_registered_model(model, results_dir, shapes_root
     assert not failed, failed
     assert {c["check"] for c in report.checks} >= {"config", "params", "shapes", "gradients", "overfit", "statistics",
                                                    "visual"}
-    if len(get_task_class(model).frameworks) > 1:  # torch vs TensorFlow differential (or why it was skipped)
+    if len(frameworks_of(model)) > 1:  # torch vs TensorFlow differential (or why it was skipped)
         assert "differential" in {c["check"] for c in report.checks}
     assert (results_dir / "check" / f"{model}_samples.png").stat().st_size > 0
 

@@ -33,7 +33,7 @@ def test_each_exception_gets_its_stage_and_impact(exc, stage, expected):
 
 def test_a_worker_without_the_profiles_accelerators_is_infra_not_the_models_error(results_dir, tiny):
     # the real job path on this CPU machine: an 8-GPU profile's TF job finds no GPU in TensorFlow.
-    # find_spec, not importorskip: importing TF before torchvision.ops segfaults (tf_backend.tensorflow)
+    # find_spec, not importorskip: importing TF before torchvision.ops segfaults (replicate.tf_import.tensorflow)
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("tensorflow is not installed")
     from replicate.config.compose import compose_config

@@ -10,15 +10,13 @@ AlexeyAB/darknet (YOLOv4, arXiv:2004.10934; YOLO licence): ``convolutional_layer
 Padding is explicit (``tf.pad`` then a VALID op), never Keras ``padding="same"``: TF's SAME pads
 asymmetrically (more on the bottom/right) for even kernels and strides, darknet does not.
 
-TensorFlow is imported lazily: ``import tensorflow`` costs seconds and is an optional extra
-(``pip install '.[tensorflow]'``). Call :func:`tensorflow` to get the module.
+TensorFlow is imported lazily, through the process-wide gateway replicate/tf_import.py.
 """
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any
 
 from models.darknet.cfg_parser import (
     DARKNET_BN_EPS,
@@ -29,55 +27,7 @@ from models.darknet.cfg_parser import (
     maxpool_geometry,
 )
 from replicate.errors import ConfigError
-
-INSTALL_HINT = "pip install -e '.[tensorflow]' (tensorflow-cpu 2.21)"
-
-
-def tensorflow(num_threads: Optional[int] = None) -> Any:
-    """The ``tensorflow`` module, imported on first use with a bounded thread pool.
-
-    Args:
-        num_threads: intra-op threads (default: $OMP_NUM_THREADS, else 2). TF's default pool is
-            one thread per core for intra- *and* inter-op work; on a shared 2-core machine running
-            torch in the same process that oversubscribes the cores.
-
-    Raises:
-        ConfigError: TensorFlow is not installed (key ``framework``).
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ info lines would bury the progress output
-    _load_triton_first()
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise ConfigError("framework", f"tensorflow is not installed; {INSTALL_HINT}") from None
-    threads = num_threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 2
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass  # the runtime is already initialised: its pools are fixed for this process
-    return tf
-
-
-def _load_triton_first() -> None:
-    """Import triton (if installed) before TensorFlow.
-
-    torch._dynamo imports triton lazily (e.g. when torchvision.models is first imported); loading
-    triton's native library *after* TensorFlow's segfaults (measured with torch 2.14.1, triton from
-    its wheel, tensorflow-cpu 2.21.0: ``import tensorflow; import torchvision.ops`` crashes, the
-    other order works). Loading it first lets TF and torch share one process.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("triton") is not None:
-        import triton  # noqa: F401
-
-
-def tf_available() -> bool:
-    """True when TensorFlow can be imported (without importing it twice)."""
-    import importlib.util
-
-    return importlib.util.find_spec("tensorflow") is not None
+from replicate.tf_import import tensorflow
 
 
 def activation(tf: Any, name: str, x: Any) -> Any:

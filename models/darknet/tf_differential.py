@@ -102,7 +102,7 @@ def compare_models(torch_model: Any, tf_model: Any, images: np.ndarray,
     """
     import torch
 
-    from models.darknet.tf_backend import tensorflow
+    from replicate.tf_import import tensorflow
 
     tf = tensorflow()
     torch_model.eval()

@@ -212,7 +212,7 @@ def _validate_framework_installed(cfg: DictConfig) -> None:
     if chosen_framework(cfg) != "tensorflow" or cfg.scheduler.get("address"):
         return
     if find_spec("tensorflow") is None:
-        from models.darknet.tf_backend import INSTALL_HINT  # imports no TensorFlow
+        from replicate.tf_import import INSTALL_HINT  # imports no TensorFlow
 
         raise ConfigError("framework", f"tensorflow is not installed; {INSTALL_HINT}")
 

@@ -1,4 +1,4 @@
-"""Where a defect enters a job: :func:`inject`, called once by ``runner.job.build_task``, which the
+"""Where a defect enters a job: :func:`inject`, called once by ``runner.worker.build_task``, which the
 worker and ``replicate check`` both build their Task with."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from replicate.defects.registry import CONFIG_KEY, check_defect
 def inject(task: Any, cfg: Any, framework: str) -> Any:
     """Apply the job's defect (``cfg.defect``) to ``task`` and ``cfg``; a no-op without one.
 
-    A job that runs in another framework than torch gets the defect on the framework's twin
-    (``task.framework_task(framework)``), and that same patched twin is what every later call
-    of ``framework_task`` returns: the defect must reach the object whose steps run.
+    ``task`` is the registered implementation of the job's framework: the object whose steps run.
 
     Returns:
         ``task`` (changed in place).
@@ -22,12 +20,7 @@ def inject(task: Any, cfg: Any, framework: str) -> Any:
     if name is None:
         return task
     defect = check_defect(str(name), task.name, framework)
-    if framework == "torch":
-        defect.apply(task, cfg)
-    else:
-        twin, original = task.framework_task(framework), task.framework_task
-        defect.apply(twin, cfg)
-        task.framework_task = lambda wanted: twin if wanted == framework else original(wanted)
+    defect.apply(task, cfg)
     task.injected_defect = defect.name
     return task
 

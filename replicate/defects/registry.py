@@ -22,10 +22,12 @@ STAGES = ("data", "model", "training", "evaluation")
 TYPES = ("hyperparameter", "data pipeline", "model architecture/API misuse", "evaluation", "training procedure",
          "weights/checkpoint")
 CONFIG_KEY = "defect"   # the root config key that selects a defect (conf/config.yaml)
+# A target that stands for every registered (model, framework): a recipe defect any model can have.
+EVERY_IMPLEMENTATION = "*"
 
-# apply(task, cfg): change this job's Task (the framework's task: a TensorFlow job gets the TF
-# twin) or its resolved config, in place. Never a module-level patch: a Ray worker process runs
-# other jobs after this one.
+# apply(task, cfg): change this job's Task (the registered implementation of its framework) or its
+# resolved config, in place. Never a module-level patch: a Ray worker process runs other jobs after
+# this one.
 Apply = Callable[[Any, Any], None]
 
 
@@ -52,7 +54,9 @@ class Defect:
 
     Attributes:
         name: What ``defect=`` selects.
-        targets: The implementations it applies to; the selftest injects it into the first.
+        target_names: The implementations it applies to, as written (``"model"``,
+            ``"model/framework"`` or :data:`EVERY_IMPLEMENTATION`); the selftest injects it into
+            the first of :attr:`targets`.
         stage: Where it sits: one of :data:`STAGES`.
         type: What kind of mistake it is: one of :data:`TYPES`.
         description: One line saying what is wrong.
@@ -60,11 +64,25 @@ class Defect:
     """
 
     name: str
-    targets: tuple[Target, ...]
+    target_names: tuple[str, ...]
     stage: str
     type: str
     description: str
     apply: Apply
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """The implementations it applies to, :data:`EVERY_IMPLEMENTATION` expanded from the model
+        registry (a model or framework registered later is covered without editing the catalogue)."""
+        found: list[Target] = []
+        for name in self.target_names:
+            if name == EVERY_IMPLEMENTATION:
+                from models.registry import implementations
+
+                found += [Target(model, framework) for model, framework in implementations()]
+            else:
+                found.append(Target.parse(name))
+        return tuple(dict.fromkeys(found))   # first occurrence kept: the leader stays first
 
     @property
     def why(self) -> str:
@@ -89,7 +107,8 @@ def register(name: str, targets: Sequence[str], stage: str, type: str, descripti
 
     Args:
         name: The defect's name (what ``defect=`` selects).
-        targets: ``"model"`` or ``"model/framework"``; the first is where the selftest injects it.
+        targets: ``"model"``, ``"model/framework"`` or :data:`EVERY_IMPLEMENTATION`; the first is
+            where the selftest injects it.
         stage: One of :data:`STAGES`.
         type: One of :data:`TYPES`.
         description: One line; the hook's docstring says what a reengineer got wrong.
@@ -105,7 +124,7 @@ def register(name: str, targets: Sequence[str], stage: str, type: str, descripti
             raise ValueError(f"defect {name!r}: stage {stage!r} / type {type!r} not in {STAGES} / {TYPES}")
         if not targets or not (apply.__doc__ or "").strip():
             raise ValueError(f"defect {name!r} needs targets and a docstring (what a reengineer got wrong)")
-        _REGISTRY[name] = Defect(name, tuple(Target.parse(t) for t in targets), stage, type, description, apply)
+        _REGISTRY[name] = Defect(name, tuple(targets), stage, type, description, apply)
         return apply
 
     return decorate

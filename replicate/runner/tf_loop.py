@@ -7,7 +7,7 @@ curve and 25% early check (replicate/runner/base_loop.py, shared with the torch 
 JobResult, so verdicts, the store and the reports do not know which framework ran. The step is a
 ``tf.function`` run under the hardware profile's distribution strategy (replicate/runner/strategy.py).
 
-A Task runs here through ``task.framework_task("tensorflow")``: its ``build_model`` returns a
+A Task registered for "tensorflow" runs here (runner/worker.py LOOPS): its ``build_model`` returns a
 Keras model, ``collate`` returns (arrays, targets) and ``training_step(model, tensors)`` is
 traceable TensorFlow.
 """
@@ -47,9 +47,11 @@ class TfLoop(BaseLoop):
     label_suffix = "/tf"
 
     def __init__(self, task: Any, cfg: Any, ctx: RunContext, result: JobResult, num_threads: int | None = None):
-        from models.darknet.tf_backend import tensorflow
         from replicate.runner.strategy import make_strategy
+        from replicate.tf_import import tensorflow
 
+        # The device TF places on: the profile's accelerator kind (the strategy picks the devices).
+        ctx.device = "cpu" if cfg.hardware.accelerator == "cpu" else str(cfg.hardware.accelerator)
         super().__init__(task, cfg, ctx, result)
         self.tf = tensorflow(num_threads)
         # A worker without the profile's accelerators raises ResourceUnavailable: run_job turns it
@@ -66,7 +68,7 @@ class TfLoop(BaseLoop):
         self.dataset_hash = self.task.prepare_data()
         self.ctx.stage = "modeling"
         with self.strategy.scope():
-            self.model = self.task.build_model(self.task.ctx.variant, "tensorflow")
+            self.model = self.task.build_model(self.task.ctx.variant)
         if self.cfg.checkpoint:
             self.load_weights(Path(self.cfg.checkpoint))
 
@@ -219,8 +221,8 @@ def tf_preflight(task: Any, model: Any, batch: Any, recipe: Any, steps: int,
     trainable variable gets a finite gradient, and ``steps`` steps on one batch bring the loss
     below ``drop`` x its first value.
     """
-    from models.darknet.tf_backend import tensorflow
     from replicate.runner.norm_statistics import statistics_moved
+    from replicate.tf_import import tensorflow
 
     tf = tensorflow()
     shapes = task.output_shapes(model, batch)

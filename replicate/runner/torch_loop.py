@@ -63,7 +63,8 @@ def to_device(obj: Any, device: Any) -> Any:
 class TorchLoop(BaseLoop):
     """Runs one job of a torch Task: setup -> train (optional) -> evaluate -> JobResult."""
 
-    def __init__(self, task: Task, cfg: Any, ctx: RunContext, result: JobResult):
+    def __init__(self, task: Task, cfg: Any, ctx: RunContext, result: JobResult, num_threads: int | None = None):
+        # num_threads: the worker set torch's intra-op threads before building the loop (run_job).
         super().__init__(task, cfg, ctx, result)
         self.device = torch.device(ctx.device)
         self.amp = self.device.type == "cuda"
@@ -74,7 +75,7 @@ class TorchLoop(BaseLoop):
         self.ctx.stage = "data pipeline"
         self.dataset_hash = self.task.prepare_data()
         self.ctx.stage = "modeling"
-        self.model = self.task.build_model(self.task.ctx.variant, self.task.ctx.framework).to(self.device)
+        self.model = self.task.build_model(self.task.ctx.variant).to(self.device)
         if self.amp:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.cfg.checkpoint:

@@ -114,25 +114,32 @@ def _run_locked(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, began: flo
     return result
 
 
+# The loop of each framework, by module and class: imported when a job needs it, so a torch job
+# never imports TensorFlow. A new framework is one row here and its loop module.
+LOOPS = {"torch": ("replicate.runner.torch_loop", "TorchLoop"),
+         "tensorflow": ("replicate.runner.tf_loop", "TfLoop")}
+
+
+def loop_class(framework: str) -> type:
+    """The BaseLoop subclass that runs ``framework``'s steps."""
+    import importlib
+
+    module, name = LOOPS[framework]
+    return getattr(importlib.import_module(module), name)
+
+
 def build_loop(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, num_threads: int | None = None) -> Any:
-    """The job's Task in its framework's loop (the TF twin of the task through the TF loop)."""
-    task = build_task(spec, cfg)
-    if spec.framework == "tensorflow":
-        from replicate.runner.tf_loop import TfLoop
-
-        ctx.device = "cpu" if cfg.hardware.accelerator == "cpu" else str(cfg.hardware.accelerator)
-        return TfLoop(task.framework_task("tensorflow"), cfg, ctx, result, num_threads)
-    from replicate.runner.torch_loop import TorchLoop
-
-    return TorchLoop(task, cfg, ctx, result)
+    """The job's Task in its framework's loop."""
+    return loop_class(spec.framework)(build_task(spec, cfg), cfg, ctx, result, num_threads)
 
 
-def build_task(spec: JobSpec, cfg: Any):
+def build_task(spec: JobSpec, cfg: Any) -> Any:
+    """The registered Task of the job's (model, framework), with the job's defect injected."""
     from models.registry import get_task_class
     from models.task import TaskContext
     from replicate.defects import inject
 
-    cls = get_task_class(spec.model)
+    cls = get_task_class(spec.model, spec.framework)
     tier = cfg.model.tiers[cfg.tier.name]
     ctx = TaskContext(model_cfg=cfg.model, variant=spec.variant, framework=spec.framework, tier_cfg=tier,
                       data_cfg=cfg.datasets[tier.data], input_size=int(tier.input_size), seed=int(cfg.seed),

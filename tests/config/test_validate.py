@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.registry import get_task_class, registered_names
+from models.registry import frameworks_of, registered_names
 from replicate.cli import main
 from replicate.config.compose import compose_config
 from replicate.config.conf_tree import group_options
@@ -86,7 +86,7 @@ def test_config_frameworks_agree_with_the_registered_task(model):
     # a framework the config lists but the task lacks fails only at run time; one the task has
     # but the config omits can never be chosen
     cfg = compose_config([f"model={model}", "tier.compare_with=none"])
-    assert tuple(cfg.model.frameworks) == tuple(get_task_class(model).frameworks)
+    assert tuple(cfg.model.frameworks) == frameworks_of(model)
 
 
 @pytest.fixture

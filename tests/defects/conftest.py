@@ -34,7 +34,7 @@ def build_job(tiny, results_dir, shapes_root) -> Callable[..., Job]:
         cfg = compose_config([f"model={target.model}", f"framework={target.framework}", f"results_dir={results_dir}",
                               f"datasets.shapes.root={shapes_root}", *data, "logger=none", *extra,
                               *([f"defect={defect}"] if defect else [])])
-        task = build_task(make_spec(cfg, None), cfg).framework_task(target.framework)
+        task = build_task(make_spec(cfg, None), cfg)
         task.prepare_data()
         return Job(task, cfg)
 

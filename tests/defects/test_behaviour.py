@@ -51,7 +51,7 @@ def _differs(a: Any, b: Any) -> bool:
 
 def _seeded_model(job, seed: int = 0):
     torch.manual_seed(seed)
-    return job.task.build_model(job.task.ctx.variant, "torch")
+    return job.task.build_model(job.task.ctx.variant)
 
 
 # ---------------------------------------------------------------------------- recipe and config
@@ -230,11 +230,11 @@ def _(clean, bad):
 
 @probe("keras_training_false_in_step")
 def _(clean, bad):
-    from models.darknet.tf_backend import tensorflow
+    from replicate.tf_import import tensorflow
 
     tf = tensorflow()
     tf.keras.utils.set_random_seed(0)
-    model = clean.task.build_model(clean.task.ctx.variant, "tensorflow")
+    model = clean.task.build_model(clean.task.ctx.variant)
     arrays, _ = clean.task.collate(_items(clean, "train", True, 2))
     tensors = {k: tf.convert_to_tensor(v) for k, v in arrays.items()}
     losses = [float(job.task.training_step(model, tensors)["loss"]) for job in (clean, bad)]

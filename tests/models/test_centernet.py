@@ -47,7 +47,7 @@ def perfect_outputs(enc: dict, num_classes: int, size: int) -> dict:
 
 def test_full_variant_has_the_configured_parameter_count_and_heads(tmp_path):
     task, cfg = make_task(tmp_path)
-    model = task.build_model("full", "torch")
+    model = task.build_model("full")
     assert task.trainable_parameters(model) == cfg.model.variants.full.trainable_params == 14_437_349
     model.eval()
     with torch.no_grad():
@@ -61,7 +61,7 @@ def test_full_variant_has_the_configured_parameter_count_and_heads(tmp_path):
 
 def test_small_variant_heads_and_detections_have_the_expected_shapes(tmp_path):
     task, _ = make_task(tmp_path)
-    model = task.build_model("small", "torch").eval()
+    model = task.build_model("small").eval()
     task.prepare_data()
     dataset = task.build_dataset("val", train=False)
     batch = task.collate([dataset[i] for i in range(2)])
@@ -139,7 +139,7 @@ def test_a_few_training_steps_give_finite_falling_losses(tmp_path):
     torch.manual_seed(0)
     task.prepare_data()
     dataset = task.build_dataset("train", train=True)
-    model = task.build_model("small", "torch").train()
+    model = task.build_model("small").train()
     batch = task.collate([dataset[i] for i in range(4)])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
@@ -191,6 +191,6 @@ def test_trunk_loads_torchvision_resnet18_weights(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(trunk.state_dict(), path)
     task, _ = make_task(tmp_path, [f"model.variants.full.arch.trunk_weights={path}"])
-    model = task.build_model("full", "torch")
+    model = task.build_model("full")
     torch.testing.assert_close(model.layer3[1].conv2.weight, trunk.layer3[1].conv2.weight)
     torch.testing.assert_close(model.layer2[0].downsample[1].running_var, trunk.layer2[0].downsample[1].running_var)

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg, parse_cfg_text
-from models.darknet.tf_backend import tf_available
 from models.darknet.tf_differential import (
     DEFAULT_ATOL,
     compare_models,
@@ -22,7 +21,9 @@ from models.darknet.tf_differential import (
     run_differential,
     write_random_weights,
 )
+from replicate import tf_import
 from replicate.errors import ConfigError, DataError
+from replicate.tf_import import tf_available
 
 CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)
 if not tf_available():
@@ -237,7 +238,7 @@ stride=2
 def test_missing_tensorflow_is_a_config_error_naming_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)   # import tensorflow -> ImportError
     with pytest.raises(ConfigError, match=r"tensorflow is not installed.*\[tensorflow\]"):
-        tf_backend.tensorflow()
+        tf_import.tensorflow()
 
 
 @pytest.mark.slow

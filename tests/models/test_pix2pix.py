@@ -44,7 +44,7 @@ def first_batch(task, train: bool = False, count: int = 4):
 
 def test_full_variant_counts_match_the_reference(tmp_path):
     task, cfg = make_task(tmp_path)
-    model = task.build_model("full", "torch")
+    model = task.build_model("full")
     full = cfg.model.variants.full
     assert task.trainable_parameters(model) == full.trainable_params == 54_413_955
     discriminator = sum(p.numel() for p in model.discriminator.parameters() if p.requires_grad)
@@ -67,7 +67,7 @@ def test_unet_256_keeps_the_image_size_and_tanh_range():
 
 def test_small_variant_shapes(tmp_path):
     task, cfg = make_task(tmp_path)
-    model = task.build_model("small", "torch")
+    model = task.build_model("small")
     assert isinstance(model, Pix2Pix)
     batch = first_batch(task)
     assert [tuple(t.shape) for t in batch] == [(4, 3, 64, 64)] * 2 and task.batch_size_of(batch) == 4
@@ -81,7 +81,7 @@ def test_small_variant_shapes(tmp_path):
 def test_training_steps_give_finite_losses_and_lower_l1(tmp_path):
     task, cfg = make_task(tmp_path)
     torch.manual_seed(0)
-    model = task.build_model("small", "torch").train()
+    model = task.build_model("small").train()
     recipe = cfg.model.tiers.smoke.recipe
     optimizers = task.configure_optimizers(model, recipe, float(recipe.lr), build_optimizer)
     assert set(optimizers) == {"G", "D"}
@@ -96,14 +96,14 @@ def test_training_steps_give_finite_losses_and_lower_l1(tmp_path):
 
 def test_check_loss_reaches_every_parameter(tmp_path):
     task, _ = make_task(tmp_path)
-    model = task.build_model("small", "torch").train()
+    model = task.build_model("small").train()
     task.check_loss(model, first_batch(task)).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_evaluator_reports_l1_psnr_ssim(tmp_path):
     task, _ = make_task(tmp_path)
-    model = task.build_model("small", "torch").eval()
+    model = task.build_model("small").eval()
     evaluator = task.build_evaluator("val")
     with torch.no_grad():
         predictions = task.predict(model, first_batch(task))
@@ -116,7 +116,7 @@ def test_evaluator_reports_l1_psnr_ssim(tmp_path):
 
 def test_paper_inference_uses_batch_statistics_and_keeps_state(tmp_path):
     task, _ = make_task(tmp_path, ["+model.tiers.smoke.recipe.extra.paper_inference=true"])
-    model = task.build_model("small", "torch").eval()
+    model = task.build_model("small").eval()
     batch = first_batch(task)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(0)

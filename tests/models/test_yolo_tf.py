@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
-from models.darknet.tf_backend import tf_available
+from models.registry import frameworks_of, get_task_class
 from models.yolo_loss import heads_from_graph
 from models.yolo_loss import postprocess as torch_postprocess
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
 from replicate.plan import make_spec
 from replicate.runner.worker import build_task
+from replicate.tf_import import tf_available
 
 CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)
 if not tf_available():
@@ -29,14 +30,16 @@ from models.yolo_loss_tf import postprocess as tf_postprocess  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):
-    """(torch task, TF twin) of yolov3 at 64 px on a small shapes set, data prepared."""
+    """(torch task, TF task) of yolov3 at 64 px on a small shapes set, data prepared."""
     root = tmp_path_factory.mktemp("yolo_tf")
-    cfg = compose_config(["model=yolov3", f"results_dir={root}", "tier.compare_with=none", "framework=tensorflow",
-                          "datasets.shapes.num_train=16", "datasets.shapes.num_val=8",
-                          "datasets.shapes.image_size=64", "model.tiers.smoke.input_size=64"])
-    task = build_task(make_spec(cfg, None), cfg)
+    common = ["model=yolov3", f"results_dir={root}", "tier.compare_with=none", "datasets.shapes.num_train=16",
+              "datasets.shapes.num_val=8", "datasets.shapes.image_size=64", "model.tiers.smoke.input_size=64"]
+    built = []
+    for framework in ("torch", "tensorflow"):
+        cfg = compose_config([*common, f"framework={framework}"])
+        built.append(build_task(make_spec(cfg, None), cfg))
+    task, twin = built
     task.prepare_data()
-    twin = task.framework_task("tensorflow")
     task.build_dataset("train", train=True)   # category ids for the torch collate
     return task, twin
 
@@ -44,9 +47,9 @@ def tasks(tmp_path_factory):
 def _twins(tasks, tmp_path):
     """The torch and TF models of the tiny variant holding the same .weights, and a batch of 4."""
     task, twin = tasks
-    tf_model = twin.build_model("tiny", "tensorflow")
+    tf_model = twin.build_model("tiny")
     path = save_darknet_weights(tf_model, tmp_path / "tiny.weights")
-    torch_model = task.build_model("tiny", "torch")
+    torch_model = task.build_model("tiny")
     load_darknet_weights(torch_model.net, path)
     data = twin.build_dataset("train", train=True)
     return torch_model.eval(), tf_model, twin.collate([data[i] for i in range(4)])
@@ -54,11 +57,13 @@ def _twins(tasks, tmp_path):
 
 def test_the_registered_task_builds_the_tensorflow_model(tasks):
     task, twin = tasks
-    assert twin.name == "yolov3" and twin.frameworks == ("tensorflow",)
-    full = task.build_model("full", "tensorflow")
+    assert (twin.name, twin.framework) == ("yolov3", "tensorflow")
+    assert (task.name, task.framework) == ("yolov3", "torch")
+    assert type(twin) is get_task_class("yolov3", "tensorflow") and frameworks_of("yolov3") == ("torch", "tensorflow")
+    full = twin.build_model("full")
     assert twin.trainable_parameters(full) == task.ctx.model_cfg.variants.full.trainable_params
-    with pytest.raises(ConfigError, match="'jax' is not an implementation"):
-        task.build_model("tiny", "jax")
+    with pytest.raises(ConfigError, match="'jax' is not an implementation of yolov3; allowed: torch, tensorflow"):
+        get_task_class("yolov3", "jax")
 
 
 def test_tf_loss_equals_the_torch_loss_on_the_same_weights_and_batch(tasks, tmp_path, tf):
@@ -76,7 +81,7 @@ def test_tf_loss_equals_the_torch_loss_on_the_same_weights_and_batch(tasks, tmp_
 def test_tf_loss_is_finite_and_decreases_on_one_batch(tasks, tf):
     _, twin = tasks
     tf.keras.utils.set_random_seed(0)
-    model = twin.build_model("tiny", "tensorflow")
+    model = twin.build_model("tiny")
     data = twin.build_dataset("train", train=True)
     arrays = {k: tf.constant(v) for k, v in twin.collate([data[i] for i in range(4)])[0].items()}
     optimizer = tf.keras.optimizers.Adam(1e-2)
@@ -110,7 +115,7 @@ def test_decoding_and_nms_match_the_torch_postprocess(tf):
 
 def test_predictions_reach_the_coco_evaluator(tasks):
     _, twin = tasks
-    model = twin.build_model("tiny", "tensorflow")
+    model = twin.build_model("tiny")
     val = twin.build_dataset("val", train=False)
     preds = twin.predict(model, twin.collate([val[i] for i in range(2)]))
     evaluator = twin.build_evaluator("val")
@@ -123,7 +128,7 @@ def test_check_runs_the_differential_and_says_when_tensorflow_is_absent(tasks, m
     task, _ = tasks
     ok, detail = task.differential_check()
     assert ok and "agree within" in detail
-    monkeypatch.setattr("models.darknet.tf_backend.tf_available", lambda: False)
+    monkeypatch.setattr("replicate.tf_import.tf_available", lambda: False)
     ok, detail = task.differential_check()
     assert ok and "skipped, tensorflow is not installed" in detail and "[tensorflow]" in detail
 
@@ -153,7 +158,7 @@ def test_check_of_the_tensorflow_implementation_is_seeded(tmp_path, shapes_root,
         return [("overfit", True, "not run")]
 
     monkeypatch.setattr("replicate.runner.tf_loop.tf_preflight", fake_preflight)
-    monkeypatch.setattr("models.yolo.DarknetYoloTask.differential_check", lambda self: None)
+    monkeypatch.setattr("models.yolo_tf.YoloTfTask.differential_check", lambda self: None)
     data = [o for o in tiny if o.startswith("datasets.") or "input_size" in o]
     for _ in range(2):
         run_check(["model=yolov3", "framework=tensorflow", f"results_dir={tmp_path}",

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from omegaconf import open_dict
 
-from models.darknet.tf_backend import tensorflow, tf_available
 from replicate.config.compose import compose_config
 from replicate.config.conf_tree import group_options
 from replicate.errors import ConfigError, DataError, ResourceUnavailable
@@ -32,6 +31,7 @@ from replicate.runner import checkpoint as ckpt
 from replicate.runner.strategy import DEFAULT, MIRRORED, TPU, TPU_NAME_ENV, make_strategy, strategy_kind
 from replicate.runner.tf_loop import TfLoop
 from replicate.runner.torch_loop import RunContext
+from replicate.tf_import import tensorflow, tf_available
 
 ROOT = Path(__file__).resolve().parents[2]
 if not tf_available():
@@ -71,7 +71,7 @@ class LinearTask:
     def load_checkpoint(self, model: Any, path: Path) -> bool:
         return False
 
-    def build_model(self, variant: str, framework: str) -> Any:
+    def build_model(self, variant: str) -> Any:
         keras = tensorflow().keras
         hidden = {"small": 4, "wide": 5}[variant]
         return keras.Sequential([keras.Input((3,)), keras.layers.Dense(hidden, activation="tanh"),
@@ -102,7 +102,7 @@ def _yolo_loop(cfg: Any, directory: Path) -> TfLoop:
     from replicate.runner.worker import build_task
 
     ctx = RunContext(checkpoint_dir=directory, progress=False, metric="bbox_AP")
-    return TfLoop(build_task(make_spec(cfg, None), cfg).framework_task("tensorflow"), cfg, ctx, JobResult("direct"))
+    return TfLoop(build_task(make_spec(cfg, None), cfg), cfg, ctx, JobResult("direct"))
 
 
 def _max_difference(a: list, b: list) -> float:

@@ -5,15 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from replicate.defects.patching import tier_of
-from replicate.defects.registry import led_by, register
+from replicate.defects.registry import EVERY_IMPLEMENTATION, register
 
-# Every implementation the benchmark runs (a test keeps this equal to conf/model/*.yaml).
-EVERY_IMPLEMENTATION = ("faster_rcnn", "mask_rcnn", "retinanet", "centernet", "pix2pix", "yolov3",
-                        "yolov3/tensorflow", "yolov4")
 SGD_RECIPES = ("faster_rcnn", "mask_rcnn", "retinanet")   # smoke recipes with optimizer: sgd
 
 
-@register("lr_10x", led_by("yolov4", EVERY_IMPLEMENTATION), stage="training", type="hyperparameter",
+@register("lr_10x", ("yolov4", EVERY_IMPLEMENTATION), stage="training", type="hyperparameter",
           description="learning rate 10x the recipe's")
 def lr_10x(task: Any, cfg: Any) -> None:
     """The learning rate is ten times the recipe's: an exponent typed wrong (4e-2 for 4e-3), or a
@@ -30,7 +27,7 @@ def sgd_momentum_zero(task: Any, cfg: Any) -> None:
     tier_of(cfg).recipe.momentum = 0.0
 
 
-@register("shuffled_labels", led_by("centernet", EVERY_IMPLEMENTATION), stage="data", type="data pipeline",
+@register("shuffled_labels", ("centernet", EVERY_IMPLEMENTATION), stage="data", type="data pipeline",
           description="training images paired with another image's labels")
 def shuffled_labels(task: Any, cfg: Any) -> None:
     """Images and annotations are indexed in two different orders (e.g. one list sorted by file
@@ -39,7 +36,7 @@ def shuffled_labels(task: Any, cfg: Any) -> None:
     task.ctx.shuffle_labels = True
 
 
-@register("eval_on_train_split", led_by("mask_rcnn", EVERY_IMPLEMENTATION), stage="evaluation",
+@register("eval_on_train_split", ("mask_rcnn", EVERY_IMPLEMENTATION), stage="evaluation",
           type="evaluation",
           description="evaluated on the training split instead of the validation split")
 def eval_on_train_split(task: Any, cfg: Any) -> None:

@@ -1,0 +1,135 @@
+"""The Darknet YOLO family's data side, shared by its PyTorch (models/yolo.py) and TensorFlow
+(models/yolo_tf.py) builds by composition: the variant's cfg and class count, the augmentation
+the cfg's [net] asks for, the COCO datasets, batches and the COCO evaluator. One pipeline, so both
+builds see the same augmentation draws for a seed.
+
+Variants name a cfg in their ``arch``: ``cfg`` (file name, searched in $ZOO_DARKNET_CFG_DIR, then
+among the cfgs the package carries, models/darknet/cfg/; validation refuses a name found nowhere,
+replicate/config/validate.py), ``classes`` (fixed count; default: the dataset's),
+``width_multiple`` (filters x this, for CPU-sized variants), ``scale_anchors``
+(rescale the cfg's anchors to the tier's input size), ``bn_momentum`` (default darknet's 0.01)
+and ``objectness_prior`` (initial objectness probability; default: darknet's plain init).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from models.darknet.augment import AugmentConfig, ResizeForEval, YoloTrainSet
+from models.darknet.cfg_parser import DarknetGraph, parse_cfg, resolve_cfg
+from models.task import TaskContext
+from replicate.errors import ConfigError, DataError
+
+ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
+AUGMENT_KEYS = ("jitter", "hue", "saturation", "exposure", "flip", "mosaic", "letter_box")
+
+
+@lru_cache(maxsize=16)
+def load_graph(path: str, classes: Optional[int], width_multiple: float = 1.0) -> DarknetGraph:
+    return parse_cfg(path, classes, width_multiple)
+
+
+class DarknetYoloPipeline:
+    """What a YOLO job reads and how its batches are made, whatever framework steps it.
+
+    Attributes:
+        ctx: The job's TaskContext.
+        category_ids: The dataset's category ids in class-index order (set by build_dataset).
+    """
+
+    def __init__(self, ctx: TaskContext):
+        self.ctx = ctx
+        self.category_ids: Optional[list[int]] = None
+
+    def arch(self, variant: str) -> Any:
+        arch = self.ctx.model_cfg.variants[variant].arch
+        unknown = sorted(set(arch) - set(ARCH_KEYS))
+        if unknown:
+            raise ConfigError(f"model.variants.{variant}.arch.{unknown[0]}",
+                              f"unknown key; allowed: {', '.join(ARCH_KEYS)}")
+        return arch
+
+    def num_classes(self, variant: str) -> int:
+        """The variant's fixed ``classes``, else the dataset's category count."""
+        arch = self.arch(variant)
+        if arch.get("classes") is not None:
+            return int(arch.classes)
+        data = self.ctx.data_cfg
+        if data.kind == "synthetic":
+            return len(data.classes)
+        ann = Path(data.root) / data.splits[self.ctx.tier_cfg.eval_split].annotations
+        try:
+            return len(json.loads(ann.read_text())["categories"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(str(ann), f"cannot read the categories: {exc}") from None
+
+    def graph(self, variant: str) -> DarknetGraph:
+        arch = self.arch(variant)
+        key = f"model.variants.{variant}.arch.cfg"
+        if not arch.get("cfg"):
+            raise ConfigError(key, "required: the darknet cfg file of this variant")
+        return load_graph(str(resolve_cfg(str(arch.cfg), key)), self.num_classes(variant),
+                          float(arch.get("width_multiple", 1.0)))
+
+    def augment_config(self) -> AugmentConfig:
+        """Augmentation from the cfg's [net] and last [yolo]; recipe.extra may override a key."""
+        graph = self.graph(self.ctx.variant)
+        recipe = self.ctx.tier_cfg.get("recipe")
+        extra = dict(recipe.extra) if recipe is not None and recipe.get("extra") else {}
+        overrides = {k: extra[k] for k in AUGMENT_KEYS if k in extra}
+        return AugmentConfig.from_cfg(graph.net, graph.yolo_layers[-1].options, overrides)
+
+    def build_dataset(self, split: str, *, train: bool) -> Any:
+        from replicate.data.coco_dataset import CocoDetection
+
+        data = self.ctx.data_cfg
+        paths = data.splits[split]
+        augment = self.augment_config()
+        base = CocoDetection(Path(data.root), paths.images, paths.annotations,
+                             transforms=None if train else ResizeForEval(self.ctx.input_size, augment.letter_box),
+                             shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None)
+        classes = self.num_classes(self.ctx.variant)
+        if len(base.category_ids) != classes:
+            raise ConfigError(f"model.variants.{self.ctx.variant}.arch.classes",
+                              f"the model predicts {classes} classes, {base.annotation_file} has "
+                              f"{len(base.category_ids)} categories")
+        self.category_ids = list(base.category_ids)
+        return YoloTrainSet(base, self.ctx.input_size, augment, self.ctx.seed) if train else base
+
+    def class_index(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.category_ids is None:
+            raise RuntimeError("build_dataset() must run before batches are made (category ids)")
+        lookup = {cat: i for i, cat in enumerate(self.category_ids)}
+        return torch.tensor([lookup[int(v)] for v in labels], dtype=torch.int64)
+
+    def collate(self, items: list) -> tuple[torch.Tensor, list[dict]]:
+        """Images stacked (all at the input size); targets gain ``classes`` (0-based indices)."""
+        images = torch.stack([image for image, _ in items])
+        targets = [{**t, "classes": self.class_index(t["labels"])} for _, t in items]
+        return images, targets
+
+    def build_evaluator(self, split: str) -> Any:
+        from replicate.evaluation.coco import CocoEvaluator
+
+        data = self.ctx.data_cfg
+        return CocoEvaluator(Path(data.root) / data.splits[split].annotations, iou_types=("bbox",))
+
+
+def differential_check(pipeline: DarknetYoloPipeline, ctx: TaskContext) -> tuple[bool, str]:
+    """Torch vs TensorFlow on the same random .weights (models/darknet/tf_differential.py), for
+    ``replicate check`` of either build: the family's two implementations compute one function."""
+    from replicate.tf_import import INSTALL_HINT, tf_available
+
+    if not tf_available():
+        return True, f"torch vs tensorflow: skipped, tensorflow is not installed ({INSTALL_HINT})"
+    from models.darknet.tf_differential import random_images, run_differential
+
+    graph = pipeline.graph(ctx.variant)
+    size = min(ctx.input_size, 128)
+    report, _, _ = run_differential(graph, random_images(2, size, graph.channels))
+    return report.ok, f"{ctx.variant} variant, {size} px: {report.summary()}"
