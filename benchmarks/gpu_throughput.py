@@ -48,7 +48,7 @@ DEFAULT_MODELS = ("faster_rcnn", "mask_rcnn", "retinanet", "centernet", "pix2pix
 def _loop(model: str, dry_run: bool, results_dir: str, max_batch: int) -> Any:
     from replicate.config.compose import compose_config
     from replicate.jobs import JobResult
-    from replicate.plan import make_spec
+    from replicate.resolved import make_spec
     from replicate.runner.base_loop import RunContext
     from replicate.runner.torch_loop import TorchLoop
     from replicate.runner.worker import build_task

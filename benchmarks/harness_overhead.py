@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.ratio import Ratio
 from replicate.config.compose import compose_config
-from replicate.plan import make_spec
+from replicate.resolved import make_spec, resolve_job
 from replicate.runner.batch_order import epoch_permutation
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 from replicate.runner.torch_loop import seed_everything
@@ -76,7 +76,7 @@ def bare_loop(cfg) -> float:
 
 def harness(cfg) -> float:
     """The job through run_job (checkpoints, guard, curve, progress): its recorded training time."""
-    result = run_job(make_spec(cfg, None), progress=True)
+    result = run_job(resolve_job(cfg, None), progress=True)
     if result.failure:
         raise SystemExit(f"harness run failed: {result.failure.message}")
     return result.times.train_s
@@ -94,7 +94,7 @@ def ratio_for(model: str, steps: int, repeats: int, overrides: Sequence[str] = (
     for i in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             cfg = configure(model, steps, tmp, list(overrides))
-            run_job(make_spec(cfg, None), progress=False)  # warm-up: data generation, allocator, caches
+            run_job(resolve_job(cfg, None), progress=False)  # warm-up: data generation, allocator, caches
             order = (bare_loop, harness) if i % 2 == 0 else (harness, bare_loop)
             times = {fn.__name__: fn(configure(model, steps, f"{tmp}/{fn.__name__}", list(overrides)))
                      for fn in order}

@@ -1,7 +1,7 @@
 """A year of nightly suites: how the store and its readers scale.
 
 Generates a store of 365 nightly smoke suites x 10 jobs (the smoke suite's 8 and two more
-seeds), written through the harness's own record path (``make_spec``, ``target_for``,
+seeds), written through the harness's own record path (``resolve_job``,
 ``judge_job``, ``job_record``, ``group_record``; only the training is replaced by a curve and a
 metric drawn from the reference's draws, 3% of nights regressed), on SQLite and, when Debian's
 PostgreSQL is installed, on PostgreSQL. Then times, each in this process as the CLI runs it:
@@ -52,16 +52,15 @@ class Entry:
 
 def _entries() -> list[Entry]:
     from replicate.config.compose import compose_config
-    from replicate.plan import make_spec
-    from replicate.verdict import target_for
+    from replicate.resolved import resolve_job
 
     suite = compose_config(["suite=smoke"]).suite
     wanted = [(e.model, e.get("framework"), int(e.seeds[0])) for e in suite.entries] + EXTRA_SEEDS
     entries = []
     for model, framework, seed in wanted:
         cfg = compose_config([f"model={model}", f"seed={seed}", *([f"framework={framework}"] if framework else [])])
-        spec = make_spec(cfg, None)
-        entries.append(Entry(cfg, spec, target_for(cfg, spec.variant)))
+        job = resolve_job(cfg, None)
+        entries.append(Entry(cfg, job.spec, job.target))
     return entries
 
 

@@ -12,11 +12,12 @@ import importlib
 import pkgutil
 from typing import Callable, TypeVar
 
+from replicate.config.schema import Framework
 from replicate.errors import ConfigError
 
 # The frameworks an implementation may run in, in the order a model's default is picked
 # (the schema's ``model.frameworks`` lists them in this order too).
-FRAMEWORKS = ("torch", "tensorflow")
+FRAMEWORKS = tuple(Framework)
 
 _REGISTRY: dict[tuple[str, str], type] = {}
 T = TypeVar("T", bound=type)

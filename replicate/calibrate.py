@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 from replicate.config.compose import compose_config
 from replicate.config.selection import chosen_framework, chosen_reference
 from replicate.errors import ConfigError
-from replicate.plan import config_hash, plain
+from replicate.resolved import config_hash, plain
 
 # What another CPU would change. torch: the ATen kernel set (AVX512, AVX2, or none). oneDNN's ISA
 # (ONEDNN_MAX_CPU_ISA) is left to the machine: capping it at SSE4.1 made a yolov4 draw 5x slower,
@@ -319,7 +319,7 @@ def _sig(value: float, digits: int = 5) -> float:
 def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequence[str],
                     draws: Sequence[Draw]) -> dict[str, Any]:
     """The YAML block to record: mean and std of the final metric and of the 25% point, every draw."""
-    from replicate.runner.environment import _git
+    from replicate.runner.environment import git_output
 
     finals = [m["final"] for m in measured]
     earlies = [m["early"] for m in measured]
@@ -348,7 +348,7 @@ def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequenc
         "curve": {fraction: _sig(statistics.fmean(earlies))},
         "curve_spread": {fraction: _sig(statistics.stdev(earlies)) if len(earlies) > 1 else 0.0},
         "source": f"measured: `{command}` on {dt.date.today().isoformat()} "
-                  f"(git {(_git('rev-parse', '--short', 'HEAD') or 'unknown')}, {os.cpu_count()} CPU cores)",
+                  f"(git {(git_output('rev-parse', '--short', 'HEAD') or 'unknown')}, {os.cpu_count()} CPU cores)",
     }
 
 

@@ -19,20 +19,19 @@ from typing import Any
 def main(argv: list[str]) -> int:
     args = json.loads(argv[0])
     from replicate.config.compose import compose_config
-    from replicate.plan import make_spec
+    from replicate.resolved import resolve_job
     from replicate.runner.environment import numeric_variant
     from replicate.runner.worker import run_job
-    from replicate.verdict import final_loss, target_for
+    from replicate.verdict import final_loss
 
-    cfg = compose_config(args["overrides"])
-    spec = make_spec(cfg, None)
+    job = resolve_job(compose_config(args["overrides"]), None)
     early_only = bool(args.get("early_only"))
     began = time.perf_counter()
-    result = run_job(spec, progress=False, num_threads=int(args["threads"]), stop_at_early=early_only)
+    result = run_job(job, progress=False, num_threads=int(args["threads"]), stop_at_early=early_only)
     if result.failure is not None:
         print(f"draw failed: {result.failure.message}", file=sys.stderr)
         return 1
-    metric = target_for(cfg, spec.variant).metric
+    metric = job.target.metric
     if metric is None:
         print("draw failed: the smoke tier names no metric", file=sys.stderr)
         return 1
@@ -48,7 +47,7 @@ def main(argv: list[str]) -> int:
         return 1
     Path(args["out"]).write_text(json.dumps({
         **{k: (float(v) if k not in ("metric", "early_step") else v) for k, v in measured.items()},
-        "wall_s": round(time.perf_counter() - began, 1), "config_hash": spec.config_hash,
+        "wall_s": round(time.perf_counter() - began, 1), "config_hash": job.spec.config_hash,
         **numeric_variant(int(args["threads"]))}))
     return 0
 

@@ -17,7 +17,8 @@ import torch
 
 from replicate.config.compose import compose_config
 from replicate.config.overrides import Overrides
-from replicate.plan import make_spec
+from replicate.config.schema import Optimizer
+from replicate.resolved import resolve_job
 from replicate.runner.norm_statistics import running_statistics, statistics_moved
 from replicate.runner.torch_loop import seed_everything
 from replicate.runner.worker import build_task
@@ -51,7 +52,7 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     report = CheckReport(cfg.model.name)
     report.add("config", True,
                f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")
-    spec = make_spec(cfg, None)
+    spec = resolve_job(cfg, None).spec
     task = build_task(spec, cfg)   # the registered implementation of the job's framework
     framework = spec.framework
     _check_param_count(task, cfg, report)
@@ -224,7 +225,7 @@ def _check_gradients(task: Any, model: Any, batch: Any, report: CheckReport) -> 
 def _check_overfit(task: Any, model: Any, batch: Any, cfg: Any, report: CheckReport) -> None:
     recipe = cfg.model.tiers[cfg.tier.name].recipe
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-3) if recipe is None or recipe.optimizer != "sgd" else \
+    optimizer = torch.optim.Adam(params, lr=1e-3) if recipe is None or recipe.optimizer != Optimizer.SGD else \
         torch.optim.SGD(params, lr=float(recipe.lr), momentum=0.9)
     model.train()
     statistics = running_statistics(model)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,11 +15,11 @@ from replicate.jobs import MEASURED, PASS
 from replicate.verdict import target_label
 
 # MEASURED (nothing to compare with) is neutral grey: neither a PASS's green nor a failure's red.
-_COLOURS = {"PASS": "green", "MEASURED": "grey70", "BELOW": "red", "ABOVE": "yellow", "OFF_CURVE": "dark_orange",
-            "EARLY_ABORT": "magenta", "ERROR": "red", "INFRA": "blue"}
+VERDICT_STYLES = {"PASS": "green", "MEASURED": "grey70", "BELOW": "red", "ABOVE": "yellow",
+                  "OFF_CURVE": "dark_orange", "EARLY_ABORT": "magenta", "ERROR": "red", "INFRA": "blue"}
 
 
-def _console() -> Console:
+def terminal() -> Console:
     return Console(width=160)
 
 
@@ -36,7 +36,7 @@ def _compared_with(row: dict[str, Any]) -> str:
     return escape(f"{target_label(target['kind'])}: {_fmt(target['value'])} {band}")
 
 
-def _model_label(row: dict[str, Any]) -> str:
+def model_label(row: Mapping[str, Any]) -> str:
     """The model, with its framework when it is not the default one (yolov3 runs in both), and
     the defect injected into the job, if any (``replicate selftest``): it is no real result."""
     framework = row.get("framework")
@@ -55,17 +55,17 @@ def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
     for row in rows:
         verdict = row["verdict"]
         failure = f"{row['failure_stage']} / {row['failure_impact']}" if row.get("failure_stage") else ""
-        table.add_row(_model_label(row), row["tier"], row["hardware"], str(row["seed"]),
-                      f"[{_COLOURS.get(verdict, 'white')}]{verdict}[/]", row.get("metric_name") or "-",
+        table.add_row(model_label(row), row["tier"], row["hardware"], str(row["seed"]),
+                      f"[{VERDICT_STYLES.get(verdict, 'white')}]{verdict}[/]", row.get("metric_name") or "-",
                       _fmt(row.get("metric_value")), _compared_with(row), _duration(row.get("wall_s")),
                       money(row.get("cost")), failure)
-    _console().print(table)
+    terminal().print(table)
     for row in rows:
         if row.get("failure_message") and row["verdict"] != PASS:
-            _console().print(f"  {_model_label(row)} s{row['seed']}: {row['failure_message']}", markup=False)
+            terminal().print(f"  {model_label(row)} s{row['seed']}: {row['failure_message']}", markup=False)
 
 
-def print_groups(groups: list[dict[str, Any]]) -> None:
+def print_groups(groups: Sequence[Mapping[str, Any]]) -> None:
     """Multi-seed verdicts; only printed when some group has more than one seed."""
     if not any(len(g["seeds"]) > 1 for g in groups):
         return
@@ -73,10 +73,10 @@ def print_groups(groups: list[dict[str, Any]]) -> None:
     for col in ("model", "tier", "hardware", "seeds", "verdict", "mean", "std", "note"):
         table.add_column(col)
     for g in groups:
-        table.add_row(_model_label(g), g["tier"], g["hardware"], ",".join(map(str, g["seeds"])),
-                      f"[{_COLOURS.get(g['verdict'], 'white')}]{g['verdict']}[/]", _fmt(g["mean"]), _fmt(g["std"]),
-                      g.get("noise_note") or "")
-    _console().print(table)
+        table.add_row(model_label(g), g["tier"], g["hardware"], ",".join(map(str, g["seeds"])),
+                      f"[{VERDICT_STYLES.get(g['verdict'], 'white')}]{g['verdict']}[/]", _fmt(g["mean"]),
+                      _fmt(g["std"]), g.get("noise_note") or "")
+    terminal().print(table)
 
 
 def verdict_summary(counts: dict[str, int], unit: str) -> str:
@@ -97,7 +97,7 @@ def print_models(rows: list[dict[str, Any]]) -> None:
         table.add_row(r["name"], ", ".join(r["frameworks"]), ", ".join(r["variants"]), ", ".join(r["tiers"]),
                       f"{r['trainable_params']:,}",
                       f"{claim['metric']} {claim['value']} on {claim['split']} ({claim['source']})")
-    _console().print(table)
+    terminal().print(table)
 
 
 def print_history(rows: list[dict[str, Any]], title: str = "metric over time") -> None:
@@ -115,14 +115,14 @@ def print_history(rows: list[dict[str, Any]], title: str = "metric over time") -
         spread = f" ± {_fmt(r['std'], 3)}" if r.get("std") is not None else ""
         table.add_row(r["suite_id"], (r.get("created_at") or "")[:16].replace("T", " "),
                       f"{r['variant']} / {r.get('framework') or '-'}", r["tier"],
-                      r["hardware"], f"[{_COLOURS.get(r['verdict'], 'white')}]{r['verdict']}[/]",
+                      r["hardware"], f"[{VERDICT_STYLES.get(r['verdict'], 'white')}]{r['verdict']}[/]",
                       f"{_fmt(r.get('mean'))}{spread}", f"[{_fmt(r.get('band_low'))}, {_fmt(r.get('band_high'))}]",
                       " ".join(flags))
-    _console().print(table)
+    terminal().print(table)
     for r in rows:
         for change in r.get("changes") or []:
-            _console().print(f"  {r['suite_id']} changed since {r['regression']}: {change['section']} "
+            terminal().print(f"  {r['suite_id']} changed since {r['regression']}: {change['section']} "
                              f"{change['key']}: {change['before']!r} -> {change['after']!r}", markup=False)
     drifted = {r["drift"] for r in rows if r.get("drift")}
     for text in sorted(drifted):
-        _console().print(f"  drift: {text}", markup=False)
+        terminal().print(f"  drift: {text}", markup=False)

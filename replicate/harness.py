@@ -1,26 +1,35 @@
-"""run_suite / run_one: plan -> schedule -> verdict -> store. Plain functions behind the CLI."""
+"""run_suite / run_one: plan -> schedule -> verdict -> store, through one :class:`SuiteRun`.
+
+A SuiteRun holds what a run of jobs shares: one open store, the results in memory (the seed
+groups are judged from them, not re-read from the store), and its sinks (the console line, the
+experiment logger). ``replicate suite``, ``replicate run``, ``replicate selftest`` and calibrate
+all run their jobs through it.
+"""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig
 
 from replicate.config.compose import compose_config
 from replicate.config.infra import build
 from replicate.errors import ConfigError, StoreError
-from replicate.jobs import ERROR, GROUP_IDENTITY, INFRA, PASS, Failure, JobResult, verdict_counts
-from replicate.loggers import log_suite_end, make_logger
-from replicate.plan import PlannedJob, make_spec, plan_suite
-from replicate.records import group_record, job_record
+from replicate.jobs import ERROR, INFRA, PASS, Failure, JobResult, verdict_counts
+from replicate.loggers import RunLogger, log_suite_end, make_logger
+from replicate.plan import plan_suite
+from replicate.records import GroupRecord, group_record, job_record
 from replicate.redact import redacted_overrides
+from replicate.resolved import ResolvedJob, resolve_job
 from replicate.scheduling import Scheduler
 from replicate.store import spool
-from replicate.store.results_store import ResultStore
-from replicate.verdict import judge_job, target_for
+from replicate.store.protocol import JobStore
+from replicate.verdict import judge_job
+
+Echo = Callable[[str], None]
 
 
 @dataclass
@@ -29,13 +38,13 @@ class SuiteResult:
 
     suite_id: Optional[str]
     jobs: list[dict[str, Any]] = field(default_factory=list)
-    groups: list[dict[str, Any]] = field(default_factory=list)
+    groups: list[GroupRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # finished before: not run again
     report: Optional[str] = None      # the suite's HTML report (index.html), if one was written
     logged: Optional[str] = None      # where the logger's output went (W&B), if a logger is on
 
     @property
-    def verdict_rows(self) -> list[dict[str, Any]]:
+    def verdict_rows(self) -> Sequence[Mapping[str, Any]]:
         """The rows that decide the outcome: the seed groups, else (none judged yet) the jobs."""
         return self.groups or self.jobs
 
@@ -51,120 +60,160 @@ class SuiteResult:
         return verdict_counts(self.verdict_rows)
 
 
-def _store(cfg: DictConfig) -> ResultStore:
+def open_store(cfg: DictConfig) -> JobStore:
+    """The results store of ``cfg.store`` (its ``_target_`` must build a JobStore)."""
     store = build(cfg.store, "store")
-    if not isinstance(store, ResultStore):
-        raise ConfigError("store._target_", f"{type(store).__name__} is not a ResultStore")
+    if not isinstance(store, JobStore):
+        raise ConfigError("store._target_", f"{type(store).__name__} is not a JobStore (replicate/store/protocol.py)")
     return store
 
 
-def _scheduler(cfg: DictConfig) -> Scheduler:
+def open_scheduler(cfg: DictConfig) -> Scheduler:
     scheduler = build(cfg.scheduler, "scheduler")
     if not isinstance(scheduler, Scheduler):
         raise ConfigError("scheduler._target_", f"{type(scheduler).__name__} has no run(jobs, on_result)")
     return scheduler
 
 
-def run_one(overrides: Sequence[str], echo: Callable[[str], None] = print) -> SuiteResult:
-    """One job (``replicate run``): compose, schedule, judge, store."""
-    cfg = compose_config(overrides)
-    spec = make_spec(cfg, cfg.suite_id)
-    logger = make_logger(cfg, echo)
-    if cfg.suite_id:
-        _record_run_suite(cfg, overrides)
-    result = _execute(cfg, [PlannedJob(spec, cfg, int(cfg.seed))], cfg.suite_id, echo, skip_finished=False,
-                      logger=logger)
-    result.logged = logger.where() if logger is not None else None
-    return result
+class SuiteRun:
+    """The jobs of one suite id run against one open store.
 
+    Use as a context manager (the store is closed on the way out)::
 
-def _record_run_suite(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    """``replicate run suite_id=X`` files its job under suite X: recorded (and marked finished) when
-    the store does not know X yet, so `replicate report suite=X` finds it; an existing suite of
-    that id (a job re-run inside a nightly suite) is left as it is."""
-    store = _store(cfg)
-    try:
-        if not any(s["suite_id"] == cfg.suite_id for s in store.suites()):
-            store.upsert_suite(cfg.suite_id, "run", {"overrides": redacted_overrides(overrides), "suite": "run"})
-            store.finish_suite(cfg.suite_id)
-    finally:
-        store.close()
-
-
-def run_suite(overrides: Sequence[str], echo: Callable[[str], None] = print, retry_failed: bool = False) -> SuiteResult:
-    """All jobs of a suite via the scheduler; a re-run of the same suite id skips finished jobs
-    (INFRA ones always run again; ERROR ones too with ``retry_failed``)."""
-    root = compose_config(overrides)
-    suite_id, planned = plan_suite(root, overrides)
-    store = _store(root)
-    # The overrides are recorded for `replicate history`: never a password or key given on the command line.
-    store.upsert_suite(suite_id, root.suite.name, {"overrides": redacted_overrides(overrides),
-                                                   "suite": root.suite.name})
-    store.close()
-    logger = make_logger(root, echo)
-    result = _execute(root, planned, suite_id, echo, skip_finished=True, logger=logger,
-                      rerun=(INFRA, ERROR) if retry_failed else (INFRA,))
-    store = _store(root)
-    store.finish_suite(suite_id)
-    report = _write_report(store, suite_id, root.results_dir, echo)
-    result.report = str(report) if report is not None else None
-    result.logged = log_suite_end(store, suite_id, report.parent if report is not None else None, logger, echo)
-    store.close()
-    return result
-
-
-def _write_report(store: Any, suite_id: str, results_dir: str, echo: Callable[[str], None]) -> Optional[Path]:
-    """The suite's HTML report where ``replicate report`` writes it by default; its index.html.
-
-    A report failure never fails the suite: the store already holds every result, so one line
-    says so and the verdicts stand (None is returned).
+        with SuiteRun(root, suite_id, echo, logger=make_logger(root, echo)) as run:
+            run.register(name, overrides)
+            result = run.execute(jobs, skip_finished=True)
+            run.finish(result)
     """
-    from replicate.report import default_report_dir, write_report
 
-    try:
-        return write_report(store, suite_id, default_report_dir(results_dir, suite_id))
-    except Exception as exc:   # noqa: BLE001 - the report is a view of the store, never a verdict
-        echo(f"report: failed ({type(exc).__name__}: {exc}); the store has every result")
-        return None
+    def __init__(self, root: DictConfig, suite_id: Optional[str], echo: Echo = print,
+                 logger: Optional[RunLogger] = None):
+        self.root, self.suite_id, self.echo, self.logger = root, suite_id, echo, logger
+        self.store = open_store(root)
+        self.results: dict[str, tuple[ResolvedJob, JobResult, str]] = {}   # job id -> (job, result, verdict)
+
+    def __enter__(self) -> "SuiteRun":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------ suite
+    def register(self, name: str, overrides: Sequence[str]) -> None:
+        """Record the suite and its overrides for `replicate history` (never a password or key)."""
+        assert self.suite_id is not None
+        self.store.upsert_suite(self.suite_id, name, {"overrides": redacted_overrides(overrides), "suite": name})
+
+    def finish(self, result: SuiteResult) -> None:
+        """Mark the suite finished, write its report and log the leaderboard."""
+        assert self.suite_id is not None
+        self.store.finish_suite(self.suite_id)
+        report = self.write_report()
+        result.report = str(report) if report is not None else None
+        result.logged = log_suite_end(self.store, self.suite_id, report.parent if report is not None else None,
+                                      self.logger, self.echo)
+
+    def write_report(self) -> Optional[Path]:
+        """The suite's HTML report where ``replicate report`` writes it by default; its index.html.
+
+        A report failure never fails the suite: the store already holds every result, so one line
+        says so and the verdicts stand (None is returned).
+        """
+        from replicate.report import default_report_dir, write_report
+
+        assert self.suite_id is not None
+        try:
+            return write_report(self.store, self.suite_id, default_report_dir(self.root.results_dir, self.suite_id))
+        except Exception as exc:   # noqa: BLE001 - the report is a view of the store, never a verdict
+            self.echo(f"report: failed ({type(exc).__name__}: {exc}); the store has every result")
+            return None
+
+    # ------------------------------------------------------------------- jobs
+    def execute(self, jobs: list[ResolvedJob], *, skip_finished: bool, judge_groups: bool = True,
+                rerun: Sequence[str] = (INFRA,)) -> SuiteResult:
+        """Run ``jobs`` (those finished before are skipped with ``skip_finished``), record each
+        as it ends, then judge the seed groups (``judge_groups=False``: a measurement of the
+        benchmark itself, replicate selftest, not a replication)."""
+        spool.drain(spool.spool_dir(self.root.results_dir), self.store, self.echo)   # kept while the store was down
+        out = SuiteResult(self.suite_id)
+        done_ids = self.store.finished_job_ids(self.suite_id, rerun) if (skip_finished and self.suite_id) else set()
+        runnable = []
+        for job in jobs:
+            if job.job_id in done_ids:
+                out.skipped.append(job.job_id)
+            elif job.problem:
+                self.record(job, JobResult(job_id=job.job_id,
+                                           failure=Failure("modeling", "incorrect functionality", job.problem)),
+                            out, len(jobs))
+            else:
+                runnable.append(job)
+        if out.skipped:
+            hint = "" if ERROR in rerun else "; --retry-failed runs the ERROR ones again"
+            self.echo(f"suite {self.suite_id}: {len(out.skipped)} finished job(s) skipped (already in the store{hint})")
+        preflight_data(runnable, self.echo)
+        if runnable:
+            scheduler = open_scheduler(self.root)
+            self.echo(f"running {len(runnable)} job(s) with {type(scheduler).__name__} ...")
+            scheduler.run(runnable, lambda job, result: self.record(job, result, out, len(jobs)))
+        for job_id in out.skipped:
+            row = self.store.get_job(job_id)
+            if row is not None:
+                out.jobs.append(row)
+        out.groups = self.judge_groups(jobs, out) if judge_groups else []
+        return out
+
+    def record(self, job: ResolvedJob, result: JobResult, out: SuiteResult, total: int) -> None:
+        """Judge a finished job, store its row (spooled if the store is down) and tell the sinks."""
+        verdict, failure = judge_job(result, job.target)
+        self.results[job.job_id] = (job, result, verdict)
+        record = job_record(job.spec, result, verdict, failure, job.target, job.hardware)
+        try:
+            self.store.save_job(record)
+            out.jobs.append(self.store.get_job(job.job_id) or dict(record))
+        except StoreError as exc:   # the result outlives the store: spooled, written at the next start
+            kept = spool.put(spool.spool_dir(job.cfg.results_dir), "job", record)
+            self.echo(f"{exc}; the result is kept in {kept} and written to the store at the next start")
+            out.jobs.append(dict(record))
+        value = record["metric_value"]
+        shown = f"{record['metric_name']}={value:.4g}" if value is not None else (failure.message if failure else "")
+        self.echo(f"[{len(out.jobs)}/{total}] {job.job_id}: {verdict} {shown} ({record['wall_s']:.0f}s)")
+        if self.logger is not None:
+            # The stored row, logged from the driver after it is saved: W&B shows the store's values,
+            # and only this process logs (never a Ray worker or a training rank), once per job.
+            self.logger.log_job(out.jobs[-1])
+
+    def judge_groups(self, jobs: list[ResolvedJob], out: SuiteResult) -> list[GroupRecord]:
+        """Aggregate the seeds of each model x variant x framework x tier x hardware."""
+        rows = {r["job_id"]: r for r in out.jobs if r}
+        groups = []
+        for _, grouped in itertools.groupby(sorted(jobs, key=lambda j: j.group_key), lambda j: j.group_key):
+            # An injected job (defect=NAME) never counts in a group verdict: it must not pass for a real one.
+            members = [m for m in grouped if m.job_id in rows and not m.injected]
+            if not members:
+                continue
+            triples = [(m.seed, self.result_of(m.job_id, rows[m.job_id]), rows[m.job_id]["verdict"]) for m in members]
+            record = group_record(self.suite_id, members[0].spec.to_dict(), triples, members[0].target)
+            if self.suite_id:
+                try:
+                    self.store.save_group(record)
+                except StoreError:   # the jobs' lines already said where their results went
+                    spool.put(spool.spool_dir(members[0].cfg.results_dir), "group", record)
+            groups.append(record)
+        return groups
+
+    def result_of(self, job_id: str, row: dict[str, Any]) -> JobResult:
+        """The job's result: from memory when it ran now, else rebuilt from its stored row (the
+        parts a group verdict reads)."""
+        if job_id in self.results:
+            return self.results[job_id][1]
+        failure = None
+        if row.get("failure_stage"):
+            failure = Failure(row["failure_stage"], row["failure_impact"], row.get("failure_message") or "")
+        return JobResult(job_id=row["job_id"], metrics=row.get("metrics") or {}, failure=failure,
+                         early_check=row.get("early_check") or {}, infra=row["verdict"] == INFRA)
 
 
-def _execute(root: DictConfig, planned: list[PlannedJob], suite_id: Optional[str],
-             echo: Callable[[str], None], *, skip_finished: bool, logger: Any = None,
-             judge_groups: bool = True, rerun: Sequence[str] = (INFRA,)) -> SuiteResult:
-    store = _store(root)
-    spool.drain(spool.spool_dir(root.results_dir), store, echo)   # results kept while the store was down
-    out = SuiteResult(suite_id)
-    done_ids = store.finished_job_ids(suite_id, rerun) if (skip_finished and suite_id) else set()
-    by_id = {p.spec.job_id: p for p in planned}
-    runnable = []
-    for job in planned:
-        if job.spec.job_id in done_ids:
-            out.skipped.append(job.spec.job_id)
-        elif job.problem:
-            result = JobResult(job_id=job.spec.job_id,
-                               failure=Failure("modeling", "incorrect functionality", job.problem))
-            _record(store, job, result, out, echo, len(planned), logger)
-        else:
-            runnable.append(job)
-    if out.skipped:
-        hint = "" if ERROR in rerun else "; --retry-failed runs the ERROR ones again"
-        echo(f"suite {suite_id}: {len(out.skipped)} finished job(s) skipped (already in the store{hint})")
-    _preflight_data(runnable, echo)
-    if runnable:
-        scheduler = _scheduler(root)
-        echo(f"running {len(runnable)} job(s) with {type(scheduler).__name__} ...")
-        scheduler.run([(j.spec, j.cfg) for j in runnable],
-                             lambda spec, result: _record(store, by_id[spec.job_id], result, out, echo, len(planned),
-                                                          logger))
-    for job_id in out.skipped:
-        out.jobs.append(store.get_job(job_id))
-    # judge_groups=False: a measurement of the benchmark itself (replicate selftest), not a replication.
-    out.groups = _judge_groups(store, planned, out, suite_id) if judge_groups else []
-    store.close()
-    return out
-
-
-def _preflight_data(jobs: list[PlannedJob], echo: Callable[[str], None]) -> None:
+def preflight_data(jobs: list[ResolvedJob], echo: Echo) -> None:
     """Check (and generate, if synthetic) every dataset once, before any job is scheduled.
 
     A missing or corrupt file is then a DataError naming it (exit 2) instead of one ERROR per
@@ -181,54 +230,32 @@ def _preflight_data(jobs: list[PlannedJob], echo: Callable[[str], None]) -> None
         echo(f"data {data.name}: {data.root} (manifest {prepare_dataset(data)[:12]})")
 
 
-def _record(store: Any, job: PlannedJob, result: JobResult, out: SuiteResult, echo: Callable[[str], None],
-            total: int, logger: Any = None) -> None:
-    target = target_for(job.cfg, job.spec.variant)
-    verdict, failure = judge_job(result, target)
-    record = job_record(job.spec, result, verdict, failure, target, job.cfg.hardware)
-    try:
-        store.save_job(record)
-        out.jobs.append(store.get_job(job.spec.job_id))
-    except StoreError as exc:   # the result outlives the store: spooled, written at the next start
-        kept = spool.put(spool.spool_dir(job.cfg.results_dir), "job", record)
-        echo(f"{exc}; the result is kept in {kept} and written to the store at the next start")
-        out.jobs.append(dict(record))
-    value = record["metric_value"]
-    shown = f"{record['metric_name']}={value:.4g}" if value is not None else (failure.message if failure else "")
-    echo(f"[{len(out.jobs)}/{total}] {job.spec.job_id}: {verdict} {shown} ({record['wall_s']:.0f}s)")
-    if logger is not None:
-        # The stored row, logged from the driver after it is saved: W&B shows the store's values,
-        # and only this process logs (never a Ray worker or a training rank), once per job.
-        logger.log_job(out.jobs[-1])
+def run_one(overrides: Sequence[str], echo: Echo = print) -> SuiteResult:
+    """One job (``replicate run``): compose, schedule, judge, store.
+
+    ``replicate run suite_id=X`` files its job under suite X: recorded (and marked finished) when
+    the store does not know X yet, so `replicate report --suite-id X` finds it; an existing suite of
+    that id (a job re-run inside a nightly suite) is left as it is.
+    """
+    cfg = compose_config(overrides)
+    job = resolve_job(cfg, cfg.suite_id)
+    logger = make_logger(cfg, echo)
+    with SuiteRun(cfg, cfg.suite_id, echo, logger) as run:
+        if cfg.suite_id and not any(s["suite_id"] == cfg.suite_id for s in run.store.suites()):
+            run.register("run", overrides)
+            run.store.finish_suite(cfg.suite_id)
+        result = run.execute([job], skip_finished=False)
+    result.logged = logger.where() if logger is not None else None
+    return result
 
 
-def _judge_groups(store: Any, planned: list[PlannedJob], out: SuiteResult, suite_id: Optional[str]) -> list[dict]:
-    """Aggregate seeds of the same model x variant x framework x tier x hardware."""
-    rows = {r["job_id"]: r for r in out.jobs if r}
-    key = lambda p: tuple(getattr(p.spec, name) for name in GROUP_IDENTITY)  # noqa: E731
-    groups = []
-    for (model, variant, framework, tier, hardware), grouped in itertools.groupby(sorted(planned, key=key), key):
-        # An injected job (defect=NAME) never counts in a group verdict: it must not pass for a real one.
-        members = [m for m in grouped if m.spec.job_id in rows and not m.cfg.get("defect")]
-        if not members:
-            continue
-        target = target_for(members[0].cfg, variant)
-        triples = [(m.seed, _result_of(rows[m.spec.job_id]), rows[m.spec.job_id]["verdict"]) for m in members]
-        identity = {"model": model, "variant": variant, "framework": framework, "tier": tier, "hardware": hardware}
-        record = group_record(suite_id, identity, triples, target)
-        if suite_id:
-            try:
-                store.save_group(record)
-            except StoreError:   # the jobs' lines already said where their results went
-                spool.put(spool.spool_dir(members[0].cfg.results_dir), "group", record)
-        groups.append(record)
-    return groups
-
-
-def _result_of(row: dict[str, Any]) -> JobResult:
-    """Rebuild the parts of a JobResult the group verdict reads from a stored row."""
-    failure = None
-    if row.get("failure_stage"):
-        failure = Failure(row["failure_stage"], row["failure_impact"], row.get("failure_message") or "")
-    return JobResult(job_id=row["job_id"], metrics=row.get("metrics") or {}, failure=failure,
-                     early_check=row.get("early_check") or {}, infra=row["verdict"] == "INFRA")
+def run_suite(overrides: Sequence[str], echo: Echo = print, retry_failed: bool = False) -> SuiteResult:
+    """All jobs of a suite via the scheduler; a re-run of the same suite id skips finished jobs
+    (INFRA ones always run again; ERROR ones too with ``retry_failed``)."""
+    root = compose_config(overrides)
+    suite_id, jobs = plan_suite(root, overrides)
+    with SuiteRun(root, suite_id, echo, make_logger(root, echo)) as run:
+        run.register(root.suite.name, overrides)
+        result = run.execute(jobs, skip_finished=True, rerun=(INFRA, ERROR) if retry_failed else (INFRA,))
+        run.finish(result)
+    return result

@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from replicate.config.schema import Direction
 from replicate.jobs import MEASURED, PASS, PLACEMENT_KEYS
 from replicate.store.tables import GROUP_KEY
 
@@ -305,7 +306,7 @@ def seed_noise(points: Sequence[Point]) -> Optional[float]:
     return max(candidates) if candidates else None
 
 
-def detect_drift(key: tuple, points: Sequence[Point], direction: str = "higher", *,
+def detect_drift(key: tuple, points: Sequence[Point], direction: str = Direction.HIGHER, *,
                  min_recent: int = DRIFT_MIN_RECENT, min_baseline: int = DRIFT_MIN_BASELINE,
                  z_threshold: float = DRIFT_Z) -> Optional[Drift]:
     """Flag a sustained shift of the metric beyond the measured seed noise, anywhere in history.
@@ -349,7 +350,7 @@ def detect_drift(key: tuple, points: Sequence[Point], direction: str = "higher",
         z = shift / (sigma * math.sqrt(1 / len(recent) + 1 / len(base)))
         same_side = all(v > base_mean for v in recent) or all(v < base_mean for v in recent)
         if abs(z) > z_threshold and same_side and (best is None or abs(z) > abs(best.z)):
-            worse = shift < 0 if direction == "higher" else shift > 0
+            worse = shift < 0 if direction == Direction.HIGHER else shift > 0
             best = Drift(key, values[split][0], len(recent), len(base), base_mean, recent_mean, shift, sigma, z,
                          "worse" if worse else "better")
     return best
@@ -358,7 +359,7 @@ def detect_drift(key: tuple, points: Sequence[Point], direction: str = "higher",
 def drifts(series: Mapping[tuple, Sequence[Point]], directions: Mapping[tuple, str] | None = None) -> list[Drift]:
     """:func:`detect_drift` over every series; ``directions`` maps a key to higher/lower."""
     directions = directions or {}
-    found = [detect_drift(key, points, directions.get(key, "higher")) for key, points in series.items()]
+    found = [detect_drift(key, points, directions.get(key, Direction.HIGHER)) for key, points in series.items()]
     return sorted((d for d in found if d is not None), key=lambda d: d.key)
 
 
@@ -390,7 +391,7 @@ def model_history(groups: Sequence[Mapping[str, Any]], jobs: Sequence[Mapping[st
             regressions[(reg.key, suite_id)] = reg
     rows = []
     for key, points in series.items():
-        drift = detect_drift(key, points, directions.get(key, "higher"))
+        drift = detect_drift(key, points, directions.get(key, Direction.HIGHER))
         drifted = False
         for point in points:
             drifted = drifted or (drift is not None and point.suite_id == drift.since_suite_id)

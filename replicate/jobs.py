@@ -6,17 +6,31 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Iterable, Mapping, Optional
 
-# Verdict outcomes (docs/architecture.md, "Verdicts").
-PASS, BELOW, ABOVE, EARLY_ABORT, ERROR, INFRA = "PASS", "BELOW", "ABOVE", "EARLY_ABORT", "ERROR", "INFRA"
-# A job with nothing to compare with (``tier.compare_with=none``): its metric was measured, not
-# judged. It is never a PASS - a check that cannot fail must not read as one - nor a failure.
-MEASURED = "MEASURED"
-# The metric is inside its band but the training loss of the schedule's last quarter is outside
-# the band of every healthy calibration draw: the job trained differently from the reference
-# (a loss term, a target, an optimizer), whatever the metric says.
-OFF_CURVE = "OFF_CURVE"
+
+class Verdict(StrEnum):
+    """Verdict outcomes (docs/architecture.md, "Verdicts"). Members equal their strings, so rows
+    read back from the store compare with them as they are."""
+
+    PASS = "PASS"
+    # A job with nothing to compare with (``tier.compare_with=none``): its metric was measured, not
+    # judged. It is never a PASS - a check that cannot fail must not read as one - nor a failure.
+    MEASURED = "MEASURED"
+    BELOW = "BELOW"
+    ABOVE = "ABOVE"
+    # The metric is inside its band but the training loss of the schedule's last quarter is outside
+    # the band of every healthy calibration draw: the job trained differently from the reference
+    # (a loss term, a target, an optimizer), whatever the metric says.
+    OFF_CURVE = "OFF_CURVE"
+    EARLY_ABORT = "EARLY_ABORT"
+    ERROR = "ERROR"
+    INFRA = "INFRA"
+
+
+PASS, MEASURED, BELOW, ABOVE = Verdict.PASS, Verdict.MEASURED, Verdict.BELOW, Verdict.ABOVE
+OFF_CURVE, EARLY_ABORT, ERROR, INFRA = Verdict.OFF_CURVE, Verdict.EARLY_ABORT, Verdict.ERROR, Verdict.INFRA
 # Root config keys that say where and how a job runs, not what it computes: they stay out of the
 # config hash (so moving results_dir or switching the scheduler does not make finished jobs look
 # new) and out of "what changed" between two runs (replicate/history.py).
@@ -24,7 +38,14 @@ PLACEMENT_KEYS = ("results_dir", "suite_id", "suite", "scheduler", "store", "log
 # A seed group's identity: the fields its jobs share. The one home of the rule: the store's group
 # key, the leaderboard's rows, the group verdicts and the history's series all derive from it.
 GROUP_IDENTITY = ("model", "variant", "framework", "tier", "hardware")
-OUTCOMES = (PASS, MEASURED, BELOW, ABOVE, OFF_CURVE, EARLY_ABORT, ERROR, INFRA)
+
+
+def group_key(row: Mapping[str, Any]) -> tuple:
+    """The seed group of a job's or a group's row (a spec's dict too): its GROUP_IDENTITY values."""
+    return tuple(row[name] for name in GROUP_IDENTITY)
+
+
+OUTCOMES = tuple(Verdict)   # in the order every summary shows them
 
 
 def verdict_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:

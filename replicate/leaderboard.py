@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 
 from replicate.defects.injection import defect_of
 from replicate.errors import UserInputError
-from replicate.jobs import GROUP_IDENTITY, MEASURED, PASS
+from replicate.jobs import GROUP_IDENTITY, MEASURED, PASS, group_key
 from replicate.verdict import target_label
 
 # A group of a suite is one seed-aggregated verdict; these columns identify it across suites.
@@ -38,11 +38,6 @@ class UnknownSuite(UserInputError):
         known = list(known)
         shown = ", ".join(known[:5]) + (" ..." if len(known) > 5 else "")
         super().__init__(f"suite={suite_id}: no such suite in the store (known: {shown or 'none'})")
-
-
-def group_key(row: dict[str, Any]) -> tuple:
-    """The identity of a job's or a group's model group, shared by jobs and group verdicts."""
-    return tuple(row[c] for c in GROUP_COLUMNS)
 
 
 def check_suite(store: Any, suite_id: str) -> None:

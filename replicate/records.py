@@ -3,10 +3,70 @@ seed group's results into its group-verdict row."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, TypedDict
 
-from replicate.jobs import GROUP_IDENTITY, Failure, JobResult, JobSpec
+from replicate.jobs import Failure, JobResult, JobSpec
 from replicate.verdict import Target, judge_group
+
+
+class JobRecord(TypedDict):
+    """A job's row as the harness writes it to the store (``jobs`` table; JSON columns as dicts)."""
+
+    job_id: str
+    suite_id: Optional[str]
+    model: str
+    variant: str
+    framework: str
+    tier: str
+    hardware: str
+    seed: int
+    verdict: str
+    failure_stage: Optional[str]
+    failure_impact: Optional[str]
+    failure_message: Optional[str]
+    metric_name: Optional[str]
+    metric_value: Optional[float]
+    metrics: dict[str, float]
+    compared_with: dict[str, Any]
+    curve: list[dict[str, float]]
+    setup_s: float
+    train_s: float
+    eval_s: float
+    lost_s: float
+    wall_s: float
+    accelerator_hours: float
+    cost: float
+    throughput: Optional[float]
+    time_to_quality_s: Optional[float]
+    steps_done: int
+    steps_planned: int
+    restarts: int
+    early_check: dict[str, Any]
+    lr_scaling: dict[str, Any]
+    environment: dict[str, Any]
+    config: dict[str, Any]
+    config_hash: str
+
+
+class GroupRecord(TypedDict):
+    """A seed group's verdict row (``groups`` table)."""
+
+    suite_id: str
+    model: str
+    variant: str
+    framework: str
+    tier: str
+    hardware: str
+    seeds: list[int]
+    metric_name: Optional[str]
+    mean: Optional[float]
+    std: Optional[float]
+    verdict: str
+    failure_stage: Optional[str]
+    failure_impact: Optional[str]
+    message: Optional[str]
+    compared_with: dict[str, Any]
+    noise_note: Optional[str]
 
 
 def cost_of(result: JobResult, hardware: Any) -> tuple[float, float]:
@@ -27,7 +87,7 @@ def time_to_quality(result: JobResult, target: Target) -> Optional[float]:
 
 
 def job_record(spec: JobSpec, result: JobResult, verdict: str, failure: Optional[Failure], target: Target,
-               hardware: Any) -> dict[str, Any]:
+               hardware: Any) -> JobRecord:
     hours, cost = cost_of(result, hardware)
     early = dict(result.early_check)
     if early.get("aborted"):
@@ -53,7 +113,7 @@ def job_record(spec: JobSpec, result: JobResult, verdict: str, failure: Optional
 
 
 def group_record(suite_id: Optional[str], identity: Mapping[str, Any],
-                 triples: Sequence[tuple[int, JobResult, str]], target: Target) -> dict[str, Any]:
+                 triples: Sequence[tuple[int, JobResult, str]], target: Target) -> GroupRecord:
     """The store's group-verdict row of one seed group, judged from its jobs.
 
     Args:
@@ -65,7 +125,9 @@ def group_record(suite_id: Optional[str], identity: Mapping[str, Any],
     """
     group = judge_group(list(triples), target)
     failure = group.failure
-    return {"suite_id": suite_id or "", **{k: identity[k] for k in GROUP_IDENTITY}, "seeds": group.seeds,
+    return {"suite_id": suite_id or "", "model": identity["model"], "variant": identity["variant"],
+            "framework": identity["framework"], "tier": identity["tier"], "hardware": identity["hardware"],
+            "seeds": group.seeds,
             "metric_name": target.metric, "mean": group.mean, "std": group.std, "verdict": group.verdict,
             "failure_stage": failure.stage if failure else None,
             "failure_impact": failure.impact if failure else None,

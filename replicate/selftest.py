@@ -131,10 +131,9 @@ def run_selftest(overrides: Sequence[str], echo: Echo = print) -> SelftestResult
     """Inject the selected defects, run their pre-flight checks, smoke jobs and clean controls,
     and record the rows (store, report)."""
     from replicate.config.compose import compose_config
-    from replicate.harness import _execute, _store, _write_report
+    from replicate.harness import SuiteRun
     from replicate.loggers import make_logger
-    from replicate.plan import PlannedJob, make_spec
-    from replicate.redact import redacted_overrides
+    from replicate.resolved import ResolvedJob, resolve_job
 
     filters, passthrough = split_overrides(overrides)
     injections = select_injections(filters.get("model"), filters.get("framework"), filters.get("defect"))
@@ -143,9 +142,8 @@ def run_selftest(overrides: Sequence[str], echo: Echo = print) -> SelftestResult
     passthrough = Overrides.parse(passthrough).without("suite_id").plus(f"suite_id={suite_id}").as_list()
     targets = list(dict.fromkeys(target for _, target in injections))
 
-    def planned(target: Target, defect: Optional[str]) -> PlannedJob:
-        cfg = compose_config(job_overrides(target, defect, passthrough))
-        return PlannedJob(make_spec(cfg, suite_id), cfg, SELFTEST_SEED)
+    def planned(target: Target, defect: Optional[str]) -> ResolvedJob:
+        return resolve_job(compose_config(job_overrides(target, defect, passthrough)), suite_id)
 
     # Every job is composed first: a bad override fails here (exit 2), before any work.
     controls = {t: planned(t, None) for t in targets}
@@ -157,27 +155,21 @@ def run_selftest(overrides: Sequence[str], echo: Echo = print) -> SelftestResult
     checks = {(d.name, t): _preflight(t, d.name, passthrough, echo) for d, t in injections}
     caught = {key: preflight_catch(check, clean[key[1]]) for key, check in checks.items()}
     smoke = {key: job for key, job in injected.items() if not caught[key]}
-    store = _store(root)
-    store.upsert_suite(suite_id, SUITE_NAME, {"overrides": redacted_overrides(overrides), "suite": SUITE_NAME})
-    store.close()
     logger = make_logger(root, echo)
-    result = _execute(root, [*controls.values(), *smoke.values()], suite_id, echo, skip_finished=True,
-                      logger=logger, judge_groups=False)
-    jobs = {row["job_id"]: row for row in result.jobs if row}
-
-    rows = [control_row(t, jobs.get(controls[t].spec.job_id), clean[t]) for t in targets]
-    for defect, target in injections:
-        key = (defect.name, target)
-        job = jobs.get(smoke[key].spec.job_id) if key in smoke else None
-        rows.append(defect_row(defect, target, job, checks[key], caught[key],
-                               jobs.get(controls[target].spec.job_id)))
-    store = _store(root)
-    store.save_selftest(suite_id, rows)
-    store.finish_suite(suite_id)
-    report = _write_report(store, suite_id, root.results_dir, echo)
-    mine = {_key(row) for row in rows}   # the suite may hold rows of earlier runs (the report shows all)
-    saved = [row for row in store.selftest_rows(suite_id) if _key(row) in mine]
-    store.close()
+    with SuiteRun(root, suite_id, echo, logger) as run:
+        run.register(SUITE_NAME, overrides)
+        result = run.execute([*controls.values(), *smoke.values()], skip_finished=True, judge_groups=False)
+        jobs = {row["job_id"]: row for row in result.jobs if row}
+        rows = [control_row(t, jobs.get(controls[t].job_id), clean[t]) for t in targets]
+        for defect, target in injections:
+            key = (defect.name, target)
+            job = jobs.get(smoke[key].job_id) if key in smoke else None
+            rows.append(defect_row(defect, target, job, checks[key], caught[key], jobs.get(controls[target].job_id)))
+        run.store.save_selftest(suite_id, rows)
+        run.store.finish_suite(suite_id)
+        report = run.write_report()
+        mine = {_key(row) for row in rows}   # the suite may hold rows of earlier runs (the report shows all)
+        saved = [row for row in run.store.selftest_rows(suite_id) if _key(row) in mine]
     return SelftestResult(suite_id, saved, summarize(saved), str(report) if report else None,
                           logger.where() if logger is not None else None)
 

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig
 
+from replicate.config.schema import Direction
 from replicate.config.selection import chosen_reference
 from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, OFF_CURVE, PASS, Failure, JobResult
 
@@ -75,6 +76,15 @@ class Target:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Target":
+        """The Target of :meth:`to_dict` (``low``/``high`` are derived, so left out)."""
+        kept = {k: v for k, v in data.items() if k not in ("low", "high")}
+        for key in ("loss_band", "band"):
+            if kept.get(key) is not None:
+                kept[key] = tuple(kept[key])
+        return cls(**kept)
 
 
 def target_for(cfg: DictConfig, variant: str) -> Target:
@@ -224,7 +234,7 @@ def draws_bound(draws: Any, false_alarm: float, direction: str) -> Optional[floa
     band = draws_band(draws, false_alarm, sides=1, log_scale=False)
     if band is None:
         return None
-    if direction == "higher":
+    if direction == Direction.HIGHER:
         return None if band[0] <= 0 and min(float(v) for v in draws) >= 0 else band[0]
     return band[1]
 
@@ -238,7 +248,7 @@ def reference_band(mean: float, std: float, n: int, false_alarm: float) -> tuple
 def early_threshold(mean: float, std: float, n: int, false_alarm: float, direction: str) -> float:
     """The 25% check's abort line from a curve point's (mean, std) without its draws."""
     low, high = _band(mean, std, n, false_alarm, 1, MIN_HALF_WIDTH * abs(mean))
-    return low if direction == "higher" else high
+    return low if direction == Direction.HIGHER else high
 
 
 def select_claim(cfg: DictConfig, variant: str, split: str):
@@ -283,7 +293,7 @@ def early_reference(cfg: DictConfig) -> Optional[tuple[float, float]]:
     if point in ref.curve_spread and reference_draws(ref) >= 2:
         return mean, early_threshold(mean, std, reference_draws(ref), early_false_alarm(cfg), ref.direction)
     tol = cfg.tier.early_check.tolerance
-    return mean, (mean * (1 - tol) if ref.direction == "higher" else mean * (1 + tol))
+    return mean, (mean * (1 - tol) if ref.direction == Direction.HIGHER else mean * (1 + tol))
 
 
 def early_loss_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
@@ -296,6 +306,66 @@ def early_drift_band(cfg: DictConfig) -> Optional[tuple[float, float]]:
     """The band of the weights' relative drift at the early check, from ``early_drift_draws``."""
     found = _early_point(cfg)
     return draws_band(found[0].early_drift_draws, early_false_alarm(cfg)) if found is not None else None
+
+
+@dataclass(frozen=True)
+class EarlyCheck:
+    """What the early check (at ``fraction`` of the schedule) judges a job against, and its rule.
+
+    Resolved once per job (:func:`early_check_for`) and carried to the worker; the loop measures,
+    this class decides. Every bound is None when that test judges nothing.
+    """
+
+    fraction: float
+    evaluate: bool = False   # evaluate at the fraction even with nothing to judge (a calibration run)
+    reference: Optional[float] = None    # the reference curve's metric at the fraction
+    threshold: Optional[float] = None    # the metric's abort line (below it: higher is better)
+    loss_band: Optional[tuple[float, float]] = None
+    drift_band: Optional[tuple[float, float]] = None
+    direction: str = Direction.HIGHER
+
+    @property
+    def runs(self) -> bool:
+        """The loop stops at the fraction to evaluate (and judge what it can)."""
+        return self.evaluate or self.threshold is not None
+
+    def cheap_reason(self, loss: Optional[float], drift: Optional[float]) -> Optional[str]:
+        """"loss" or "weights" when the training loss or the weights' drift is outside its band:
+        judged before any evaluation is paid for. None: neither test fails (or none is judged)."""
+        if _outside(loss, self.loss_band):
+            return "loss"
+        if _outside(drift, self.drift_band):
+            return "weights"
+        return None
+
+    def metric_behind(self, value: Optional[float]) -> bool:
+        """The metric at the fraction is beyond the abort line (on the wrong side of it)."""
+        if value is None or self.threshold is None:
+            return False
+        return value < self.threshold if self.direction == Direction.HIGHER else value > self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EarlyCheck":
+        bands = {k: tuple(data[k]) if data.get(k) is not None else None for k in ("loss_band", "drift_band")}
+        return cls(**{**data, **bands})
+
+
+def _outside(value: Optional[float], band: Optional[Sequence[float]]) -> bool:
+    return band is not None and value is not None and not band[0] <= value <= band[1]
+
+
+def early_check_for(cfg: DictConfig, direction: str) -> EarlyCheck:
+    """The early check of the job ``cfg``: its fraction, thresholds and bands from the tier and
+    its reference (:func:`early_reference`, :func:`early_loss_band`, :func:`early_drift_band`)."""
+    reference = early_reference(cfg)
+    return EarlyCheck(fraction=float(cfg.tier.early_check.fraction),
+                      evaluate=bool(cfg.tier.trains and cfg.tier.early_check.enabled),
+                      reference=reference[0] if reference is not None else None,
+                      threshold=reference[1] if reference is not None else None,
+                      loss_band=early_loss_band(cfg), drift_band=early_drift_band(cfg), direction=direction)
 
 
 def weight_drift(current: Sequence[Any], initial: Sequence[Any]) -> float:
@@ -356,7 +426,7 @@ def judge_value(value: Optional[float], target: Target) -> tuple[str, Optional[F
         return PASS, None
     low, high = target.low, target.high
     assert low is not None and high is not None   # a target with a value has a band
-    worse_side = BELOW if target.direction == "higher" else ABOVE
+    worse_side = BELOW if target.direction == Direction.HIGHER else ABOVE
     outcome = BELOW if value < low else ABOVE
     band = f"[{low:.4g}, {high:.4g}]"
     if outcome == worse_side:

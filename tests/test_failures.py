@@ -37,12 +37,12 @@ def test_a_worker_without_the_profiles_accelerators_is_infra_not_the_models_erro
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("tensorflow is not installed")
     from replicate.config.compose import compose_config
-    from replicate.plan import make_spec
+    from replicate.resolved import resolve_job
     from replicate.runner.worker import run_job
 
     cfg = compose_config(["model=yolov3", "framework=tensorflow", "hardware=a100x8", f"results_dir={results_dir}",
                           "tier.compare_with=none", *tiny])
-    result = run_job(make_spec(cfg, None), progress=False)
+    result = run_job(resolve_job(cfg, None), progress=False)
     assert result.infra and result.failure.stage == "infrastructure"
 
 
@@ -51,12 +51,12 @@ def test_a_gpu_job_on_a_worker_whose_torch_sees_no_gpu_is_infra_never_a_cpu_run(
     run directly on such a worker (as a Ray task would be) is INFRA with the reason, not a CPU run
     billed at the GPU rate and judged as a slow model."""
     from replicate.config.compose import compose_config
-    from replicate.plan import make_spec
+    from replicate.resolved import resolve_job
     from replicate.runner.worker import run_job
 
     cfg = compose_config(["model=yolov4", "hardware=h100x1", f"results_dir={results_dir}",
                           f"datasets.shapes.root={shapes_root}", "tier.compare_with=none", *tiny])
-    result = run_job(make_spec(cfg, None), progress=False)
+    result = run_job(resolve_job(cfg, None), progress=False)
     assert result.infra and result.failure.stage == "infrastructure"
     assert "hardware=h100x1 asks for 1 GPU(s); torch on this worker sees 0" in result.failure.message
     assert result.steps_done == 0 and result.images_seen == 0   # not one CPU step was taken

@@ -12,8 +12,9 @@ import sqlite3
 
 from replicate.config.compose import compose_config
 from replicate.harness import run_suite
-from replicate.plan import make_spec, plan_suite
+from replicate.plan import plan_suite
 from replicate.redact import REDACTED, recorded_config, redacted_overrides
+from replicate.resolved import make_spec
 
 PASSWORD = "S3cretPW"
 PG_URL = f"postgresql+psycopg://zoo:{PASSWORD}@db.internal:5432/zoo"

@@ -75,9 +75,9 @@ def _cost_table(title: str, first: str, rows: list[dict[str, Any]], key: str):
 
 def print_costs(view: dict[str, list[dict[str, Any]]], suite_id: Optional[str]) -> None:
     """The cost view as two rich tables: per suite, then per model."""
-    from replicate.console import _console
+    from replicate.console import terminal
 
-    console = _console()
+    console = terminal()
     console.print(_cost_table("cost per suite", "suite", view["suites"], "suite_id"))
     scope = f"suite {suite_id}" if suite_id else "all history"
     console.print(_cost_table(f"cost per model ({scope})", "model", view["models"], "model"))

@@ -69,7 +69,7 @@ def print_selftest(rows: list[dict[str, Any]], summary: dict[str, Any], suite_id
     """The rows as a rich table, then one summary line."""
     from rich.table import Table
 
-    from replicate.console import _COLOURS, _console
+    from replicate.console import VERDICT_STYLES, terminal
     from replicate.power import CONTROL
 
     table = Table(title=f"selftest {suite_id}")
@@ -87,9 +87,9 @@ def print_selftest(rows: list[dict[str, Any]], summary: dict[str, Any], suite_id
         else:
             flagged = "[green]yes[/]" if row["flagged"] else "[red]no[/]"
         table.add_row(row.get("defect") or "(clean control)", model, row.get("stage") or "-",
-                      row.get("defect_type") or "-", f"[{_COLOURS.get(verdict, 'white')}]{verdict}[/]", flagged,
+                      row.get("defect_type") or "-", f"[{VERDICT_STYLES.get(verdict, 'white')}]{verdict}[/]", flagged,
                       caught, _percent(row.get("cost_share")))
-    console = _console()
+    console = terminal()
     console.print(table)
     console.print(summary_line(summary), markup=False)
 
@@ -98,7 +98,7 @@ def print_catalogue(rows: list[dict[str, Any]]) -> None:
     """The defect catalogue as a rich table."""
     from rich.table import Table
 
-    from replicate.console import _console
+    from replicate.console import terminal
 
     table = Table(title=f"defect catalogue ({len(rows)})")
     for col in ("defect", "stage", "type", "injected into", "also applies to", "what is wrong"):
@@ -106,7 +106,7 @@ def print_catalogue(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         table.add_row(row["defect"], row["stage"], row["type"], row["targets"][0], ", ".join(row["targets"][1:]),
                       row["description"])
-    _console().print(table)
+    terminal().print(table)
 
 
 def summary_line(summary: dict[str, Any]) -> str:

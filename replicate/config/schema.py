@@ -7,9 +7,44 @@ Semantic rules that types cannot express (allowed values, ranges, cross-referenc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 from omegaconf import MISSING
+
+
+# The allowed values of the keys below: the one home of each list (validate.py checks against
+# them, the code compares with their members). StrEnum members equal their strings, so configs
+# keep plain strings and the config hashes do not change.
+class Framework(StrEnum):
+    TORCH = "torch"
+    TENSORFLOW = "tensorflow"
+
+
+class Optimizer(StrEnum):
+    SGD = "sgd"
+    ADAM = "adam"
+    ADAMW = "adamw"
+
+
+class Schedule(StrEnum):
+    MULTISTEP = "multistep"
+    LINEAR_DECAY = "linear_decay"
+    CONSTANT = "constant"
+
+
+class Direction(StrEnum):
+    """Which way a metric is better."""
+
+    HIGHER = "higher"
+    LOWER = "lower"
+
+
+class CompareWith(StrEnum):
+    REFERENCE = "reference"
+    CLAIM = "claim"
+    REFERENCE_CURVE = "reference_curve"
+    NONE = "none"   # calibration runs only
 
 
 @dataclass
@@ -121,10 +156,15 @@ class ModelConfig:
     tiers: dict[str, ModelTierConfig] = MISSING
 
 
+# Judge a run after a quarter of its training (the reengineering study's practice): the default
+# early-check fraction, and the point calibration records its early draws at.
+EARLY_FRACTION = 0.25
+
+
 @dataclass
 class EarlyCheckConfig:
     enabled: bool = True
-    fraction: float = 0.25
+    fraction: float = EARLY_FRACTION
     tolerance: float = 0.5
 
 

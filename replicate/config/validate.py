@@ -8,18 +8,18 @@ from importlib.util import find_spec
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from replicate.config.schema import RootConfig
+from replicate.config.schema import CompareWith, Direction, Framework, Optimizer, RootConfig, Schedule
 from replicate.config.selection import chosen_framework, chosen_reference
 from replicate.config.values import check_recipe, require, validate_values
 from replicate.errors import ConfigError
 from replicate.verdict import MIN_REFERENCE_DRAWS
 
-FRAMEWORKS = ("torch", "tensorflow")
+FRAMEWORKS = tuple(Framework)
 TIERS = ("smoke", "eval", "short", "full")
 ACCELERATORS = ("cpu", "gpu", "tpu")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("multistep", "linear_decay", "constant")
-COMPARE_WITH = ("reference", "claim", "reference_curve", "none")  # none: calibration runs only
+OPTIMIZERS = tuple(Optimizer)
+SCHEDULES = tuple(Schedule)
+COMPARE_WITH = tuple(CompareWith)
 MAX_TOLERANCE = 0.5
 
 
@@ -88,7 +88,7 @@ def _validate_darknet_cfgs(cfg: DictConfig) -> None:
 def _validate_claim(cfg: DictConfig, claim, key: str) -> None:
     require(bool(str(claim.source).strip()), f"{key}.source", "required: paper table or reference file")
     _one_of(claim.kind, ("paper", "zoo"), f"{key}.kind")
-    _one_of(claim.direction, ("higher", "lower"), f"{key}.direction")
+    _one_of(claim.direction, tuple(Direction), f"{key}.direction")
     _one_of(claim.tolerance_kind, ("relative", "absolute"), f"{key}.tolerance_kind")
     if claim.tolerance_kind == "relative":
         require(0 < claim.tolerance <= MAX_TOLERANCE, f"{key}.tolerance",

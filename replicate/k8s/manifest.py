@@ -2,9 +2,8 @@
 
 One worker group per hardware profile the suite's entries name (the chart's ``workerGroups``,
 keyed by profile name), a head that only drives, the shared volumes, and pod security
-"restricted" on every container. The Helm chart's RayCronJob template
-(``zoo-replicate.rayJobSpec`` in charts/zoo-replicate/templates/_helpers.tpl) renders the same
-spec; tests/k8s/test_chart.py compares the two.
+"restricted" on every container. This module is the RayJob's one author: the Helm chart only
+schedules ``replicate k8s submit`` (its CronJob), which writes the RayJob from here.
 
 Field reference: KubeRay v1.7.0 CRDs (ray-operator/config/crd/bases/ray.io_rayjobs.yaml).
 """
@@ -187,7 +186,7 @@ def pod_template(values: dict[str, Any], release: str, *, head: bool, group: dic
 
 def _group_values(values: dict[str, Any], name: str) -> dict[str, Any]:
     """values.workerGroups[name], refused (ConfigError naming the key) where the chart could not
-    run it: absent, disabled (Helm's RayCronJob carries enabled groups only), min > max."""
+    run it: absent, disabled, min > max."""
     group = values["workerGroups"].get(name)
     if group is None:
         raise ConfigError(f"workerGroups.{name}", f"the suite needs hardware profile '{name}' but the chart "

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from replicate.config.schema import Direction
 from replicate.defects import defect_of
 from replicate.formatting import duration, money
 from replicate.history import (
@@ -82,7 +83,7 @@ def collect(store: Any, suite_id: str) -> dict[str, Any]:
     directions = directions_of(history)
     current = {series_key(g) for g in history if g["suite_id"] == suite_id}
     drift_list = [d for key in sorted(current)
-                  if (d := detect_drift(key, series[key], directions.get(key, "higher"))) is not None]
+                  if (d := detect_drift(key, series[key], directions.get(key, Direction.HIGHER))) is not None]
     rows = leaderboard_rows(store, suite_id)
     suite = next((s for s in store.suites() if s["suite_id"] == suite_id), {"suite_id": suite_id})
     return {"suite": suite, "rows": rows, "costs": cost_summary(store, suite_id), "jobs": jobs,

@@ -17,19 +17,20 @@ import random
 import sys
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from tqdm import tqdm
 
+from replicate.config.schema import EARLY_FRACTION
 from replicate.data.augment_random import augmentation_random
 from replicate.data.leakage import check_no_leak
 from replicate.errors import DataError, NumericalError
 from replicate.failures import is_oom
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
-from replicate.verdict import early_loss, weight_drift
+from replicate.verdict import EarlyCheck, early_loss, weight_drift
 
 
 @dataclass
@@ -40,15 +41,9 @@ class RunContext:
     device: str = "cpu"
     progress: bool = True
     metric: Optional[str] = None            # the metric the verdict uses; logged on the curve
-    direction: str = "higher"
-    early_reference: Optional[float] = None  # reference metric at early_fraction of the schedule
-    early_threshold: Optional[float] = None  # abort beyond this (verdict.early_reference)
-    early_loss_band: Optional[tuple[float, float]] = None  # abort outside it (verdict.early_loss_band)
-    early_drift_band: Optional[tuple[float, float]] = None  # abort outside it (verdict.early_drift_band)
-    early_fraction: float = 0.25
-    # Evaluate at early_fraction even with nothing to judge (a calibration run): the curve point is
-    # recorded and the run takes exactly the path a judged run takes.
-    early_eval: bool = False
+    # The early check's thresholds and rule (verdict.EarlyCheck, resolved with the job). The default
+    # judges nothing and does not stop: a loop built without a job (tests, benchmarks).
+    early: EarlyCheck = field(default_factory=lambda: EarlyCheck(fraction=EARLY_FRACTION))
     # Stop at the early check after measuring its loss and weight drift, without evaluating: a
     # calibration replay of a recorded draw's first quarter (replicate calibrate --early-only).
     stop_at_early: bool = False
@@ -154,7 +149,7 @@ class BaseLoop(abc.ABC):
     def train(self) -> None:
         recipe = self.tier.recipe
         self.ctx.stage = "training"
-        early_step = math.ceil(self.ctx.early_fraction * self.steps)
+        early_step = math.ceil(self.ctx.early.fraction * self.steps)
         self.label = f"{self.cfg.model.name}/{self.cfg.tier.name}/s{self.cfg.seed}{self.label_suffix}"
         bar = tqdm(total=self.steps, initial=self.step, desc=self.label, file=sys.stderr, disable=not self.ctx.progress,
                    mininterval=2.0, dynamic_ncols=True)
@@ -208,7 +203,7 @@ class BaseLoop(abc.ABC):
 
     @property
     def checks_early(self) -> bool:
-        return self.ctx.early_eval or self.ctx.early_threshold is not None
+        return self.ctx.early.runs
 
     def load_initial_weights(self, early_step: int) -> Optional[list[Any]]:
         """The weights training started from, while the early check still needs them. Kept beside
@@ -247,8 +242,8 @@ class BaseLoop(abc.ABC):
         at_early = self.step == early_step
         loss = early_loss(self.result.curve, early_step) if at_early else None
         drift = self.early_drift() if at_early else None
-        reason = ("loss" if _outside(loss, self.ctx.early_loss_band)
-                  else "weights" if _outside(drift, self.ctx.early_drift_band) else None)
+        early = self.ctx.early
+        reason = early.cheap_reason(loss, drift)
         value = None
         if reason is None and not (at_early and self.ctx.stop_at_early):
             metrics = self.evaluate(self.tier.recipe.eval_batches)
@@ -256,14 +251,12 @@ class BaseLoop(abc.ABC):
             self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **metrics})
             if not at_early or value is None:
                 return False
-        check: dict[str, Any] = {"step": self.step, "fraction": self.ctx.early_fraction, "metric": value,
-                                 "train_loss": loss, "weight_drift": drift, "reference": self.ctx.early_reference,
-                                 "threshold": self.ctx.early_threshold, "loss_band": self.ctx.early_loss_band,
-                                 "drift_band": self.ctx.early_drift_band, "aborted": False, "reason": reason,
+        check: dict[str, Any] = {"step": self.step, "fraction": early.fraction, "metric": value,
+                                 "train_loss": loss, "weight_drift": drift, "reference": early.reference,
+                                 "threshold": early.threshold, "loss_band": early.loss_band,
+                                 "drift_band": early.drift_band, "aborted": False, "reason": reason,
                                  "saved_train_s": 0.0}
-        floor = self.ctx.early_threshold
-        if value is not None and floor is not None and (value < floor if self.ctx.direction == "higher"
-                                                         else value > floor):
+        if early.metric_behind(value):
             check["reason"] = "metric"
         if check["reason"] or self.ctx.stop_at_early:
             check["aborted"] = True
@@ -387,7 +380,3 @@ class BaseLoop(abc.ABC):
             if self.cfg.tier.trains:
                 self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **self.result.metrics})
         return self.result
-
-
-def _outside(value: Optional[float], band: Optional[tuple[float, float]]) -> bool:
-    return band is not None and value is not None and not band[0] <= value <= band[1]

@@ -20,7 +20,7 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git(*args: str) -> str | None:
+def git_output(*args: str) -> str | None:
     root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
@@ -68,8 +68,8 @@ def fingerprint(*, config_hash: str, dataset_hash: str | None, device: str,
     env["driver"] = _driver()
     env["accelerator"] = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
     # The image has no .git (.dockerignore): its build records the commit as ZOO_GIT_COMMIT.
-    env["git_commit"] = _git("rev-parse", "HEAD") or os.environ.get("ZOO_GIT_COMMIT") or None
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    env["git_commit"] = git_output("rev-parse", "HEAD") or os.environ.get("ZOO_GIT_COMMIT") or None
+    status = git_output("status", "--porcelain", "--untracked-files=no")
     env["git_dirty"] = None if status is None else bool(status)
     env["config_hash"] = config_hash
     env["dataset_hash"] = dataset_hash

@@ -7,6 +7,8 @@ from typing import Any, Iterable
 
 import torch
 
+from replicate.config.schema import Optimizer, Schedule
+
 
 def scaled_lr(recipe: Any) -> tuple[float, dict[str, Any]]:
     """Apply the linear scaling rule (Goyal et al. 2017) when the batch differs from the recipe's.
@@ -23,9 +25,9 @@ def scaled_lr(recipe: Any) -> tuple[float, dict[str, Any]]:
 
 def build_optimizer(recipe: Any, params: Iterable, lr: float) -> torch.optim.Optimizer:
     name = recipe.optimizer
-    if name == "sgd":
+    if name == Optimizer.SGD:
         return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    cls = torch.optim.Adam if name == Optimizer.ADAM else torch.optim.AdamW
     return cls(params, lr=lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
 
 
@@ -39,10 +41,10 @@ def lr_factor(step: int, total_steps: int, steps_per_unit: float, recipe: Any) -
     if step < recipe.warmup_steps:
         alpha = step / recipe.warmup_steps
         factor = recipe.warmup_factor * (1 - alpha) + alpha
-    if recipe.schedule == "multistep":
+    if recipe.schedule == Schedule.MULTISTEP:
         passed = sum(1 for m in recipe.milestones if step >= m * steps_per_unit)
         return factor * recipe.gamma ** passed
-    if recipe.schedule == "linear_decay":
+    if recipe.schedule == Schedule.LINEAR_DECAY:
         start = (recipe.decay_start or 0) * steps_per_unit
         if step < start:
             return factor

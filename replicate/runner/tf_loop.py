@@ -21,6 +21,7 @@ from typing import Any, ContextManager, Iterator
 
 import numpy as np
 
+from replicate.config.schema import Optimizer
 from replicate.errors import ConfigError, DataError
 from replicate.jobs import JobResult
 from replicate.runner import checkpoint as ckpt
@@ -32,10 +33,10 @@ from replicate.runner.optim import lr_factor, scaled_lr, total_steps
 def build_tf_optimizer(tf: Any, recipe: Any, lr: float) -> Any:
     """The Keras optimizer of a recipe, with torch's conventions (eps 1e-8; L2 decay in the step)."""
     opt = tf.keras.optimizers
-    if recipe.optimizer == "sgd":
+    if recipe.optimizer == Optimizer.SGD:
         return opt.SGD(learning_rate=lr, momentum=float(recipe.momentum))
     betas = tuple(float(b) for b in recipe.betas)
-    if recipe.optimizer == "adamw":
+    if recipe.optimizer == Optimizer.ADAMW:
         return opt.AdamW(learning_rate=lr, weight_decay=float(recipe.weight_decay), beta_1=betas[0],
                          beta_2=betas[1], epsilon=1e-8)
     return opt.Adam(learning_rate=lr, beta_1=betas[0], beta_2=betas[1], epsilon=1e-8)
@@ -135,7 +136,7 @@ class TfLoop(BaseLoop):
         hand Keras 1/n of it per replica; its sum is then the global gradient.
         """
         recipe, tf = self.tier.recipe, self.tf
-        decay = float(recipe.weight_decay or 0.0) if recipe.optimizer != "adamw" else 0.0  # AdamW: Keras decays
+        decay = float(recipe.weight_decay or 0.0) if recipe.optimizer != Optimizer.ADAMW else 0.0  # AdamW: Keras decays
         clip = float(recipe.grad_clip or 0.0)
         n = self.strategy.num_replicas_in_sync
         present = [i for i, g in enumerate(grads) if g is not None]  # as torch, no gradient: no decay
@@ -236,7 +237,7 @@ def tf_preflight(task: Any, model: Any, batch: Any, recipe: Any, steps: int,
     missing = [v.path for v, g in zip(variables, grads) if g is None or not bool(tf.reduce_all(tf.math.is_finite(g)))]
     detail = f"{len(variables) - len(missing)}/{len(variables)} trainable variables get finite gradients"
     report.append(("gradients", not missing, detail + (f"; none reach: {', '.join(missing[:5])}" if missing else "")))
-    sgd = recipe is not None and recipe.optimizer == "sgd"
+    sgd = recipe is not None and recipe.optimizer == Optimizer.SGD
     optimizer = tf.keras.optimizers.SGD(float(recipe.lr), momentum=0.9) if sgd else tf.keras.optimizers.Adam(1e-3)
 
     def step(a: dict) -> Any:

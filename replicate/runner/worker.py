@@ -1,4 +1,4 @@
-"""run_job: what a worker executes for one JobSpec. Never raises for a model failure: the
+"""run_job: what a worker executes for one resolved job. Never raises for a model failure: the
 failure is classified and returned in the JobResult, so one broken model never stops a suite."""
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from replicate.errors import ResourceUnavailable, StorageError
 from replicate.jobs import Failure, JobResult, JobSpec
+from replicate.resolved import ResolvedJob
 from replicate.runner import checkpoint as ckpt
 
 
@@ -39,12 +38,13 @@ def pick_device(requested: str, hardware: Any) -> str:
     return requested
 
 
-def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = None,
+def run_job(job: ResolvedJob, *, progress: bool = True, num_threads: int | None = None,
             stop_at_early: bool = False) -> JobResult:
     """Build the Task from the registry, train and evaluate it, return the result.
 
     Args:
-        spec: the job; ``spec.config`` is the resolved root config.
+        job: the job, resolved by the driver (its config, target and early check are used as
+            they are: nothing is resolved again here).
         progress: show a progress bar on stderr.
         num_threads: torch intra-op threads (the CPUs the scheduler gave this job).
         stop_at_early: stop at the early check, unevaluated (a calibration replay).
@@ -52,14 +52,15 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
     from replicate.runner.base_loop import RunContext
 
     began = time.perf_counter()
+    spec = job.spec
     result = JobResult(job_id=spec.job_id)
-    cfg = OmegaConf.create(spec.config)
-    directory = checkpoint_dir(cfg, spec.job_id)
-    ctx = RunContext(checkpoint_dir=directory, progress=progress, stop_at_early=stop_at_early)
+    directory = checkpoint_dir(job.cfg, spec.job_id)
+    ctx = RunContext(checkpoint_dir=directory, progress=progress, stop_at_early=stop_at_early,
+                     metric=job.target.metric, early=job.early)
     try:
         with ckpt.JobLock(directory) as lock:
             if lock.holder is None:
-                return _run_locked(spec, cfg, ctx, result, began, num_threads)
+                return _run_locked(job, ctx, result, began, num_threads)
     except StorageError as exc:  # the checkpoint volume cannot be written: the machine's fault
         result.failure = Failure("infrastructure", "crash", str(exc))
     else:  # another process trains this job: never two writers on one directory
@@ -69,12 +70,11 @@ def run_job(spec: JobSpec, *, progress: bool = True, num_threads: int | None = N
     return result
 
 
-def _run_locked(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, began: float,
-                num_threads: int | None) -> JobResult:
+def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num_threads: int | None) -> JobResult:
     from replicate.failures import classify
     from replicate.runner.environment import fingerprint
-    from replicate.verdict import early_drift_band, early_loss_band, early_reference, target_for
 
+    spec, cfg = job.spec, job.cfg
     directory = ctx.checkpoint_dir
     try:
         if (directory / ckpt.DONE).exists():  # a finished job run again starts from scratch
@@ -89,14 +89,6 @@ def _run_locked(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, began: flo
         # op without a deterministic kernel warns instead of failing the job.
         torch.use_deterministic_algorithms(bool(cfg.tier.get("deterministic")), warn_only=True)
         ctx.device = pick_device(cfg.device, cfg.hardware)
-        target = target_for(cfg, spec.variant)
-        ctx.metric, ctx.direction = target.metric, target.direction
-        early = early_reference(cfg)
-        ctx.early_reference, ctx.early_threshold = early if early is not None else (None, None)
-        ctx.early_loss_band = early_loss_band(cfg)
-        ctx.early_drift_band = early_drift_band(cfg)
-        ctx.early_fraction = cfg.tier.early_check.fraction
-        ctx.early_eval = bool(cfg.tier.trains and cfg.tier.early_check.enabled)
         result = build_loop(spec, cfg, ctx, result, num_threads).run()
     except Exception as exc:  # noqa: BLE001 - every model failure becomes a classified result
         result.failure = classify(exc, ctx.stage)
@@ -149,6 +141,7 @@ def build_task(spec: JobSpec, cfg: Any) -> Any:
     return inject(cls(ctx), cfg, spec.framework)
 
 
-def run_job_dict(spec: dict[str, Any], progress: bool = True, num_threads: int | None = None) -> dict[str, Any]:
-    """Plain-dict wrapper for crossing a process boundary (Ray)."""
-    return run_job(JobSpec(**spec), progress=progress, num_threads=num_threads).to_dict()
+def run_job_wire(wire: dict[str, Any], progress: bool = True, num_threads: int | None = None) -> dict[str, Any]:
+    """Plain-JSON wrapper for crossing a process boundary (Ray): ResolvedJob.to_wire in,
+    JobResult.to_dict out."""
+    return run_job(ResolvedJob.from_wire(wire), progress=progress, num_threads=num_threads).to_dict()

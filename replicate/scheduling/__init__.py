@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
-from replicate.jobs import JobResult, JobSpec
+from replicate.jobs import JobResult
+from replicate.resolved import ResolvedJob
 
-OnResult = Callable[[JobSpec, JobResult], None]
+OnResult = Callable[[ResolvedJob, JobResult], None]
 
 
 @runtime_checkable
 class Scheduler(Protocol):
-    """What the harness asks of a scheduler: run every (spec, config) pair and call ``on_result``
-    once per job as it finishes, in any order; a job's failure is a result, never an exception."""
+    """What the harness asks of a scheduler: run every resolved job and call ``on_result`` once
+    per job as it finishes, in any order; a job's failure is a result, never an exception."""
 
-    def run(self, jobs: list[tuple[JobSpec, Any]], on_result: OnResult) -> None: ...
+    def run(self, jobs: list[ResolvedJob], on_result: OnResult) -> None: ...

@@ -5,10 +5,11 @@ For debugging a model and for measuring the harness's own overhead; suites use R
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from replicate.errors import ResourceUnavailable
-from replicate.jobs import JobResult, JobSpec
+from replicate.resolved import ResolvedJob
+from replicate.scheduling import OnResult
 from replicate.scheduling.resources import job_threads
 
 
@@ -19,16 +20,16 @@ class InlineScheduler:
     def __init__(self, **_: Any):
         pass
 
-    def run(self, jobs: list[tuple[JobSpec, Any]], on_result: Callable[[JobSpec, JobResult], None]) -> None:
+    def run(self, jobs: list[ResolvedJob], on_result: OnResult) -> None:
         import torch
 
         from replicate.runner.worker import run_job
 
-        for _spec, cfg in jobs:
-            hw = cfg.hardware
+        for job in jobs:
+            hw = job.hardware
             if hw.accelerator == "tpu" or hw.ray.num_gpus > torch.cuda.device_count():
                 raise ResourceUnavailable(f"hardware={hw.name}: this machine has {torch.cuda.device_count()} GPUs and "
                                           f"no TPU; the profile needs {hw.count} x {hw.accelerator}")
-        for spec, cfg in jobs:
+        for job in jobs:
             # The same thread count as a Ray job of this profile: results then match suite runs.
-            on_result(spec, run_job(spec, progress=True, num_threads=job_threads(cfg)))
+            on_result(job, run_job(job, progress=True, num_threads=job_threads(job.cfg)))

@@ -16,14 +16,16 @@ from typing import Any, Optional
 
 from replicate.errors import ResourceUnavailable
 from replicate.jobs import Failure, JobResult, JobSpec
+from replicate.resolved import ResolvedJob
 from replicate.scheduling import OnResult
 from replicate.scheduling.resources import check_fits, job_threads, task_options
 
 
-def _execute(spec: dict[str, Any], num_threads: int) -> dict[str, Any]:
-    from replicate.runner.worker import run_job_dict
+def execute_on_worker(wire: dict[str, Any], num_threads: int) -> dict[str, Any]:
+    """The Ray task: one resolved job (ResolvedJob.to_wire) in, its JobResult as a dict out."""
+    from replicate.runner.worker import run_job_wire
 
-    return run_job_dict(spec, progress=False, num_threads=num_threads)
+    return run_job_wire(wire, progress=False, num_threads=num_threads)
 
 
 CONNECT_TIMEOUT_S = 10.0   # an unreachable head is said in seconds, not after Ray's minutes of retries
@@ -53,7 +55,7 @@ def _check_reachable(address: str) -> None:
 
 
 class RayScheduler:
-    """Runs JobSpecs as Ray tasks with resources from their hardware profiles."""
+    """Runs resolved jobs as Ray tasks with resources from their hardware profiles."""
 
     def __init__(self, address: Optional[str] = None, max_retries: int = 2, job_timeout_s: float = 7200,
                  autoscaling: bool = False, num_cpus: Optional[int] = None, **_: Any):
@@ -91,46 +93,46 @@ class RayScheduler:
             if threading.current_thread() is threading.main_thread() and handler is not None:
                 signal.signal(signal.SIGTERM, handler)
 
-    def check(self, jobs: list[tuple[JobSpec, Any]]) -> None:
+    def check(self, jobs: list[ResolvedJob]) -> None:
         """Fail fast (exit 2) for a profile no node can ever run, unless the cluster autoscales."""
         import ray
 
         if self.autoscaling:
             return
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-        for _spec, cfg in jobs:
-            check_fits(cfg.hardware.name, task_options(cfg), nodes)
+        for job in jobs:
+            check_fits(job.hardware.name, task_options(job.cfg), nodes)
 
-    def run(self, jobs: list[tuple[JobSpec, Any]], on_result: OnResult) -> None:
+    def run(self, jobs: list[ResolvedJob], on_result: OnResult) -> None:
         import ray
 
         started = self.start()
         try:
             self.check(jobs)
-            remote = ray.remote(_execute)
-            pending: dict[Any, tuple[JobSpec, float]] = {}
-            for spec, cfg in jobs:
-                ref = remote.options(**task_options(cfg), max_retries=self.max_retries,
-                                     retry_exceptions=False, name=spec.job_id).remote(spec.to_dict(), job_threads(cfg))
-                pending[ref] = (spec, time.monotonic())
+            remote = ray.remote(execute_on_worker)
+            pending: dict[Any, tuple[ResolvedJob, float]] = {}
+            for job in jobs:
+                ref = remote.options(**task_options(job.cfg), max_retries=self.max_retries, retry_exceptions=False,
+                                     name=job.job_id).remote(job.to_wire(), job_threads(job.cfg))
+                pending[ref] = (job, time.monotonic())
             self.collect(pending, on_result)
         finally:
             if started:
                 ray.shutdown()
 
-    def collect(self, pending: dict[Any, tuple[JobSpec, float]], on_result: OnResult) -> None:
+    def collect(self, pending: dict[Any, tuple[ResolvedJob, float]], on_result: OnResult) -> None:
         import ray
 
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             for ref in done:
-                spec, _ = pending.pop(ref)
-                on_result(spec, self.fetch(ref, spec))
-            for ref, (spec, submitted) in list(pending.items()):
+                job, _ = pending.pop(ref)
+                on_result(job, self.fetch(ref, job.spec))
+            for ref, (job, submitted) in list(pending.items()):
                 if time.monotonic() - submitted > self.job_timeout_s:
                     ray.cancel(ref, force=True)
                     pending.pop(ref)
-                    on_result(spec, JobResult(job_id=spec.job_id, failure=Failure(
+                    on_result(job, JobResult(job_id=job.job_id, failure=Failure(
                         "infrastructure", "hang", f"no result within scheduler.job_timeout_s={self.job_timeout_s:g}")))
 
     def fetch(self, ref: Any, spec: JobSpec) -> JobResult:

@@ -51,7 +51,7 @@ BAD = {
     "a callable as the store": (["store._target_=os.system"], "store._target_: 'os.system': only classes"),
     "a callable as the scheduler": (["scheduler._target_=subprocess.call"], "scheduler._target_: 'subprocess.call'"),
     "a package class that is no store": (["store._target_=replicate.scheduling.inline_scheduler.InlineScheduler"],
-                                        "store._target_: InlineScheduler is not a ResultStore"),
+                                        "store._target_: InlineScheduler is not a JobStore"),
     "a package class that cannot be built": (["store._target_=replicate.jobs.JobSpec"],
                                              "store._target_: 'replicate.jobs.JobSpec' cannot be built"),
     # unknown keys

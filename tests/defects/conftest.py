@@ -24,7 +24,7 @@ class Job:
 def build_job(tiny, results_dir, shapes_root) -> Callable[..., Job]:
     """``build_job(target, defect=None)``: the job's Task with the data prepared."""
     from replicate.config.compose import compose_config
-    from replicate.plan import make_spec
+    from replicate.resolved import make_spec
     from replicate.runner.worker import build_task
 
     def build(target: Target, defect: Optional[str] = None, *extra: str) -> Job:

@@ -10,7 +10,7 @@ from replicate.config.conf_tree import group_options
 from replicate.defects import STAGES, TYPES, Target, all_defects, check_defect, defect_of
 from replicate.defects.registry import get_defect
 from replicate.errors import ConfigError
-from replicate.plan import config_hash, make_spec
+from replicate.resolved import config_hash, make_spec
 
 CATALOGUE = all_defects()
 NAMES = [d.name for d in CATALOGUE]

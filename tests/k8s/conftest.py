@@ -20,8 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "zoo-replicate"
 KUBE_VERSION = "1.37"  # kubernetes-validate 1.37.0's newest schema set
-CRD_FILES = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml",
-             "RayCronJob": "ray.io_raycronjobs.yaml"}
+CRD_FILES = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
 
 
 def strict(schema: Any) -> Any:
@@ -96,15 +95,26 @@ def lint_chart(values: dict[str, Any] | None = None) -> dict[str, Any]:
     return helm.lint(CHART, values or {}, strict=True, namespace="lab", kube_version="v1.37.0")
 
 
+def rayjob(values: dict[str, Any] | None = None, hardware: list[str] | None = None) -> dict[str, Any]:
+    """The RayJob its one author (replicate.k8s.manifest) writes from the chart's values merged with
+    ``values``, for the suite's ``hardware`` profiles (default: every enabled worker group)."""
+    from replicate.k8s.manifest import SuitePlan, build_rayjob
+    from replicate.k8s.values import load_values, merge
+
+    merged = merge(load_values(), values or {})
+    enabled = hardware or sorted(n for n, g in merged["workerGroups"].items() if g.get("enabled", True))
+    plan = SuitePlan(merged["suite"], enabled, list(merged["suiteOverrides"]))
+    return build_rayjob(merged, plan, name="x", namespace="lab", release="zoo")
+
+
 def pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every pod spec an object carries: CronJob, and the RayJob/RayCronJob head/worker/submitter."""
+    """Every pod spec an object carries: the CronJob's, and the RayJob's head/worker/submitter."""
     kind = obj["kind"]
     if kind == "CronJob":
         return [obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
-    spec = {"RayJob": lambda: obj["spec"], "RayCronJob": lambda: obj["spec"]["jobTemplate"]}.get(kind)
-    if spec is None:
+    if kind != "RayJob":
         return []
-    job = spec()
+    job = obj["spec"]
     cluster = job["rayClusterSpec"]
     pods = [cluster["headGroupSpec"]["template"]["spec"], job["submitterPodTemplate"]["spec"]]
     return pods + [g["template"]["spec"] for g in cluster.get("workerGroupSpecs") or []]
@@ -114,7 +124,7 @@ def containers(obj: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]
     """(pod security context, container) for every container, the autoscaler sidecar included."""
     out = [(pod.get("securityContext") or {}, c) for pod in pod_specs(obj)
            for c in [*pod.get("initContainers", []), *pod["containers"]]]
-    job = obj["spec"].get("jobTemplate", obj["spec"]) if obj["kind"] in ("RayJob", "RayCronJob") else None
+    job = obj["spec"] if obj["kind"] == "RayJob" else None
     if job and job["rayClusterSpec"].get("autoscalerOptions"):
         head_pod = job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
         out.append((head_pod["securityContext"], {"name": "autoscaler", **job["rayClusterSpec"]["autoscalerOptions"]}))
@@ -132,5 +142,6 @@ def chart() -> Any:
         k8s_validate = staticmethod(k8s_validate)
         containers = staticmethod(containers)
         pod_specs = staticmethod(pod_specs)
+        rayjob = staticmethod(rayjob)
 
     return Chart

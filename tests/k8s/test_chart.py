@@ -1,6 +1,7 @@
-"""The Helm chart, rendered by Helm's Go engine: lint clean (strict), every object valid against
-the Kubernetes 1.37 schemas or the KubeRay CRDs (unknown fields rejected), pod security
-"restricted" on every container, no secret value anywhere, and the same RayJob as Python builds."""
+"""The Helm chart, rendered by Helm's Go engine, and the RayJob its CronJob's pod writes (one
+author: replicate.k8s.manifest): lint clean (strict), every object valid against the Kubernetes
+1.37 schemas or the KubeRay CRDs (unknown fields rejected), pod security "restricted" on every
+container, no secret value anywhere."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import yaml
 
 from replicate.config.compose import compose_config
 from replicate.config.conf_tree import group_options
-from replicate.k8s.manifest import SuitePlan, build_rayjob
 from replicate.k8s.values import load_values, merge
 
 FAKE_KEY = "fake-wandb-key-0f6d1c2e9b"      # must never appear in anything rendered
@@ -23,8 +23,6 @@ SCENARIOS = {
     "default": {},
     "tpu": TPU_GROUP,
     "postgres": {"store": {"existingSecret": {"name": "zoo-store", "key": "url"}}},
-    "rayCronJob": {"schedule": {"mode": "rayCronJob"}},
-    "rayCronJob-tpu": merge({"schedule": {"mode": "rayCronJob"}}, TPU_GROUP),
     "wandb": {"wandb": {"enabled": True, "entity": "lab", "apiKeySecret": {"name": "wandb", "key": "api-key"}}},
     "existing-claims": {"storage": {"datasets": {"existingClaim": "coco"}, "results": {"existingClaim": "res"}}},
 }
@@ -44,21 +42,19 @@ def test_lint_is_clean_in_strict_mode(chart, scenario):
 def test_every_object_validates_against_its_schema(chart, crd_validator, scenario):
     name, values = scenario
     objects, notes = chart.render(values)
-    kinds = sorted(o["kind"] for o in objects)
     for obj in objects:
-        if obj["apiVersion"].startswith("ray.io/"):
-            crd_validator(obj)
-        else:
-            chart.k8s_validate(obj)
-    expected = "RayCronJob" if name.startswith("rayCronJob") else "CronJob"
-    assert expected in kinds and ({"CronJob", "RayCronJob"} - {expected}).isdisjoint(kinds), kinds
+        chart.k8s_validate(obj)
+    crd_validator(chart.rayjob(values))
+    # The RayJob has one author, the CronJob's `replicate k8s submit`: the chart renders none.
+    kinds = sorted(o["kind"] for o in objects)
+    assert "CronJob" in kinds and not any(k.startswith("Ray") for k in kinds), kinds
     assert "KubeRay" in notes
 
 
 def test_no_container_runs_as_root_or_escalates_and_all_are_bounded(chart, scenario):
     objects, _ = chart.render(scenario[1])
     checked = 0
-    for obj in objects:
+    for obj in [*objects, chart.rayjob(scenario[1])]:
         for pod_ctx, container in chart.containers(obj):
             ctx = container["securityContext"]
             where = f"{obj['kind']}/{container['name']}"
@@ -74,8 +70,7 @@ def test_no_container_runs_as_root_or_escalates_and_all_are_bounded(chart, scena
 
 
 def test_writable_paths_are_volumes_and_datasets_are_read_only(chart):
-    objects, _ = chart.render({"schedule": {"mode": "rayCronJob"}})
-    for pod in chart.pod_specs(next(o for o in objects if o["kind"] == "RayCronJob")):
+    for pod in chart.pod_specs(chart.rayjob()):
         for container in pod["containers"]:
             mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
             assert {"/tmp", "/home/zoo"} <= set(mounts), container["name"]
@@ -107,11 +102,8 @@ def test_no_rendered_object_contains_a_secret_value(chart, crd_validator, monkey
     for text in (yaml.safe_dump_all(objects) + notes, rayjob_text):
         assert FAKE_KEY not in text and "fake-pw" not in text
     assert "secretKeyRef" in rayjob_text and "WANDB_API_KEY" in rayjob_text and "ZOO_STORE_URL" in rayjob_text
-    objects, notes = chart.render(merge(values, {"schedule": {"mode": "rayCronJob"}}))
-    text = yaml.safe_dump_all(objects) + notes
-    assert FAKE_KEY not in text and "fake-pw" not in text and "secretKeyRef" in text
-    ray = next(o for o in objects if o["kind"] == "RayCronJob")
-    head_env = ray["spec"]["jobTemplate"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    ray = yaml.safe_load(rayjob_text)
+    head_env = ray["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "ZOO_STORE_URL", "valueFrom": {"secretKeyRef": {"name": "zoo-store", "key": "url"}}} in head_env
 
 
@@ -134,10 +126,9 @@ def test_misspelt_value_fails_the_schema(chart):
 
 
 def test_misspelt_key_in_a_rayjob_fails_the_crd_schema(chart, crd_validator):
-    objects, _ = chart.render({"schedule": {"mode": "rayCronJob"}})
-    ray = next(o for o in objects if o["kind"] == "RayCronJob")
+    ray = chart.rayjob()
     crd_validator(ray)
-    group = ray["spec"]["jobTemplate"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    group = ray["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     group["numOfHost"] = group.pop("numOfHosts")
     with pytest.raises(AssertionError, match="numOfHost"):
         crd_validator(ray)
@@ -158,8 +149,7 @@ def test_rbac_allows_only_rayjobs_in_the_namespace(chart):
 
 
 def test_tpu_group_carries_gke_selectors_tolerations_and_chips(chart):
-    objects, _ = chart.render(merge(SCENARIOS["rayCronJob-tpu"], {}))
-    spec = next(o for o in objects if o["kind"] == "RayCronJob")["spec"]["jobTemplate"]
+    spec = chart.rayjob(TPU_GROUP)["spec"]
     group = next(g for g in spec["rayClusterSpec"]["workerGroupSpecs"] if g["groupName"] == "tpu-v4-8")
     pod = group["template"]["spec"]
     assert pod["nodeSelector"] == {"cloud.google.com/gke-tpu-accelerator": "tpu-v4-podslice",
@@ -190,51 +180,21 @@ def test_every_hardware_profile_maps_to_a_worker_group(profile):
         assert not {"nvidia.com/gpu", "google.com/tpu"} & set(limits)
 
 
-def test_helm_raycronjob_carries_the_rayjob_python_builds(chart):
-    """Two renderers, one spec: the chart's RayCronJob template and replicate.k8s.manifest."""
-    values = merge(SCENARIOS["wandb"], SCENARIOS["postgres"])
-    every_group = {name: {"enabled": True} for name in load_values()["workerGroups"]}
-    values = merge(values, {"schedule": {"mode": "rayCronJob"}, "suiteOverrides": ["seed=1"],
-                            "workerGroups": every_group})
-    objects, _ = chart.render(values)
-    helm_spec = next(o for o in objects if o["kind"] == "RayCronJob")["spec"]["jobTemplate"]
-    merged = load_values([], [])
-    merged = merge(merged, values)
-    enabled = sorted(n for n, g in merged["workerGroups"].items() if g.get("enabled", True))
-    plan = SuitePlan(merged["suite"], enabled, list(merged["suiteOverrides"]))
-    py_spec = build_rayjob(merged, plan, name="x", namespace="lab", release="zoo")["spec"]
-    assert shlex.split(helm_spec.pop("entrypoint")) == shlex.split(py_spec.pop("entrypoint"))
-    assert len(helm_spec["rayClusterSpec"]["workerGroupSpecs"]) == len(every_group)
-    assert helm_spec == py_spec
-
-
-def _ray_specs(chart, values):
-    """The RayJob spec of ``values`` from Helm's RayCronJob and from Python (enabled groups)."""
-    objects, _ = chart.render(merge(values, {"schedule": {"mode": "rayCronJob"}}))
-    helm_spec = next(o for o in objects if o["kind"] == "RayCronJob")["spec"]["jobTemplate"]
-    merged = merge(load_values(), values)
-    enabled = sorted(n for n, g in merged["workerGroups"].items() if g.get("enabled", True))
-    plan = SuitePlan(merged["suite"], enabled, list(merged["suiteOverrides"]))
-    return {"helm": helm_spec, "python": build_rayjob(merged, plan, name="x", namespace="lab")["spec"]}
-
-
 def test_only_the_head_gets_the_store_url_and_the_wandb_key(chart):
     """The driver (on the head) alone writes the store and logs to W&B; workers get neither."""
-    for renderer, spec in _ray_specs(chart, merge(SCENARIOS["wandb"], SCENARIOS["postgres"])).items():
-        cluster = spec["rayClusterSpec"]
-        head = {e["name"] for e in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
-        assert {"WANDB_API_KEY", "ZOO_STORE_URL"} <= head, renderer
-        assert cluster["workerGroupSpecs"], renderer
-        for group in cluster["workerGroupSpecs"]:
-            env = {e["name"] for e in group["template"]["spec"]["containers"][0]["env"]}
-            assert not {"WANDB_API_KEY", "ZOO_STORE_URL"} & env, (renderer, group["groupName"])
+    cluster = chart.rayjob(merge(SCENARIOS["wandb"], SCENARIOS["postgres"]))["spec"]["rayClusterSpec"]
+    head = {e["name"] for e in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"WANDB_API_KEY", "ZOO_STORE_URL"} <= head
+    assert cluster["workerGroupSpecs"]
+    for group in cluster["workerGroupSpecs"]:
+        env = {e["name"] for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert not {"WANDB_API_KEY", "ZOO_STORE_URL"} & env, group["groupName"]
 
 
 def test_wandb_project_and_entity_stay_one_argument_each(chart):
     """The entrypoint is a shell command line: a space or a quote must not split a value."""
     wandb = {"wandb": {"enabled": True, "project": "zoo nightly", "entity": "o'brien lab"},
              "suiteOverrides": ["seed=1"]}
-    for renderer, spec in _ray_specs(chart, wandb).items():
-        args = shlex.split(spec["entrypoint"])
-        assert "logger.project=zoo nightly" in args and "logger.entity=o'brien lab" in args, (renderer, args)
-        assert args[-1] == "seed=1", (renderer, args)
+    args = shlex.split(chart.rayjob(wandb)["spec"]["entrypoint"])
+    assert "logger.project=zoo nightly" in args and "logger.entity=o'brien lab" in args, args
+    assert args[-1] == "seed=1", args

@@ -54,5 +54,5 @@ def test_the_image_records_its_git_commit(monkeypatch, tmp_path):
     env_ = environment.fingerprint(config_hash="c", dataset_hash=None, device="cpu")
     assert env_["git_commit"] == "0123abc" and env_["git_dirty"] is None
     # With git and a checkout, git's answer wins over the variable.
-    monkeypatch.setattr(environment, "_git", lambda *args: "f00d" if args[0] == "rev-parse" else "")
+    monkeypatch.setattr(environment, "git_output", lambda *args: "f00d" if args[0] == "rev-parse" else "")
     assert environment.fingerprint(config_hash="c", dataset_hash=None, device="cpu")["git_commit"] == "f00d"

@@ -73,7 +73,7 @@ def test_values_file_and_set_reach_the_manifest(capsys, tmp_path, crd_validator)
     (["suite=smoke", "suite.entries=[{model:yolov3,tier:smoke,hardware:tpu_v9}]"], "suite.entries[0].hardware"),
     (["suite=smoke", "--set", "rayJob.backofLimit=1"], "rayJob"),
     (["suite=nightly", "--set", "workerGroups.h100x1=null"], "workerGroups.h100x1"),
-    # The RayCronJob would not carry a disabled group; min > max cannot be scaled.
+    # A disabled group is refused, not silently added; min > max cannot be scaled.
     (["suite=smoke", TPU_SUITE], "workerGroups.tpu_v4_8.enabled"),
     (["suite=nightly", "--set", "workerGroups.cpu.minReplicas=3"], "workerGroups.cpu.minReplicas"),
     (["suite=smoke", "scheduler=local"], "scheduler"),

@@ -16,7 +16,7 @@ from torchvision.ops import box_iou, deform_conv2d
 from models import centernet_target as ct
 from models.centernet import DCN, down_ratio, sampled_deform_conv3x3
 from replicate.config.compose import compose_config
-from replicate.plan import make_spec
+from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
 
 TINY = [

@@ -24,7 +24,7 @@ from models.pix2pix import (
 )
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError, DataError
-from replicate.plan import make_spec
+from replicate.resolved import make_spec, resolve_job
 from replicate.runner.optim import build_optimizer
 from replicate.runner.worker import build_task
 
@@ -237,7 +237,7 @@ def test_smoke_tier_learns_and_shuffled_pairs_do_not(tmp_path):
     runs = {"untrained": ["model.tiers.smoke.recipe.steps=1"], "trained": [], "shuffled": ["shuffle_labels=true"]}
     for name, extra in runs.items():
         cfg = compose_config(["model=pix2pix", "tier.compare_with=none", f"results_dir={tmp_path / name}", *extra])
-        result = run_job(make_spec(cfg, None), progress=False)
+        result = run_job(resolve_job(cfg, None), progress=False)
         assert result.failure is None, result.failure
         finals[name] = result.metrics["L1"]
     assert finals["trained"] <= finals["untrained"] / 3

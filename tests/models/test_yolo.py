@@ -20,7 +20,7 @@ from models.registry import get_task_class
 from models.yolo_loss import heads_from_graph, layer_loss, postprocess, truths_tensor, yolo_loss
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
-from replicate.plan import make_spec
+from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
 
 CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)

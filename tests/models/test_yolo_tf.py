@@ -15,7 +15,7 @@ from models.yolo_loss import heads_from_graph
 from models.yolo_loss import postprocess as torch_postprocess
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
-from replicate.plan import make_spec
+from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
 from replicate.tf_import import tf_available
 

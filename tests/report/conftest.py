@@ -24,8 +24,8 @@ import pytest
 
 from replicate.config.compose import compose_config
 from replicate.jobs import JobResult, Times
-from replicate.plan import make_spec
 from replicate.records import group_record, job_record
+from replicate.resolved import make_spec
 from replicate.store.results_store import ResultStore
 from replicate.verdict import judge_job, target_for
 

@@ -16,7 +16,7 @@ from replicate.config.compose import compose_config
 from replicate.errors import DataError, StorageError
 from replicate.failures import classify
 from replicate.harness import run_one
-from replicate.plan import make_spec
+from replicate.resolved import make_spec
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.worker import checkpoint_dir
 

@@ -11,7 +11,7 @@ import torch
 
 from replicate.config.compose import compose_config
 from replicate.jobs import JobResult
-from replicate.plan import make_spec
+from replicate.resolved import make_spec
 from replicate.runner import base_loop
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import RunContext

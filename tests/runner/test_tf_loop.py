@@ -26,7 +26,7 @@ from replicate.config.conf_tree import group_options
 from replicate.errors import ConfigError, DataError, ResourceUnavailable
 from replicate.harness import run_one
 from replicate.jobs import JobResult
-from replicate.plan import make_spec
+from replicate.resolved import make_spec, resolve_job
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.strategy import DEFAULT, MIRRORED, TPU, TPU_NAME_ENV, make_strategy, strategy_kind
 from replicate.runner.tf_loop import TfLoop
@@ -171,7 +171,7 @@ def test_a_tf_job_on_a_worker_without_the_profiles_gpus_is_an_infrastructure_fai
 
     # run_job directly: the inline scheduler refuses a GPU profile before any job starts
     cfg = compose_config(_common(results_dir, shapes_root, tiny) + ["hardware=h100x1", "tier.compare_with=none"])
-    result = run_job(make_spec(cfg, None), progress=False)
+    result = run_job(resolve_job(cfg, None), progress=False)
     assert result.infra and (result.failure.stage, result.failure.impact) == ("infrastructure", "crash")
     assert "ResourceUnavailable" in result.failure.message
     assert judge_job(result, target_for(cfg, "tiny"))[0] == "INFRA"

@@ -10,15 +10,20 @@ from replicate.config.compose import compose_config
 from replicate.errors import ConfigError, DataError
 from replicate.harness import run_one
 from replicate.jobs import JobResult
-from replicate.plan import make_spec
+from replicate.resolved import make_spec
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.torch_loop import RunContext, TorchLoop
 from replicate.runner.worker import build_task, checkpoint_dir
+from replicate.verdict import EarlyCheck
 
 
 def _common(results_dir: Path, shapes_root: Path, tiny: list[str]) -> list[str]:
     return ["model=faster_rcnn", "scheduler=inline", f"results_dir={results_dir}",
             f"datasets.shapes.root={shapes_root}", *tiny]
+
+
+# Evaluate at the early check with nothing to judge (a calibration run's path)
+EVALUATE_EARLY = EarlyCheck(fraction=0.25, evaluate=True)
 
 
 def _loop(overrides: list[str]) -> TorchLoop:
@@ -147,11 +152,11 @@ def test_the_weight_drift_is_measured_from_the_start_across_a_resume(results_dir
                                                         "model.tiers.smoke.recipe.checkpoint_every=1"]
     whole = _loop(common)
     whole.ctx.checkpoint_dir = whole.ctx.checkpoint_dir.with_name("whole")
-    whole.ctx.early_eval = True
+    whole.ctx.early = EVALUATE_EARLY
     drift = whole.run().early_check["weight_drift"]
     assert drift > 0
     first = _loop(common)
-    first.ctx.early_eval = True
+    first.ctx.early = EVALUATE_EARLY
     step = first.train_step
 
     def killed_after_one_step(batch):
@@ -164,6 +169,6 @@ def test_the_weight_drift_is_measured_from_the_start_across_a_resume(results_dir
         first.run()
     assert (first.ctx.checkpoint_dir / ckpt.INITIAL_WEIGHTS).is_file()
     second = _loop(common)
-    second.ctx.early_eval = True
+    second.ctx.early = EVALUATE_EARLY
     resumed = second.run()
     assert resumed.restarts == 1 and resumed.early_check["weight_drift"] == pytest.approx(drift, rel=1e-6)

@@ -1,0 +1,119 @@
+"""A job resolved once: everything the driver, the worker, calibrate, check and k8s need to know
+about one job, decided in one place (:func:`resolve_job`) and never recomputed downstream.
+
+The worker receives it over the wire (:meth:`ResolvedJob.to_wire`, plain JSON through Ray) and
+rebuilds it without resolving anything again (:meth:`ResolvedJob.from_wire`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Optional, cast
+
+from omegaconf import DictConfig, OmegaConf
+
+from replicate.config.selection import chosen_framework, chosen_variant
+from replicate.jobs import PLACEMENT_KEYS, JobSpec, group_key
+from replicate.redact import recorded_config
+from replicate.verdict import EarlyCheck, Target, early_check_for, target_for
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    """One job of a suite (or a single run), resolved.
+
+    Attributes:
+        spec: What the worker runs and the store records (ids, implementation, config, hash).
+        cfg: The resolved config (``spec.config`` as a DictConfig, credentials included).
+        target: What the final metric is compared with, and its band.
+        early: The early check's thresholds and bands.
+        problem: Why the job cannot run (a model config without an implementation), else None.
+    """
+
+    spec: JobSpec
+    cfg: DictConfig
+    target: Target
+    early: EarlyCheck
+    problem: Optional[str] = None
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def task_key(self) -> tuple[str, str]:
+        """The (model, framework) the model registry resolves to a Task class."""
+        return self.spec.model, self.spec.framework
+
+    @property
+    def group_key(self) -> tuple[str, ...]:
+        """The seed group the job belongs to (jobs.GROUP_IDENTITY)."""
+        return group_key(self.spec.to_dict())
+
+    @property
+    def hardware(self) -> DictConfig:
+        return self.cfg.hardware
+
+    @property
+    def injected(self) -> Optional[str]:
+        """The defect injected into the job on purpose (``defect=NAME``), else None."""
+        return self.cfg.get("defect")
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain JSON for crossing a process or machine boundary (a Ray task's argument)."""
+        return {"spec": self.spec.to_dict(), "target": self.target.to_dict(), "early": self.early.to_dict()}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> "ResolvedJob":
+        spec = JobSpec(**data["spec"])
+        return cls(spec, OmegaConf.create(spec.config), Target.from_dict(data["target"]),
+                   EarlyCheck.from_dict(data["early"]))
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain dicts and lists (a DictConfig's container is a dict)."""
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """sha256 of what determines the job's result: model, tier, hardware, data (not its root)."""
+    data = plain(cfg)
+    for key in PLACEMENT_KEYS:
+        data.pop(key, None)
+    # An injected defect (``defect``) is hashed: an injected job never passes for a real one. No
+    # defect hashes as the key's absence, so clean jobs keep the hashes they had before the key.
+    if data.get("defect") is None:
+        data.pop("defect", None)
+    tier = data["model"]["tiers"][data["tier"]["name"]]
+    dataset = dict(data["datasets"][tier["data"]])
+    dataset.pop("root", None)
+    data["datasets"] = {tier["data"]: dataset}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def make_spec(cfg: DictConfig, suite_id: Optional[str]) -> JobSpec:
+    variant, framework = chosen_variant(cfg), chosen_framework(cfg)
+    digest = config_hash(cfg)
+    key = json.dumps([suite_id, cfg.model.name, variant, framework, cfg.tier.name, cfg.hardware.name,
+                      int(cfg.seed), digest])
+    injected = f"-{cfg.defect}" if cfg.get("defect") else ""   # an injected job says so in its id
+    digest_id = hashlib.sha1(key.encode()).hexdigest()[:10]
+    job_id = f"{cfg.model.name}-{cfg.tier.name}-s{cfg.seed}{injected}-{digest_id}"
+    return JobSpec(job_id=job_id, suite_id=suite_id, model=cfg.model.name, variant=variant, framework=framework,
+                   tier=cfg.tier.name, hardware=cfg.hardware.name, seed=int(cfg.seed),
+                   # Recorded (store, Ray, W&B) without credentials; the worker reads no store or
+                   # logger settings, and the hash above never covered them (placement keys).
+                   config=recorded_config(plain(cfg)), config_hash=digest)
+
+
+def resolve_job(cfg: DictConfig, suite_id: Optional[str], problem: Optional[str] = None) -> ResolvedJob:
+    """Resolve the composed config of one job: its spec, comparison target and early check."""
+    spec = make_spec(cfg, suite_id)
+    target = target_for(cfg, spec.variant)
+    return ResolvedJob(spec, cfg, target, early_check_for(cfg, target.direction), problem)
