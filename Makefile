@@ -25,7 +25,7 @@ test: $(STAMP)
 # Lint and types (ruff: pyflakes, pycodestyle, import order; mypy over the product; settings in
 # pyproject.toml). .ci/run runs it.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check replicate models tests benchmarks
+	$(VENV)/bin/ruff check replicate tests benchmarks
 	$(VENV)/bin/mypy
 
 test-slow: $(STAMP)

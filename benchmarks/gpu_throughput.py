@@ -5,7 +5,7 @@ its eval tier's where it has no full tier; the recipe's batch per GPU capped by
 ``--max-batch``): training images/s in fp32 and in the loop's precision (fp16 autocast on
 CUDA), evaluation images/s (data, forward, post-processing, COCO encoding:
 ``BaseLoop.evaluate``), peak GPU memory, and for the Darknet models the model FLOPs utilisation
-of a training step (3 x darknet's forward FLOPs per image, models/darknet/flops.py, over the
+of a training step (3 x darknet's forward FLOPs per image, replicate/models/darknet/flops.py, over the
 GPU's peak). Inputs are the synthetic shapes data at that size (no COCO on the machine);
 throughput does not depend on what the pixels show. Published inference speeds are printed
 beside ours where the papers give them (other GPUs, batch 1: a context, not a target).
@@ -114,8 +114,8 @@ def _gpu_peak(precision: str) -> Optional[float]:
 
 
 def measure_model(model: str, dry_run: bool, steps: int, max_batch: int) -> dict[str, Any]:
-    from models.darknet.cfg_parser import find_cfg
-    from models.darknet.flops import forward_flops, graph_at_size
+    from replicate.models.darknet.cfg_parser import find_cfg
+    from replicate.models.darknet.flops import forward_flops, graph_at_size
 
     with tempfile.TemporaryDirectory(prefix="zoo-gpu-") as tmp:
         loop, size, batch = _loop(model, dry_run, tmp, max_batch)

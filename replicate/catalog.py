@@ -9,9 +9,9 @@ from omegaconf import OmegaConf
 
 def model_rows() -> list[dict[str, Any]]:
     """One row per registered model: frameworks, variants, tiers, full parameter count, primary claim."""
-    from models.registry import frameworks_of, registered_names
     from replicate.config.compose import compose_config
     from replicate.config.conf_tree import group_options
+    from replicate.models.registry import frameworks_of, registered_names
 
     rows = []
     configured = set(group_options("model"))

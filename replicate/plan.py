@@ -24,7 +24,7 @@ def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[Re
     A model whose config exists but which has no registered implementation becomes a planned
     job with a ``problem`` (recorded as ERROR), so the leaderboard shows it missing.
     """
-    from models.registry import registered_names
+    from replicate.models.registry import registered_names
 
     suite_id = root.suite_id or default_suite_id(root.suite.name)
     registered = set(registered_names())

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from models.registry import registered_names
 from replicate.cli import main
+from replicate.models.registry import registered_names
 
 
 def test_models_lists_every_registered_model_with_its_full_parameter_count(capsys):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.registry import registered_names
 from replicate.harness import run_one
+from replicate.models.registry import registered_names
 
 pytestmark = pytest.mark.slow
 

@@ -1,13 +1,13 @@
 """``replicate darknet CFG [--classes N] [--json]``: what a Darknet cfg builds.
 
 Prints the layer table (index, type, output channels, stride, inputs) of the parsed cfg and its
-trainable parameter count as darknet allocates it (models/darknet/cfg_parser.py; the PyTorch
+trainable parameter count as darknet allocates it (replicate/models/darknet/cfg_parser.py; the PyTorch
 build of a detector has the same count, tests/models/test_darknet.py). Detectors and
 classification backbones alike: ``replicate darknet darknet53.cfg``. Cfg format: pjreddie/darknet
 (YOLOv3, arXiv:1804.02767) and AlexeyAB/darknet (YOLOv4, arXiv:2004.10934).
 
 CFG is a path, or the name of a cfg in $ZOO_DARKNET_CFG_DIR or among the packaged ones
-(models/darknet/cfg/: yolov3.cfg, yolov3-tiny.cfg, yolov4.cfg, yolov4-tiny.cfg, darknet53.cfg).
+(replicate/models/darknet/cfg/: yolov3.cfg, yolov3-tiny.cfg, yolov4.cfg, yolov4-tiny.cfg, darknet53.cfg).
 
 Errors are typed: a missing file is a DataError, an unsupported section/option a ConfigError
 naming ``file:line``; the CLI maps both to exit code 2.
@@ -34,7 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cfg_path(name: str) -> Path:
     """``name`` as given when it is a file, else the cfg of that name on the search path; a name
     found nowhere is returned as given, so that reading it reports the missing file."""
-    from models.darknet.cfg_parser import find_cfg
+    from replicate.models.darknet.cfg_parser import find_cfg
 
     path = Path(name)
     if path.is_file() or path.parent != Path("."):
@@ -44,7 +44,7 @@ def cfg_path(name: str) -> Path:
 
 def describe(path: str, classes: int | None = None) -> dict[str, Any]:
     """The layer table and the trainable parameter count of the cfg ``path`` (a path or a name)."""
-    from models.darknet.cfg_parser import layer_table, parse_cfg, trainable_parameter_count
+    from replicate.models.darknet.cfg_parser import layer_table, parse_cfg, trainable_parameter_count
 
     graph = parse_cfg(cfg_path(path), classes)
     # a classifier has no [yolo] layer: its classes are its last layer's width, not a count to show

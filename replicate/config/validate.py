@@ -78,7 +78,7 @@ def _validate_darknet_cfgs(cfg: DictConfig) -> None:
     The driver looks it up for every variant, not just the chosen one: a config naming a cfg
     that is nowhere is broken whichever tier runs it. Only looked up; the model parses it.
     """
-    from models.darknet.cfg_parser import resolve_cfg  # no framework import
+    from replicate.models.darknet.cfg_parser import resolve_cfg  # no framework import
 
     for name, variant in cfg.model.variants.items():
         if variant.arch.get("cfg") is not None:
@@ -205,7 +205,7 @@ def _validate_framework_installed(cfg: DictConfig) -> None:
     """A TensorFlow job run on this machine needs TensorFlow here: refuse it before scheduling.
 
     Only looked up (find_spec), never imported: importing TensorFlow costs seconds and must come
-    after torchvision.ops in a process (models/darknet/tf_backend.py). A scheduler with a Ray
+    after torchvision.ops in a process (replicate/models/darknet/tf_backend.py). A scheduler with a Ray
     address runs jobs on the cluster's workers, whose image may carry TensorFlow when this
     driver's does not (Dockerfile EXTRAS): there the worker reports it (environment/crash).
     """

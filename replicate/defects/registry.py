@@ -77,7 +77,7 @@ class Defect:
         found: list[Target] = []
         for name in self.target_names:
             if name == EVERY_IMPLEMENTATION:
-                from models.registry import implementations
+                from replicate.models.registry import implementations
 
                 found += [Target(model, framework) for model, framework in implementations()]
             else:

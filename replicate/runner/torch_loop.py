@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from models.task import Task
 from replicate.errors import DataError
 from replicate.jobs import JobResult
+from replicate.models.task import Task
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
 from replicate.runner.batch_order import BatchOrder

@@ -127,9 +127,9 @@ def build_loop(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, num_threads
 
 def build_task(spec: JobSpec, cfg: Any) -> Any:
     """The registered Task of the job's (model, framework), with the job's defect injected."""
-    from models.registry import get_task_class
-    from models.task import TaskContext
     from replicate.defects import inject
+    from replicate.models.registry import get_task_class
+    from replicate.models.task import TaskContext
 
     cls = get_task_class(spec.model, spec.framework)
     tier = cfg.model.tiers[cfg.tier.name]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from models.darknet.cfg_parser import CFG_DIR_ENV, PACKAGED_CFG_DIR
 from replicate.cli import main
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
+from replicate.models.darknet.cfg_parser import CFG_DIR_ENV, PACKAGED_CFG_DIR
 
 
 @pytest.mark.parametrize("override, key", [
@@ -57,7 +57,8 @@ def test_the_packaged_cfgs_ship_with_the_package():
 
     root = Path(__file__).resolve().parents[2]
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "cfg/*.cfg" in data["models.darknet"]
+    assert "cfg/*.cfg" in data["replicate.models.darknet"]
     ignored = [line.strip() for line in (root / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
-    assert not any(part in ignored for part in ("models", "models/darknet", "models/darknet/cfg", "*.cfg", "**/*.cfg"))
+    assert not any(part in ignored for part in ("replicate/models", "replicate/models/darknet",
+                                                "replicate/models/darknet/cfg", "*.cfg", "**/*.cfg"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from models.registry import frameworks_of, registered_names
 from replicate.cli import main
 from replicate.config.compose import compose_config
 from replicate.config.conf_tree import group_options
 from replicate.config.selection import chosen_framework
 from replicate.errors import ConfigError
+from replicate.models.registry import frameworks_of, registered_names
 
 BAD = {
     "unknown model": (["model=resnet9000"], "model: unknown 'resnet9000'; allowed:"),

@@ -1,4 +1,4 @@
-"""CenterNet (models/centernet.py, models/centernet_target.py): build, targets, loss, decoding.
+"""CenterNet (replicate/models/centernet/): build, targets, loss, decoding.
 
 Fast tests run the real config shrunk (tests/conftest.py TINY); the smoke-tier learning run and
 ``replicate check`` are marked slow.
@@ -13,9 +13,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou, deform_conv2d
 
-from models import centernet_target as ct
-from models.centernet import DCN, down_ratio, sampled_deform_conv3x3
 from replicate.config.compose import compose_config
+from replicate.models.centernet import targets as ct
+from replicate.models.centernet.task import DCN, down_ratio, sampled_deform_conv3x3
 from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
 

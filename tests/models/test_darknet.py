@@ -1,6 +1,6 @@
 """Darknet cfg parser, PyTorch backend, .weights reader/writer and the `replicate darknet` command.
 
-Reads the cfgs the package carries (models/darknet/cfg/). Where the reference data holds the
+Reads the cfgs the package carries (replicate/models/darknet/cfg/). Where the reference data holds the
 official cfgs (tests/conftest.py, ``reference``), proves each packaged cfg equal to its official
 file, layer for layer and in parameter count; without it, that cross-check alone skips.
 """
@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.darknet.cfg_parser import (
+from replicate.commands import darknet as darknet_command
+from replicate.errors import ConfigError, DataError
+from replicate.models.darknet.cfg_parser import (
     CFG_DIR_ENV,
     PACKAGED_CFG_DIR,
     layer_parameters,
@@ -27,10 +29,8 @@ from models.darknet.cfg_parser import (
     trainable_parameter_count,
     typed_options,
 )
-from models.darknet.torch_backend import Route, build_model, trainable_parameters
-from models.darknet.weights import load_darknet_weights, read_header, save_darknet_weights, weights_file_size
-from replicate.commands import darknet as darknet_command
-from replicate.errors import ConfigError, DataError
+from replicate.models.darknet.torch_backend import Route, build_model, trainable_parameters
+from replicate.models.darknet.weights import load_darknet_weights, read_header, save_darknet_weights, weights_file_size
 
 CFG = PACKAGED_CFG_DIR
 
@@ -478,9 +478,9 @@ def test_darknet_command_bad_path_is_a_user_error(tmp_path):
 def test_a_classification_cfg_is_counted_but_never_built_as_a_detector():
     """[avgpool]/[softmax] parse (replicate darknet counts them); building one must refuse, not
     put a pass-through where the layer was."""
-    from models.darknet.cfg_parser import build_graph, find_cfg, read_sections
-    from models.darknet.torch_backend import build_model
     from replicate.errors import ConfigError
+    from replicate.models.darknet.cfg_parser import build_graph, find_cfg, read_sections
+    from replicate.models.darknet.torch_backend import build_model
 
     path = find_cfg("darknet53.cfg")
     graph = build_graph(read_sections(path.read_text(), str(path)), str(path))

@@ -1,4 +1,4 @@
-"""pix2pix (models/pix2pix.py): parameter counts, shapes, the GAN step, the FCN-score hook.
+"""pix2pix (replicate/models/pix2pix.py): parameter counts, shapes, the GAN step, the FCN-score hook.
 
 Fast tests compose the real config shrunk to a tiny generated shapes set; the smoke-tier
 learning run (minutes) is marked slow.
@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.pix2pix import (
+from replicate.config.compose import compose_config
+from replicate.errors import ConfigError, DataError
+from replicate.models.pix2pix import (
     CITYSCAPES_COLOURS,
     IGNORE,
     FCNScoreEvaluator,
@@ -22,8 +24,6 @@ from models.pix2pix import (
     colour_to_train_ids,
     fcn_scores,
 )
-from replicate.config.compose import compose_config
-from replicate.errors import ConfigError, DataError
 from replicate.resolved import make_spec, resolve_job
 from replicate.runner.optim import build_optimizer
 from replicate.runner.worker import build_task

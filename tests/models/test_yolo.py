@@ -13,17 +13,17 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from models.darknet.augment import AugmentConfig, ResizeForEval, _Random, jitter_item, mosaic, to_original
-from models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
-from models.darknet.weights import save_darknet_weights
-from models.registry import get_task_class
-from models.yolo_loss import heads_from_graph, layer_loss, postprocess, truths_tensor, yolo_loss
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
+from replicate.models.darknet.augment import AugmentConfig, ResizeForEval, _Random, jitter_item, mosaic, to_original
+from replicate.models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
+from replicate.models.darknet.weights import save_darknet_weights
+from replicate.models.registry import get_task_class
+from replicate.models.yolo.loss import heads_from_graph, layer_loss, postprocess, truths_tensor, yolo_loss
 from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
 
-CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/darknet/cfg/)
+CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (replicate/models/darknet/cfg/)
 MODELS = ("yolov3", "yolov4")
 
 

@@ -1,4 +1,4 @@
-"""Defects of pix2pix (models/pix2pix.py): the objective's weights, the pairs' direction, the init."""
+"""Defects of pix2pix (replicate/models/pix2pix.py): the objective's weights, the pairs' direction, the init."""
 
 from __future__ import annotations
 

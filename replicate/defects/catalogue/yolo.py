@@ -1,5 +1,5 @@
-"""Defects of the Darknet YOLOs (models/yolo.py, models/yolo_tf.py, models/yolo_loss.py,
-models/darknet/augment.py): decoding, inference mode, class ids, augmentation, input scaling."""
+"""Defects of the Darknet YOLOs (replicate/models/yolo/: torch_task.py, tf_task.py, loss.py;
+replicate/models/darknet/augment.py): decoding, inference mode, class ids, augmentation, input scaling."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def stretch_with_uniform_box_scale(image: Any, boxes: Any, rect: tuple[float, fl
                                    out_hw: tuple[int, int]) -> tuple[Any, Any]:
     """Darknet's stretch of the crop to ``out_hw``, with the boxes scaled by the width's factor
     on both axes, as if the stretch had kept the aspect ratio."""
-    from models.darknet.augment import crop_resize
+    from replicate.models.darknet.augment import crop_resize
 
     image, _ = crop_resize(image, boxes, rect, out_hw)
     x0, y0, x1, _ = rect

@@ -1,10 +1,10 @@
-"""The Darknet YOLO family's data side, shared by its PyTorch (models/yolo.py) and TensorFlow
-(models/yolo_tf.py) builds by composition: the variant's cfg and class count, the augmentation
+"""The Darknet YOLO family's data side, shared by its PyTorch (replicate/models/yolo/torch_task.py) and TensorFlow
+(replicate/models/yolo/tf_task.py) builds by composition: the variant's cfg and class count, the augmentation
 the cfg's [net] asks for, the COCO datasets, batches and the COCO evaluator. One pipeline, so both
 builds see the same augmentation draws for a seed.
 
 Variants name a cfg in their ``arch``: ``cfg`` (file name, searched in $ZOO_DARKNET_CFG_DIR, then
-among the cfgs the package carries, models/darknet/cfg/; validation refuses a name found nowhere,
+among the cfgs the package carries, replicate/models/darknet/cfg/; validation refuses a name found nowhere,
 replicate/config/validate.py), ``classes`` (fixed count; default: the dataset's),
 ``width_multiple`` (filters x this, for CPU-sized variants), ``scale_anchors``
 (rescale the cfg's anchors to the tier's input size), ``bn_momentum`` (default darknet's 0.01)
@@ -20,10 +20,10 @@ from typing import Any, Optional
 
 import torch
 
-from models.darknet.augment import AugmentConfig, ResizeForEval, YoloTrainSet
-from models.darknet.cfg_parser import DarknetGraph, parse_cfg, resolve_cfg
-from models.task import TaskContext
 from replicate.errors import ConfigError, DataError
+from replicate.models.darknet.augment import AugmentConfig, ResizeForEval, YoloTrainSet
+from replicate.models.darknet.cfg_parser import DarknetGraph, parse_cfg, resolve_cfg
+from replicate.models.task import TaskContext
 
 ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
 AUGMENT_KEYS = ("jitter", "hue", "saturation", "exposure", "flip", "mosaic", "letter_box")
@@ -121,13 +121,13 @@ class DarknetYoloPipeline:
 
 
 def differential_check(pipeline: DarknetYoloPipeline, ctx: TaskContext) -> tuple[bool, str]:
-    """Torch vs TensorFlow on the same random .weights (models/darknet/tf_differential.py), for
+    """Torch vs TensorFlow on the same random .weights (replicate/models/darknet/tf_differential.py), for
     ``replicate check`` of either build: the family's two implementations compute one function."""
     from replicate.tf_import import INSTALL_HINT, tf_available
 
     if not tf_available():
         return True, f"torch vs tensorflow: skipped, tensorflow is not installed ({INSTALL_HINT})"
-    from models.darknet.tf_differential import random_images, run_differential
+    from replicate.models.darknet.tf_differential import random_images, run_differential
 
     graph = pipeline.graph(ctx.variant)
     size = min(ctx.input_size, 128)

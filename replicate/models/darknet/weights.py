@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.darknet.torch_backend import ConvBlock, DarknetModel
 from replicate.errors import DataError
+from replicate.models.darknet.torch_backend import ConvBlock, DarknetModel
 
 # AlexeyAB save_weights writes version 0.2.5 with a 64-bit ``seen``.
 WRITE_VERSION = (0, 2, 5)

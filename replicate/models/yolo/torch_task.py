@@ -4,13 +4,13 @@ Papers: Redmon & Farhadi, "YOLOv3: An Incremental Improvement", arXiv:1804.02767
 Bochkovskiy, Wang & Liao, "YOLOv4: Optimal Speed and Accuracy of Object Detection",
 arXiv:2004.10934 (2020). Reference implementations: pjreddie/darknet (cfg/yolov3.cfg,
 yolov3-tiny.cfg; public domain / YOLO licence) and AlexeyAB/darknet (cfg/yolov4.cfg,
-yolov4-tiny.cfg; YOLO licence), whose cfgs the package carries as models/darknet/cfg/ (written
+yolov4-tiny.cfg; YOLO licence), whose cfgs the package carries as replicate/models/darknet/cfg/ (written
 from the architectures' facts, proven equal to the official files by tests/models/test_darknet.py).
-The architecture is whatever the cfg says (models/darknet); the loss, decoding and NMS are in
-models/yolo_loss.py; augmentation in models/darknet/augment.py.
+The architecture is whatever the cfg says (replicate/models/darknet); the loss, decoding and NMS are in
+replicate/models/yolo/loss.py; augmentation in replicate/models/darknet/augment.py.
 
-The data side (cfg, classes, augmentation, datasets, evaluator) is models/yolo_data.py, shared
-with the TensorFlow build (models/yolo_tf.py).
+The data side (cfg, classes, augmentation, datasets, evaluator) is replicate/models/yolo/pipeline.py, shared
+with the TensorFlow build (replicate/models/yolo/tf_task.py).
 Released ``.weights`` files load through ``load_checkpoint``.
 """
 
@@ -22,14 +22,14 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from models.darknet.augment import to_original
-from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM, DarknetGraph
-from models.darknet.torch_backend import DarknetModel
-from models.registry import frameworks_of, register_model
-from models.task import Task
-from models.yolo_data import DarknetYoloPipeline, differential_check
-from models.yolo_loss import YoloHead, assign, heads_from_graph, postprocess, truths_tensor, yolo_loss
 from replicate.errors import ConfigError
+from replicate.models.darknet.augment import to_original
+from replicate.models.darknet.cfg_parser import DARKNET_BN_MOMENTUM, DarknetGraph
+from replicate.models.darknet.torch_backend import DarknetModel
+from replicate.models.registry import frameworks_of, register_model
+from replicate.models.task import Task
+from replicate.models.yolo.loss import YoloHead, assign, heads_from_graph, postprocess, truths_tensor, yolo_loss
+from replicate.models.yolo.pipeline import DarknetYoloPipeline, differential_check
 
 
 class YoloDetector(nn.Module):
@@ -70,7 +70,7 @@ class DarknetYoloTask(Task):
     """A YOLO family member whose architecture is a Darknet cfg (PyTorch steps).
 
     The data pipeline (cfg, classes, augmentation, datasets, batches, evaluator) is a
-    :class:`DarknetYoloPipeline` that the TensorFlow build (models/yolo_tf.py) composes too.
+    :class:`DarknetYoloPipeline` that the TensorFlow build (replicate/models/yolo/tf_task.py) composes too.
     """
 
     def __init__(self, ctx: Any):
@@ -102,7 +102,7 @@ class DarknetYoloTask(Task):
         """Load a Darknet ``.weights`` file (strict); other files are left to the loop."""
         if Path(path).suffix != ".weights":
             return False
-        from models.darknet.weights import load_darknet_weights
+        from replicate.models.darknet.weights import load_darknet_weights
 
         load_darknet_weights(model.net, path, strict=True)
         return True
@@ -183,7 +183,7 @@ class YoloV3Task(DarknetYoloTask):
     """YOLOv3 (Darknet-53 + FPN-style head, yolov3.cfg)."""
 
 
-# No TensorFlow build: the TF loss implements YOLOv3's mse box loss only (models/yolo_loss_tf.py).
+# No TensorFlow build: the TF loss implements YOLOv3's mse box loss only (replicate/models/yolo/loss_tf.py).
 @register_model("yolov4")
 class YoloV4Task(DarknetYoloTask):
     """YOLOv4 (CSPDarknet53 + SPP + PAN, yolov4.cfg; CIoU loss from the cfg's iou_loss)."""

@@ -1,8 +1,8 @@
 """TensorFlow/Keras backend: a ``DarknetGraph`` (cfg_parser) -> ``keras.Model`` (NHWC).
 
-The twin of ``models/darknet/torch_backend.py``: same graph, same layer semantics, so the two
+The twin of ``replicate/models/darknet/torch_backend.py``: same graph, same layer semantics, so the two
 builds compute the same function given the same Darknet ``.weights`` (the differential test in
-``models/darknet/tf_differential.py`` holds them to 1e-4). Layer semantics follow the darknet C
+``replicate/models/darknet/tf_differential.py`` holds them to 1e-4). Layer semantics follow the darknet C
 implementations: pjreddie/darknet (YOLOv3, arXiv:1804.02767; public domain / YOLO licence) and
 AlexeyAB/darknet (YOLOv4, arXiv:2004.10934; YOLO licence): ``convolutional_layer.c``,
 ``route_layer.c``, ``shortcut_layer.c``, ``maxpool_layer.c``, ``upsample_layer.c``. Re-implemented.
@@ -18,7 +18,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from models.darknet.cfg_parser import (
+from replicate.errors import ConfigError
+from replicate.models.darknet.cfg_parser import (
     DARKNET_BN_EPS,
     DARKNET_BN_MOMENTUM,
     DarknetGraph,
@@ -26,7 +27,6 @@ from models.darknet.cfg_parser import (
     conv_padding,
     maxpool_geometry,
 )
-from replicate.errors import ConfigError
 from replicate.tf_import import tensorflow
 
 

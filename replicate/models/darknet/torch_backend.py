@@ -4,7 +4,7 @@ Layer semantics follow the darknet C implementations: pjreddie/darknet (YOLOv3, 
 public domain / YOLO licence) and AlexeyAB/darknet (YOLOv4, arXiv:2004.10934; YOLO licence):
 ``convolutional_layer.c``, ``route_layer.c``, ``shortcut_layer.c``, ``maxpool_layer.c``,
 ``upsample_layer.c``. The module's forward returns the raw maps entering each ``[yolo]`` layer;
-decoding and the loss live in ``models/yolo_loss.py``. Parameter names are
+decoding and the loss live in ``replicate/models/yolo/loss.py``. Parameter names are
 ``layers.<darknet index>.conv.weight`` / ``.bn.*`` so the darknet index is visible everywhere.
 """
 
@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.darknet.cfg_parser import (
+from replicate.errors import ConfigError
+from replicate.models.darknet.cfg_parser import (
     DARKNET_BN_EPS,
     DARKNET_BN_MOMENTUM,
     DarknetGraph,
@@ -24,7 +25,6 @@ from models.darknet.cfg_parser import (
     conv_padding,
     maxpool_geometry,
 )
-from replicate.errors import ConfigError
 
 
 def activation(name: str) -> nn.Module:

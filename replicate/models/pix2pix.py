@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from models.registry import register_model
-from models.task import Task
 from replicate.errors import ConfigError, DataError
+from replicate.models.registry import register_model
+from replicate.models.task import Task
 
 # What G translates (recipe.extra.translation). label_to_photo is the paper's Cityscapes task.
 # The other two read the pairs the other way round (the reference's --direction BtoA);

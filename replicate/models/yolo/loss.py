@@ -35,8 +35,8 @@ from torchvision.ops import (
     generalized_box_iou_loss,
 )
 
-from models.darknet.cfg_parser import YOLO_DEFAULTS, DarknetGraph, Layer
 from replicate.errors import ConfigError
+from replicate.models.darknet.cfg_parser import YOLO_DEFAULTS, DarknetGraph, Layer
 
 # Detection thresholds for mAP, as AlexeyAB detector.c validate_detector_map uses them.
 MAP_CONF_THRESH = 0.005
@@ -79,7 +79,7 @@ def _unsupported(layer: Layer) -> None:
     for key, bad in checks.items():
         if key in layer.options and bad(layer.options[key]):
             raise ConfigError(layer.where(), f"[yolo] {key}={layer.options[key]} is parsed but not "
-                                             "implemented by models/yolo_loss.py")
+                                             "implemented by replicate/models/yolo/loss.py")
 
 
 def heads_from_graph(graph: DarknetGraph, input_size: int, scale_anchors: bool) -> list[YoloHead]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.darknet.cfg_parser import DarknetGraph, Layer, build_graph, input_shape, read_sections
+from replicate.models.darknet.cfg_parser import DarknetGraph, Layer, build_graph, input_shape, read_sections
 
 
 def layer_flops(graph: DarknetGraph, layer: Layer) -> int:

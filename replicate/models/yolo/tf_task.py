@@ -1,12 +1,12 @@
-"""YOLOv3 in TensorFlow/Keras from the official Darknet cfg: the TensorFlow build of models/yolo.py.
+"""YOLOv3 in TensorFlow/Keras from the official Darknet cfg: the TensorFlow build of torch_task.py.
 
 Paper: Redmon & Farhadi, "YOLOv3: An Incremental Improvement", arXiv:1804.02767 (2018).
 Reference implementation: pjreddie/darknet (cfg/yolov3.cfg, yolov3-tiny.cfg, src/yolo_layer.c;
 public domain / YOLO licence); re-implemented, not copied. The network comes from the same
-parsed cfg (models/darknet/tf_backend.py), the loss/decoding/NMS from models/yolo_loss_tf.py.
+parsed cfg (replicate/models/darknet/tf_backend.py), the loss/decoding/NMS from replicate/models/yolo/loss_tf.py.
 
 Registered as ``("yolov3", "tensorflow")``: the leaderboard key stays ``yolov3``, and the config,
-datasets, augmentation and COCO evaluator are the family's pipeline (models/yolo_data.py), which
+datasets, augmentation and COCO evaluator are the family's pipeline (replicate/models/yolo/pipeline.py), which
 the torch build composes too (same augmentation draws for a seed); batches cross to TensorFlow as
 NHWC numpy arrays.
 """
@@ -19,15 +19,15 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from models.darknet.augment import to_original
-from models.darknet.cfg_parser import DARKNET_BN_MOMENTUM
-from models.darknet.tf_backend import build_model as build_tf_darknet
-from models.darknet.tf_backend import trainable_parameters
-from models.registry import register_model
-from models.task import Task
-from models.yolo_data import DarknetYoloPipeline, differential_check
-from models.yolo_loss import heads_from_graph
-from models.yolo_loss_tf import check_heads, postprocess, yolo_loss
+from replicate.models.darknet.augment import to_original
+from replicate.models.darknet.cfg_parser import DARKNET_BN_MOMENTUM
+from replicate.models.darknet.tf_backend import build_model as build_tf_darknet
+from replicate.models.darknet.tf_backend import trainable_parameters
+from replicate.models.registry import register_model
+from replicate.models.task import Task
+from replicate.models.yolo.loss import heads_from_graph
+from replicate.models.yolo.loss_tf import check_heads, postprocess, yolo_loss
+from replicate.models.yolo.pipeline import DarknetYoloPipeline, differential_check
 from replicate.tf_import import tensorflow
 
 
@@ -65,7 +65,7 @@ class YoloTfTask(Task):
         """Load a Darknet ``.weights`` file (strict); other files are left to the loop."""
         if Path(path).suffix != ".weights":
             return False
-        from models.darknet.tf_weights import load_darknet_weights
+        from replicate.models.darknet.tf_weights import load_darknet_weights
 
         load_darknet_weights(model, path, strict=True)
         return True

@@ -42,7 +42,7 @@ class TaskContext:
 
 class Task(abc.ABC):
     """One model in one framework. Subclasses register with ``@register_model(name, framework)``;
-    two builds of a model share their data pipeline by composing it (models/yolo_data.py)."""
+    two builds of a model share their data pipeline by composing it (replicate/models/yolo/pipeline.py)."""
 
     name: ClassVar[str]
     framework: ClassVar[str] = "torch"   # set by register_model: the framework its steps run in

@@ -17,7 +17,7 @@ from replicate.errors import ConfigError
 
 # The frameworks an implementation may run in, in the order a model's default is picked
 # (the schema's ``model.frameworks`` lists them in this order too).
-FRAMEWORKS = tuple(Framework)
+FRAMEWORKS = tuple(f.value for f in Framework)
 
 _REGISTRY: dict[tuple[str, str], type] = {}
 T = TypeVar("T", bound=type)
@@ -45,12 +45,14 @@ def register_model(name: str, framework: str = "torch") -> Callable[[T], T]:
 
 
 def _load_all() -> None:
-    """Import every module of the ``models`` package so their decorators run (once)."""
-    import models
+    """Import every module of the ``replicate.models`` package and its family folders, so their
+    decorators run (once; importing an imported module is a dictionary lookup)."""
+    import replicate.models as package
 
-    for info in pkgutil.iter_modules(models.__path__):
-        if info.name not in ("registry", "task"):
-            importlib.import_module(f"models.{info.name}")
+    skipped = {f"{package.__name__}.registry", f"{package.__name__}.task"}   # the interface, no models
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        if info.name not in skipped:
+            importlib.import_module(info.name)
 
 
 def registered_names() -> list[str]:

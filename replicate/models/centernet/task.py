@@ -3,7 +3,7 @@
 Paper: Zhou, Wang, Krähenbühl, "Objects as Points", 2019 (arXiv:1904.07850).
 Reference implementation: xingyizhou/CenterNet (MIT), ``src/lib/models/networks/resnet_dcn.py``
 (itself from Microsoft's pose-estimation ResNet, MIT) and ``DCNv2/dcn_v2.py`` (BSD-3-Clause);
-targets, losses and decoding are in :mod:`models.centernet_target`.
+targets, losses and decoding are in :mod:`replicate.models.centernet.targets`.
 
 The network is the reference's ``PoseResNet`` with DCN: a ResNet trunk (torchvision's
 ``BasicBlock``), then per up-sampling stage a modulated deformable 3x3 conv (DCNv2, here
@@ -27,10 +27,10 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops import DeformConv2d
 
-from models import centernet_target as ct
-from models.registry import register_model
-from models.task import Task
 from replicate.errors import ConfigError
+from replicate.models.centernet import targets as ct
+from replicate.models.registry import register_model
+from replicate.models.task import Task
 
 BN_MOMENTUM = 0.1    # reference resnet_dcn.py BN_MOMENTUM
 HM_BIAS = -2.19      # reference: hm head's last bias, -log((1 - 0.1) / 0.1): start at p = 0.1

@@ -24,9 +24,9 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import MultiScaleRoIAlign, misc
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from models.registry import register_model
-from models.task import Task
 from replicate.errors import ConfigError
+from replicate.models.registry import register_model
+from replicate.models.task import Task
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 

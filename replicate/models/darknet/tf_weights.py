@@ -1,6 +1,6 @@
-"""Darknet ``.weights`` files <-> the Keras build of ``models/darknet/tf_backend.py``.
+"""Darknet ``.weights`` files <-> the Keras build of ``replicate/models/darknet/tf_backend.py``.
 
-Same format as ``models/darknet/weights.py`` (pjreddie/darknet and AlexeyAB/darknet ``parser.c``
+Same format as ``replicate/models/darknet/weights.py`` (pjreddie/darknet and AlexeyAB/darknet ``parser.c``
 load_weights / save_weights; public domain / YOLO licence): the header, then per
 [convolutional] with batch norm its beta, gamma, rolling mean, rolling variance, else its bias;
 then the kernel stored ``[filters, in_channels / groups, size, size]``. Keras keeps kernels as
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.darknet.weights import WRITE_VERSION, WeightsInfo, fill_conv_blocks, write_weights_file
+from replicate.models.darknet.weights import WRITE_VERSION, WeightsInfo, fill_conv_blocks, write_weights_file
 
 # darknet kernel [O, I/g, kh, kw] <-> keras kernel [kh, kw, I/g, O]
 TO_KERAS = (2, 3, 1, 0)

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from models.darknet.cfg_parser import DarknetGraph
+from replicate.models.darknet.cfg_parser import DarknetGraph
 
 # float32 tolerance of issue 3 ("max absolute difference at most 1e-4 in float32"): two correct
 # builds differ only by summation order inside convolutions (~1e-6 relative for these depths).
@@ -180,8 +180,8 @@ def write_random_weights(graph: DarknetGraph, path: str | Path, seed: int = 0,
 
     With ``images``, BN statistics are calibrated on them (calibrate_batch_norm).
     """
-    from models.darknet.torch_backend import build_model
-    from models.darknet.weights import save_darknet_weights
+    from replicate.models.darknet.torch_backend import build_model
+    from replicate.models.darknet.weights import save_darknet_weights
 
     model = randomise_torch(build_model(graph), seed)
     if images is not None:
@@ -209,10 +209,10 @@ def run_differential(graph: DarknetGraph, images: np.ndarray, weights: Optional[
     Returns:
         (report, torch model, tf model), the models kept so a caller can perturb and re-compare.
     """
-    from models.darknet import tf_weights
-    from models.darknet.tf_backend import build_model as build_tf
-    from models.darknet.torch_backend import build_model as build_torch
-    from models.darknet.weights import load_darknet_weights
+    from replicate.models.darknet import tf_weights
+    from replicate.models.darknet.tf_backend import build_model as build_tf
+    from replicate.models.darknet.torch_backend import build_model as build_torch
+    from replicate.models.darknet.weights import load_darknet_weights
 
     torch_model, tf_model = build_torch(graph), build_tf(graph)
     with tempfile.TemporaryDirectory() as tmp:

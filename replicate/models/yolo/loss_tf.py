@@ -1,9 +1,9 @@
-"""YOLOv3 [yolo]-layer loss, box decoding and NMS in TensorFlow: the twin of models/yolo_loss.py.
+"""YOLOv3 [yolo]-layer loss, box decoding and NMS in TensorFlow: the twin of replicate/models/yolo/loss.py.
 
 Paper: Redmon & Farhadi, "YOLOv3: An Incremental Improvement", arXiv:1804.02767. Reference
 implementation: pjreddie/darknet ``src/yolo_layer.c`` (public domain / YOLO licence);
 re-implemented, not copied. The loss terms, their scales and the matching rules are those of
-``models/yolo_loss.py`` (read its docstring); ``tests/models/test_yolo_tf.py`` checks that both
+``replicate/models/yolo/loss.py`` (read its docstring); ``tests/models/test_yolo_tf.py`` checks that both
 give the same loss on the same maps and truths.
 
 Shapes are static: truths come padded to ``[B, T]`` with a ``valid`` mask and every (image,
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from models.yolo_loss import MAP_CONF_THRESH, MAP_NMS_IOU, MAX_DETECTIONS, MAX_LOG_WH, PRE_NMS_TOPK, YoloHead
 from replicate.errors import ConfigError
+from replicate.models.yolo.loss import MAP_CONF_THRESH, MAP_NMS_IOU, MAX_DETECTIONS, MAX_LOG_WH, PRE_NMS_TOPK, YoloHead
 from replicate.tf_import import tensorflow
 
 

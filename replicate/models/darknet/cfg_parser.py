@@ -14,7 +14,7 @@ darknet19.cfg, ...): ``[avgpool]`` (global average pool), ``[connected]`` (fully
 allocates, so ``replicate darknet`` gives a backbone's size without building it.
 
 Cfg names are looked up in ``$ZOO_DARKNET_CFG_DIR`` (cfgs a lab brings), then in the cfgs this
-package carries (``models/darknet/cfg/``, written from each architecture's facts and proven equal
+package carries (``replicate/models/darknet/cfg/``, written from each architecture's facts and proven equal
 to the official files by tests/models/test_darknet.py); ``resolve_cfg`` names the config key of
 a cfg it cannot find.
 
@@ -83,7 +83,7 @@ LAYER_OPTIONS: dict[str, dict[str, str]] = {
                 "dropblock_size_abs": FLOAT},
     "softmax": {"groups": INT, "temperature": FLOAT, "spatial": FLOAT, "noloss": INT},
     "cost": {"type": STR, "scale": FLOAT, "ratio": FLOAT, "noobject_scale": FLOAT, "thresh": FLOAT},
-    # [yolo]: parsed and kept; the loss/decoder read what they implement (models/yolo_loss.py).
+    # [yolo]: parsed and kept; the loss/decoder read what they implement (replicate/models/yolo/loss.py).
     "yolo": {"mask": INTS, "anchors": FLOATS, "classes": INT, "num": INT, "max": INT,
              "jitter": FLOAT, "resize": FLOAT, "random": FLOAT, "ignore_thresh": FLOAT,
              "truth_thresh": FLOAT, "iou_thresh": FLOAT, "iou_thresh_kind": STR,
@@ -584,7 +584,7 @@ def trainable_parameter_count(graph: DarknetGraph) -> int:
 
 # ------------------------------------------------------------------------ cfg lookup
 def cfg_search_path() -> list[Path]:
-    """Where cfg names are looked up: $ZOO_DARKNET_CFG_DIR, then the packaged models/darknet/cfg/."""
+    """Where cfg names are looked up: $ZOO_DARKNET_CFG_DIR, then the packaged replicate/models/darknet/cfg/."""
     lab = os.environ.get(CFG_DIR_ENV)
     return ([Path(lab)] if lab else []) + [PACKAGED_CFG_DIR]
 

@@ -1,1 +1,0 @@
-"""Model implementations behind one Task interface; see models/task.py and models/registry.py."""

@@ -1,0 +1,1 @@
+"""Model implementations behind one Task interface; see replicate/models/task.py and replicate/models/registry.py."""

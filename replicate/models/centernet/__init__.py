@@ -1,0 +1,2 @@
+"""CenterNet (Objects as Points, ResNet-18 DCN): the network and its Task (``task``) and the
+heatmap/size/offset training targets (``targets``)."""
