@@ -15,7 +15,7 @@ import threading
 from types import ModuleType
 from typing import Any, Sequence
 
-from replicate.errors import Terminated, ZooError
+from replicate.errors import Terminated, UserInputError, ZooError
 
 # The subcommands, one module each under replicate/commands/, in the order `--help` lists them.
 COMMANDS = ("run", "suite", "check", "models", "history", "report", "cost", "calibrate", "selftest", "darknet",
@@ -26,8 +26,16 @@ def _command_modules() -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"replicate.commands.{name}") for name in COMMANDS}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit 2 (a UserInputError), as every other bad input;
+    argparse's own prints the usage first. ``--help`` still prints the usage."""
+
+    def error(self, message: str) -> Any:
+        raise UserInputError(f"{self.prog}: {message}")
+
+
 def _parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="replicate", description="Replicate-and-evaluate a model zoo.")
+    parser = OneLineParser(prog="replicate", description="Replicate-and-evaluate a model zoo.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in modules.values():
         module.add_parser(sub)
@@ -37,11 +45,15 @@ def _parser(modules: dict[str, ModuleType]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     modules = _command_modules()
     parser = _parser(modules)
-    # Overrides may come before or after flags (argparse stops collecting positionals at a flag).
-    args, extra = parser.parse_known_args(argv)
-    unknown = [e for e in extra if e.startswith("-") or not hasattr(args, "overrides")]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        # Overrides may come before or after flags (argparse stops collecting positionals at a flag).
+        args, extra = parser.parse_known_args(argv)
+        unknown = [e for e in extra if e.startswith("-") or not hasattr(args, "overrides")]
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if extra:
         args.overrides = [*args.overrides, *extra]
     main_thread = threading.current_thread() is threading.main_thread()

@@ -403,6 +403,16 @@ def model_history(groups: Sequence[Mapping[str, Any]], jobs: Sequence[Mapping[st
     return rows
 
 
+def diff_suites(groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The suites whose jobs :func:`model_history` diffs: each regression's suite and its last
+    PASS suite. A reader loads only these suites' jobs for "what changed", not every job."""
+    needed: set[str] = set()
+    for suite_id in dict.fromkeys(g["suite_id"] for g in groups):
+        for reg in find_regressions(groups, suite_id):
+            needed |= {suite_id, reg.last_pass_suite_id}
+    return sorted(needed)
+
+
 def annotate_jobs(jobs: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Job rows with their group's ``group_verdict``, ``group_mean``, ``group_std``,
     ``regression`` (last PASS suite id or None) and ``drift`` (or None), from

@@ -153,3 +153,37 @@ def test_a_job_that_never_started_is_not_diffed_key_by_key():
 
     before, after = _job("n1"), {**_job("n2"), "environment": {}}
     assert what_changed(before, after) == [] and unrecorded(before, after) == ["environment of job n2-s0"]
+
+
+def test_diff_suites_are_each_regression_and_its_last_pass():
+    from replicate.history import diff_suites
+
+    groups = [_group("n1", 20.0), _group("n2", 20.0), _group("n3", 5.0, "BELOW"), _group("n4", 20.0),
+              _group("n5", 21.0, "MEASURED")]
+    assert diff_suites(groups) == ["n2", "n3"]
+    # what changed is found from those suites' jobs alone
+    jobs = [_job("n2"), _job("n3", environment={"torch": "2.15.0"})]
+    assert [c.key for c in find_regressions(groups, "n3", jobs)[0].changes] == ["torch"]
+
+
+def test_history_shows_the_newest_jobs_up_to_the_limit(tmp_path, capsys):
+    import json
+
+    from replicate.cli import main
+    from replicate.store.results_store import ResultStore
+
+    url = f"sqlite:///{tmp_path / 'zoo.db'}"
+    with ResultStore(url) as store:
+        for night in range(1, 8):
+            store.upsert_suite(f"n{night}", "nightly", {})
+            store.save_job({**_job(f"n{night}"), "verdict": "PASS", "metric_name": "bbox_AP", "metric_value": 20.0})
+    args = [f"store.url='{url}'", f"results_dir={tmp_path}"]
+    assert main(["history", "--limit", "3", "--json", *args]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert main(["history", "--limit", "3", *args]) == 0
+    assert "newest 3 of 7 jobs; --limit 0 for all" in capsys.readouterr().out
+    assert main(["history", "--limit", "0", "--json", *args]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 7
+    assert main(["history", "--limit", "-1", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--limit" in err[0]

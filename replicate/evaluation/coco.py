@@ -355,12 +355,18 @@ class CocoEvaluator:
         >>> evaluator.compute()["bbox_AP"]
     """
 
-    def __init__(self, gt: str | Path | dict, iou_types: tuple[str, ...] = ("bbox",)):
+    def __init__(self, gt: str | Path | dict, iou_types: tuple[str, ...] = ("bbox",),
+                 label_space: Iterable[int] = ()):
         """Loads and checks the ground truth.
 
         Args:
             gt: Ground-truth file or an already parsed COCO dict (not modified).
             iou_types: Any of ``bbox``, ``segm``; ``segm`` needs ``masks`` in predictions.
+            label_space: Category ids the model can predict (torchvision's COCO heads: 1..90).
+                Those the ground truth does not use (COCO's 11 unused ids) are dropped and
+                counted in ``{iou_type}_ignored_detections``, as COCOeval ignores them; a label
+                outside the label space and the ground truth still raises (a class index
+                reported as a category id, a dataset that is not the model's).
 
         Raises:
             ConfigError: ``iou_types`` is empty or holds an unknown type.
@@ -384,12 +390,15 @@ class CocoEvaluator:
             img["id"]: (img.get("height"), img.get("width")) for img in self._gt.dataset["images"]
         }
         self._category_ids = set(self._gt.cats)
+        self._ignored_ids = set(label_space) - self._category_ids
         self._results: dict[str, list[dict]] = {}
+        self._ignored: dict[str, int] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forgets every prediction passed to :meth:`update`."""
         self._results = {iou_type: [] for iou_type in self.iou_types}
+        self._ignored = {iou_type: 0 for iou_type in self.iou_types}
 
     def update(self, predictions: list[dict]) -> None:
         """Adds one batch of predictions (one dict per image, see :func:`to_coco_results`).
@@ -404,14 +413,18 @@ class CocoEvaluator:
         """
         # Convert the whole batch first: a bad prediction must not leave half a batch behind.
         batch: dict[str, list[dict]] = {iou_type: [] for iou_type in self.iou_types}
+        ignored = {iou_type: 0 for iou_type in self.iou_types}
         for pred in predictions:
             self._check_image(pred)
             for iou_type in self.iou_types:
                 entries = _prediction_results(pred, iou_type)
-                self._check_labels(entries)
-                batch[iou_type].extend(entries)
+                kept = [e for e in entries if e["category_id"] not in self._ignored_ids]
+                self._check_labels(kept)
+                batch[iou_type].extend(kept)
+                ignored[iou_type] += len(entries) - len(kept)
         for iou_type, entries in batch.items():
             self._results[iou_type].extend(entries)
+            self._ignored[iou_type] += ignored[iou_type]
 
     def _check_image(self, pred: Mapping[str, Any]) -> None:
         if "image_id" not in pred:
@@ -453,4 +466,6 @@ class CocoEvaluator:
             metrics.update(
                 {f"{iou_type}_{name}": _to_percent(v) for name, v in zip(STAT_NAMES, stats)}
             )
+            if self._ignored_ids:
+                metrics[f"{iou_type}_ignored_detections"] = float(self._ignored[iou_type])
         return metrics

@@ -75,7 +75,10 @@ class TorchvisionDetection(Task):
     def build_model(self, variant: str) -> nn.Module:
         arch = self.ctx.model_cfg.variants[variant].arch
         size = self.ctx.input_size
-        common = dict(min_size=size, max_size=size)
+        # torchvision resizes the shorter side to min_size unless the longer would pass max_size:
+        # the tier's input size is min_size; max_size is the variant's (1333 for the published
+        # models), else the input size (square smoke images).
+        common = dict(min_size=size, max_size=int(arch.get("max_size") or size))
         if arch.backbone == "resnet50_fpn":
             backbone = resnet50_fpn(int(arch.get("trainable_layers", 5)), retinanet=self.detector is RetinaNet)
             return self.detector(backbone, self.num_classes(arch), **common)
@@ -129,7 +132,11 @@ class TorchvisionDetection(Task):
         from replicate.evaluation.coco import CocoEvaluator
 
         data = self.ctx.data_cfg
-        return CocoEvaluator(Path(data.root) / data.splits[split].annotations, iou_types=self.iou_types)
+        # The head predicts ids 1..num_classes-1 (0 is background); on COCO 11 of them are unused
+        # ids, which COCOeval ignores, as the reference evaluation does.
+        classes = self.num_classes(self.ctx.arch)
+        return CocoEvaluator(Path(data.root) / data.splits[split].annotations, iou_types=self.iou_types,
+                             label_space=range(1, classes))
 
 
 @register_model("faster_rcnn")

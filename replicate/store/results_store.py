@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, delete, make_url, select
+from sqlalchemy import Engine, create_engine, delete, func, make_url, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -215,6 +215,15 @@ class ResultStore:
         query = query.order_by(Job.created_at.desc(), Job.job_id.desc()).limit(limit)
         with self._sessions() as session:
             return [row_to_dict(row) for row in session.scalars(query)]
+
+    @_database_errors
+    def count_jobs(self, *, model: Optional[str] = None) -> int:
+        """How many jobs the store holds (of ``model`` if given)."""
+        query = select(func.count()).select_from(Job)
+        if model is not None:
+            query = query.where(Job.model == model)
+        with self._sessions() as session:
+            return int(session.scalar(query) or 0)
 
     # Group verdicts -------------------------------------------------------------------------
 

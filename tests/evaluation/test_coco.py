@@ -424,3 +424,25 @@ def test_evaluator_config_errors(files, tmp_path):
         CocoEvaluator(files["gt"], iou_types=())
     with pytest.raises(DataError, match="file not found"):
         CocoEvaluator(tmp_path / "missing.json")
+
+
+def test_labels_the_head_can_predict_but_the_ground_truth_does_not_use_are_ignored(files):
+    """torchvision's COCO heads predict ids 1..90, 11 of them unused by COCO: COCOeval (and the
+    reference evaluation) ignores them, so they are dropped and counted, never an error; a label
+    outside the head's label space still is one."""
+    import torch
+
+    gt = files["gt_data"]
+    perfect = predictions_from(perfect_detections(gt), gt)
+    unused = next(c for c in range(1, 91) if c not in CATEGORY_IDS)
+    stray = {"image_id": perfect[0]["image_id"], "boxes": torch.tensor([[1.0, 1.0, 20.0, 20.0]]),
+             "scores": torch.tensor([0.99]), "labels": torch.tensor([unused])}
+    evaluator = CocoEvaluator(gt, iou_types=("bbox",), label_space=range(1, 91))
+    evaluator.update([*perfect, stray])
+    metrics = evaluator.compute()
+    assert metrics["bbox_AP"] == pytest.approx(100.0) and metrics["bbox_ignored_detections"] == 1.0
+    with pytest.raises(DataError, match=f"labels \\[{unused}\\] are not ground-truth category ids"):
+        CocoEvaluator(gt, iou_types=("bbox",)).update([stray])   # no label space: an error, as before
+    background = {**stray, "labels": torch.tensor([0])}
+    with pytest.raises(DataError, match="labels \\[0\\]"):
+        evaluator.update([background])

@@ -1,0 +1,30 @@
+"""The torchvision detectors' eval path preprocesses exactly as torchvision's own builders (the
+models behind the published box_map): same resize (shorter side 800, longer at most 1333) and
+the same normalisation, on the same image."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models.detection import fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, retinanet_resnet50_fpn
+
+from replicate.config.compose import compose_config
+from replicate.resolved import make_spec
+from replicate.runner.worker import build_task
+
+BUILDERS = {"faster_rcnn": fasterrcnn_resnet50_fpn, "mask_rcnn": maskrcnn_resnet50_fpn,
+            "retinanet": retinanet_resnet50_fpn}
+
+
+@pytest.mark.parametrize("model", sorted(BUILDERS))
+def test_the_eval_tier_resizes_and_normalises_as_torchvision(model, tmp_path):
+    cfg = compose_config([f"model={model}", "tier=eval", f"results_dir={tmp_path}"])
+    ours = build_task(make_spec(cfg, None), cfg).build_model(cfg.model.tiers.eval.variant).eval()
+    theirs = BUILDERS[model](weights=None, weights_backbone=None).eval()
+    image = torch.rand(3, 480, 640, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mine, _ = ours.transform([image])
+        reference, _ = theirs.transform([image])
+    # A 640x480 image runs at 1066x800 (a square 800x800 resize would cost several AP)
+    assert mine.image_sizes == reference.image_sizes == [(800, 1066)]
+    assert torch.equal(mine.tensors, reference.tensors)
