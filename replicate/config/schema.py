@@ -211,6 +211,9 @@ class SplitConfig:
     images: Optional[str] = None
     annotations: Optional[str] = None
     pairs: Optional[str] = None
+    # The published split these files are, as claims name it (val2017, cityscapes_val): a tier
+    # judged against a claim must evaluate the claim's own split. None: no published split.
+    published_as: Optional[str] = None
 
 
 @dataclass

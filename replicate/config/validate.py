@@ -109,6 +109,12 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
     if tier.claim_split is not None:
         splits = sorted({c.split for c in cfg.model.claims})
         _one_of(tier.claim_split, splits, f"{key}.claim_split")
+        evaluated = cfg.datasets[tier.data].splits.get(tier.eval_split)
+        published = evaluated.published_as if evaluated is not None else None
+        # A claim measured on another split (test-dev, minival) cannot be checked on this one.
+        require(published == tier.claim_split, f"{key}.claim_split",
+                f"{tier.claim_split!r} is not the split this tier evaluates (datasets.{tier.data}.splits."
+                f"{tier.eval_split} is {published or 'no published split'})")
     if tier.reference is not None:
         _validate_reference(tier.reference, f"{key}.reference")
     for framework, ref in tier.framework_references.items():

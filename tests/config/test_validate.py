@@ -119,3 +119,12 @@ def test_without_tensorflow_torch_jobs_and_cluster_workers_are_not_refused(no_te
 def test_without_tensorflow_a_tpu_profile_for_a_torch_only_model_still_names_the_profile(no_tensorflow):
     with pytest.raises(ConfigError, match="'tpu_v4_8' is a TPU profile but model 'faster_rcnn'"):
         compose_config(["model=faster_rcnn", "hardware=tpu_v4_8", "tier.compare_with=none"])
+
+
+def test_a_claim_on_another_split_than_the_evaluated_one_is_refused():
+    # Faster R-CNN's FPN paper number is on minival2014: the eval tier evaluates val2017
+    cfg = compose_config(["model=faster_rcnn", "tier=eval"])
+    assert cfg.datasets.coco2017.splits.val.published_as == cfg.model.tiers.eval.claim_split == "val2017"
+    with pytest.raises(ConfigError) as err:
+        compose_config(["model=faster_rcnn", "tier=eval", "model.tiers.eval.claim_split=minival2014"])
+    assert err.value.key == "model.tiers.eval.claim_split" and "val2017" in str(err.value)
