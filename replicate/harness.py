@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from replicate.config.compose import compose_config
 from replicate.config.infra import build
-from replicate.errors import ConfigError, StoreError
+from replicate.errors import ConfigError, DataError, StoreError
 from replicate.jobs import ERROR, INFRA, PASS, Failure, JobResult, verdict_counts
 from replicate.loggers import RunLogger, log_suite_end, make_logger
 from replicate.plan import plan_suite
@@ -130,10 +130,15 @@ class SuiteRun:
 
     # ------------------------------------------------------------------- jobs
     def execute(self, jobs: list[ResolvedJob], *, skip_finished: bool, judge_groups: bool = True,
-                rerun: Sequence[str] = (INFRA,)) -> SuiteResult:
+                rerun: Sequence[str] = (INFRA,), missing_data_is_infra: bool = False) -> SuiteResult:
         """Run ``jobs`` (those finished before are skipped with ``skip_finished``), record each
         as it ends, then judge the seed groups (``judge_groups=False``: a measurement of the
-        benchmark itself, replicate selftest, not a replication)."""
+        benchmark itself, replicate selftest, not a replication).
+
+        A dataset that is missing or fails its manifest stops everything (DataError, exit 2),
+        unless ``missing_data_is_infra``: then its jobs are INFRA, naming the dataset, and every
+        job whose data is present still runs (a nightly suite on a half-filled data volume).
+        """
         spool.drain(spool.spool_dir(self.root.results_dir), self.store, self.echo)   # kept while the store was down
         out = SuiteResult(self.suite_id)
         done_ids = self.store.finished_job_ids(self.suite_id, rerun) if (skip_finished and self.suite_id) else set()
@@ -150,7 +155,12 @@ class SuiteRun:
         if out.skipped:
             hint = "" if ERROR in rerun else "; --retry-failed runs the ERROR ones again"
             self.echo(f"suite {self.suite_id}: {len(out.skipped)} finished job(s) skipped (already in the store{hint})")
-        preflight_data(runnable, self.echo)
+        broken = preflight_data(runnable, self.echo, keep_going=missing_data_is_infra)
+        for job in [j for j in runnable if data_of(j).root in broken]:
+            data = data_of(job)
+            self.record(job, JobResult(job_id=job.job_id, infra=True, failure=Failure(
+                "infrastructure", "crash", f"dataset {data.name} unavailable: {broken[data.root]}")), out, len(jobs))
+        runnable = [j for j in runnable if data_of(j).root not in broken]
         if runnable:
             scheduler = open_scheduler(self.root)
             self.echo(f"running {len(runnable)} job(s) with {type(scheduler).__name__} ...")
@@ -213,21 +223,38 @@ class SuiteRun:
                          early_check=row.get("early_check") or {}, infra=row["verdict"] == INFRA)
 
 
-def preflight_data(jobs: list[ResolvedJob], echo: Echo) -> None:
+def data_of(job: ResolvedJob) -> DictConfig:
+    """The dataset config the job's tier reads."""
+    return job.cfg.datasets[job.cfg.model.tiers[job.cfg.tier.name].data]
+
+
+def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False) -> dict[str, str]:
     """Check (and generate, if synthetic) every dataset once, before any job is scheduled.
 
     A missing or corrupt file is then a DataError naming it (exit 2) instead of one ERROR per
-    job, and concurrent workers never race to generate the same synthetic set.
+    job, and concurrent workers never race to generate the same synthetic set. With
+    ``keep_going`` the error is returned instead, per dataset root.
+
+    Returns:
+        ``{root: why}`` of the datasets that cannot be used (empty unless ``keep_going``).
     """
     from replicate.data.prepare import prepare_dataset
 
     seen: set[str] = set()
+    broken: dict[str, str] = {}
     for job in jobs:
-        data = job.cfg.datasets[job.cfg.model.tiers[job.cfg.tier.name].data]
+        data = data_of(job)
         if data.root in seen:
             continue
         seen.add(data.root)
-        echo(f"data {data.name}: {data.root} (manifest {prepare_dataset(data)[:12]})")
+        try:
+            echo(f"data {data.name}: {data.root} (manifest {prepare_dataset(data)[:12]})")
+        except DataError as exc:
+            if not keep_going:
+                raise
+            broken[data.root] = str(exc)
+            echo(f"data {data.name}: {exc}; its jobs are INFRA, the others run")
+    return broken
 
 
 def run_one(overrides: Sequence[str], echo: Echo = print) -> SuiteResult:
@@ -256,6 +283,7 @@ def run_suite(overrides: Sequence[str], echo: Echo = print, retry_failed: bool =
     suite_id, jobs = plan_suite(root, overrides)
     with SuiteRun(root, suite_id, echo, make_logger(root, echo)) as run:
         run.register(root.suite.name, overrides)
-        result = run.execute(jobs, skip_finished=True, rerun=(INFRA, ERROR) if retry_failed else (INFRA,))
+        result = run.execute(jobs, skip_finished=True, rerun=(INFRA, ERROR) if retry_failed else (INFRA,),
+                             missing_data_is_infra=True)
         run.finish(result)
     return result

@@ -34,3 +34,26 @@ def test_retry_failed_runs_only_the_jobs_that_ended_error(results_dir, shapes_ro
     assert "1 finished job(s) skipped" in capsys.readouterr().out   # the MEASURED one is not run again
     with ResultStore(f"sqlite:///{results_dir / 'zoo.db'}") as store:
         assert sorted(r["verdict"] for r in store.jobs(suite_id="retry")) == ["MEASURED", "MEASURED"]
+
+
+def test_a_missing_dataset_makes_its_jobs_infra_and_the_others_run(results_dir, shapes_root, tiny, tmp_path, capsys):
+    """A nightly on a data volume not yet filled: the jobs whose data is there still run; the
+    others are INFRA naming the dataset (not exit 2 for the whole suite), and run again once
+    the data is there. A single `run` of such a job still stops at once (exit 2)."""
+    missing = tmp_path / "no-coco"
+    entries = ("suite.entries=[{model:yolov4,tier:smoke,hardware:cpu,seeds:[0]},"
+               "{model:faster_rcnn,tier:eval,hardware:cpu,seeds:[0]}]")
+    common = [entries, "suite_id=half", "scheduler=inline", f"results_dir={results_dir}",
+              f"datasets.shapes.root={shapes_root}", f"datasets.coco2017.root={missing}", *tiny,
+              "tier.compare_with=none"]
+    lines: list[str] = []
+    result = run_suite(common, echo=lines.append)
+    verdicts = {r["model"]: r for r in result.jobs}
+    assert verdicts["yolov4"]["verdict"] == "MEASURED"
+    assert verdicts["faster_rcnn"]["verdict"] == "INFRA"
+    assert verdicts["faster_rcnn"]["failure_stage"] == "infrastructure"
+    assert f"dataset coco2017 unavailable: {missing}" in verdicts["faster_rcnn"]["failure_message"]
+    assert any("its jobs are INFRA, the others run" in line for line in lines)
+    assert main(["run", "model=faster_rcnn", "tier=eval", "scheduler=inline", f"datasets.coco2017.root={missing}",
+                 f"results_dir={results_dir}"]) == 2
+    assert str(missing) in capsys.readouterr().err
