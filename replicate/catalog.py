@@ -1,14 +1,17 @@
-"""The model catalogue: registered models with what their configs say about them."""
+"""The model catalogue: registered models with what their configs say about them, and for each
+tier what it is compared with (a published claim with its source and split, this
+implementation's recorded reference, or nothing) and its known deviations from the reference."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 def model_rows() -> list[dict[str, Any]]:
-    """One row per registered model: frameworks, variants, tiers, full parameter count, primary claim."""
+    """One row per registered model: frameworks, variants, tiers (each with what it is compared
+    with and its deviations), full parameter count, primary claim."""
     from replicate.config.compose import compose_config
     from replicate.config.conf_tree import group_options
     from replicate.models.registry import frameworks_of, registered_names
@@ -19,9 +22,31 @@ def model_rows() -> list[dict[str, Any]]:
         if name not in configured:
             continue  # registered but not configured: `replicate run` refuses it by name
         # Through the schema and validation, as a job reads it (nothing is compared or trained here)
-        model = compose_config([f"model={name}", "tier.compare_with=none"]).model
+        cfg = compose_config([f"model={name}", "tier.compare_with=none"])
+        model = cfg.model
         primary = next(c for c in model.claims if c.get("primary"))
         rows.append({"name": name, "frameworks": list(frameworks_of(name)), "variants": list(model.variants),
                      "tiers": list(model.tiers), "trainable_params": model.variants.full.trainable_params,
-                     "primary_claim": OmegaConf.to_container(primary)})
+                     "primary_claim": OmegaConf.to_container(primary),
+                     "tier_details": [tier_row(model, tier, cfg.datasets) for tier in model.tiers]})
     return rows
+
+
+def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, Any]:
+    """What tier ``name`` of ``model`` is judged against, on which split, and how it deviates."""
+    tier = model.tiers[name]
+    split = datasets[tier.data].splits.get(tier.eval_split)
+    compared: Optional[dict[str, Any]] = None
+    if tier.claim_split is not None:
+        claims = [c for c in model.claims if c.split == tier.claim_split and (c.variant or "full") == tier.variant]
+        claim = next((c for c in claims if c.primary), claims[0] if claims else None)
+        if claim is not None:
+            compared = {"kind": "claim", "metric": claim.metric, "value": claim.value, "split": claim.split,
+                        "source": claim.source}
+    elif tier.reference is not None:
+        compared = {"kind": "reference", "metric": tier.reference.metric, "value": tier.reference.value,
+                    "split": tier.eval_split, "source": tier.reference.source}
+    return {"tier": name, "variant": tier.variant, "data": tier.data,
+            "evaluated_split": split.published_as if split is not None and split.published_as else tier.eval_split,
+            "compared_with": compared,   # None: nothing to compare with (MEASURED)
+            "deviations": list(tier.deviations) if tier.deviations is not None else None}

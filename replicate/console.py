@@ -63,6 +63,13 @@ def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
     for row in rows:
         if row.get("failure_message") and row["verdict"] != PASS:
             terminal().print(f"  {model_label(row)} s{row['seed']}: {row['failure_message']}", markup=False)
+    shown = set()
+    for row in rows:   # a BELOW on a tier that deviates from the reference may be the deviation's
+        deviations = (row.get("compared_with") or {}).get("deviations") or []
+        if deviations and (row["model"], row["tier"]) not in shown:
+            shown.add((row["model"], row["tier"]))
+            terminal().print(f"  {model_label(row)} {row['tier']} deviates from the reference: {'; '.join(deviations)}",
+                             markup=False)
 
 
 def print_groups(groups: Sequence[Mapping[str, Any]]) -> None:

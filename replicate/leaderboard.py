@@ -23,7 +23,8 @@ GROUP_COLUMNS = GROUP_IDENTITY
 
 LEADERBOARD_KEYS = (
     "model", "variant", "framework", "tier", "hardware", "metric_name", "direction", "target_kind",
-    "target_label", "target_value", "target_source", "band_low", "band_high", "mean", "std", "seeds", "delta",
+    "target_label", "target_value", "target_source", "deviations", "band_low", "band_high", "mean", "std", "seeds",
+    "delta",
     "delta_pct", "verdict", "failure_stage", "failure_impact", "accelerator_hours", "cost", "wall_s",
     "time_to_quality_s", "lost_s", "early_abort_saved_cost", "previous_suite_id", "previous_mean",
     "previous_verdict", "trend",
@@ -86,7 +87,7 @@ def _previous(history: list[dict[str, Any]], suite_id: str) -> dict[tuple, dict[
     return previous
 
 
-def _target_columns(group: dict[str, Any]) -> dict[str, Any]:
+def target_columns(group: dict[str, Any]) -> dict[str, Any]:
     """What the group is compared with (claim, reference or nothing: kind and display label),
     its value, source, band and direction, plus the delta of the mean to it."""
     target = group.get("compared_with") or {}
@@ -95,7 +96,7 @@ def _target_columns(group: dict[str, Any]) -> dict[str, Any]:
     return {
         "metric_name": group.get("metric_name") or target.get("metric"), "direction": target.get("direction"),
         "target_kind": target.get("kind"), "target_label": target_label(target.get("kind")),
-        "target_value": value, "target_source": target.get("source"),
+        "target_value": value, "target_source": target.get("source"), "deviations": target.get("deviations"),
         "band_low": target.get("low"), "band_high": target.get("high"), "delta": delta,
         "delta_pct": None if delta is None or not value else 100.0 * delta / value,
     }
@@ -122,7 +123,7 @@ def leaderboard_rows(store: Any, suite_id: str) -> list[dict[str, Any]]:
         before = previous.get(group_key(group)) or {}
         mean, before_mean = group.get("mean"), before.get("mean")
         row = {c: group[c] for c in GROUP_COLUMNS}
-        row.update(_target_columns(group))
+        row.update(target_columns(group))
         row.update(mean=mean, std=group.get("std"), seeds=list(group.get("seeds") or []),
                    verdict=group["verdict"], failure_stage=group.get("failure_stage"),
                    failure_impact=group.get("failure_impact"), **job_costs(jobs),

@@ -53,6 +53,9 @@ class Target:
     # A reference's band from its draws (``draws_band``: on the log scale, so not symmetric about
     # the mean); without it the band is value +- tolerance.
     band: Optional[tuple[float, float]] = None
+    # A claim's tier: what it does differently from the reference implementation (shown beside
+    # the verdict: a BELOW may be the deviation's, not the replication's).
+    deviations: Optional[list[str]] = None
 
     @property
     def low(self) -> Optional[float]:
@@ -109,7 +112,8 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
     if kind == "claim":
         claim = select_claim(cfg, variant, tier.claim_split)
         return Target("claim", claim.metric, float(claim.value), float(claim.tolerance), claim.tolerance_kind,
-                      claim.direction, claim.source, split=claim.split)
+                      claim.direction, claim.source, split=claim.split,
+                      deviations=list(tier.deviations) if tier.deviations is not None else None)
     primary = next(c for c in cfg.model.claims if c.primary)
     return Target("none", primary.metric if reference is None else reference.metric, None, 0.0,
                   "relative", primary.direction, "calibration run: nothing to compare with")

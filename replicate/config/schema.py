@@ -141,6 +141,14 @@ class ModelTierConfig:
     # framework compares with it instead of ``reference`` (which belongs to the first framework)
     framework_references: dict[str, ReferenceConfig] = field(default_factory=dict)
     claim_split: Optional[str] = None  # the claim split this tier's eval split stands for
+    # Images per evaluation batch; None: the recipe's batch size (8 without a recipe). Batching
+    # pads images to the batch's largest, which a reference that evaluates one image at a time
+    # does not do (torchvision's detection reference: 1).
+    eval_batch_size: Optional[int] = None
+    # What this tier does differently from the reference implementation's recipe or evaluation,
+    # one line each, shown beside its verdict; [] = none known. Required (validate.py) where the
+    # tier is judged against a published claim: None means nobody has compared it yet.
+    deviations: Optional[list[str]] = None
 
 
 @dataclass

@@ -106,6 +106,8 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
     _one_of(tier.data, list(cfg.datasets), f"{key}.data")
     if tier.recipe is not None:
         _validate_recipe(tier.recipe, f"{key}.recipe")
+    require(tier.eval_batch_size is None or tier.eval_batch_size >= 1, f"{key}.eval_batch_size",
+            f"{tier.eval_batch_size} must be >= 1")
     if tier.claim_split is not None:
         splits = sorted({c.split for c in cfg.model.claims})
         _one_of(tier.claim_split, splits, f"{key}.claim_split")
@@ -187,6 +189,9 @@ def _validate_selection(cfg: DictConfig) -> None:
         require(tier.claim_split is not None, f"{key}.claim_split",
                  "which claim split this tier checks; claims are on: "
                  f"{', '.join(sorted({c.split for c in model.claims}))}")
+        require(tier.deviations is not None, f"{key}.deviations",
+                 "a tier judged against a published claim lists its deviations from the reference "
+                 "recipe and evaluation ([] when there are none)")
 
 
 def _validate_defect(cfg: DictConfig) -> None:

@@ -84,9 +84,10 @@ def job_summary(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def table_cell(value: Any) -> Any:
-    """A leaderboard value as a W&B table cell: lists become '0,1,2'; NaN becomes None."""
+    """A leaderboard value as a W&B table cell: lists become '0,1,2' (sentences: 'a; b'); NaN
+    becomes None."""
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
+        return ("; " if any(isinstance(v, str) for v in value) else ",").join(str(v) for v in value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

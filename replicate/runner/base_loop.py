@@ -340,7 +340,7 @@ class BaseLoop(abc.ABC):
         if self.val_set is None:
             self.val_set = self.task.build_dataset(self.tier.eval_split, train=False)
         evaluator = self.task.build_evaluator(self.tier.eval_split)
-        batch_size = self.tier.recipe.batch_size if self.tier.recipe else 8
+        batch_size = self.tier.eval_batch_size or (self.tier.recipe.batch_size if self.tier.recipe else 8)
         with self.inference():
             # islice: stop before loading a batch past max_batches, not after
             for batch in itertools.islice(self.eval_batches(self.val_set, batch_size), max_batches):

@@ -128,3 +128,35 @@ def test_a_claim_on_another_split_than_the_evaluated_one_is_refused():
     with pytest.raises(ConfigError) as err:
         compose_config(["model=faster_rcnn", "tier=eval", "model.tiers.eval.claim_split=minival2014"])
     assert err.value.key == "model.tiers.eval.claim_split" and "val2017" in str(err.value)
+
+
+def test_a_claim_tier_lists_its_deviations_and_they_reach_the_leaderboard():
+    from replicate.leaderboard import target_columns
+    from replicate.verdict import target_for
+
+    cfg = compose_config(["model=centernet", "tier=full"])
+    target = target_for(cfg, "full")
+    assert target.kind == "claim" and len(target.deviations) == 4
+    assert any("keep_res" in d for d in target.deviations)
+    row = target_columns({"compared_with": target.to_dict(), "metric_name": target.metric, "mean": 20.0})
+    assert row["deviations"] == target.deviations
+    # a faithful tier says so ([]); a claim tier nobody has compared is refused
+    assert compose_config(["model=faster_rcnn", "tier=eval"]).model.tiers.eval.deviations == []
+    with pytest.raises(ConfigError) as err:
+        compose_config(["model=faster_rcnn", "tier=full", "model.tiers.full.deviations=null"])
+    assert err.value.key == "model.tiers.full.deviations"
+    with pytest.raises(ConfigError) as err:
+        compose_config(["model=faster_rcnn", "tier=eval", "model.tiers.eval.eval_batch_size=0"])
+    assert err.value.key == "model.tiers.eval.eval_batch_size"
+
+
+def test_models_json_shows_each_tier_with_what_it_is_compared_with():
+    from replicate.catalog import model_rows
+
+    rows = {r["name"]: {t["tier"]: t for t in r["tier_details"]} for r in model_rows()}
+    eval_tier = rows["faster_rcnn"]["eval"]
+    assert eval_tier["compared_with"]["kind"] == "claim" and eval_tier["compared_with"]["value"] == 37.0
+    assert eval_tier["evaluated_split"] == eval_tier["compared_with"]["split"] == "val2017"
+    assert eval_tier["deviations"] == []
+    assert rows["yolov3"]["eval"]["compared_with"] is None   # test-dev claims only: MEASURED
+    assert rows["centernet"]["smoke"]["compared_with"]["kind"] == "reference"
