@@ -15,7 +15,7 @@ from torchvision.ops import box_iou, deform_conv2d
 
 from replicate.config.compose import compose_config
 from replicate.models.centernet import targets as ct
-from replicate.models.centernet.task import DCN, down_ratio, sampled_deform_conv3x3
+from replicate.models.centernet.detector import DCN, down_ratio, sampled_deform_conv3x3
 from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
 

@@ -1,4 +1,4 @@
-"""Defects of CenterNet's target encoding (replicate/models/centernet/task.py and targets.py)."""
+"""Defects of CenterNet's target encoding (replicate/models/centernet/detector.py and targets.py)."""
 
 from __future__ import annotations
 
