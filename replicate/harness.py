@@ -1,9 +1,11 @@
 """run_suite / run_one: plan -> schedule -> verdict -> store, through one :class:`SuiteRun`.
 
 A SuiteRun holds what a run of jobs shares: one open store, the results in memory (the seed
-groups are judged from them, not re-read from the store), and its sinks (the console line, the
-experiment logger). ``replicate suite``, ``replicate run``, ``replicate selftest`` and calibrate
-all run their jobs through it.
+groups are judged from them, not re-read from the store), and its sinks, told of every stored
+job row in turn: the console line (:class:`ConsoleSink`) and the experiment logger (W&B). The
+report is written from the store when the suite finishes. ``replicate suite``, ``replicate run``
+and ``replicate selftest`` run their jobs through it; calibration draws are not judged jobs and
+keep no store (replicate/calibrate.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from omegaconf import DictConfig
 
@@ -60,6 +62,35 @@ class SuiteResult:
         return verdict_counts(self.verdict_rows)
 
 
+class JobSink(Protocol):
+    """Told of each job as its row is stored: ``position`` of ``total`` jobs of the run."""
+
+    def job(self, row: Mapping[str, Any], position: int, total: int) -> None: ...
+
+
+class ConsoleSink:
+    """One line per finished job: ``[3/8] JOB_ID: VERDICT metric=value (seconds)``."""
+
+    def __init__(self, echo: Echo):
+        self.echo = echo
+
+    def job(self, row: Mapping[str, Any], position: int, total: int) -> None:
+        value = row.get("metric_value")
+        shown = f"{row['metric_name']}={value:.4g}" if value is not None else (row.get("failure_message") or "")
+        self.echo(f"[{position}/{total}] {row['job_id']}: {row['verdict']} {shown} ({row['wall_s']:.0f}s)")
+
+
+class LoggerSink:
+    """The experiment logger (W&B) gets the stored row, logged from the driver after it is saved:
+    W&B shows the store's values, and only this process logs (never a Ray worker), once per job."""
+
+    def __init__(self, logger: RunLogger):
+        self.logger = logger
+
+    def job(self, row: Mapping[str, Any], position: int, total: int) -> None:
+        self.logger.log_job(dict(row))
+
+
 def open_store(cfg: DictConfig) -> JobStore:
     """The results store of ``cfg.store`` (its ``_target_`` must build a JobStore)."""
     store = build(cfg.store, "store")
@@ -89,6 +120,7 @@ class SuiteRun:
     def __init__(self, root: DictConfig, suite_id: Optional[str], echo: Echo = print,
                  logger: Optional[RunLogger] = None):
         self.root, self.suite_id, self.echo, self.logger = root, suite_id, echo, logger
+        self.sinks: list[JobSink] = [ConsoleSink(echo), *([LoggerSink(logger)] if logger is not None else [])]
         self.store = open_store(root)
         self.results: dict[str, tuple[ResolvedJob, JobResult, str]] = {}   # job id -> (job, result, verdict)
 
@@ -184,13 +216,8 @@ class SuiteRun:
             kept = spool.put(spool.spool_dir(job.cfg.results_dir), "job", record)
             self.echo(f"{exc}; the result is kept in {kept} and written to the store at the next start")
             out.jobs.append(dict(record))
-        value = record["metric_value"]
-        shown = f"{record['metric_name']}={value:.4g}" if value is not None else (failure.message if failure else "")
-        self.echo(f"[{len(out.jobs)}/{total}] {job.job_id}: {verdict} {shown} ({record['wall_s']:.0f}s)")
-        if self.logger is not None:
-            # The stored row, logged from the driver after it is saved: W&B shows the store's values,
-            # and only this process logs (never a Ray worker or a training rank), once per job.
-            self.logger.log_job(out.jobs[-1])
+        for sink in self.sinks:
+            sink.job(out.jobs[-1], len(out.jobs), total)
 
     def judge_groups(self, jobs: list[ResolvedJob], out: SuiteResult) -> list[GroupRecord]:
         """Aggregate the seeds of each model x variant x framework x tier x hardware."""
