@@ -153,7 +153,8 @@ def test_decode_and_nms_keep_boxes_in_the_image():
     torch.manual_seed(0)
     outputs = [torch.randn(2, 24, 3, 3) * 3, torch.randn(2, 24, 6, 6) * 3]
     for det in postprocess(outputs, heads, (96, 96)):
-        assert 0 < len(det["boxes"]) <= 100 and det["labels"].max() < 3
+        assert 0 < len(det["boxes"]) and det["labels"].max() < 3
+        assert max((det["labels"] == c).sum() for c in det["labels"].unique()) <= 100   # per class, as COCOeval
         assert det["boxes"].min() >= 0 and det["boxes"].max() <= 96
         assert (det["boxes"][:, 2:] >= det["boxes"][:, :2]).all()
         assert (det["scores"][:-1] >= det["scores"][1:]).all()
@@ -227,3 +228,16 @@ def test_augmentation_strengths_come_from_the_cfg():
     assert (cfg.jitter, cfg.hue, cfg.saturation, cfg.exposure, cfg.flip, cfg.mosaic) == (0.3, 0.1, 1.5, 1.5, True, 1.0)
     tiny = parse_cfg(CFG / "yolov3-tiny.cfg")
     assert AugmentConfig.from_cfg(tiny.net, tiny.yolo_layers[-1].options, {"jitter": 0.1}).mosaic == 0.0
+
+
+def test_detections_are_capped_per_class_as_cocoeval_keeps_them():
+    """COCOeval keeps 100 detections per image *and category*: a cap of 100 per image would drop
+    the lower-scored boxes of other classes that still count."""
+    from replicate.models.yolo.loss import top_per_class
+
+    labels = torch.tensor([0] * 150 + [1] * 20)[torch.randperm(170, generator=torch.Generator().manual_seed(0))]
+    kept = top_per_class(labels, 100)
+    assert len(kept) == 120 and (labels[kept] == 1).sum() == 20
+    assert torch.equal(kept, kept.sort().values)   # the score order is kept
+    first_zeros = (labels == 0).nonzero(as_tuple=True)[0][:100]
+    assert set(kept.tolist()) >= set(first_zeros.tolist())

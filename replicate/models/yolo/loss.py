@@ -41,7 +41,9 @@ from replicate.models.darknet.cfg_parser import YOLO_DEFAULTS, DarknetGraph, Lay
 # Detection thresholds for mAP, as AlexeyAB detector.c validate_detector_map uses them.
 MAP_CONF_THRESH = 0.005
 MAP_NMS_IOU = 0.45
-# COCOeval scores at most 100 detections per image (maxDets); more cannot change the metric.
+# COCOeval keeps at most 100 detections per image *and category* (maxDets applies in each
+# evaluateImg call, one per image and category): more cannot change the metric, fewer can, so
+# the cap is per class. Darknet itself writes every box above the threshold.
 MAX_DETECTIONS = 100
 PRE_NMS_TOPK = 1000   # cost bound for untrained models whose every score passes 0.005
 MAX_LOG_WH = 8.0      # exp() bound for decoded w/h: keeps an untrained head's boxes finite
@@ -140,6 +142,15 @@ def _probabilities(p: torch.Tensor, head: YoloHead) -> torch.Tensor:
     return p[..., 4:] if head.new_coords else p[..., 4:].sigmoid()
 
 
+def top_per_class(labels: torch.Tensor, most: int) -> torch.Tensor:
+    """Positions of ``labels`` (in descending score order) that are among the first ``most`` of
+    their class, in their order: COCOeval's per-image-and-category maxDets."""
+    keep = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
+    for label in labels.unique():
+        keep[(labels == label).nonzero(as_tuple=True)[0][:most]] = True
+    return keep.nonzero(as_tuple=True)[0]
+
+
 def postprocess(outputs: list[torch.Tensor], heads: list[YoloHead], input_hw: tuple[int, int],
                 conf_thresh: float = MAP_CONF_THRESH, nms_iou: float = MAP_NMS_IOU,
                 max_det: int = MAX_DETECTIONS) -> list[dict[str, torch.Tensor]]:
@@ -166,7 +177,8 @@ def postprocess(outputs: list[torch.Tensor], heads: list[YoloHead], input_hw: tu
         bx = xyxy[idx]
         bx[:, 0::2] = bx[:, 0::2].clamp(0, input_hw[1])
         bx[:, 1::2] = bx[:, 1::2].clamp(0, input_hw[0])
-        keep = batched_nms(bx.float(), sc.float(), cls, nms_iou)[:max_det]
+        keep = batched_nms(bx.float(), sc.float(), cls, nms_iou)
+        keep = keep[top_per_class(cls[keep], max_det)]
         results.append({"boxes": bx[keep], "scores": sc[keep], "labels": cls[keep]})
     return results
 

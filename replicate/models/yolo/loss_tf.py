@@ -170,6 +170,17 @@ def yolo_loss(outputs: list, gt_xyxy: Any, gt_cls: Any, valid: Any, heads: list[
     return {"loss": parts["box"] + parts["obj"] + parts["cls"], **parts}
 
 
+def per_class_positions(labels: np.ndarray, most: int) -> np.ndarray:
+    """Positions of ``labels`` (descending score order) among the first ``most`` of their class."""
+    seen: dict[int, int] = {}
+    keep = []
+    for i, label in enumerate(labels.tolist()):
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] <= most:
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
+
+
 def postprocess(outputs: list, heads: list[YoloHead], input_hw: tuple[int, int], conf_thresh: float = MAP_CONF_THRESH,
                 nms_iou: float = MAP_NMS_IOU, max_det: int = MAX_DETECTIONS) -> list[dict[str, np.ndarray]]:
     """Per image: ``boxes`` xyxy in input pixels, ``scores``, ``labels`` (class indices), numpy.
@@ -198,7 +209,9 @@ def postprocess(outputs: list, heads: list[YoloHead], input_hw: tuple[int, int],
         bx = tf.clip_by_value(tf.gather(xyxy, where[:, 0]), 0.0, limit)
         cls = where[:, 1]
         shift = tf.cast(cls, tf.float32)[:, None] * (float(max(input_hw)) + 1.0)
-        keep = tf.image.non_max_suppression(bx + shift, sc, max_det, iou_threshold=nms_iou)
+        keep = tf.image.non_max_suppression(bx + shift, sc, tf.shape(sc)[0], iou_threshold=nms_iou).numpy()
+        labels = tf.gather(cls, keep).numpy()
+        keep = keep[per_class_positions(labels, max_det)]   # COCOeval's maxDets per image and category
         results.append({"boxes": tf.gather(bx, keep).numpy(), "scores": tf.gather(sc, keep).numpy(),
                         "labels": tf.gather(cls, keep).numpy()})
     return results
