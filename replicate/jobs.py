@@ -112,6 +112,9 @@ class Times:
     train_s: float = 0.0
     eval_s: float = 0.0
     lost_s: float = 0.0          # work redone after a restart (since the last checkpoint)
+    # Submission to the job's first start: waiting for a free node (or for one to scale up). Kept
+    # apart, and not in total_s: a queued job holds no accelerator and is not billed for one.
+    queue_s: float = 0.0
 
     @property
     def total_s(self) -> float:

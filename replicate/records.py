@@ -33,6 +33,7 @@ class JobRecord(TypedDict):
     train_s: float
     eval_s: float
     lost_s: float
+    queue_s: float
     wall_s: float
     accelerator_hours: float
     cost: float
@@ -104,6 +105,7 @@ def job_record(spec: JobSpec, result: JobResult, verdict: str, failure: Optional
         "metric_name": target.metric, "metric_value": result.metrics.get(target.metric) if target.metric else None,
         "metrics": result.metrics, "compared_with": target.to_dict(), "curve": result.curve,
         "setup_s": times.setup_s, "train_s": times.train_s, "eval_s": times.eval_s, "lost_s": times.lost_s,
+        "queue_s": times.queue_s,
         "wall_s": times.total_s, "accelerator_hours": hours, "cost": cost, "throughput": result.throughput,
         "time_to_quality_s": time_to_quality(result, target), "steps_done": result.steps_done,
         "steps_planned": result.steps_planned, "restarts": result.restarts, "early_check": early,

@@ -3,15 +3,21 @@
 Jobs of a suite run concurrently as resources allow. A job whose worker dies is retried by Ray
 (``max_retries``) and resumes from its checkpoint; retries exhausted is INFRA. A job that raises
 comes back as a classified ERROR result from run_job and does not stop the others.
+
+``job_timeout_s`` counts from the job's start (its first attempt's ``worker.json``), not its
+submission: a job that waited for a node is not cut short for it. The wait is recorded apart
+(``queue_s``); a job still queued after ``job_timeout_s`` is INFRA too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from replicate.errors import ResourceUnavailable
@@ -110,30 +116,42 @@ class RayScheduler:
         try:
             self.check(jobs)
             remote = ray.remote(execute_on_worker)
-            pending: dict[Any, tuple[ResolvedJob, float]] = {}
+            pending: dict[Any, Pending] = {}
             for job in jobs:
                 ref = remote.options(**task_options(job.cfg), max_retries=self.max_retries, retry_exceptions=False,
                                      name=job.job_id).remote(job.to_wire(), job_threads(job.cfg))
-                pending[ref] = (job, time.monotonic())
+                pending[ref] = Pending(job, submitted=time.time())
             self.collect(pending, on_result)
         finally:
             if started:
                 ray.shutdown()
 
-    def collect(self, pending: dict[Any, tuple[ResolvedJob, float]], on_result: OnResult) -> None:
+    def collect(self, pending: dict[Any, Pending], on_result: OnResult) -> None:
         import ray
 
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             for ref in done:
-                job, _ = pending.pop(ref)
-                on_result(job, self.fetch(ref, job.spec))
-            for ref, (job, submitted) in list(pending.items()):
-                if time.monotonic() - submitted > self.job_timeout_s:
+                entry = pending.pop(ref)
+                entry.look_for_start()
+                result = self.fetch(ref, entry.job.spec)
+                result.times.queue_s = entry.queue_s or 0.0
+                on_result(entry.job, result)
+            now = time.time()
+            for ref, entry in list(pending.items()):
+                entry.look_for_start()
+                waited = now - (entry.started if entry.started is not None else entry.submitted)
+                if waited > self.job_timeout_s:
                     ray.cancel(ref, force=True)
                     pending.pop(ref)
-                    on_result(job, JobResult(job_id=job.job_id, failure=Failure(
-                        "infrastructure", "hang", f"no result within scheduler.job_timeout_s={self.job_timeout_s:g}")))
+                    # never started: no node served it (the cluster's fault, INFRA); started: a hang
+                    queued = entry.started is None
+                    state = "queued, never started," if queued else "running"
+                    why = f"{state} for more than scheduler.job_timeout_s={self.job_timeout_s:g}"
+                    result = JobResult(job_id=entry.job.job_id, infra=queued,
+                                       failure=Failure("infrastructure", "hang", why))
+                    result.times.queue_s = entry.queue_s or waited
+                    on_result(entry.job, result)
 
     def fetch(self, ref: Any, spec: JobSpec) -> JobResult:
         import ray
@@ -149,6 +167,34 @@ class RayScheduler:
                 "infrastructure", "crash", f"retries exhausted ({self.max_retries}): {_short(exc)}"))
         except rex.RayTaskError as exc:  # run_job never raises for model failures: a harness defect
             return JobResult(job_id=spec.job_id, failure=Failure("environment", "crash", _short(exc)))
+
+
+@dataclass
+class Pending:
+    """A submitted job: when it was submitted and, once seen, when its first attempt started."""
+
+    job: ResolvedJob
+    submitted: float                  # time.time() at submission
+    started: Optional[float] = None   # the first attempt's start (its worker.json), once seen
+
+    def look_for_start(self) -> None:
+        """Read the start the worker wrote (results_dir is shared by every node on a cluster); a
+        worker.json older than the submission is an earlier run's."""
+        if self.started is not None:
+            return
+        from replicate.runner.worker import checkpoint_dir
+
+        try:
+            started = float(json.loads((checkpoint_dir(self.job.cfg, self.job.job_id) / "worker.json")
+                                       .read_text())["started"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if started >= self.submitted:
+            self.started = started
+
+    @property
+    def queue_s(self) -> Optional[float]:
+        return None if self.started is None else self.started - self.submitted
 
 
 def _short(exc: BaseException) -> str:

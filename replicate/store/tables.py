@@ -103,6 +103,8 @@ class Job(Base):
     train_s: Mapped[float] = mapped_column(Float, default=0.0)
     eval_s: Mapped[float] = mapped_column(Float, default=0.0)
     lost_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # None for jobs stored before migration 0003 (their queue time was not measured)
+    queue_s: Mapped[Optional[float]] = mapped_column(Float)
     wall_s: Mapped[float] = mapped_column(Float, default=0.0)
     accelerator_hours: Mapped[float] = mapped_column(Float, default=0.0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)

@@ -118,3 +118,50 @@ def test_a_job_holds_as_many_cpus_as_it_runs_threads():
     check_fits("cpu", task_options(two), [{"CPU": 2.0}])
     with pytest.raises(ResourceUnavailable):
         check_fits("cpu", task_options(compose_config(["model=yolov4", "num_threads=3"])), [{"CPU": 2.0}])
+
+
+def test_queue_time_is_recorded_apart_and_the_timeout_counts_from_the_start(ray_local, results_dir, tiny):
+    """Two jobs that each hold both CPUs run one after the other: the second waited for the
+    first, and that wait is its queue time, not part of its wall time or cost."""
+    entries = "suite.entries=[{model:yolov4,tier:smoke,hardware:cpu,seeds:[0,1]}]"
+    result = run_suite([entries, "suite_id=queued", "num_threads=2", f"results_dir={results_dir}", *tiny, *NO_VERDICT],
+                       echo=lambda _: None)
+    first, second = sorted(result.jobs, key=lambda row: row["queue_s"])
+    assert {first["verdict"], second["verdict"]} == {"MEASURED"}
+    # the second could only start once the first had run: it waited at least that long
+    assert second["queue_s"] >= first["queue_s"] + 0.8 * first["wall_s"] > 0
+    for row in (first, second):   # the wait is not billed: wall time is the job's own parts
+        parts = row["setup_s"] + row["train_s"] + row["eval_s"] + row["lost_s"]
+        assert row["wall_s"] == pytest.approx(parts)
+
+
+def test_a_job_no_node_ever_starts_is_infra_after_the_timeout(ray_local, results_dir, tiny):
+    """With autoscaling, a job may wait for a node to appear; when none does, it is INFRA,
+    saying it never started (not a hang of the model)."""
+    began = time.monotonic()
+    result = run_one(["model=yolov4", "hardware=h100x1", "scheduler.autoscaling=true", "scheduler.job_timeout_s=3",
+                      f"results_dir={results_dir}", *tiny, *NO_VERDICT], echo=lambda _: None)
+    (row,) = result.jobs
+    assert row["verdict"] == "INFRA" and "queued, never started, for more than scheduler.job_timeout_s=3" in \
+        row["failure_message"]
+    assert row["queue_s"] >= 3 and time.monotonic() - began < 60
+
+
+def test_a_stale_worker_record_is_not_taken_for_the_start(tmp_path):
+    from replicate.config.compose import compose_config
+    from replicate.resolved import resolve_job
+    from replicate.runner.worker import checkpoint_dir
+    from replicate.scheduling.ray_scheduler import Pending
+
+    job = resolve_job(compose_config(["model=yolov4", f"results_dir={tmp_path}", *NO_VERDICT]), None)
+    entry = Pending(job, submitted=time.time())
+    entry.look_for_start()
+    assert entry.started is None and entry.queue_s is None           # nothing written yet
+    record = checkpoint_dir(job.cfg, job.job_id) / "worker.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"pid": 1, "started": entry.submitted - 100}))   # an earlier run's
+    entry.look_for_start()
+    assert entry.started is None
+    record.write_text(json.dumps({"pid": 1, "started": entry.submitted + 2.5}))
+    entry.look_for_start()
+    assert entry.queue_s == pytest.approx(2.5)

@@ -16,7 +16,7 @@ from replicate.store.results_store import ResultStore, _alembic_config
 from replicate.store.tables import Base
 
 TABLES = {"suites", "jobs", "group_verdicts", "selftest_rows"}
-HEAD = "0002"   # the newest migration (replicate/store/migrations/versions)
+HEAD = "0003"   # the newest migration (replicate/store/migrations/versions)
 
 
 def job(job_id: str = "j1", **overrides) -> dict:
@@ -275,3 +275,24 @@ def test_save_group_upserts_on_its_key(store):
     assert len(store.groups("s2")) == 1 and store.groups("nope") == []
     with pytest.raises(ValueError, match="bogus"):
         store.save_group(group(bogus=1))
+
+
+def test_a_store_of_the_previous_revision_gains_the_queue_time_and_keeps_its_jobs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    config = _alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+        conn.execute(text("INSERT INTO suites (suite_id, name, created_at, config) VALUES ('s1', 'n', "
+                          "'2026-11-01 02:00:00', '{}')"))
+        conn.execute(text("INSERT INTO jobs (job_id, suite_id, model, variant, framework, tier, hardware, seed, "
+                          "verdict, metrics, curve, setup_s, train_s, eval_s, lost_s, wall_s, accelerator_hours, "
+                          "cost, steps_done, steps_planned, restarts, early_check, lr_scaling, environment, config, "
+                          "config_hash, created_at, updated_at) VALUES ('old', 's1', 'yolov4', 'tiny', 'torch', 'smoke', 'cpu', 0, "
+                          "'PASS', '{}', '[]', 1, 2, 3, 0, 6, 0, 0, 4, 4, 0, '{}', '{}', '{}', '{}', 'h', "
+                          "'2026-11-01 02:00:00', '2026-11-01 02:00:00')"))
+    with ResultStore(url) as store:   # opening upgrades to the newest revision
+        assert store.get_job("old")["queue_s"] is None   # not measured then
+        store.save_job(job("new", queue_s=12.5))
+        assert store.get_job("new")["queue_s"] == 12.5 and store.get_job("old")["wall_s"] == 6
