@@ -289,9 +289,9 @@ def test_a_store_of_the_previous_revision_gains_the_queue_time_and_keeps_its_job
         conn.execute(text("INSERT INTO jobs (job_id, suite_id, model, variant, framework, tier, hardware, seed, "
                           "verdict, metrics, curve, setup_s, train_s, eval_s, lost_s, wall_s, accelerator_hours, "
                           "cost, steps_done, steps_planned, restarts, early_check, lr_scaling, environment, config, "
-                          "config_hash, created_at, updated_at) VALUES ('old', 's1', 'yolov4', 'tiny', 'torch', 'smoke', 'cpu', 0, "
-                          "'PASS', '{}', '[]', 1, 2, 3, 0, 6, 0, 0, 4, 4, 0, '{}', '{}', '{}', '{}', 'h', "
-                          "'2026-11-01 02:00:00', '2026-11-01 02:00:00')"))
+                          "config_hash, created_at, updated_at) VALUES ('old', 's1', 'yolov4', 'tiny', 'torch', "
+                          "'smoke', 'cpu', 0, 'PASS', '{}', '[]', 1, 2, 3, 0, 6, 0, 0, 4, 4, 0, '{}', '{}', '{}', "
+                          "'{}', 'h', '2026-11-01 02:00:00', '2026-11-01 02:00:00')"))
     with ResultStore(url) as store:   # opening upgrades to the newest revision
         assert store.get_job("old")["queue_s"] is None   # not measured then
         store.save_job(job("new", queue_s=12.5))
