@@ -59,6 +59,9 @@ COPY --chown=root:root . /app
 # Editable: the package finds conf/ and charts/ beside itself (replicate/config/compose.py).
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation -e /app \
  && /opt/venv/bin/replicate --help > /dev/null
+# A login shell (KubeRay < 1.4, or ENABLE_LOGIN_SHELL=true, starts Ray with `bash -lc`) rebuilds
+# PATH in /etc/profile without /opt/venv/bin: put it back there for `ray` and `replicate`.
+RUN printf 'export PATH=/opt/venv/bin:$PATH\n' > /etc/profile.d/zoo-replicate.sh
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/home/zoo \

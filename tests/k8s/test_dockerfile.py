@@ -56,3 +56,17 @@ def test_the_image_records_its_git_commit(monkeypatch, tmp_path):
     # With git and a checkout, git's answer wins over the variable.
     monkeypatch.setattr(environment, "git_output", lambda *args: "f00d" if args[0] == "rev-parse" else "")
     assert environment.fingerprint(config_hash="c", dataset_hash=None, device="cpu")["git_commit"] == "f00d"
+
+
+def test_a_login_shell_finds_ray_and_replicate(tmp_path):
+    """KubeRay < 1.4 (or ENABLE_LOGIN_SHELL=true) runs `bash -lc "ray start ..."`: /etc/profile
+    resets PATH, so the image's profile.d script must put the venv back. Run here as the image
+    would: the script from the Dockerfile (venv path made this one's), after a PATH without it."""
+    line = re.search(r"^RUN printf '(.*)\\n' > /etc/profile\.d/zoo-replicate\.sh$", DOCKERFILE, flags=re.M)
+    assert line, "the Dockerfile writes /etc/profile.d/zoo-replicate.sh"
+    venv_bin = str(Path(sys.executable).parent)
+    script = tmp_path / "zoo-replicate.sh"
+    script.write_text(line.group(1).replace("/opt/venv/bin", venv_bin) + "\n")
+    found = subprocess.run(["bash", "-c", f"export PATH=/usr/bin:/bin; . {script}; command -v ray replicate"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert found == [f"{venv_bin}/ray", f"{venv_bin}/replicate"]
