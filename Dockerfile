@@ -27,7 +27,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first (their layer is reused while only the code changes). The pins are read from
 # pyproject.toml so the image cannot drift from the project; ray[default] adds the dashboard and
-# job-submission server a KubeRay RayJob needs, at the same pinned Ray version.
+# job-submission server a KubeRay RayJob needs (beside ray[train]), at the same pinned Ray version.
 COPY pyproject.toml ./
 RUN python - <<'PY' > /tmp/requirements.txt
 import os, re, tomllib
@@ -35,7 +35,7 @@ project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 deps = list(project["dependencies"])
 for extra in filter(None, os.environ.get("EXTRAS", "").split(",")):
     deps += project["optional-dependencies"][extra]
-deps = [re.sub(r"^ray==", "ray[default]==", d.split("#")[0].strip()) for d in deps]
+deps = [re.sub(r"^ray\[train\]==", "ray[default,train]==", d.split("#")[0].strip()) for d in deps]
 print("\n".join(deps))
 PY
 RUN set -eux; \

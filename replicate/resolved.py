@@ -61,6 +61,16 @@ class ResolvedJob:
         return self.cfg.hardware
 
     @property
+    def workers(self) -> int:
+        """Data-parallel workers: ``workers``, else one per GPU of a GPU profile, else 1. A job
+        that does not train has nothing to parallelise."""
+        if not self.cfg.tier.trains or self.spec.framework != "torch":
+            return 1   # nothing to train, or TensorFlow's own strategy spreads it (runner/strategy.py)
+        if self.cfg.get("workers") is not None:
+            return int(self.cfg.workers)
+        return int(self.hardware.count) if self.hardware.accelerator == "gpu" else 1
+
+    @property
     def injected(self) -> Optional[str]:
         """The defect injected into the job on purpose (``defect=NAME``), else None."""
         return self.cfg.get("defect")

@@ -292,3 +292,6 @@ class RootConfig:
     defect: Optional[str] = None     # a catalogue defect injected on purpose (replicate/defects)
     device: str = "auto"
     num_threads: Optional[int] = None
+    # Data-parallel workers of a training job (Ray Train, DDP; replicate/runner/data_parallel.py).
+    # None: one per GPU of a GPU profile, else 1 (one process, as every smoke job runs).
+    workers: Optional[int] = None

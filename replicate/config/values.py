@@ -62,6 +62,7 @@ def validate_values(cfg: DictConfig) -> None:
     check_seed(cfg.seed, "seed")
     check_suite_id(cfg.suite_id)
     require(cfg.num_threads is None or cfg.num_threads >= 1, "num_threads", f"{cfg.num_threads} must be >= 1")
+    require(cfg.workers is None or cfg.workers >= 1, "workers", f"{cfg.workers} must be >= 1")
     # A GPU profile never runs on the CPU: it would hold and be billed for GPUs it does not use.
     require(not (cfg.device == "cpu" and cfg.hardware.accelerator == "gpu"), "device",
             f"cpu with hardware={cfg.hardware.name}: the job would hold and be billed for GPUs it does not "

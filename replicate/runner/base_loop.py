@@ -48,6 +48,10 @@ class RunContext:
     # calibration replay of a recorded draw's first quarter (replicate calibrate --early-only).
     stop_at_early: bool = False
     stage: str = "environment"              # where the loop is; read by the failure classifier
+    # Data parallelism (replicate/runner/data_parallel.py): this worker's rank among world_size;
+    # 1 worker runs the single-process path unchanged.
+    rank: int = 0
+    world_size: int = 1
 
 
 class BaseLoop(abc.ABC):

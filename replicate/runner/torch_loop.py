@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from replicate.errors import DataError
+from replicate.errors import ConfigError, DataError
 from replicate.jobs import JobResult
 from replicate.models.task import Task
 from replicate.runner import checkpoint as ckpt
@@ -68,6 +68,12 @@ class TorchLoop(BaseLoop):
         super().__init__(task, cfg, ctx, result)
         self.device = torch.device(ctx.device)
         self.amp = self.device.type == "cuda"
+        # What the training step calls: the model, or its DDP wrapper with several workers.
+        self.train_model: Any = None
+
+    @property
+    def data_parallel(self) -> bool:
+        return self.ctx.world_size > 1
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -113,6 +119,21 @@ class TorchLoop(BaseLoop):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not self.task.manual_optimization)
         self.result.steps_planned = self.steps
         self.step, self.train_s = 0, 0.0
+        self.train_model = self.model
+        if self.data_parallel:
+            self.train_model = self.wrap_data_parallel(recipe)
+
+    def wrap_data_parallel(self, recipe: Any) -> Any:
+        """The model in DDP; refuses what the split cannot keep equal to one worker's step."""
+        from replicate.runner.data_parallel import ForwardingDDP
+
+        key = f"model.tiers.{self.cfg.tier.name}.recipe.batch_size"
+        if recipe.batch_size % self.ctx.world_size:
+            raise ConfigError(key, f"{recipe.batch_size} does not split evenly over {self.ctx.world_size} workers")
+        if self.task.manual_optimization:
+            raise ConfigError("workers", f"{self.cfg.model.name} steps its own optimizers (a GAN): not data-parallel")
+        devices = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
+        return ForwardingDDP(self.model, device_ids=devices)
 
     def framework_state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(),
@@ -136,9 +157,12 @@ class TorchLoop(BaseLoop):
         groups = aspect_ratio_groups(ratios, factor) if ratios is not None else None
         order = BatchOrder(len(self.train_set), self.cfg.seed, recipe.batch_size, groups)
         epoch, offset = order.position(self.step)
+        rank, world = self.ctx.rank, self.ctx.world_size
         while True:
             self.start_epoch(epoch)
-            yield from self.loader(self.train_set, batches=order.epoch(epoch)[offset:], mid_epoch=offset > 0)
+            # every worker draws the same global batches and takes its share of each
+            batches = [batch[rank::world] for batch in order.epoch(epoch)[offset:]]
+            yield from self.loader(self.train_set, batches=batches, mid_epoch=offset > 0)
             epoch, offset = epoch + 1, 0
 
     def train_step(self, batch: Any) -> dict[str, float]:
@@ -151,8 +175,9 @@ class TorchLoop(BaseLoop):
             optimizer = self.optimizers["main"]
             optimizer.zero_grad(set_to_none=True)
             with autocast:
-                out = self.task.training_step(self.model, batch)
-            self.check_finite(out["loss"])
+                out = self.task.training_step(self.train_model, batch)
+            if not self.data_parallel:   # several workers judge the averaged loss below, together
+                self.check_finite(out["loss"])
             self.scaler.scale(out["loss"]).backward()
             if self.tier.recipe.grad_clip:
                 self.scaler.unscale_(optimizer)
@@ -162,9 +187,23 @@ class TorchLoop(BaseLoop):
         for sched in self.schedulers.values():
             sched.step()
         values = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
+        if self.data_parallel:
+            values = self.averaged_over_workers(values)
         self.check_finite(values["loss"])
-        self.result.images_seen += self.task.batch_size_of(batch)
+        self.result.images_seen += self.task.batch_size_of(batch) * self.ctx.world_size
         return values
+
+    @staticmethod
+    def averaged_over_workers(values: dict[str, float]) -> dict[str, float]:
+        """The logged values as the mean of every worker's: one curve, and the same NaN and
+        early-check decisions on every worker (one stopping alone would leave the others
+        waiting for it in the next gradient exchange)."""
+        import torch.distributed as dist
+
+        keys = sorted(values)
+        summed = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(summed)
+        return dict(zip(keys, (summed / dist.get_world_size()).tolist()))
 
     def current_lr(self) -> float:
         return float(self.schedulers[next(iter(self.schedulers))].get_last_lr()[0])
@@ -179,6 +218,13 @@ class TorchLoop(BaseLoop):
     @contextmanager
     def inference(self) -> Iterator[None]:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        if self.data_parallel:
+            # Batch norm's running statistics are each worker's own: evaluate everywhere with rank
+            # 0's, so every worker measures the same metric and takes the same early decision.
+            import torch.distributed as dist
+
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
         self.model.eval()
         try:
             with torch.no_grad(), autocast:

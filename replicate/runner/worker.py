@@ -39,7 +39,7 @@ def pick_device(requested: str, hardware: Any) -> str:
 
 
 def run_job(job: ResolvedJob, *, progress: bool = True, num_threads: int | None = None,
-            stop_at_early: bool = False) -> JobResult:
+            stop_at_early: bool = False, rank: int = 0, world_size: int = 1) -> JobResult:
     """Build the Task from the registry, train and evaluate it, return the result.
 
     Args:
@@ -48,15 +48,19 @@ def run_job(job: ResolvedJob, *, progress: bool = True, num_threads: int | None 
         progress: show a progress bar on stderr.
         num_threads: torch intra-op threads (the CPUs the scheduler gave this job).
         stop_at_early: stop at the early check, unevaluated (a calibration replay).
+        rank, world_size: this worker's place in a data-parallel group (run_data_parallel);
+            rank 0 owns the job's directory, the others work in ranks/<rank>/ inside it.
     """
     from replicate.runner.base_loop import RunContext
+    from replicate.runner.data_parallel import rank_directory, seed_from_rank_zero
 
     began = time.perf_counter()
     spec = job.spec
     result = JobResult(job_id=spec.job_id)
-    directory = checkpoint_dir(job.cfg, spec.job_id)
+    seed_from_rank_zero(checkpoint_dir(job.cfg, spec.job_id), rank)
+    directory = rank_directory(checkpoint_dir(job.cfg, spec.job_id), rank)
     ctx = RunContext(checkpoint_dir=directory, progress=progress, stop_at_early=stop_at_early,
-                     metric=job.target.metric, early=job.early)
+                     metric=job.target.metric, early=job.early, rank=rank, world_size=world_size)
     try:
         with ckpt.JobLock(directory) as lock:
             if lock.holder is None:
@@ -139,6 +143,21 @@ def build_task(spec: JobSpec, cfg: Any) -> Any:
     # The one place a defect enters a job (``defect=NAME``; a no-op without one): the worker and
     # ``replicate check`` both build their Task here, so a check sees what the job runs.
     return inject(cls(ctx), cfg, spec.framework)
+
+
+def run_resolved(job: ResolvedJob, *, progress: bool = True, num_threads: int | None = None) -> JobResult:
+    """The job as its config asks: in this process, or on ``job.workers`` data-parallel workers
+    (Ray Train). Never raises for a model failure, as run_job."""
+    if job.workers == 1:
+        return run_job(job, progress=progress, num_threads=num_threads)
+    from replicate.failures import classify
+    from replicate.runner.data_parallel import run_data_parallel
+
+    try:
+        return run_data_parallel(job, job.workers, num_threads=num_threads, use_gpu=job.hardware.accelerator == "gpu")
+    except Exception as exc:  # noqa: BLE001 - the group failed: classified like a single job's failure
+        failure = classify(exc, "training")
+        return JobResult(job_id=job.job_id, failure=failure, infra=failure.stage == "infrastructure")
 
 
 def run_job_wire(wire: dict[str, Any], progress: bool = True, num_threads: int | None = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ class InlineScheduler:
     def run(self, jobs: list[ResolvedJob], on_result: OnResult) -> None:
         import torch
 
-        from replicate.runner.worker import run_job
+        from replicate.runner.worker import run_resolved
 
         for job in jobs:
             hw = job.hardware
@@ -32,4 +32,4 @@ class InlineScheduler:
                                           f"no TPU; the profile needs {hw.count} x {hw.accelerator}")
         for job in jobs:
             # The same thread count as a Ray job of this profile: results then match suite runs.
-            on_result(job, run_job(job, progress=True, num_threads=job_threads(job.cfg)))
+            on_result(job, run_resolved(job, progress=True, num_threads=job_threads(job.cfg)))

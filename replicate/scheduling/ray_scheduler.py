@@ -17,6 +17,8 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -25,6 +27,12 @@ from replicate.jobs import Failure, JobResult, JobSpec
 from replicate.resolved import ResolvedJob
 from replicate.scheduling import OnResult
 from replicate.scheduling.resources import check_fits, job_threads, task_options
+
+
+def run_resolved(job: ResolvedJob, **kwargs: Any) -> JobResult:
+    from replicate.runner.worker import run_resolved as run
+
+    return run(job, **kwargs)
 
 
 def execute_on_worker(wire: dict[str, Any], num_threads: int) -> dict[str, Any]:
@@ -114,22 +122,35 @@ class RayScheduler:
 
         started = self.start()
         try:
-            self.check(jobs)
+            self.check([j for j in jobs if j.workers == 1])
+            # A data-parallel job is a group of Ray Train workers the driver starts (a Ray task
+            # cannot hold them); it runs in a driver thread while the others are Ray tasks.
+            groups = ThreadPoolExecutor(max_workers=max(1, sum(j.workers > 1 for j in jobs)))
+            running = {groups.submit(run_resolved, job, progress=False, num_threads=job_threads(job.cfg)): job
+                       for job in jobs if job.workers > 1}
             remote = ray.remote(execute_on_worker)
             pending: dict[Any, Pending] = {}
-            for job in jobs:
+            for job in [j for j in jobs if j.workers == 1]:
                 ref = remote.options(**task_options(job.cfg), max_retries=self.max_retries, retry_exceptions=False,
                                      name=job.job_id).remote(job.to_wire(), job_threads(job.cfg))
                 pending[ref] = Pending(job, submitted=time.time())
-            self.collect(pending, on_result)
+            self.collect(pending, on_result, running)
+            groups.shutdown()
         finally:
             if started:
                 ray.shutdown()
 
-    def collect(self, pending: dict[Any, Pending], on_result: OnResult) -> None:
+    def collect(self, pending: dict[Any, Pending], on_result: OnResult,
+                running: Optional[dict[Future, ResolvedJob]] = None) -> None:
         import ray
 
-        while pending:
+        running = dict(running or {})
+        while pending or running:
+            for future in [f for f in running if f.done()]:
+                on_result(running.pop(future), future.result())   # run_resolved never raises for a model
+            if not pending:
+                wait_futures(list(running), timeout=5.0, return_when=FIRST_COMPLETED)
+                continue
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             for ref in done:
                 entry = pending.pop(ref)

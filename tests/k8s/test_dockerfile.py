@@ -35,7 +35,7 @@ def test_cpu_variant_and_pinned_requirements(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                          check=True, env={"EXTRAS": "tensorflow"}).stdout.split()
     assert out and all("==" in req for req in out), out
-    assert any(r.startswith("ray[default]==") for r in out) and any(r.startswith("torch==") for r in out)
+    assert any(r.startswith("ray[default,train]==") for r in out) and any(r.startswith("torch==") for r in out)
     assert any(r.startswith("tensorflow") for r in out)
 
 
