@@ -168,3 +168,39 @@ def test_workers_follow_the_gpus_of_the_profile_unless_given():
     assert workers() == 1 and workers("workers=3") == 3
     assert workers("hardware=a100x8", "device=auto") == 8 and workers("hardware=h100x1") == 1
     assert workers("tier=eval", "hardware=a100x8") == 1          # nothing trains
+
+
+def test_a_killed_worker_restarts_the_group_and_it_resumes_from_rank_zero(ray_local, results_dir, tiny):
+    """SIGKILL rank 1 after rank 0's first checkpoint: Ray Train restarts the group, rank 0
+    resumes from its checkpoint (a restart is counted) and rank 1 from a copy of it."""
+    import signal
+    import threading
+    import time
+
+    from replicate.resolved import resolve_job
+    from replicate.runner.data_parallel import run_data_parallel
+    from replicate.runner.worker import checkpoint_dir
+
+    cfg = compose_config(["model=yolov4", f"results_dir={results_dir}", *tiny, "tier.compare_with=none",
+                          "model.tiers.smoke.recipe.batch_size=4", "model.tiers.smoke.recipe.steps=40",
+                          "model.tiers.smoke.recipe.checkpoint_every=5"])
+    job = resolve_job(cfg, None)
+    job_dir = checkpoint_dir(cfg, job.job_id)
+    killed: dict[str, int] = {}
+
+    def kill_rank_one() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            record = job_dir / "ranks" / "1" / "worker.json"
+            if (job_dir / "latest.pt").is_file() and record.is_file():
+                killed["pid"] = json.loads(record.read_text())["pid"]
+                os.kill(killed["pid"], signal.SIGKILL)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_rank_one, daemon=True)
+    watcher.start()
+    result = run_data_parallel(job, 2, num_threads=1)
+    watcher.join(timeout=1)
+    assert killed, "rank 1 was never seen running"
+    assert result.failure is None and result.steps_done == 40
+    assert result.restarts >= 1   # rank 0 resumed from its checkpoint instead of starting over
