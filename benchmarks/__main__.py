@@ -5,7 +5,7 @@ them as JSON (``--json``, default ``results/benchmarks/last.json``) and, with ``
 README's performance table with the date and machine. Exit 1 when a figure misses its target,
 2 for an unknown benchmark name.
 
-    python -m benchmarks [--only harness,history,coco,scheduling,gpu] [--quick] [--markdown]
+    python -m benchmarks [--only harness,history,coco,scheduling,dp,gpu] [--quick] [--markdown]
 """
 
 from __future__ import annotations
@@ -43,6 +43,12 @@ def _scheduling(quick: bool) -> list[Ratio]:
     return measure(models=("yolov4", "yolov3") if quick else ("yolov4", "yolov3", "pix2pix", "centernet"))
 
 
+def _data_parallel(quick: bool) -> list[Ratio]:
+    from benchmarks.data_parallel import measure
+
+    return measure(steps=20 if quick else 60)
+
+
 def _gpu(quick: bool) -> list[Ratio]:
     from benchmarks.gpu_throughput import measure
 
@@ -55,6 +61,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Ratio]]] = {
     "history": _history,   # a year of nightly suites: store readers and report size
     "coco": _coco,         # COCO evaluation at val2017 scale against pycocotools
     "scheduling": _scheduling,   # two smoke jobs at a time vs one; a job's fixed cost through Ray
+    "dp": _data_parallel,  # a job on 2 Ray Train workers vs 1 process, same global batch (CPU)
     "gpu": _gpu,           # the GPU throughput script, in its dry mode on a CPU
 }
 
