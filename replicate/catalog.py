@@ -49,4 +49,6 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
     return {"tier": name, "variant": tier.variant, "data": tier.data,
             "evaluated_split": split.published_as if split is not None and split.published_as else tier.eval_split,
             "compared_with": compared,   # None: nothing to compare with (MEASURED)
-            "deviations": list(tier.deviations) if tier.deviations is not None else None}
+            "deviations": list(tier.deviations) if tier.deviations is not None else None,
+            # what a lab places under $ZOO_DATA_ROOT/checkpoints/ for this tier (eval tiers)
+            "released": OmegaConf.to_container(tier.released) if tier.released is not None else None}

@@ -127,6 +127,16 @@ class ReferenceConfig:
 
 
 @dataclass
+class ReleasedCheckpointConfig:
+    """The published checkpoint an eval tier scores: what a lab places under
+    ``$ZOO_DATA_ROOT/checkpoints/`` (nothing is downloaded), and how to recognise it."""
+
+    file: str = MISSING
+    sha256_prefix: Optional[str] = None   # the publisher's hash in the file name; None: none published
+    source: str = MISSING                 # where it is published (URL, weights enum)
+
+
+@dataclass
 class ModelTierConfig:
     """What one tier means for one model: variant, data, recipe, what it is compared with."""
 
@@ -149,6 +159,7 @@ class ModelTierConfig:
     # one line each, shown beside its verdict; [] = none known. Required (validate.py) where the
     # tier is judged against a published claim: None means nobody has compared it yet.
     deviations: Optional[list[str]] = None
+    released: Optional[ReleasedCheckpointConfig] = None   # eval tiers: the checkpoint they score
 
 
 @dataclass

@@ -48,3 +48,19 @@ def test_a_released_torchvision_checkpoint_loads_exactly(model, tmp_path):
     with torch.no_grad():
         mine, reference = ours([image])[0], theirs([image])[0]
     assert torch.equal(mine["boxes"], reference["boxes"]) and torch.equal(mine["scores"], reference["scores"])
+
+
+@pytest.mark.parametrize("model", sorted(BUILDERS))
+def test_the_eval_tier_names_torchvisions_released_file_and_claims_its_published_number(model):
+    """The file a lab places under $ZOO_DATA_ROOT/checkpoints/, its hash prefix and the claim it is
+    judged against are torchvision's own metadata for these weights (read from the installed
+    package, never downloaded)."""
+    from torchvision.models import get_model_weights
+
+    weights = get_model_weights(BUILDERS[model]).COCO_V1
+    cfg = compose_config([f"model={model}", "tier=eval"])
+    released = cfg.model.tiers.eval.released
+    assert released.file == weights.url.rsplit("/", 1)[1]
+    assert released.file.endswith(f"-{released.sha256_prefix}.pth")   # torch.hub's hash-in-name convention
+    claim = next(c for c in cfg.model.claims if c.split == "val2017" and c.metric == "bbox_AP")
+    assert claim.value == weights.meta["_metrics"]["COCO-val2017"]["box_map"]
