@@ -38,8 +38,9 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
     split = datasets[tier.data].splits.get(tier.eval_split)
     compared: Optional[dict[str, Any]] = None
     if tier.claim_split is not None:
-        claims = [c for c in model.claims if c.split == tier.claim_split and (c.variant or "full") == tier.variant]
-        claim = next((c for c in claims if c.primary), claims[0] if claims else None)
+        from replicate.verdict import claim_on
+
+        claim = claim_on(model.claims, tier.variant, tier.claim_split)
         if claim is not None:
             compared = {"kind": "claim", "metric": claim.metric, "value": claim.value, "split": claim.split,
                         "source": claim.source}

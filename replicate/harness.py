@@ -122,7 +122,7 @@ class SuiteRun:
         self.root, self.suite_id, self.echo, self.logger = root, suite_id, echo, logger
         self.sinks: list[JobSink] = [ConsoleSink(echo), *([LoggerSink(logger)] if logger is not None else [])]
         self.store = open_store(root)
-        self.results: dict[str, tuple[ResolvedJob, JobResult, str]] = {}   # job id -> (job, result, verdict)
+        self.results: dict[str, JobResult] = {}   # the jobs run now, by id: the group verdicts read them
 
     def __enter__(self) -> "SuiteRun":
         return self
@@ -207,7 +207,7 @@ class SuiteRun:
     def record(self, job: ResolvedJob, result: JobResult, out: SuiteResult, total: int) -> None:
         """Judge a finished job, store its row (spooled if the store is down) and tell the sinks."""
         verdict, failure = judge_job(result, job.target)
-        self.results[job.job_id] = (job, result, verdict)
+        self.results[job.job_id] = result
         record = job_record(job.spec, result, verdict, failure, job.target, job.hardware)
         try:
             self.store.save_job(record)
@@ -229,7 +229,7 @@ class SuiteRun:
             if not members:
                 continue
             triples = [(m.seed, self.result_of(m.job_id, rows[m.job_id]), rows[m.job_id]["verdict"]) for m in members]
-            record = group_record(self.suite_id, members[0].spec.to_dict(), triples, members[0].target)
+            record = group_record(self.suite_id, vars(members[0].spec), triples, members[0].target)
             if self.suite_id:
                 try:
                     self.store.save_group(record)
@@ -242,7 +242,7 @@ class SuiteRun:
         """The job's result: from memory when it ran now, else rebuilt from its stored row (the
         parts a group verdict reads)."""
         if job_id in self.results:
-            return self.results[job_id][1]
+            return self.results[job_id]
         failure = None
         if row.get("failure_stage"):
             failure = Failure(row["failure_stage"], row["failure_impact"], row.get("failure_message") or "")

@@ -47,14 +47,9 @@ class ResolvedJob:
         return self.spec.seed
 
     @property
-    def task_key(self) -> tuple[str, str]:
-        """The (model, framework) the model registry resolves to a Task class."""
-        return self.spec.model, self.spec.framework
-
-    @property
     def group_key(self) -> tuple[str, ...]:
         """The seed group the job belongs to (jobs.GROUP_IDENTITY)."""
-        return group_key(self.spec.to_dict())
+        return group_key(vars(self.spec))   # vars, not to_dict: no deep copy of the config per call
 
     @property
     def hardware(self) -> DictConfig:

@@ -255,15 +255,21 @@ def early_threshold(mean: float, std: float, n: int, false_alarm: float, directi
     return low if direction == Direction.HIGHER else high
 
 
+def claim_on(claims: Sequence[Any], variant: str, split: str) -> Optional[Any]:
+    """The primary claim on ``split`` for ``variant``, else the first claim on it, else None."""
+    found = [c for c in claims if c.split == split and (c.variant or "full") == variant]
+    return next((c for c in found if c.primary), found[0] if found else None)
+
+
 def select_claim(cfg: DictConfig, variant: str, split: str):
-    """The primary claim on ``split`` for ``variant``, else the first claim on it."""
-    claims = [c for c in cfg.model.claims if c.split == split and (c.variant or "full") == variant]
-    if not claims:
+    """:func:`claim_on` the job's model claims; ConfigError naming the tier's claim_split if none."""
+    claim = claim_on(cfg.model.claims, variant, split)
+    if claim is None:
         from replicate.errors import ConfigError
 
         raise ConfigError(f"model.tiers.{cfg.tier.name}.claim_split",
                           f"no claim on split {split!r} for variant {variant!r}")
-    return next((c for c in claims if c.primary), claims[0])
+    return claim
 
 
 def _early_point(cfg: DictConfig) -> Optional[tuple[Any, str]]:

@@ -29,12 +29,6 @@ from replicate.scheduling import OnResult
 from replicate.scheduling.resources import check_fits, job_threads, task_options
 
 
-def run_resolved(job: ResolvedJob, **kwargs: Any) -> JobResult:
-    from replicate.runner.worker import run_resolved as run
-
-    return run(job, **kwargs)
-
-
 def execute_on_worker(wire: dict[str, Any], num_threads: int) -> dict[str, Any]:
     """The Ray task: one resolved job (ResolvedJob.to_wire) in, its JobResult as a dict out."""
     from replicate.runner.worker import run_job_wire
@@ -119,6 +113,8 @@ class RayScheduler:
 
     def run(self, jobs: list[ResolvedJob], on_result: OnResult) -> None:
         import ray
+
+        from replicate.runner.worker import run_resolved
 
         started = self.start()
         try:

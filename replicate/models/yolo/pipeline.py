@@ -23,7 +23,7 @@ import torch
 from replicate.errors import ConfigError, DataError
 from replicate.models.darknet.augment import AugmentConfig, ResizeForEval, YoloTrainSet
 from replicate.models.darknet.cfg_parser import DarknetGraph, parse_cfg, resolve_cfg
-from replicate.models.task import TaskContext
+from replicate.models.task import Task, TaskContext
 
 ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
 AUGMENT_KEYS = ("jitter", "hue", "saturation", "exposure", "flip", "mosaic", "letter_box")
@@ -118,6 +118,33 @@ class DarknetYoloPipeline:
 
         data = self.ctx.data_cfg
         return CocoEvaluator(Path(data.root) / data.splits[split].annotations, iou_types=("bbox",))
+
+
+class YoloPipelineTask(Task):
+    """What the PyTorch and TensorFlow YOLO builds share: the composed pipeline (datasets,
+    category ids, evaluator) and the torch-vs-TensorFlow differential check. Each build adds its
+    model, batches and steps."""
+
+    def __init__(self, ctx: TaskContext):
+        super().__init__(ctx)
+        self.pipeline = DarknetYoloPipeline(ctx)
+
+    @property
+    def category_ids(self) -> Optional[list[int]]:
+        return self.pipeline.category_ids
+
+    def build_dataset(self, split: str, *, train: bool) -> Any:
+        return self.pipeline.build_dataset(split, train=train)
+
+    def build_evaluator(self, split: str) -> Any:
+        return self.pipeline.build_evaluator(split)
+
+    def differential_check(self) -> Optional[tuple[bool, str]]:
+        from replicate.models.registry import frameworks_of
+
+        if len(frameworks_of(self.name)) < 2:
+            return None   # no other build of this model to compare with (yolov4)
+        return differential_check(self.pipeline, self.ctx)
 
 
 def differential_check(pipeline: DarknetYoloPipeline, ctx: TaskContext) -> tuple[bool, str]:

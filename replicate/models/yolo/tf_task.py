@@ -14,7 +14,7 @@ NHWC numpy arrays.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,23 +24,14 @@ from replicate.models.darknet.cfg_parser import DARKNET_BN_MOMENTUM
 from replicate.models.darknet.tf_backend import build_model as build_tf_darknet
 from replicate.models.darknet.tf_backend import trainable_parameters
 from replicate.models.registry import register_model
-from replicate.models.task import Task
 from replicate.models.yolo.loss import heads_from_graph
 from replicate.models.yolo.loss_tf import check_heads, postprocess, yolo_loss
-from replicate.models.yolo.pipeline import DarknetYoloPipeline, differential_check
+from replicate.models.yolo.pipeline import YoloPipelineTask
 from replicate.tf_import import tensorflow
 
 
-class YoloTfTask(Task):
+class YoloTfTask(YoloPipelineTask):
     """The TensorFlow build of a Darknet YOLO: steps in TF, the family's data pipeline composed."""
-
-    def __init__(self, ctx: Any):
-        super().__init__(ctx)
-        self.pipeline = DarknetYoloPipeline(ctx)
-
-    @property
-    def category_ids(self) -> Optional[list[int]]:
-        return self.pipeline.category_ids
 
     # ---------------------------------------------------------------- model
     def build_model(self, variant: str) -> Any:
@@ -70,16 +61,7 @@ class YoloTfTask(Task):
         load_darknet_weights(model, path, strict=True)
         return True
 
-    def differential_check(self) -> tuple[bool, str]:
-        return differential_check(self.pipeline, self.ctx)
-
     # ----------------------------------------------------------------- data
-    def build_dataset(self, split: str, *, train: bool) -> Any:
-        return self.pipeline.build_dataset(split, train=train)
-
-    def build_evaluator(self, split: str) -> Any:
-        return self.pipeline.build_evaluator(split)
-
     def collate(self, items: list) -> tuple[dict[str, np.ndarray], list[dict]]:
         """(arrays, targets): NHWC images and truths padded to the batch's most boxes.
 

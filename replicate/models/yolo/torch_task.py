@@ -17,7 +17,7 @@ Released ``.weights`` files load through ``load_checkpoint``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,10 +26,9 @@ from replicate.errors import ConfigError
 from replicate.models.darknet.augment import to_original
 from replicate.models.darknet.cfg_parser import DARKNET_BN_MOMENTUM, DarknetGraph
 from replicate.models.darknet.torch_backend import DarknetModel
-from replicate.models.registry import frameworks_of, register_model
-from replicate.models.task import Task
+from replicate.models.registry import register_model
 from replicate.models.yolo.loss import YoloHead, assign, heads_from_graph, postprocess, truths_tensor, yolo_loss
-from replicate.models.yolo.pipeline import DarknetYoloPipeline, differential_check
+from replicate.models.yolo.pipeline import YoloPipelineTask
 
 
 class YoloDetector(nn.Module):
@@ -66,20 +65,12 @@ def set_objectness_prior(model: YoloDetector, prior: float) -> None:
             conv.bias.view(len(head.mask), head.classes + 5)[:, 4] = float(torch.logit(torch.tensor(prior)))
 
 
-class DarknetYoloTask(Task):
+class DarknetYoloTask(YoloPipelineTask):
     """A YOLO family member whose architecture is a Darknet cfg (PyTorch steps).
 
     The data pipeline (cfg, classes, augmentation, datasets, batches, evaluator) is a
     :class:`DarknetYoloPipeline` that the TensorFlow build (replicate/models/yolo/tf_task.py) composes too.
     """
-
-    def __init__(self, ctx: Any):
-        super().__init__(ctx)
-        self.pipeline = DarknetYoloPipeline(ctx)
-
-    @property
-    def category_ids(self) -> Optional[list[int]]:
-        return self.pipeline.category_ids
 
     def graph(self, variant: str) -> DarknetGraph:
         return self.pipeline.graph(variant)
@@ -93,11 +84,6 @@ class DarknetYoloTask(Task):
             set_objectness_prior(model, float(arch.objectness_prior))
         return model
 
-    def differential_check(self) -> Optional[tuple[bool, str]]:
-        if frameworks_of(self.name) == (self.framework,):
-            return None   # no other build of this model to compare with (yolov4)
-        return differential_check(self.pipeline, self.ctx)
-
     def load_checkpoint(self, model: YoloDetector, path: Path) -> bool:
         """Load a Darknet ``.weights`` file (strict); other files are left to the loop."""
         if Path(path).suffix != ".weights":
@@ -108,14 +94,8 @@ class DarknetYoloTask(Task):
         return True
 
     # ----------------------------------------------------------------- data
-    def build_dataset(self, split: str, *, train: bool) -> Any:
-        return self.pipeline.build_dataset(split, train=train)
-
     def collate(self, items: list) -> tuple[Any, list[dict]]:
         return self.pipeline.collate(items)
-
-    def build_evaluator(self, split: str) -> Any:
-        return self.pipeline.build_evaluator(split)
 
     # ----------------------------------------------------------- train/eval
     def training_step(self, model: YoloDetector, batch: Any) -> dict[str, Any]:
