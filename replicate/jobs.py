@@ -115,10 +115,13 @@ class Times:
     # Submission to the job's first start: waiting for a free node (or for one to scale up). Kept
     # apart, and not in total_s: a queued job holds no accelerator and is not billed for one.
     queue_s: float = 0.0
+    # What attempts that died held beyond the training they did (their setup and evaluations):
+    # billed, since the machine was held (replicate/runner/attempts.py)
+    retry_overhead_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.setup_s + self.train_s + self.eval_s + self.lost_s
+        return self.setup_s + self.train_s + self.eval_s + self.lost_s + self.retry_overhead_s
 
 
 @dataclass
@@ -134,6 +137,8 @@ class JobResult:
     images_seen: int = 0
     throughput: Optional[float] = None        # training images per second
     restarts: int = 0
+    # every attempt: started, ended, host, node_id, pid, resumed_from_step, steps_done, cause, dead
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     lr_scaling: dict[str, Any] = field(default_factory=dict)
     early_check: dict[str, Any] = field(default_factory=dict)  # step, metric, reference, aborted
     environment: dict[str, Any] = field(default_factory=dict)

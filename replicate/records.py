@@ -34,6 +34,7 @@ class JobRecord(TypedDict):
     eval_s: float
     lost_s: float
     queue_s: float
+    retry_overhead_s: float
     wall_s: float
     accelerator_hours: float
     cost: float
@@ -42,6 +43,7 @@ class JobRecord(TypedDict):
     steps_done: int
     steps_planned: int
     restarts: int
+    attempts: list[dict[str, Any]]
     early_check: dict[str, Any]
     lr_scaling: dict[str, Any]
     environment: dict[str, Any]
@@ -71,7 +73,7 @@ class GroupRecord(TypedDict):
 
 
 def cost_of(result: JobResult, hardware: Any) -> tuple[float, float]:
-    """Accelerator-hours and cost: wall time (restarts included) x accelerators x hourly price."""
+    """Accelerator-hours and cost: wall time (dead attempts included) x accelerators x hourly price."""
     hours = result.times.total_s / 3600.0 * int(hardware.count)
     return hours, hours * float(hardware.price_per_accelerator_hour)
 
@@ -105,10 +107,11 @@ def job_record(spec: JobSpec, result: JobResult, verdict: str, failure: Optional
         "metric_name": target.metric, "metric_value": result.metrics.get(target.metric) if target.metric else None,
         "metrics": result.metrics, "compared_with": target.to_dict(), "curve": result.curve,
         "setup_s": times.setup_s, "train_s": times.train_s, "eval_s": times.eval_s, "lost_s": times.lost_s,
-        "queue_s": times.queue_s,
+        "queue_s": times.queue_s, "retry_overhead_s": times.retry_overhead_s,
         "wall_s": times.total_s, "accelerator_hours": hours, "cost": cost, "throughput": result.throughput,
         "time_to_quality_s": time_to_quality(result, target), "steps_done": result.steps_done,
-        "steps_planned": result.steps_planned, "restarts": result.restarts, "early_check": early,
+        "steps_planned": result.steps_planned, "restarts": result.restarts, "attempts": result.attempts,
+        "early_check": early,
         "lr_scaling": result.lr_scaling, "environment": result.environment, "config": spec.config,
         "config_hash": spec.config_hash,
     }

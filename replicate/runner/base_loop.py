@@ -29,6 +29,7 @@ from replicate.data.leakage import check_no_leak
 from replicate.errors import DataError, NumericalError
 from replicate.failures import is_oom
 from replicate.jobs import JobResult
+from replicate.runner import attempts
 from replicate.runner import checkpoint as ckpt
 from replicate.verdict import EarlyCheck, early_loss, weight_drift
 
@@ -203,7 +204,7 @@ class BaseLoop(abc.ABC):
         # the heartbeat: what a dead attempt had done, so its retry can count the work it redoes
         ckpt.write_json(self.ctx.checkpoint_dir / ckpt.PROGRESS,
                         {"step": self.step, "train_s": self.train_s, "restarts": self.result.restarts,
-                         "lost_s": self.result.times.lost_s})
+                         "lost_s": self.result.times.lost_s, "time": time.time()})
 
     @property
     def checks_early(self) -> bool:
@@ -315,6 +316,7 @@ class BaseLoop(abc.ABC):
         lost = max(0.0, heartbeat.get("train_s", self.train_s) - self.train_s)
         self.result.restarts = state["restarts"] + 1
         self.result.times.lost_s = state["lost_s"] + lost
+        attempts.note_resumed(self.ctx.checkpoint_dir, self.step, self.train_s)
 
     def count_attempt_without_checkpoint(self) -> None:
         """An earlier attempt that died before its first checkpoint left only its heartbeat: this

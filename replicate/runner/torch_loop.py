@@ -188,22 +188,10 @@ class TorchLoop(BaseLoop):
             sched.step()
         values = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
         if self.data_parallel:
-            values = self.averaged_over_workers(values)
+            values = averaged_over_workers(values, self.device)
         self.check_finite(values["loss"])
         self.result.images_seen += self.task.batch_size_of(batch) * self.ctx.world_size
         return values
-
-    @staticmethod
-    def averaged_over_workers(values: dict[str, float]) -> dict[str, float]:
-        """The logged values as the mean of every worker's: one curve, and the same NaN and
-        early-check decisions on every worker (one stopping alone would leave the others
-        waiting for it in the next gradient exchange)."""
-        import torch.distributed as dist
-
-        keys = sorted(values)
-        summed = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-        dist.all_reduce(summed)
-        return dict(zip(keys, (summed / dist.get_world_size()).tolist()))
 
     def current_lr(self) -> float:
         return float(self.schedulers[next(iter(self.schedulers))].get_last_lr()[0])
@@ -237,3 +225,16 @@ class TorchLoop(BaseLoop):
 
     def predict_batch(self, batch: Any) -> list[dict]:
         return to_device(self.task.predict(self.model, to_device(batch, self.device)), "cpu")
+
+
+def averaged_over_workers(values: dict[str, float], device: Any) -> dict[str, float]:
+    """The logged values as the mean of every worker's: one curve, and the same NaN and
+    early-check decisions on every worker (one stopping alone would leave the others waiting for
+    it in the next gradient exchange). The tensor lives on the job's device: NCCL reduces CUDA
+    tensors only, gloo CPU ones."""
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    summed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(summed)
+    return dict(zip(keys, (summed / dist.get_world_size()).tolist()))

@@ -11,6 +11,7 @@ from typing import Any
 from replicate.errors import ResourceUnavailable, StorageError
 from replicate.jobs import Failure, JobResult, JobSpec
 from replicate.resolved import ResolvedJob
+from replicate.runner import attempts
 from replicate.runner import checkpoint as ckpt
 
 
@@ -82,9 +83,10 @@ def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num
     directory = ctx.checkpoint_dir
     try:
         if (directory / ckpt.DONE).exists():  # a finished job run again starts from scratch
-            for name in (ckpt.LATEST, ckpt.DONE, ckpt.PROGRESS):
+            for name in (ckpt.LATEST, ckpt.DONE, ckpt.PROGRESS, attempts.ATTEMPTS):
                 (directory / name).unlink(missing_ok=True)
         ckpt.write_json(directory / "worker.json", {"pid": os.getpid(), "started": time.time()})
+        attempts.begin(directory)
         import torch
 
         if num_threads:
@@ -102,12 +104,27 @@ def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num
     result.environment = {**fingerprint(config_hash=spec.config_hash,
                                         dataset_hash=result.environment.get("dataset_hash"),
                                         device=ctx.device, num_threads=num_threads), **result.environment}
+    _close_attempt(directory, result)
     if result.failure is None:
         try:
             ckpt.write_json(directory / ckpt.DONE, {"finished": time.time()})
         except Exception as exc:  # noqa: BLE001 - the result stands; only the marker is missing
             result.environment["done_marker"] = str(exc)
     return result
+
+
+def _close_attempt(directory: Path, result: JobResult) -> None:
+    """Close this attempt in the job's record of attempts; the result carries them all, and bills
+    what the dead ones held beyond their training."""
+    failure = result.failure
+    cause = attempts.FINISHED if failure is None else f"{failure.stage}: {failure.impact}"
+    try:
+        history = attempts.finish(directory, result.steps_done, result.times.train_s, cause)
+    except StorageError as exc:   # the result stands; only the record of its attempts is missing
+        result.environment["attempts_record"] = str(exc)
+        return
+    result.attempts = history
+    result.times.retry_overhead_s = attempts.retry_overhead_s(history)
 
 
 # The loop of each framework, by module and class: imported when a job needs it, so a torch job

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from replicate.errors import ResourceUnavailable
-from replicate.jobs import Failure, JobResult, JobSpec
+from replicate.jobs import Failure, JobResult
 from replicate.resolved import ResolvedJob
 from replicate.scheduling import OnResult
 from replicate.scheduling.resources import check_fits, job_threads, task_options
@@ -151,7 +151,7 @@ class RayScheduler:
             for ref in done:
                 entry = pending.pop(ref)
                 entry.look_for_start()
-                result = self.fetch(ref, entry.job.spec)
+                result = self.fetch(ref, entry.job)
                 result.times.queue_s = entry.queue_s or 0.0
                 on_result(entry.job, result)
             now = time.time()
@@ -165,25 +165,46 @@ class RayScheduler:
                     queued = entry.started is None
                     state = "queued, never started," if queued else "running"
                     why = f"{state} for more than scheduler.job_timeout_s={self.job_timeout_s:g}"
-                    result = JobResult(job_id=entry.job.job_id, infra=queued,
-                                       failure=Failure("infrastructure", "hang", why))
+                    result = with_attempts(entry.job, JobResult(
+                        job_id=entry.job.job_id, infra=queued, failure=Failure("infrastructure", "hang", why)))
                     result.times.queue_s = entry.queue_s or waited
                     on_result(entry.job, result)
 
-    def fetch(self, ref: Any, spec: JobSpec) -> JobResult:
+    def fetch(self, ref: Any, job: ResolvedJob) -> JobResult:
         import ray
         from ray import exceptions as rex
 
         try:
             return JobResult.from_dict(ray.get(ref))
         except rex.OutOfMemoryError as exc:
-            return JobResult(job_id=spec.job_id, failure=Failure("training", "memory exhaustion", _short(exc)))
+            failure = Failure("training", "memory exhaustion", _short(exc))
+            return with_attempts(job, JobResult(job_id=job.job_id, failure=failure))
         except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ActorDiedError, rex.RaySystemError,
                 rex.ObjectLostError, rex.TaskCancelledError) as exc:
-            return JobResult(job_id=spec.job_id, infra=True, failure=Failure(
-                "infrastructure", "crash", f"retries exhausted ({self.max_retries}): {_short(exc)}"))
+            return with_attempts(job, JobResult(job_id=job.job_id, infra=True, failure=Failure(
+                "infrastructure", "crash", f"retries exhausted ({self.max_retries}): {_short(exc)}")))
         except rex.RayTaskError as exc:  # run_job never raises for model failures: a harness defect
-            return JobResult(job_id=spec.job_id, failure=Failure("environment", "crash", _short(exc)))
+            return with_attempts(job, JobResult(job_id=job.job_id, failure=Failure("environment", "crash",
+                                                                                   _short(exc))))
+
+
+def with_attempts(job: ResolvedJob, result: JobResult) -> JobResult:
+    """A result the driver makes for a job whose worker never returned one: its attempts, as the
+    workers recorded them (results_dir is shared), the last closed with the driver's reason;
+    all the time they held is billed (none of their training counts as the job's)."""
+    from replicate.runner import attempts
+    from replicate.runner.worker import checkpoint_dir
+
+    failure = result.failure
+    cause = f"{failure.stage}: {failure.impact}: {failure.message}" if failure else "no result"
+    try:
+        history = attempts.close_last(checkpoint_dir(job.cfg, job.job_id), cause[:300])
+    except Exception:   # noqa: BLE001 - an unwritable volume: the result stands without its attempts
+        return result
+    result.attempts = history
+    result.restarts = max(0, len(history) - 1)
+    result.times.retry_overhead_s = attempts.held_s(history)
+    return result
 
 
 @dataclass

@@ -105,6 +105,8 @@ class Job(Base):
     lost_s: Mapped[float] = mapped_column(Float, default=0.0)
     # None for jobs stored before migration 0003 (their queue time was not measured)
     queue_s: Mapped[Optional[float]] = mapped_column(Float)
+    # None for jobs stored before migration 0004 (their dead attempts were not billed apart)
+    retry_overhead_s: Mapped[Optional[float]] = mapped_column(Float)
     wall_s: Mapped[float] = mapped_column(Float, default=0.0)
     accelerator_hours: Mapped[float] = mapped_column(Float, default=0.0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
@@ -113,6 +115,8 @@ class Job(Base):
     steps_done: Mapped[int] = mapped_column(Integer, default=0)
     steps_planned: Mapped[int] = mapped_column(Integer, default=0)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
+    # every attempt (replicate/runner/attempts.py); None for jobs stored before migration 0004
+    attempts: Mapped[Optional[list[Any]]] = mapped_column(JSON(none_as_null=True))
     early_check: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     lr_scaling: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     environment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

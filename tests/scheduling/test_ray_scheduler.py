@@ -82,6 +82,9 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, res
     assert row["verdict"] == "MEASURED"
     assert row["restarts"] == 1
     assert row["steps_done"] == 30
+    dead, last = row["attempts"]   # the killed worker's attempt, closed by its retry on the same node
+    assert dead["dead"] and "process lost on a live node" in dead["cause"] and dead["pid"] == killed["pid"]
+    assert dead["steps_done"] >= killed["step"] and last["cause"] == "finished" and not last["dead"]
     # The curve continues from the checkpoint: no step is logged twice.
     steps = [p["step"] for p in row["curve"] if "loss" in p]
     assert steps == sorted(set(steps)) and steps[-1] == 30

@@ -16,7 +16,7 @@ from replicate.store.results_store import ResultStore, _alembic_config
 from replicate.store.tables import Base
 
 TABLES = {"suites", "jobs", "group_verdicts", "selftest_rows"}
-HEAD = "0003"   # the newest migration (replicate/store/migrations/versions)
+HEAD = "0004"   # the newest migration (replicate/store/migrations/versions)
 
 
 def job(job_id: str = "j1", **overrides) -> dict:
@@ -277,7 +277,7 @@ def test_save_group_upserts_on_its_key(store):
         store.save_group(group(bogus=1))
 
 
-def test_a_store_of_the_previous_revision_gains_the_queue_time_and_keeps_its_jobs(tmp_path):
+def test_a_store_of_an_older_revision_gains_queue_time_and_attempts_and_keeps_its_jobs(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
     config = _alembic_config()
@@ -294,5 +294,6 @@ def test_a_store_of_the_previous_revision_gains_the_queue_time_and_keeps_its_job
                           "'{}', 'h', '2026-11-01 02:00:00', '2026-11-01 02:00:00')"))
     with ResultStore(url) as store:   # opening upgrades to the newest revision
         assert store.get_job("old")["queue_s"] is None   # not measured then
+        assert store.get_job("old")["attempts"] is None and store.get_job("old")["retry_overhead_s"] is None
         store.save_job(job("new", queue_s=12.5))
         assert store.get_job("new")["queue_s"] == 12.5 and store.get_job("old")["wall_s"] == 6
