@@ -102,9 +102,12 @@ class RayScheduler:
                 signal.signal(signal.SIGTERM, handler)
 
     def check(self, jobs: list[ResolvedJob]) -> None:
-        """Fail fast (exit 2) for a profile no node can ever run, unless the cluster autoscales."""
+        """Fail fast (exit 2) for a profile no node can ever run, unless the cluster autoscales;
+        on a cluster, for a results_dir some node does not share."""
         import ray
 
+        if self.address and jobs:
+            check_shared(str(jobs[0].cfg.results_dir))
         if self.autoscaling:
             return
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
@@ -205,6 +208,58 @@ def with_attempts(job: ResolvedJob, result: JobResult) -> JobResult:
     result.restarts = max(0, len(history) - 1)
     result.times.retry_overhead_s = attempts.held_s(history)
     return result
+
+
+SHARED_CHECK_TIMEOUT_S = 120.0   # a node that cannot start a worker in this long is named too
+
+
+def _sees(path: str, token: str) -> bool:
+    """On one node: does ``path`` hold ``token``? (the driver wrote it)."""
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def check_shared(results_dir: str) -> None:
+    """Every alive node must see the driver's ``results_dir``: workers write checkpoints, attempts
+    and results there, and a retried job resumes on another node from what the first wrote. A
+    node with its own disk there would train from scratch after every retry and its results would
+    never reach the driver. Checked with a file the driver writes and a zero-CPU task pinned to
+    each node (nodes that join later are not checked)."""
+    import secrets
+    from pathlib import Path
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = secrets.token_hex(16)
+    marker = Path(results_dir) / f".shared-check-{token[:8]}"
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(token)
+    except OSError as exc:
+        raise ResourceUnavailable(f"results_dir {results_dir}: cannot write it ({exc.strerror})") from None
+    try:
+        probe = ray.remote(num_cpus=0, max_retries=0)(_sees)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                              name="results-dir-check").remote(str(marker), token) for n in nodes]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=SHARED_CHECK_TIMEOUT_S)
+        blind = []
+        for node, ref in zip(nodes, refs):
+            seen = ray.get(ref) if ref in ready else None
+            if seen is not True:
+                why = "does not see it" if seen is False else f"did not answer in {SHARED_CHECK_TIMEOUT_S:g} s"
+                host = node.get("NodeManagerHostname") or node.get("NodeManagerAddress")
+                blind.append(f"{node['NodeID'][:12]} on {host} {why}")
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ResourceUnavailable(f"results_dir {results_dir} is not storage every Ray node shares: node "
+                                  f"{'; node '.join(blind)} (mount one shared volume at this path on every node)")
 
 
 @dataclass

@@ -72,11 +72,16 @@ class Cluster:
                     "RAY_health_check_failure_threshold": "4", "RAY_health_check_timeout_ms": "1000"}
         self.nodes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, own_disk_at: Path | None = None) -> None:
+        """Start node ``name``; ``own_disk_at``: this node sees an empty disk of its own at that
+        path (a mount namespace with a tmpfs there), as a machine without the shared volume would."""
         log = open(self.tmp / f"{name}.log", "w")
         head = ["--head", f"--port={self.port}", f"--temp-dir={self.ray_dir}", "--include-dashboard=false"]
         command = [RAY, "start", "--block", "--disable-usage-stats",
                    *(head if name == "head" else [f"--address={self.address}"]), *args]
+        if own_disk_at is not None:
+            command = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"', str(own_disk_at),
+                       *command]
         self.nodes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
 
@@ -112,9 +117,9 @@ class Cluster:
         shutil.rmtree(self.ray_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    nodes = Cluster(tmp_path)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    nodes = Cluster(tmp_path_factory.mktemp("cluster"))
     try:
         # one at a time: raylets starting together on one host can pick the same free port
         nodes.start("head", "--num-cpus=0")
@@ -191,3 +196,33 @@ def test_a_killed_node_is_retried_elsewhere_and_a_fake_gpu_node_is_infra(cluster
           f"resumed from step {last['resumed_from_step']}; lost {retried['lost_s']:.2f} s of training, "
           f"dead attempt held {dead['ended'] - dead['started']:.1f} s, retry overhead "
           f"{retried['retry_overhead_s']:.2f} s; queue {retried['queue_s']:.1f} s")
+
+
+def _can_unshare() -> bool:
+    probe = ["unshare", "--mount", "sh", "-c", "mount -t tmpfs none /mnt"]
+    return shutil.which("unshare") is not None and subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def test_a_node_without_the_shared_results_dir_is_refused_with_one_line(cluster, tmp_path, tiny):
+    """A node that sees its own disk at results_dir would retry jobs from scratch and keep their
+    results to itself: the suite stops at its start, exit 2, naming results_dir and the node."""
+    if not _can_unshare():
+        pytest.skip("needs `unshare --mount` (root or user namespaces) to give one node a disk of its own")
+    results = tmp_path / "results"
+    results.mkdir()
+    before = cluster.alive()
+    cluster.start("blind", "--num-cpus=1", own_disk_at=results)
+    try:
+        cluster.wait_for(before + 1)
+        began = time.monotonic()
+        run = subprocess.run([sys.executable, "-m", "replicate.cli", "suite", "suite=smoke", "suite_id=blind",
+                              f"scheduler.address={cluster.address}", f"results_dir={results}", *tiny,
+                              "tier.compare_with=none"], env=cluster.env, cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    finally:
+        cluster.kill("blind")
+    err = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(err) == 1, run.stderr[-2000:]
+    assert f"results_dir {results} is not storage every Ray node shares" in err[0] and "does not see it" in err[0]
+    assert time.monotonic() - began < 120
+    assert not list(results.glob(".shared-check-*"))          # the probe's file is gone
