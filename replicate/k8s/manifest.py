@@ -180,8 +180,19 @@ def pod_template(values: dict[str, Any], release: str, *, head: bool, group: dic
         spec["tolerations"] = group["tolerations"]
     if values.get("imagePullSecrets"):
         spec["imagePullSecrets"] = values["imagePullSecrets"]
+    if values["storage"]["singleNode"] and not head:
+        spec["affinity"] = on_the_heads_node(release)
     return {"metadata": {"labels": {APP_LABEL: "zoo-replicate", "app.kubernetes.io/instance": release}},
             "spec": spec}
+
+
+def on_the_heads_node(release: str) -> dict[str, Any]:
+    """storage.singleNode: a worker pod is scheduled only on the node of this release's Ray head,
+    so ReadWriteOnce volumes (attached to one node) are enough; a worker that does not fit there
+    stays Pending instead of failing to attach its volumes on another node."""
+    head = {APP_LABEL: "zoo-replicate", "app.kubernetes.io/instance": release, "ray.io/node-type": "head"}
+    return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": head}, "topologyKey": "kubernetes.io/hostname"}]}}
 
 
 def _group_values(values: dict[str, Any], name: str) -> dict[str, Any]:

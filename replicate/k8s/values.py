@@ -81,7 +81,9 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
     if errors:
         first = errors[0]
         path = ".".join(str(p) for p in first.path) or "values"
-        raise ConfigError(path, f"{first.message} (charts/zoo-replicate/values.schema.json)")
+        # a rule whose bare message would not say why carries its reason in the schema's description
+        why = first.schema.get("description") if isinstance(first.schema, dict) else None
+        raise ConfigError(path, f"{first.message}{': ' + why if why else ''} (charts/zoo-replicate/values.schema.json)")
     return values
 
 

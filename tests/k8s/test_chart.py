@@ -25,6 +25,9 @@ SCENARIOS = {
     "postgres": {"store": {"existingSecret": {"name": "zoo-store", "key": "url"}}},
     "wandb": {"wandb": {"enabled": True, "entity": "lab", "apiKeySecret": {"name": "wandb", "key": "api-key"}}},
     "existing-claims": {"storage": {"datasets": {"existingClaim": "coco"}, "results": {"existingClaim": "res"}}},
+    "single-node": {"storage": {"singleNode": True, **{
+        volume: {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard-rwo"}
+        for volume in ("datasets", "checkpoints", "results")}}},
 }
 
 
@@ -198,3 +201,30 @@ def test_wandb_project_and_entity_stay_one_argument_each(chart):
     args = shlex.split(chart.rayjob(wandb)["spec"]["entrypoint"])
     assert "logger.project=zoo nightly" in args and "logger.entity=o'brien lab" in args, args
     assert args[-1] == "seed=1", args
+
+
+def test_a_read_write_once_volume_needs_single_node_and_then_workers_join_the_heads_node(chart):
+    """GKE's default class and most on-prem ones cannot give ReadWriteMany: such a lab picks its
+    class and mode per volume. ReadWriteOnce attaches to one node, so it is refused by Helm's own
+    schema check unless singleNode, which holds every worker to the head's node."""
+    import helm_python as helm
+
+    rwo = {"checkpoints": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard-rwo"}}
+    with pytest.raises(helm.HelmError, match="accessModes"):
+        chart.render({"storage": rwo})
+    objects, _ = chart.render({"storage": {"singleNode": True, **rwo}})
+    claims = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    assert claims["zoo-checkpoints"]["accessModes"] == ["ReadWriteOnce"]
+    assert claims["zoo-checkpoints"]["storageClassName"] == "standard-rwo"
+    assert claims["zoo-results"]["accessModes"] == ["ReadWriteMany"] and "storageClassName" not in claims["zoo-results"]
+    # datasets are only read: ReadOnlyMany serves several nodes
+    chart.render({"storage": {"datasets": {"accessModes": ["ReadOnlyMany"]}}})
+    job = chart.rayjob({"storage": {"singleNode": True, **rwo}})
+    cluster = job["spec"]["rayClusterSpec"]
+    assert "affinity" not in cluster["headGroupSpec"]["template"]["spec"]
+    for group in cluster["workerGroupSpecs"]:
+        (term,) = group["template"]["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"]["ray.io/node-type"] == "head"
+    default = chart.rayjob()["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert all("affinity" not in group["template"]["spec"] for group in default)

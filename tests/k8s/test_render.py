@@ -79,6 +79,8 @@ def test_values_file_and_set_reach_the_manifest(capsys, tmp_path, crd_validator)
     (["suite=smoke", "scheduler=local"], "scheduler"),
     (["suite=smoke", "--values=/nonexistent/values.yaml"], "/nonexistent/values.yaml"),
     (["suite=smoke", "--name=Not_A_Label"], "--name"),
+    (["suite=smoke", "--set", "storage.datasets.accessModes=[ReadWriteOnce]"], "storage.datasets.accessModes"),
+    (["suite=smoke", "--set", "storage.singleNode=maybe"], "storage.singleNode"),
 ])
 def test_bad_input_exits_2_naming_the_key(capsys, args, key):
     assert main(["k8s", "render", *args]) == 2
