@@ -27,6 +27,7 @@ from replicate.records import GroupRecord, group_record, job_record
 from replicate.redact import redacted_overrides
 from replicate.resolved import ResolvedJob, resolve_job
 from replicate.scheduling import Scheduler
+from replicate.scheduling.deadlines import Deadline, job_deadlines
 from replicate.store import spool
 from replicate.store.protocol import JobStore
 from replicate.verdict import judge_job
@@ -123,6 +124,7 @@ class SuiteRun:
         self.sinks: list[JobSink] = [ConsoleSink(echo), *([LoggerSink(logger)] if logger is not None else [])]
         self.store = open_store(root)
         self.results: dict[str, JobResult] = {}   # the jobs run now, by id: the group verdicts read them
+        self.deadlines: dict[str, Deadline] = {}   # the running jobs' deadlines, by id
 
     def __enter__(self) -> "SuiteRun":
         return self
@@ -195,8 +197,12 @@ class SuiteRun:
         runnable = [j for j in runnable if data_of(j).root not in broken]
         if runnable:
             scheduler = open_scheduler(self.root)
+            try:
+                self.deadlines = job_deadlines(runnable, self.store, self.root.scheduler)
+            except StoreError as exc:   # no history to read: every job gets scheduler.job_timeout_s
+                self.echo(f"deadlines: the store cannot be read ({exc}); scheduler.job_timeout_s for every job")
             self.echo(f"running {len(runnable)} job(s) with {type(scheduler).__name__} ...")
-            scheduler.run(runnable, lambda job, result: self.record(job, result, out, len(jobs)))
+            scheduler.run(runnable, lambda job, result: self.record(job, result, out, len(jobs)), self.deadlines)
         for job_id in out.skipped:
             row = self.store.get_job(job_id)
             if row is not None:
@@ -206,6 +212,8 @@ class SuiteRun:
 
     def record(self, job: ResolvedJob, result: JobResult, out: SuiteResult, total: int) -> None:
         """Judge a finished job, store its row (spooled if the store is down) and tell the sinks."""
+        if job.job_id in self.deadlines:   # what the job was allowed, beside what it took
+            result.environment.setdefault("deadline", self.deadlines[job.job_id].to_dict())
         verdict, failure = judge_job(result, job.target)
         self.results[job.job_id] = result
         record = job_record(job.spec, result, verdict, failure, job.target, job.hardware)

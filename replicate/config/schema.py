@@ -273,6 +273,9 @@ class SchedulerConfig:
     address: Optional[str] = None
     max_retries: int = 2
     job_timeout_s: float = 7200
+    deadline_margin: float = 3.0
+    deadline_floor_s: float = 600
+    deadline_history: int = 5
     autoscaling: bool = False
     num_cpus: Optional[int] = None
 

@@ -89,6 +89,12 @@ def _check_run_settings(cfg: DictConfig) -> None:
     scheduler = cfg.scheduler
     _at_least(scheduler.max_retries, 0, "scheduler.max_retries")
     _positive(scheduler.job_timeout_s, "scheduler.job_timeout_s")
+    require(_finite(scheduler.deadline_margin, "scheduler.deadline_margin") >= 1, "scheduler.deadline_margin",
+            f"{scheduler.deadline_margin} is below 1: a job would be cut before the time its recipe took before")
+    require(_finite(scheduler.deadline_floor_s, "scheduler.deadline_floor_s") >= 0, "scheduler.deadline_floor_s",
+            f"{scheduler.deadline_floor_s} is negative")
+    require(int(scheduler.deadline_history) >= 1, "scheduler.deadline_history",
+            f"{scheduler.deadline_history}: at least one earlier run is needed for a median")
     _optional_positive(scheduler.get("num_cpus"), "scheduler.num_cpus")
     # On a cluster every node resolves a relative folder against its own working directory: the
     # checkpoints, data and results of one suite would scatter over the nodes' disks.

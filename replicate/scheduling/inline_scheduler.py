@@ -5,22 +5,24 @@ For debugging a model and for measuring the harness's own overhead; suites use R
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from replicate.errors import ResourceUnavailable
 from replicate.resolved import ResolvedJob
 from replicate.scheduling import OnResult
+from replicate.scheduling.deadlines import Deadline
 from replicate.scheduling.resources import job_threads
 
 
 class InlineScheduler:
     """Jobs in this process, in order. The scheduler config's other keys (retries, timeouts) are
-    accepted and do not apply: a job here runs to its end or stops the process."""
+    accepted and do not apply, deadlines neither: a job here runs to its end or stops the process."""
 
     def __init__(self, **_: Any):
         pass
 
-    def run(self, jobs: list[ResolvedJob], on_result: OnResult) -> None:
+    def run(self, jobs: list[ResolvedJob], on_result: OnResult,
+            deadlines: Optional[Mapping[str, Deadline]] = None) -> None:
         import torch
 
         from replicate.runner.worker import run_resolved

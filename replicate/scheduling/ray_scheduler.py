@@ -4,9 +4,10 @@ Jobs of a suite run concurrently as resources allow. A job whose worker dies is 
 (``max_retries``) and resumes from its checkpoint; retries exhausted is INFRA. A job that raises
 comes back as a classified ERROR result from run_job and does not stop the others.
 
-``job_timeout_s`` counts from the job's start (its first attempt's ``worker.json``), not its
+A running job's deadline (scheduling/deadlines.py: from earlier runs of its recipe, else
+``job_timeout_s``) counts from the job's start (its first attempt's ``worker.json``), not its
 submission: a job that waited for a node is not cut short for it. The wait is recorded apart
-(``queue_s``); a job still queued after ``job_timeout_s`` is INFRA too.
+(``queue_s``); a job still queued after ``job_timeout_s`` is INFRA.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from replicate.errors import ResourceUnavailable
 from replicate.jobs import Failure, JobResult
 from replicate.resolved import ResolvedJob
 from replicate.scheduling import OnResult
+from replicate.scheduling.deadlines import Deadline
 from replicate.scheduling.resources import check_fits, job_threads, task_options
 
 
@@ -114,7 +116,8 @@ class RayScheduler:
         for job in jobs:
             check_fits(job.hardware.name, task_options(job.cfg), nodes)
 
-    def run(self, jobs: list[ResolvedJob], on_result: OnResult) -> None:
+    def run(self, jobs: list[ResolvedJob], on_result: OnResult,
+            deadlines: Optional[Mapping[str, Deadline]] = None) -> None:
         import ray
 
         from replicate.runner.worker import run_resolved
@@ -132,7 +135,8 @@ class RayScheduler:
             for job in [j for j in jobs if j.workers == 1]:
                 ref = remote.options(**task_options(job.cfg), max_retries=self.max_retries, retry_exceptions=False,
                                      name=job.job_id).remote(job.to_wire(), job_threads(job.cfg))
-                pending[ref] = Pending(job, submitted=time.time())
+                deadline = (deadlines or {}).get(job.job_id) or Deadline(self.job_timeout_s, "scheduler.job_timeout_s")
+                pending[ref] = Pending(job, submitted=time.time(), deadline=deadline)
             self.collect(pending, on_result, running)
             groups.shutdown()
         finally:
@@ -160,14 +164,16 @@ class RayScheduler:
             now = time.time()
             for ref, entry in list(pending.items()):
                 entry.look_for_start()
-                waited = now - (entry.started if entry.started is not None else entry.submitted)
-                if waited > self.job_timeout_s:
+                # never started: no node served it (the cluster's fault, INFRA); started: a hang
+                queued = entry.started is None
+                waited = now - (entry.submitted if entry.started is None else entry.started)
+                limit = self.job_timeout_s if queued else entry.deadline.seconds
+                if waited > limit:
                     ray.cancel(ref, force=True)
                     pending.pop(ref)
-                    # never started: no node served it (the cluster's fault, INFRA); started: a hang
-                    queued = entry.started is None
-                    state = "queued, never started," if queued else "running"
-                    why = f"{state} for more than scheduler.job_timeout_s={self.job_timeout_s:g}"
+                    why = (f"queued, never started, for more than scheduler.job_timeout_s={self.job_timeout_s:g}"
+                           if queued else f"running for more than its deadline of {limit:.0f} s: "
+                           f"{entry.deadline.basis}")
                     result = with_attempts(entry.job, JobResult(
                         job_id=entry.job.job_id, infra=queued, failure=Failure("infrastructure", "hang", why)))
                     result.times.queue_s = entry.queue_s or waited
@@ -268,6 +274,7 @@ class Pending:
 
     job: ResolvedJob
     submitted: float                  # time.time() at submission
+    deadline: Deadline                # how long it may run once started
     started: Optional[float] = None   # the first attempt's start (its worker.json), once seen
 
     def look_for_start(self) -> None:

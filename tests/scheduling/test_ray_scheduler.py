@@ -154,10 +154,11 @@ def test_a_stale_worker_record_is_not_taken_for_the_start(tmp_path):
     from replicate.config.compose import compose_config
     from replicate.resolved import resolve_job
     from replicate.runner.worker import checkpoint_dir
+    from replicate.scheduling.deadlines import Deadline
     from replicate.scheduling.ray_scheduler import Pending
 
     job = resolve_job(compose_config(["model=yolov4", f"results_dir={tmp_path}", *NO_VERDICT]), None)
-    entry = Pending(job, submitted=time.time())
+    entry = Pending(job, submitted=time.time(), deadline=Deadline(60, "test"))
     entry.look_for_start()
     assert entry.started is None and entry.queue_s is None           # nothing written yet
     record = checkpoint_dir(job.cfg, job.job_id) / "worker.json"
