@@ -109,3 +109,20 @@ def test_the_scheduling_benchmark_times_the_same_jobs_both_ways(tiny):
     speedup, fixed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert speedup["value"] > 0 and "serial" in speedup["detail"] and "yolov4, yolov3" in speedup["name"]
     assert "through Ray" in fixed["detail"] and fixed["target"] == 0.05
+
+
+def test_the_gpu_scaling_script_composes_its_jobs_and_refuses_a_machine_without_the_gpus(tmp_path):
+    """benchmarks/data_parallel.py --gpus N cannot run here: what it runs is checked instead (the
+    full variant at the paper's input size on a GPU profile), and its refusal without N GPUs."""
+    import torch
+
+    from benchmarks.data_parallel import _job, gpu_overrides, main
+
+    for model, size in (("yolov4", 608), ("faster_rcnn", 800)):
+        job = _job(tmp_path, 50, model, gpu_overrides(model, 64))
+        tier = job.cfg.model.tiers.smoke
+        assert (tier.variant, tier.input_size, tier.recipe.batch_size) == ("full", size, 64)
+        assert job.hardware.accelerator == "gpu" and job.hardware.count == 1
+    if torch.cuda.device_count() < 8:
+        with pytest.raises(SystemExit, match="--gpus 8: torch sees"):
+            main(["--gpus", "8"])

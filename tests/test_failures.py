@@ -62,6 +62,20 @@ def test_a_gpu_job_on_a_worker_whose_torch_sees_no_gpu_is_infra_never_a_cpu_run(
     assert result.steps_done == 0 and result.images_seen == 0   # not one CPU step was taken
 
 
+def test_a_data_parallel_worker_needs_one_gpu_of_its_own_not_the_profiles_eight():
+    """hardware=a100x8 on 8 workers: each worker asks for one GPU (Ray Train gives it one), not
+    eight; without any it is still INFRA with the reason."""
+    from replicate.config.compose import compose_config
+    from replicate.errors import ResourceUnavailable
+    from replicate.runner.worker import pick_device
+
+    hardware = compose_config(["model=yolov4", "hardware=a100x8", "tier.compare_with=none"]).hardware
+    with pytest.raises(ResourceUnavailable, match=r"asks for 1 GPU\(s\) per worker; torch on this worker sees 0"):
+        pick_device("auto", hardware, world_size=8)
+    with pytest.raises(ResourceUnavailable, match=r"asks for 8 GPU\(s\); torch"):
+        pick_device("auto", hardware, world_size=1)
+
+
 def test_device_cpu_with_a_gpu_profile_is_refused_before_anything_runs(capsys):
     from replicate.cli import main
 

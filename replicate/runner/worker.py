@@ -19,24 +19,44 @@ def checkpoint_dir(cfg: Any, job_id: str) -> Path:
     return Path(cfg.results_dir) / "checkpoints" / job_id
 
 
-def pick_device(requested: str, hardware: Any) -> str:
+def pick_device(requested: str, hardware: Any, world_size: int = 1) -> str:
     """The torch device of a job. A profile that asks for GPUs gets them or the job is INFRA: a
     node that advertises a GPU torch cannot see (a driver missing in the image) must not train on
-    the CPU without a word, billed at the GPU rate and judged as a slow model."""
+    the CPU without a word, billed at the GPU rate and judged as a slow model.
+
+    In a data-parallel group (``world_size`` > 1) each worker holds one GPU of the profile's:
+    it needs one visible and trains on its own (``cuda:<local rank>``), never all on GPU 0."""
     import torch
 
     if hardware.accelerator == "gpu":
-        wanted = int(hardware.count or 1)
+        wanted = 1 if world_size > 1 else int(hardware.count or 1)
         seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if seen < wanted:
             raise ResourceUnavailable(
-                f"hardware={hardware.name} asks for {wanted} GPU(s); torch on this worker sees {seen} "
-                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}, torch "
-                f"{torch.__version__}, built for CUDA {torch.version.cuda or 'none'})")
-        return "cuda"
+                f"hardware={hardware.name} asks for {wanted} GPU(s){' per worker' if world_size > 1 else ''}; torch "
+                f"on this worker sees {seen} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}"
+                f", torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'})")
+        if world_size == 1:
+            return "cuda"
+        device = _worker_gpu()
+        torch.cuda.set_device(device)   # NCCL's collectives and DDP use the current device
+        return str(device)
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
+
+
+def _worker_gpu() -> Any:
+    """This data-parallel worker's GPU: Ray Train's choice (it knows which of the node's GPUs it
+    gave the worker), else the launcher's LOCAL_RANK."""
+    import torch
+
+    try:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    except Exception:   # noqa: BLE001 - not in a Ray Train worker: torchrun's convention
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def run_job(job: ResolvedJob, *, progress: bool = True, num_threads: int | None = None,
@@ -94,7 +114,7 @@ def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num
         # Set either way: Ray reuses worker processes, and the flag is process-wide. warn_only: an
         # op without a deterministic kernel warns instead of failing the job.
         torch.use_deterministic_algorithms(bool(cfg.tier.get("deterministic")), warn_only=True)
-        ctx.device = pick_device(cfg.device, cfg.hardware)
+        ctx.device = pick_device(cfg.device, cfg.hardware, ctx.world_size)
         result = build_loop(spec, cfg, ctx, result, num_threads).run()
     except Exception as exc:  # noqa: BLE001 - every model failure becomes a classified result
         result.failure = classify(exc, ctx.stage)
