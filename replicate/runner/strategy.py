@@ -12,7 +12,7 @@ pure function of the profile, so the choice is tested on machines without TPUs;
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional
 
 from replicate.errors import ResourceUnavailable
 
@@ -63,7 +63,23 @@ def _visible_gpus(hardware: Any, tf: Any) -> int:
     return count
 
 
+def tpu_runtime_missing(tf: Any) -> Optional[str]:
+    """Why this TensorFlow cannot drive a TPU, or None. A TPU is driven through libtpu, which
+    tensorflow-cpu (this project's pin, 2.21) does not bring, and tensorflow-tpu stops at 2.20 on
+    PyPI: the image cannot install a TPU runtime for its own TensorFlow, so it says so."""
+    import importlib.util
+
+    if importlib.util.find_spec("libtpu") is not None:
+        return None
+    return (f"this image's TensorFlow {tf.__version__} has no TPU runtime (no libtpu: tensorflow-cpu cannot drive a "
+            "TPU, and tensorflow-tpu on PyPI stops at 2.20, below the pinned 2.21); run TPU profiles from an image "
+            "whose TensorFlow and libtpu match")
+
+
 def _tpu_strategy(hardware: Any, tf: Any) -> Any:
+    missing = tpu_runtime_missing(tf)
+    if missing:
+        raise ResourceUnavailable(f"hardware profile {hardware.name!r} asks for a TPU, but {missing}")
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get(TPU_NAME_ENV, ""))
         tf.config.experimental_connect_to_cluster(resolver)

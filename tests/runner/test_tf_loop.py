@@ -152,13 +152,27 @@ def test_a_gpu_profile_without_the_gpus_is_refused_not_run_on_the_cpu(tf, profil
     assert f"hardware.count={hardware.count}" in message and f"sees {seen}" in message and "\n" not in message
 
 
+def test_a_tpu_profile_on_an_image_without_a_tpu_runtime_is_refused_saying_so(tf):
+    """tensorflow-cpu has no libtpu: not "no TPU reachable" but what the image lacks."""
+    import importlib.util
+
+    if importlib.util.find_spec("libtpu") is not None:
+        pytest.skip("libtpu is installed here")
+    with pytest.raises(ResourceUnavailable, match="tpu_v3_8.*no TPU runtime \\(no libtpu"):
+        make_strategy(_hardware("tpu_v3_8"), tf)
+
+
 @pytest.mark.parametrize("tpu_name", [None, ""])  # unset, or set and empty: two resolver paths
 def test_a_tpu_profile_without_a_reachable_tpu_is_refused(tf, monkeypatch, tpu_name):
+    """With a TPU runtime in the image (stood in for here: this one has none), no TPU reachable."""
+    from replicate.runner import strategy
+
+    monkeypatch.setattr(strategy, "tpu_runtime_missing", lambda _tf: None)
     if tpu_name is None:
         monkeypatch.delenv(TPU_NAME_ENV, raising=False)
     else:
         monkeypatch.setenv(TPU_NAME_ENV, tpu_name)
-    with pytest.raises(ResourceUnavailable, match="tpu_v3_8.*TPU"):
+    with pytest.raises(ResourceUnavailable, match="tpu_v3_8.*TPU but none is reachable"):
         make_strategy(_hardware("tpu_v3_8"), tf)
 
 
