@@ -23,6 +23,7 @@ from replicate.runner.norm_statistics import running_statistics, statistics_move
 from replicate.runner.torch_loop import seed_everything
 from replicate.runner.worker import build_task
 from replicate.visual import write_sample_grid
+from replicate.weights_file import weights_for
 
 OVERFIT_STEPS = 40
 OVERFIT_DROP = 0.5   # the loss on one repeated batch must fall below half its first value
@@ -63,8 +64,9 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     model = task.build_model(spec.variant)
     dataset = task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=False)
     batch = task.collate([dataset[i] for i in range(min(2, len(dataset)))])
-    if cfg.checkpoint:
-        _check_checkpoint(task, model, Path(cfg.checkpoint), framework, report)
+    weights = weights_for(cfg)   # checkpoint=, or an eval tier's released file
+    if weights is not None:
+        _check_checkpoint(task, model, weights.path, framework, report)
     PREFLIGHTS[framework].run(task, model, dataset, batch, cfg, report)
     differential = task.differential_check()  # torch vs TensorFlow, for two-framework models
     if differential is not None:

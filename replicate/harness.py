@@ -195,6 +195,11 @@ class SuiteRun:
             self.record(job, JobResult(job_id=job.job_id, infra=True, failure=Failure(
                 "infrastructure", "crash", f"dataset {data.name} unavailable: {broken[data.root]}")), out, len(jobs))
         runnable = [j for j in runnable if data_of(j).root not in broken]
+        unweighted = preflight_weights(runnable, self.echo, keep_going=missing_data_is_infra)
+        for job in [j for j in runnable if j.job_id in unweighted]:
+            self.record(job, JobResult(job_id=job.job_id, infra=True, failure=Failure(
+                "infrastructure", "crash", unweighted[job.job_id])), out, len(jobs))
+        runnable = [j for j in runnable if j.job_id not in unweighted]
         if runnable:
             scheduler = open_scheduler(self.root)
             try:
@@ -290,6 +295,26 @@ def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False
             broken[data.root] = str(exc)
             echo(f"data {data.name}: {exc}; its jobs are INFRA, the others run")
     return broken
+
+
+def preflight_weights(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False) -> dict[str, str]:
+    """Every weights file a job loads (an eval tier's released checkpoint, ``checkpoint=``) is
+    there before anything is scheduled (its hash is checked where it is loaded). A missing one is a
+    DataError naming it (exit 2), or with ``keep_going`` returned per job id: those jobs are INFRA."""
+    from replicate.weights_file import weights_for
+
+    missing: dict[str, str] = {}
+    for job in jobs:
+        weights = weights_for(job.cfg)
+        if weights is None or weights.path.is_file():
+            continue
+        where = f": place the released file from {weights.source} there" if weights.released else ""
+        error = DataError(str(weights.path), f"checkpoint not found{where}")
+        if not keep_going:
+            raise error
+        missing[job.job_id] = str(error)
+        echo(f"weights: {error}; job {job.job_id} is INFRA, the others run")
+    return missing
 
 
 def run_one(overrides: Sequence[str], echo: Echo = print) -> SuiteResult:

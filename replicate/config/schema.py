@@ -134,6 +134,8 @@ class ReleasedCheckpointConfig:
     file: str = MISSING
     sha256_prefix: Optional[str] = None   # the publisher's hash in the file name; None: none published
     source: str = MISSING                 # where it is published (URL, weights enum)
+    # where the lab places it: the datasets volume (read-only on the cluster), as the data sets
+    directory: str = "${oc.env:ZOO_DATA_ROOT,/data}/checkpoints"
 
 
 @dataclass

@@ -32,6 +32,7 @@ from replicate.jobs import JobResult
 from replicate.runner import attempts
 from replicate.runner import checkpoint as ckpt
 from replicate.verdict import EarlyCheck, early_loss, weight_drift
+from replicate.weights_file import verify, weights_for
 
 
 @dataclass
@@ -128,10 +129,19 @@ class BaseLoop(abc.ABC):
     def enter_training(self) -> None:
         """Called when training (re)starts; a framework with train/eval modes switches here."""
 
+    def load_job_weights(self) -> None:
+        """The weights the job starts from or scores (``checkpoint=``, an eval tier's released
+        file), checked against the hash published with it; the file and its hash are recorded."""
+        weights = weights_for(self.cfg)
+        if weights is None:
+            return
+        digest = verify(weights)
+        self.result.environment["weights"] = {"path": str(weights.path), "sha256": digest,
+                                               "published_prefix": weights.published_prefix, "source": weights.source}
+        self.load_weights(weights.path)
+
     def load_weights(self, path: Path) -> None:
-        """``cfg.checkpoint``: a format the task knows (e.g. Darknet .weights), else this loop's own."""
-        if not path.is_file():
-            raise DataError(str(path), "checkpoint file not found (key: checkpoint)")
+        """A weights file in a format the task knows (e.g. Darknet .weights), else this loop's own."""
         if not self.task.load_checkpoint(self.model, path):
             self.load_loop_checkpoint(path)
 

@@ -70,8 +70,7 @@ class TfLoop(BaseLoop):
         self.ctx.stage = "modeling"
         with self.strategy.scope():
             self.model = self.task.build_model(self.task.ctx.variant)
-        if self.cfg.checkpoint:
-            self.load_weights(Path(self.cfg.checkpoint))
+        self.load_job_weights()
 
     def load_loop_checkpoint(self, path: Path) -> None:
         state = ckpt.load_latest(path.parent) if path.name == ckpt.LATEST else None

@@ -84,8 +84,7 @@ class TorchLoop(BaseLoop):
         self.model = self.task.build_model(self.task.ctx.variant).to(self.device)
         if self.amp:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if self.cfg.checkpoint:
-            self.load_weights(Path(self.cfg.checkpoint))
+        self.load_job_weights()
 
     def load_loop_checkpoint(self, path: Path) -> None:
         load_state_file(self.model, path)
