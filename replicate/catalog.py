@@ -38,12 +38,15 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
     split = datasets[tier.data].splits.get(tier.eval_split)
     compared: Optional[dict[str, Any]] = None
     if tier.claim_split is not None:
-        from replicate.verdict import claim_on
+        from replicate.verdict import claim_on, other_claims
 
         claim = claim_on(model.claims, tier.variant, tier.claim_split)
         if claim is not None:
             compared = {"kind": "claim", "metric": claim.metric, "value": claim.value, "split": claim.split,
-                        "source": claim.source}
+                        "source": claim.source,
+                        # judged too: the first one missed decides the verdict
+                        "also": [{"metric": c.metric, "value": c.value, "source": c.source}
+                                 for c in other_claims(model.claims, claim, tier.variant, int(tier.input_size))]}
     elif tier.reference is not None:
         compared = {"kind": "reference", "metric": tier.reference.metric, "value": tier.reference.value,
                     "split": tier.eval_split, "source": tier.reference.source}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -56,6 +56,12 @@ class Target:
     # A claim's tier: what it does differently from the reference implementation (shown beside
     # the verdict: a BELOW may be the deviation's, not the replication's).
     deviations: Optional[list[str]] = None
+    # Whether the job trained: a miss of a tier that only evaluates (released weights) is the
+    # evaluation's failure, not the training's.
+    trained: bool = True
+    # The tier's other claims on the same split (Mask R-CNN's mask AP beside its box AP): each is
+    # judged too, and the first one missed decides the verdict.
+    also: list["Target"] = field(default_factory=list)
 
     @property
     def low(self) -> Optional[float]:
@@ -87,6 +93,7 @@ class Target:
         for key in ("loss_band", "band"):
             if kept.get(key) is not None:
                 kept[key] = tuple(kept[key])
+        kept["also"] = [cls.from_dict(other) for other in kept.get("also") or []]
         return cls(**kept)
 
 
@@ -111,9 +118,14 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
                       loss_band=final_loss_band(cfg) if kind == "reference" else None, band=(low, high))
     if kind == "claim":
         claim = select_claim(cfg, variant, tier.claim_split)
+        trained = bool(cfg.tier.trains)
+        also = [Target("claim", c.metric, float(c.value), float(c.tolerance), c.tolerance_kind, c.direction, c.source,
+                       split=c.split, trained=trained)
+                for c in other_claims(cfg.model.claims, claim, variant, int(tier.input_size))]
         return Target("claim", claim.metric, float(claim.value), float(claim.tolerance), claim.tolerance_kind,
                       claim.direction, claim.source, split=claim.split,
-                      deviations=list(tier.deviations) if tier.deviations is not None else None)
+                      deviations=list(tier.deviations) if tier.deviations is not None else None,
+                      trained=trained, also=also)
     primary = next(c for c in cfg.model.claims if c.primary)
     return Target("none", primary.metric if reference is None else reference.metric, None, 0.0,
                   "relative", primary.direction, "calibration run: nothing to compare with")
@@ -259,6 +271,20 @@ def claim_on(claims: Sequence[Any], variant: str, split: str) -> Optional[Any]:
     """The primary claim on ``split`` for ``variant``, else the first claim on it, else None."""
     found = [c for c in claims if c.split == split and (c.variant or "full") == variant]
     return next((c for c in found if c.primary), found[0] if found else None)
+
+
+def other_claims(claims: Sequence[Any], primary: Any, variant: str, input_size: int) -> list[Any]:
+    """The claims judged beside ``primary``: on its split and variant, measured at this input size
+    (or at an unstated one), one per metric (the first listed), its own metric excluded."""
+    seen = {primary.metric}
+    out = []
+    for claim in claims:
+        if (claim.split != primary.split or (claim.variant or "full") != variant or claim.metric in seen
+                or claim.get("input_size") not in (None, input_size)):
+            continue
+        seen.add(claim.metric)
+        out.append(claim)
+    return out
 
 
 def select_claim(cfg: DictConfig, variant: str, split: str):
@@ -440,7 +466,8 @@ def judge_value(value: Optional[float], target: Target) -> tuple[str, Optional[F
     outcome = BELOW if value < low else ABOVE
     band = f"[{low:.4g}, {high:.4g}]"
     if outcome == worse_side:
-        return outcome, Failure("training", "accuracy below expectations",
+        # a tier that did not train (released weights) can only have evaluated wrongly
+        return outcome, Failure("training" if target.trained else "evaluation", "accuracy below expectations",
                                 f"{target.metric} {value:.4g} is outside {band} ({target.kind}, {target.source})")
     # Better than the band: suspicious (wrong split, leak, or a stale claim): incorrect functionality.
     return outcome, Failure("evaluation", "incorrect functionality",
@@ -465,7 +492,19 @@ def judge_job(result: JobResult, target: Target) -> tuple[str, Optional[Failure]
                                       f"training loss {loss:.4g} over the last quarter of the schedule is outside "
                                       f"[{low:.4g}, {high:.4g}] (the band of the calibration draws' loss): "
                                       f"{target.metric} is in its band, but the training is not the reference's")
+    if verdict == PASS:
+        return judge_also(lambda metric: result.metrics.get(metric), target, (verdict, failure))
     return verdict, failure
+
+
+def judge_also(value_of: Callable[[str], Optional[float]], target: Target,
+               primary: tuple[str, Optional[Failure]]) -> tuple[str, Optional[Failure]]:
+    """The primary claim's verdict, unless one of the tier's other claims is missed: then that."""
+    for other in target.also:
+        verdict, failure = judge_value(value_of(other.metric) if other.metric else None, other)
+        if verdict != PASS:
+            return verdict, failure
+    return primary
 
 
 def early_abort_message(check: dict[str, Any], target: Target) -> str:
@@ -517,6 +556,13 @@ def judge_group(results: list[tuple[int, JobResult, str]], target: Target) -> Gr
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
     verdict, failure = judge_value(mean, target)
+    if verdict == PASS:   # the other claims by their own means over the seeds
+
+        def mean_of(metric: str) -> Optional[float]:
+            seen = [r.metrics.get(metric) for _, r, _ in results]
+            return None if any(v is None for v in seen) else statistics.fmean(v for v in seen if v is not None)
+
+        verdict, failure = judge_also(mean_of, target, (verdict, failure))
     return GroupVerdict(verdict, mean, std, seeds, failure, noise_note(target, std))
 
 

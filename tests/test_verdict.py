@@ -140,3 +140,41 @@ def test_an_off_curve_seed_decides_its_group():
     results = [(0, _trained(20.0, [1.0] * 8), PASS), (1, _trained(20.0, [3.0] * 8), OFF_CURVE)]
     group = judge_group(results, target)
     assert group.verdict == OFF_CURVE and "training loss" in group.failure.message
+
+
+def test_every_claim_of_the_tier_is_judged_and_a_missed_mask_ap_decides():
+    """Mask R-CNN's eval tier: box AP in its band is not enough; the mask AP claim on the same
+    split is judged too. A miss on a tier that did not train is the evaluation's failure."""
+    from replicate.config.compose import compose_config
+    from replicate.verdict import target_for
+
+    target = target_for(compose_config(["model=mask_rcnn", "tier=eval"]), "full")
+    assert (target.metric, target.value) == ("bbox_AP", 37.9) and not target.trained
+    (mask,) = target.also
+    assert (mask.metric, mask.value, mask.split) == ("segm_AP", 34.6, "val2017")   # not minival2014's 33.6
+    both = JobResult("j", metrics={"bbox_AP": 37.9, "segm_AP": 34.5})
+    assert judge_job(both, target) == (PASS, None)
+    verdict, failure = judge_job(JobResult("j", metrics={"bbox_AP": 37.9, "segm_AP": 30.0}), target)
+    assert verdict == BELOW and failure.stage == "evaluation" and failure.message.startswith("segm_AP 30")
+    verdict, failure = judge_job(JobResult("j", metrics={"bbox_AP": 37.9}), target)
+    assert verdict == ERROR and "'segm_AP' was not produced" in failure.message
+    group = judge_group([(0, JobResult("a", metrics={"bbox_AP": 37.9, "segm_AP": 31.0}), PASS),
+                         (1, JobResult("b", metrics={"bbox_AP": 37.9, "segm_AP": 31.4}), PASS)], target)
+    assert group.verdict == BELOW and "segm_AP 31.2" in group.failure.message
+    assert Target.from_dict(target.to_dict()) == target      # stored with the job, read back whole
+
+
+def test_claims_at_another_resolution_are_not_judged_beside_the_primary():
+    """yolov3's AP50 claims on test-dev are at 608 and 416: only the one at the tier's size."""
+    from replicate.config.compose import compose_config
+    from replicate.verdict import claim_on, other_claims
+
+    claims = compose_config(["model=yolov3"]).model.claims
+    primary = claim_on(claims, "full", "test-dev2017")
+    assert [(c.metric, c.value) for c in other_claims(claims, primary, "full", 608)] == [("bbox_AP50", 57.9)]
+    assert [(c.metric, c.value) for c in other_claims(claims, primary, "full", 416)] == [("bbox_AP50", 55.3)]
+
+
+def test_a_training_tiers_miss_is_the_trainings():
+    target = Target("claim", "bbox_AP", 37.0, 0.02, "relative", "higher", "x", trained=True)
+    assert judge_value(30.0, target)[1].stage == "training"

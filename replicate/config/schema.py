@@ -60,6 +60,7 @@ class ClaimConfig:
     tolerance: float = 0.02          # the lab's 1-3% rule
     tolerance_kind: str = "relative"  # relative | absolute
     variant: Optional[str] = None    # None: the 'full' variant
+    input_size: Optional[int] = None  # the resolution it was measured at; None: the tier's, whatever it is
     primary: bool = False
 
 
