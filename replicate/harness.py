@@ -298,22 +298,23 @@ def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False
 
 
 def preflight_weights(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False) -> dict[str, str]:
-    """Every weights file a job loads (an eval tier's released checkpoint, ``checkpoint=``) is
+    """Every weights file a job loads (an eval tier's released checkpoint, ``checkpoint=``, a
+    training tier's pretrained trunk) is
     there before anything is scheduled (its hash is checked where it is loaded). A missing one is a
     DataError naming it (exit 2), or with ``keep_going`` returned per job id: those jobs are INFRA."""
-    from replicate.weights_file import weights_for
+    from replicate.weights_file import backbone_weights_for, weights_for
 
     missing: dict[str, str] = {}
     for job in jobs:
-        weights = weights_for(job.cfg)
-        if weights is None or weights.path.is_file():
-            continue
-        where = f": place the released file from {weights.source} there" if weights.released else ""
-        error = DataError(str(weights.path), f"checkpoint not found{where}")
-        if not keep_going:
-            raise error
-        missing[job.job_id] = str(error)
-        echo(f"weights: {error}; job {job.job_id} is INFRA, the others run")
+        for weights in (weights_for(job.cfg), backbone_weights_for(job.cfg)):
+            if weights is None or weights.path.is_file() or job.job_id in missing:
+                continue
+            where = f": place the released file from {weights.source} there" if weights.released else ""
+            error = DataError(str(weights.path), f"weights file not found{where}")
+            if not keep_going:
+                raise error
+            missing[job.job_id] = str(error)
+            echo(f"weights: {error}; job {job.job_id} is INFRA, the others run")
     return missing
 
 

@@ -67,3 +67,12 @@ def verify(weights: WeightsFile) -> str:
         raise DataError(str(weights.path), f"sha256 {digest[:16]}... does not start with {weights.published_prefix}, "
                                            f"the hash published with it ({weights.source}): not the released file")
     return digest
+
+
+def backbone_weights_for(cfg: Any) -> Optional[WeightsFile]:
+    """A training tier's pretrained trunk (``model.tiers.<tier>.backbone_weights``), or None."""
+    tier = cfg.model.tiers.get(cfg.tier.name)
+    trunk = tier.get("backbone_weights") if tier is not None else None
+    if trunk is None or not cfg.tier.trains:
+        return None
+    return WeightsFile(Path(str(trunk.directory)) / trunk.file, trunk.sha256_prefix, trunk.source)

@@ -52,7 +52,7 @@ def test_a_file_that_is_not_the_published_one_is_refused_naming_both_hashes(tmp_
 def test_a_missing_released_file_stops_a_run_and_makes_a_suites_job_infra(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path))
     job = resolve_job(_cfg("tier=eval", "tier.compare_with=none"), None)
-    with pytest.raises(DataError, match="checkpoint not found: place the released file from torchvision"):
+    with pytest.raises(DataError, match="weights file not found: place the released file from torchvision"):
         preflight_weights([job], echo=lambda _: None)
     missing = preflight_weights([job], echo=lambda _: None, keep_going=True)
     assert str(tmp_path / "checkpoints" / RELEASED) in missing[job.job_id]

@@ -163,6 +163,10 @@ class ModelTierConfig:
     # tier is judged against a published claim: None means nobody has compared it yet.
     deviations: Optional[list[str]] = None
     released: Optional[ReleasedCheckpointConfig] = None   # eval tiers: the checkpoint they score
+    # Training tiers: the pretrained trunk the reference recipe starts from (a lab's local file,
+    # hash-checked; nothing is downloaded), and how many of its stages train (None: the variant's).
+    backbone_weights: Optional[ReleasedCheckpointConfig] = None
+    trainable_layers: Optional[int] = None
 
 
 @dataclass

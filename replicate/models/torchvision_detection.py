@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Optional
 
+import torch
 from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
@@ -27,6 +28,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from replicate.errors import ConfigError
 from replicate.models.registry import register_model
 from replicate.models.task import Task
+from replicate.weights_file import WeightsFile, verify
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
@@ -45,13 +47,18 @@ def small_cnn(width: int) -> nn.Module:
     return body
 
 
-def resnet50_fpn(trainable_layers: int, retinanet: bool) -> nn.Module:
+def resnet50_fpn(trainable_layers: int, retinanet: bool, trunk_weights: Optional[Path] = None) -> nn.Module:
     """ResNet-50-FPN with frozen batch norm, as torchvision builds it for its COCO weights.
 
     Frozen BN is what makes the trainable count equal torchvision's published num_params: with
     plain BatchNorm2d (torchvision's choice when no weights are given) 53,120 more are trainable.
+    ``trunk_weights``: an ImageNet ResNet-50 state dict loaded into the trunk before the FPN is
+    attached and the first ``5 - trainable_layers`` stages are frozen (the detection reference's
+    ``weights_backbone``); it must fit exactly (no missing or unexpected key).
     """
     trunk = resnet50(weights=None, norm_layer=misc.FrozenBatchNorm2d)
+    if trunk_weights is not None:
+        trunk.load_state_dict(torch.load(trunk_weights, map_location="cpu", weights_only=True), strict=True)
     if retinanet:  # P3-P7: RetinaNet v1 adds P6/P7 from P5's FPN output (256 channels)
         return _resnet_fpn_extractor(trunk, trainable_layers, returned_layers=[2, 3, 4],
                                      extra_blocks=LastLevelP6P7(256, 256))
@@ -80,7 +87,15 @@ class TorchvisionDetection(Task):
         # models), else the input size (square smoke images).
         common = dict(min_size=size, max_size=int(arch.get("max_size") or size))
         if arch.backbone == "resnet50_fpn":
-            backbone = resnet50_fpn(int(arch.get("trainable_layers", 5)), retinanet=self.detector is RetinaNet)
+            tier = self.ctx.tier_cfg
+            # the tier's recipe freezes what the reference freezes; the variant's count is the published one
+            layers = int(tier.get("trainable_layers") or arch.get("trainable_layers", 5))
+            trunk = tier.get("backbone_weights")
+            path = None
+            if trunk is not None:   # the file a lab placed, checked against its published hash first
+                path = Path(str(trunk.directory)) / trunk.file
+                verify(WeightsFile(path, trunk.sha256_prefix, trunk.source))
+            backbone = resnet50_fpn(layers, retinanet=self.detector is RetinaNet, trunk_weights=path)
             return self.detector(backbone, self.num_classes(arch), **common)
         if arch.backbone == "small_cnn":
             return self.build_small(arch, common)

@@ -64,3 +64,49 @@ def test_the_eval_tier_names_torchvisions_released_file_and_claims_its_published
     assert released.file.endswith(f"-{released.sha256_prefix}.pth")   # torch.hub's hash-in-name convention
     claim = next(c for c in cfg.model.claims if c.split == "val2017" and c.metric == "bbox_AP")
     assert claim.value == weights.meta["_metrics"]["COCO-val2017"]["box_map"]
+
+
+def _trunk_file(tmp_path, monkeypatch) -> tuple:
+    """An ImageNet-ResNet-50-shaped state dict where the full tier looks for torchvision's file."""
+    import hashlib
+
+    from torchvision.models import resnet50
+
+    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path))
+    torch.manual_seed(3)
+    state = resnet50().state_dict()
+    path = tmp_path / "checkpoints" / "resnet50-0676ba61.pth"
+    path.parent.mkdir()
+    torch.save(state, path)
+    return state, hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+
+
+@pytest.mark.parametrize("model", sorted(BUILDERS))
+def test_the_full_tier_starts_from_the_imagenet_trunk_with_the_references_frozen_stages(model, tmp_path,
+                                                                                       monkeypatch):
+    """As references/detection: weights_backbone ResNet50_Weights.IMAGENET1K_V1 and 3 trainable
+    stages (conv1 and layer1 frozen); the file is the one torchvision publishes, by name."""
+    from torchvision.models import ResNet50_Weights
+
+    state, prefix = _trunk_file(tmp_path, monkeypatch)
+    trunk_cfg = compose_config([f"model={model}"]).model.tiers.full.backbone_weights
+    assert ResNet50_Weights.IMAGENET1K_V1.url.endswith("/" + trunk_cfg.file) and trunk_cfg.file.split("-")[1][:8] \
+        == trunk_cfg.sha256_prefix
+    cfg = compose_config([f"model={model}", "tier=full", f"results_dir={tmp_path}",
+                          f"model.tiers.full.backbone_weights.sha256_prefix={prefix}"])   # this test's file
+    built = build_task(make_spec(cfg, None), cfg).build_model("full")
+    body = built.backbone.body
+    assert torch.equal(body.conv1.weight, state["conv1.weight"]) and torch.equal(body.layer4[2].conv3.weight,
+                                                                                state["layer4.2.conv3.weight"])
+    trains = {name.split(".")[0] for name, p in body.named_parameters() if p.requires_grad}
+    assert trains == {"layer2", "layer3", "layer4"}
+    assert "deviations" in cfg.model.tiers.full and not any("random weights" in d for d in cfg.model.tiers.full.deviations)
+
+
+def test_a_trunk_file_that_is_not_torchvisions_is_refused(tmp_path, monkeypatch):
+    from replicate.errors import DataError
+
+    _trunk_file(tmp_path, monkeypatch)   # its hash does not start with torchvision's 0676ba61
+    cfg = compose_config(["model=faster_rcnn", "tier=full", f"results_dir={tmp_path}"])
+    with pytest.raises(DataError, match="does not start with 0676ba61"):
+        build_task(make_spec(cfg, None), cfg).build_model("full")
