@@ -12,16 +12,19 @@ submission: a job that waited for a node is not cut short for it. The wait is re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from replicate.errors import ResourceUnavailable
 from replicate.jobs import Failure, JobResult
@@ -39,6 +42,48 @@ def execute_on_worker(wire: dict[str, Any], num_threads: int) -> dict[str, Any]:
 
 
 CONNECT_TIMEOUT_S = 10.0   # an unreachable head is said in seconds, not after Ray's minutes of retries
+# ray.init's attempts (about 1.4 s each) at a head that answers but refuses (a wrong token):
+# Ray's default 20 take 30 s; a head that answers TCP (checked first) needs few.
+CONNECT_ATTEMPTS = "10"
+
+
+@contextlib.contextmanager
+def _native_stderr_kept() -> Iterator[Callable[[], str]]:
+    """While connecting, Ray's C++ client writes a warning line to file descriptor 2 at every
+    refused attempt (not through Python's logging): keep them in a file, so a refusal is said in
+    one line; what was written is passed on to stderr when the connection succeeds. Also bounds
+    ray.init's attempts (``RAY_gcs_server_port_wait_time_s``) unless the caller set it."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved, kept = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(kept.fileno(), 2)
+    attempts_set = "RAY_gcs_server_port_wait_time_s" in os.environ
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", CONNECT_ATTEMPTS)
+
+    def said() -> str:
+        kept.seek(0)
+        return kept.read().decode(errors="replace")
+
+    ok = False
+    try:
+        yield said
+        ok = True
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not attempts_set:
+            os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
+        if ok:
+            sys.stderr.write(said())
+        kept.close()
+
+
+def _gcs_refusal(native: str) -> Optional[str]:
+    """The reason Ray's C++ client logged for its last refused attempt, if any."""
+    reasons = re.findall(r"Failed to get cluster ID from GCS server: (.+)", native)
+    return reasons[-1].strip()[:300] if reasons else None
 
 
 def _check_reachable(address: str) -> None:
@@ -87,13 +132,15 @@ class RayScheduler:
         handler = signal.getsignal(signal.SIGTERM)
         try:
             if self.address:
-                try:
-                    ray.init(address=self.address, **kwargs)
-                except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-                    # refused authentication, a version mismatch, not a Ray head: one line, exit 2
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                    raise ResourceUnavailable(f"scheduler.address {self.address}: Ray did not accept the "
-                                              f"connection: {type(exc).__name__}: {first}") from None
+                with _native_stderr_kept() as said:
+                    try:
+                        ray.init(address=self.address, **kwargs)
+                    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+                        # refused authentication, a version mismatch, not a Ray head: one line, exit 2
+                        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                        why = _gcs_refusal(said())
+                        raise ResourceUnavailable(f"scheduler.address {self.address}: Ray did not accept the "
+                                                  f"connection: {why or f'{type(exc).__name__}: {first}'}") from None
                 return False
             # Workers must import this project: pass the interpreter's path on to them.
             ray.init(num_cpus=self.num_cpus,

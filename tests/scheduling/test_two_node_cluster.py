@@ -226,3 +226,17 @@ def test_a_node_without_the_shared_results_dir_is_refused_with_one_line(cluster,
     assert f"results_dir {results} is not storage every Ray node shares" in err[0] and "does not see it" in err[0]
     assert time.monotonic() - began < 120
     assert not list(results.glob(".shared-check-*"))          # the probe's file is gone
+
+
+def test_a_wrong_cluster_token_is_one_line_exit_2_in_seconds(cluster, tmp_path, tiny):
+    """Token authentication refuses the driver: not a traceback after Ray's retries."""
+    env = {**cluster.env, "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    began = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "replicate.cli", "run", "model=yolov4",
+                          f"scheduler.address={cluster.address}", f"results_dir={tmp_path / 'results'}", *tiny,
+                          "tier.compare_with=none"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    err = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(err) == 1, run.stderr[-2000:]
+    assert err[0].startswith("error: scheduler.address") and "InvalidAuthToken" in err[0], err
+    assert time.monotonic() - began < 30
