@@ -102,21 +102,26 @@ def target_columns(group: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def leaderboard_rows(store: Any, suite_id: str) -> list[dict[str, Any]]:
+def leaderboard_rows(store: Any, suite_id: str, *, jobs: Optional[list[dict[str, Any]]] = None,
+                     history: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
     """One row per model group of ``suite_id`` with exactly the keys of :data:`LEADERBOARD_KEYS`.
 
     Costs and times are sums over the group's jobs (all seeds); ``time_to_quality_s`` is the mean
     over the seeds that reached the band. ``previous_*`` and ``trend`` (mean - previous mean) come
     from the latest earlier suite holding the same group; None when there is none.
 
+    Args:
+        jobs, history: the suite's jobs and the store's group history, when the caller has read
+            them already (the report): not read twice.
+
     Raises:
         UnknownSuite: the store has no suite ``suite_id``.
     """
     check_suite(store, suite_id)
     jobs_by_group: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for job in store.jobs(suite_id=suite_id):
+    for job in store.jobs(suite_id=suite_id) if jobs is None else jobs:
         jobs_by_group[group_key(job)].append(job)
-    previous = _previous(store.group_history(), suite_id)
+    previous = _previous(store.group_history() if history is None else history, suite_id)
     rows = []
     for group in store.groups(suite_id):
         jobs = jobs_by_group.get(group_key(group), [])

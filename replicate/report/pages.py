@@ -28,6 +28,7 @@ from replicate.history import (
 from replicate.jobs import PASS
 from replicate.leaderboard import check_suite, cost_summary, leaderboard_rows
 from replicate.report import safe_name
+from replicate.report.plots import Drawing, draw_all
 from replicate.report.power import write_power_page
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -52,12 +53,14 @@ def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:
     data = collect(store, suite_id)
     env = _environment()
     pages = []
+    drawings: list[Drawing] = []
     for model in data["models"]:
-        page = _model_page(data, model, out_dir)
+        page = _model_page(data, model, out_dir, drawings)
         (out_dir / page["file"]).write_text(env.get_template("model.html").render(**page, suite_id=suite_id,
                                                                                    generated=data["generated"]),
                                             encoding="utf-8")
         pages.append(page)
+    draw_all(drawings)
     # The selftest's "benchmark power" page, when this suite has selftest rows (replicate/report/power.py).
     power_page = write_power_page(store, suite_id, out_dir, env, data["generated"])
     index = out_dir / INDEX
@@ -73,7 +76,8 @@ def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:
 
 def collect(store: Any, suite_id: str) -> dict[str, Any]:
     """Everything the pages show, as plain data (history up to and including ``suite_id``)."""
-    history = _history_until(store.group_history(), suite_id)
+    every = store.group_history()
+    history = _history_until(every, suite_id)
     jobs = store.jobs(suite_id=suite_id)
     # First find the regressions, then read only the jobs of their last-PASS suites to diff.
     before = {r.last_pass_suite_id for r in find_regressions(history, suite_id)}
@@ -84,7 +88,7 @@ def collect(store: Any, suite_id: str) -> dict[str, Any]:
     current = {series_key(g) for g in history if g["suite_id"] == suite_id}
     drift_list = [d for key in sorted(current)
                   if (d := detect_drift(key, series[key], directions.get(key, Direction.HIGHER))) is not None]
-    rows = leaderboard_rows(store, suite_id)
+    rows = leaderboard_rows(store, suite_id, jobs=jobs, history=every)
     suite = next((s for s in store.suites() if s["suite_id"] == suite_id), {"suite_id": suite_id})
     return {"suite": suite, "rows": rows, "costs": cost_summary(store, suite_id), "jobs": jobs,
             "series": series, "regressions": regressions, "drifts": drift_list,
@@ -105,8 +109,8 @@ def _history_until(history: Sequence[Mapping[str, Any]], suite_id: str) -> list[
 # Pages ---------------------------------------------------------------------------------------
 
 
-def _model_page(data: Mapping[str, Any], model: str, out_dir: Path) -> dict[str, Any]:
-    """Context of one model's page; draws its plots into ``out_dir``."""
+def _model_page(data: Mapping[str, Any], model: str, out_dir: Path, drawings: list[Drawing]) -> dict[str, Any]:
+    """Context of one model's page; adds the plots it links (into ``out_dir``) to ``drawings``."""
     from replicate.report import plots
 
     groups = []
@@ -123,10 +127,12 @@ def _model_page(data: Mapping[str, Any], model: str, out_dir: Path) -> dict[str,
         regressed = [p.suite_id for p in points if is_failure(p.verdict) and _passed_before(points, p.suite_id)]
         jobs = sorted(jobs_by_key.get(key, []), key=lambda j: j["seed"])
         curve_png, trend_png = f"{slug}-curves.png", f"{slug}-trend.png"
-        plots.learning_curves(out_dir / curve_png, jobs, row["metric_name"], (row["band_low"], row["band_high"]),
-                              f"{key_label(key)} - suite {data['suite']['suite_id']}")
-        plots.trend(out_dir / trend_png, points, row["metric_name"], f"{key_label(key)}: {row['metric_name']} "
-                    f"over {len(points)} suite(s)", drift=drift, regressed=regressed)
+        drawings.append((plots.learning_curves, (out_dir / curve_png, jobs, row["metric_name"],
+                                                  (row["band_low"], row["band_high"]),
+                                                  f"{key_label(key)} - suite {data['suite']['suite_id']}"), {}))
+        drawings.append((plots.trend, (out_dir / trend_png, points, row["metric_name"],
+                                       f"{key_label(key)}: {row['metric_name']} over {len(points)} suite(s)"),
+                         {"drift": drift, "regressed": regressed}))
         groups.append({"row": row, "label": key_label(key), "jobs": jobs, "points": points, "drift": drift,
                        "regression": regression, "curve_png": curve_png, "trend_png": trend_png,
                        "reference": plots.reference_curve(jobs[0]) if jobs else []})

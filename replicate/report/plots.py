@@ -9,7 +9,7 @@ is imported inside the functions so that importing the report package stays chea
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from replicate.history import Drift, Point
 
@@ -23,8 +23,36 @@ DPI = 100
 # every drawn point, which made a year of nightly points cost seconds per figure.
 LEGEND = dict(fontsize=8, loc="upper left")
 MARGINS = dict(left=0.07, right=0.98, top=0.88, bottom=0.22, wspace=0.2)
+# A title at a fixed height: matplotlib otherwise lifts it clear of the axes' decorations, measuring
+# every tick label of the axes at each draw (a fifth of a report's plotting time).
+TITLE = dict(y=1.0)
 # At most this many suite ids label a trend's x axis: a year of nightly suites stays readable.
 MAX_SUITE_TICKS = 12
+
+
+# A drawing to make: a plotting function of this module and its arguments.
+Drawing = tuple[Callable[..., None], tuple[Any, ...], dict[str, Any]]
+
+
+def draw_all(drawings: Sequence[Drawing], processes: Optional[int] = None) -> None:
+    """Make every drawing; on a multi-core machine in forked worker processes (matplotlib draws on
+    one core: a year-long report's 16 figures take most of its time). Forking is safe only in a
+    process with no other threads (a suite's driver has Ray's): there the drawings run here."""
+    import os
+    import threading
+
+    workers = min(len(drawings), processes or os.cpu_count() or 1)
+    if workers < 2 or len(drawings) < 4 or threading.active_count() > 1:
+        for function, args, kwargs in drawings:
+            function(*args, **kwargs)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _figure((1, 1))   # matplotlib and its font cache loaded once here, inherited by every worker
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for done in [pool.submit(function, *args, **kwargs) for function, args, kwargs in drawings]:
+            done.result()   # a drawing's error is raised here, as it would be in this process
 
 
 def _figure(figsize: tuple[float, float]):
@@ -93,8 +121,10 @@ def learning_curves(path: Path, jobs: Sequence[Mapping[str, Any]], metric: Optio
     if low is not None and high is not None and end:
         metric_ax.fill_between([end * 0.9, end * 1.02], low, high, color=BAND_COLOUR, alpha=0.25,
                                label="band")
-    loss_ax.set(title="training loss", xlabel="step", ylabel="loss")
-    metric_ax.set(title=f"{metric or 'metric'} vs reference", xlabel="step", ylabel=metric or "")
+    loss_ax.set(xlabel="step", ylabel="loss")
+    loss_ax.set_title("training loss", **TITLE)
+    metric_ax.set(xlabel="step", ylabel=metric or "")
+    metric_ax.set_title(f"{metric or 'metric'} vs reference", **TITLE)
     for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -148,7 +178,8 @@ def trend_figure(points: Sequence[Point], metric: Optional[str], title: str, dri
         ax.axhline(drift.baseline_mean, color="#fb8500", linestyle="--", linewidth=1, label="baseline mean")
     ticks = suite_ticks(len(points))
     ax.set_xticks(ticks, [points[i].suite_id for i in ticks], rotation=30, ha="right", fontsize=8)
-    ax.set(title=title, ylabel=metric or "metric")
+    ax.set(ylabel=metric or "metric")
+    ax.set_title(title, **TITLE)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(**LEGEND)

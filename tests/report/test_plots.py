@@ -62,3 +62,32 @@ def test_a_jobs_reference_curve_is_its_frameworks_own_when_recorded():
     tf_job = {"config": config, "framework": "tensorflow", "steps_planned": 100}
     assert reference_curve(torch_job) == [(25.0, 1.0), (100.0, 4.0)]
     assert reference_curve(tf_job) == [(25.0, 2.0), (100.0, 5.0)]
+
+
+DRAW_ALL = """
+import sys, threading
+from pathlib import Path
+from replicate.report.plots import draw_all, learning_curves
+
+out = Path(sys.argv[1])
+jobs = [{"seed": s, "verdict": "PASS", "steps_planned": 4,
+         "curve": [{"step": i, "loss": 1.0 / (i + s), "bbox_AP": 0.1 * i} for i in range(1, 5)]} for s in (1, 2)]
+for mode, processes in (("forked", 2), ("here", 1)):
+    (out / mode).mkdir()
+    drawings = [(learning_curves, (out / mode / f"{n}.png", jobs, "bbox_AP", (0.2, 0.5), f"figure {n}"), {})
+                for n in range(5)]
+    draw_all(drawings, processes=processes)
+print(threading.active_count())
+"""
+
+
+def test_drawings_made_in_worker_processes_are_the_ones_made_here(tmp_path):
+    """The report draws its figures in forked workers on a multi-core machine: byte for byte the
+    PNGs one process draws."""
+    done = subprocess.run([sys.executable, "-c", DRAW_ALL, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    forked = sorted(p.name for p in (tmp_path / "forked").iterdir())
+    assert forked == [f"{n}.png" for n in range(5)]
+    for name in forked:
+        assert (tmp_path / "forked" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
