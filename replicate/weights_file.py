@@ -45,8 +45,13 @@ def weights_for(cfg: Any) -> Optional[WeightsFile]:
             return WeightsFile(path, released.sha256_prefix, released.source)
         return WeightsFile(path)
     if released is not None and not cfg.tier.trains:
-        return WeightsFile(Path(str(released.directory)) / released.file, released.sha256_prefix, released.source)
+        return published_file(released)
     return None
+
+
+def published_file(entry: Any) -> WeightsFile:
+    """A published file a tier names (``released``, ``backbone_weights``): where the lab placed it."""
+    return WeightsFile(Path(str(entry.directory)) / entry.file, entry.sha256_prefix, entry.source)
 
 
 def sha256_of(path: Path) -> str:
@@ -75,4 +80,4 @@ def backbone_weights_for(cfg: Any) -> Optional[WeightsFile]:
     trunk = tier.get("backbone_weights") if tier is not None else None
     if trunk is None or not cfg.tier.trains:
         return None
-    return WeightsFile(Path(str(trunk.directory)) / trunk.file, trunk.sha256_prefix, trunk.source)
+    return published_file(trunk)

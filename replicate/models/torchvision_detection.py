@@ -28,7 +28,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from replicate.errors import ConfigError
 from replicate.models.registry import register_model
 from replicate.models.task import Task
-from replicate.weights_file import WeightsFile, verify
+from replicate.weights_file import published_file, verify
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
@@ -93,8 +93,9 @@ class TorchvisionDetection(Task):
             trunk = tier.get("backbone_weights")
             path = None
             if trunk is not None:   # the file a lab placed, checked against its published hash first
-                path = Path(str(trunk.directory)) / trunk.file
-                verify(WeightsFile(path, trunk.sha256_prefix, trunk.source))
+                weights = published_file(trunk)
+                verify(weights)
+                path = weights.path
             backbone = resnet50_fpn(layers, retinanet=self.detector is RetinaNet, trunk_weights=path)
             return self.detector(backbone, self.num_classes(arch), **common)
         if arch.backbone == "small_cnn":
