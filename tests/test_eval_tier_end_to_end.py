@@ -1,0 +1,61 @@
+"""A torchvision detector's eval tier end to end on CPU, on a dataset laid out as COCO val2017
+(tests/coco_layout.py): the released file found under $ZOO_DATA_ROOT and hash-checked, loaded
+exactly, the real val split evaluated by the COCO evaluator with its category gaps and crowd
+regions, and the verdict judged against the published claims (box and mask AP)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from tests.coco_layout import write_coco_layout
+
+CASES = {   # model: (torchvision builder, released file, claimed box AP, metrics evaluated)
+    "mask_rcnn": ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", 37.9, ("bbox_AP", "segm_AP")),
+    "faster_rcnn": ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", 37.0, ("bbox_AP",)),
+    "retinanet": ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn_coco-eeacb38b.pth", 36.4, ("bbox_AP",)),
+}
+
+
+@pytest.mark.parametrize("model", sorted(CASES))
+def test_a_torchvision_eval_tier_runs_end_to_end_on_a_coco_layout(model, tmp_path, monkeypatch):
+    import torchvision.models.detection as detection
+
+    from replicate.harness import run_one
+
+    builder, file, claim, metrics = CASES[model]
+    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path / "data"))
+    write_coco_layout(tmp_path / "data" / "coco2017")
+    torch.manual_seed(0)   # untrained weights in the released file's format: nothing here can PASS
+    released = tmp_path / "data" / "checkpoints" / file
+    released.parent.mkdir(parents=True)
+    torch.save(getattr(detection, builder)(weights=None, weights_backbone=None).state_dict(), released)
+    digest = hashlib.sha256(released.read_bytes()).hexdigest()
+    result = run_one([f"model={model}", "tier=eval", "hardware=cpu", "scheduler=inline", "logger=none",
+                      f"results_dir={tmp_path / 'results'}", "model.tiers.eval.input_size=320",
+                      f"model.tiers.eval.released.sha256_prefix={digest[:8]}"], echo=lambda _: None)
+    (row,) = result.jobs
+    assert row["verdict"] == "BELOW", (row["verdict"], row["failure_message"])
+    assert row["failure_stage"] == "evaluation"     # nothing was trained: the evaluation missed
+    assert row["environment"]["weights"]["sha256"] == digest and row["steps_done"] == 0
+    for metric in (*metrics, "bbox_AP50"):
+        assert 0.0 <= row["metrics"][metric] <= 100.0, row["metrics"]
+    assert row["compared_with"]["value"] == claim
+    assert [c["metric"] for c in row["compared_with"]["also"]] == (["segm_AP"] if "segm_AP" in metrics else [])
+
+
+def test_a_tampered_released_file_is_refused_before_it_is_scored(tmp_path, monkeypatch):
+    from replicate.harness import run_one
+
+    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path / "data"))
+    write_coco_layout(tmp_path / "data" / "coco2017")
+    released = tmp_path / "data" / "checkpoints" / "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+    released.parent.mkdir(parents=True)
+    released.write_bytes(b"not torchvision's file")
+    result = run_one(["model=faster_rcnn", "tier=eval", "hardware=cpu", "scheduler=inline", "logger=none",
+                      f"results_dir={tmp_path / 'results'}"], echo=lambda _: None)
+    (row,) = result.jobs
+    assert row["verdict"] in ("ERROR", "INFRA") and "does not start with 258fb6c6" in row["failure_message"]
+    assert not row["metrics"]
