@@ -87,6 +87,8 @@ def test_one_offline_run_per_job_with_config_history_and_summary(suite, wandb_fi
         assert (summary["target"]["kind"], summary["target"]["label"]) == ("reference", SMOKE_LABEL)
         assert "claim" not in summary and "delta_to_claim" not in summary
         assert summary["times"]["wall_s"] == pytest.approx(job["wall_s"])
+        assert summary["times"]["retry_overhead_s"] == pytest.approx(job["retry_overhead_s"])
+        assert summary["attempts"] == len(job["attempts"]) == 1   # one attempt, run to its end
         assert summary["environment"]["torch"] == job["environment"]["torch"]
         if job["metric_value"] is not None:
             assert summary["delta_to_target"] == pytest.approx(job["metric_value"] - job["compared_with"]["value"])
