@@ -96,10 +96,13 @@ def test_a_missing_checkpoint_is_refused_before_scheduling_and_by_the_loop(resul
     with pytest.raises(ConfigError, match="checkpoint: /no/such/weights.pt does not exist"):
         run_one(common + ["checkpoint=/no/such/weights.pt"], echo=lambda _: None)
     # gone between validation and the job (another volume, a cleanup): a data error naming it
-    loop = _loop(common)
-    loop.setup()
-    with pytest.raises(DataError, match="/no/such/weights.pt: checkpoint file not found"):
-        loop.load_weights(Path("/no/such/weights.pt"))
+    weights = results_dir / "weights.pt"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(b"w")
+    loop = _loop(common + [f"checkpoint={weights}"])
+    weights.unlink()
+    with pytest.raises(DataError, match=f"{weights}: checkpoint file not found"):
+        loop.setup()
 
 
 def test_shuffled_labels_change_the_training_targets(shapes_root, tiny, results_dir):
