@@ -265,6 +265,8 @@ def cluster_spec(values: dict[str, Any], release: str, hardware: Sequence[str]) 
                           "template": pod_template(values, release, head=True, group=values["head"],
                                                    api_token=autoscale)},
         "workerGroupSpecs": groups,
+        # token auth: only holders of the cluster's token (KubeRay gives it to the Ray containers) connect
+        "authOptions": {"mode": values["rayJob"]["authMode"]},
     }
     if autoscale:
         spec["autoscalerOptions"] = {

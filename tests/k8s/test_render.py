@@ -36,6 +36,7 @@ def test_nightly_rayjob_validates_and_has_one_group_per_profile(capsys, crd_vali
     # Only the head with the autoscaler sidecar gets an API token (it scales the RayCluster).
     cluster = spec["rayClusterSpec"]
     assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["authOptions"] == {"mode": "token"}   # the cluster's token, as Ray 2.60 uses locally
     assert cluster["headGroupSpec"]["template"]["spec"]["automountServiceAccountToken"] is True
     assert all(g["template"]["spec"]["automountServiceAccountToken"] is False for g in groups.values())
     assert spec["submitterPodTemplate"]["spec"]["automountServiceAccountToken"] is False
@@ -81,8 +82,15 @@ def test_values_file_and_set_reach_the_manifest(capsys, tmp_path, crd_validator)
     (["suite=smoke", "--name=Not_A_Label"], "--name"),
     (["suite=smoke", "--set", "storage.datasets.accessModes=[ReadWriteOnce]"], "storage.datasets.accessModes"),
     (["suite=smoke", "--set", "storage.singleNode=maybe"], "storage.singleNode"),
+    (["suite=smoke", "--set", "rayJob.authMode=basic"], "rayJob.authMode"),
 ])
 def test_bad_input_exits_2_naming_the_key(capsys, args, key):
     assert main(["k8s", "render", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {key}") and len(err.splitlines()) == 1, err
+
+
+def test_token_auth_can_be_turned_off_for_an_older_operator(capsys, crd_validator):
+    job = _render(capsys, "suite=smoke", "--set", "rayJob.authMode=disabled")
+    crd_validator(job)
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "disabled"}
