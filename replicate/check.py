@@ -88,7 +88,7 @@ def _check_checkpoint(task: Any, model: Any, path: Path, framework: str, report:
         if not task.load_checkpoint(model, path):
             if framework != "torch":
                 raise DataError(str(path), "not a weights format the TensorFlow build reads here")
-            from replicate.runner.torch_loop import load_state_file
+            from replicate.runner.checkpoint import load_state_file
 
             load_state_file(model, path)
     except DataError as exc:

@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
-import torch
 from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
@@ -28,6 +27,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from replicate.errors import ConfigError
 from replicate.models.registry import register_model
 from replicate.models.task import Task
+from replicate.runner.checkpoint import load_state_file
 from replicate.weights_file import published_file, verify
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
@@ -58,7 +58,7 @@ def resnet50_fpn(trainable_layers: int, retinanet: bool, trunk_weights: Optional
     """
     trunk = resnet50(weights=None, norm_layer=misc.FrozenBatchNorm2d)
     if trunk_weights is not None:
-        trunk.load_state_dict(torch.load(trunk_weights, map_location="cpu", weights_only=True), strict=True)
+        load_state_file(trunk, trunk_weights)
     if retinanet:  # P3-P7: RetinaNet v1 adds P6/P7 from P5's FPN output (256 channels)
         return _resnet_fpn_extractor(trunk, trainable_layers, returned_layers=[2, 3, 4],
                                      extra_blocks=LastLevelP6P7(256, 256))

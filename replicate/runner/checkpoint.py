@@ -100,6 +100,23 @@ def load_file(path: Path) -> Any:
         raise DataError(str(path), f"not a readable checkpoint ({reason[:160]})") from None
 
 
+def load_state_file(model: torch.nn.Module, path: Path) -> None:
+    """Weights from a torch file (read as data only) into ``model``, every key fitting: ours hold
+    "model", reference repos "state_dict" or the bare state dict; DataError naming the file when
+    they do not fit."""
+    state = load_file(path)
+    if isinstance(state, dict):
+        state = state.get("model", state.get("state_dict", state))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(str(path), "holds no state dict of tensors")
+    # DataParallel-trained files prefix every key with "module."
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataError(str(path), f"does not fit the model: {str(exc).splitlines()[0][:300]}") from None
+
+
 def load_latest(directory: Path) -> dict[str, Any] | None:
     path = directory / LATEST
     if not path.is_file():

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from replicate.errors import ConfigError, DataError
+from replicate.errors import ConfigError
 from replicate.jobs import JobResult
 from replicate.models.task import Task
 from replicate.runner import checkpoint as ckpt
@@ -26,22 +26,6 @@ from replicate.runner.base_loop import BaseLoop, RunContext
 from replicate.runner.batch_order import BatchOrder
 from replicate.runner.grouping import aspect_ratio_groups
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
-
-
-def load_state_file(model: torch.nn.Module, path: Path) -> None:
-    """Weights from a torch file (read as data only): ours hold "model", reference repos
-    "state_dict" or the bare state dict; DataError naming the file when they do not fit."""
-    state = ckpt.load_file(path)
-    if isinstance(state, dict):
-        state = state.get("model", state.get("state_dict", state))
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(str(path), "holds no state dict of tensors")
-    # DataParallel-trained files prefix every key with "module."
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise DataError(str(path), f"does not fit the model: {str(exc).splitlines()[0][:300]}") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -87,7 +71,7 @@ class TorchLoop(BaseLoop):
         self.load_job_weights()
 
     def load_loop_checkpoint(self, path: Path) -> None:
-        load_state_file(self.model, path)
+        ckpt.load_state_file(self.model, path)
 
     def loader(self, dataset: Any, batch_size: int = 1, batches: Optional[list[list[int]]] = None,
                mid_epoch: bool = False) -> DataLoader:

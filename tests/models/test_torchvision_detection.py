@@ -35,7 +35,7 @@ def test_a_released_torchvision_checkpoint_loads_exactly(model, tmp_path):
     """The released .pth is the state dict of torchvision's builder: every key and shape of it
     loads into the eval tier's model, none missing, none unexpected (strict), and the two then
     compute the same detections."""
-    from replicate.runner.torch_loop import load_state_file
+    from replicate.runner.checkpoint import load_state_file
 
     cfg = compose_config([f"model={model}", "tier=eval", f"results_dir={tmp_path}"])
     ours = build_task(make_spec(cfg, None), cfg).build_model("full").eval()

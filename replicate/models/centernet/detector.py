@@ -204,7 +204,9 @@ def load_trunk(model: CenterNetResDCN, path: Path, key: str) -> None:
 
     if not path.is_file():
         raise DataError(str(path), f"trunk weights file not found ({key})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from replicate.runner.checkpoint import load_file
+
+    state = load_file(path)   # data only; a file that is not a checkpoint is a DataError naming it
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     trunk_missing = [k for k in missing if k.split(".")[0] in ("conv1", "bn1", *model.stages)]
