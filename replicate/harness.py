@@ -299,9 +299,9 @@ def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False
 
 def preflight_weights(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False) -> dict[str, str]:
     """Every weights file a job loads (an eval tier's released checkpoint, ``checkpoint=``, a
-    training tier's pretrained trunk) is
-    there before anything is scheduled (its hash is checked where it is loaded). A missing one is a
-    DataError naming it (exit 2), or with ``keep_going`` returned per job id: those jobs are INFRA."""
+    training tier's pretrained trunk) is there before anything is scheduled (its hash is checked
+    where it is loaded). A missing one is a DataError naming it (exit 2), or with ``keep_going``
+    returned per job id: those jobs are INFRA."""
     from replicate.weights_file import backbone_weights_for, weights_for
 
     missing: dict[str, str] = {}

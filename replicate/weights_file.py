@@ -37,8 +37,7 @@ class WeightsFile:
 def weights_for(cfg: Any) -> Optional[WeightsFile]:
     """``checkpoint=`` if given (the released file's hash still checked when it is that file);
     else a non-training tier's released checkpoint; else None (a training tier starts afresh)."""
-    tier = cfg.model.tiers.get(cfg.tier.name)
-    released = tier.get("released") if tier is not None else None
+    released = _tier_entry(cfg, "released")
     if cfg.checkpoint:
         path = Path(str(cfg.checkpoint)).expanduser()
         if released is not None and path.name == released.file:
@@ -47,6 +46,12 @@ def weights_for(cfg: Any) -> Optional[WeightsFile]:
     if released is not None and not cfg.tier.trains:
         return published_file(released)
     return None
+
+
+def _tier_entry(cfg: Any, key: str) -> Any:
+    """``model.tiers.<the job's tier>.<key>``, or None (also when the model lacks the tier)."""
+    tier = cfg.model.tiers.get(cfg.tier.name)
+    return tier.get(key) if tier is not None else None
 
 
 def published_file(entry: Any) -> WeightsFile:
@@ -76,8 +81,7 @@ def verify(weights: WeightsFile) -> str:
 
 def backbone_weights_for(cfg: Any) -> Optional[WeightsFile]:
     """A training tier's pretrained trunk (``model.tiers.<tier>.backbone_weights``), or None."""
-    tier = cfg.model.tiers.get(cfg.tier.name)
-    trunk = tier.get("backbone_weights") if tier is not None else None
+    trunk = _tier_entry(cfg, "backbone_weights")
     if trunk is None or not cfg.tier.trains:
         return None
     return published_file(trunk)

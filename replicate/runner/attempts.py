@@ -18,7 +18,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from replicate.runner import checkpoint as ckpt
 
@@ -69,23 +69,37 @@ def death_cause(attempt: dict[str, Any]) -> str:
     return f"ended without closing its record on {attempt.get('host')} (process or machine lost)"
 
 
-def _close_dead(attempt: dict[str, Any], heartbeat: dict[str, Any], cause: str) -> None:
-    # The last heartbeat is the attempt's if it was written after the attempt began.
-    seen = float(heartbeat.get("time", 0.0) or 0.0)
-    mine = seen >= float(attempt["started"])
-    attempt["ended"] = seen if mine else float(attempt["started"])
-    attempt["steps_done"] = int(heartbeat.get("step", 0)) if mine else attempt.get("resumed_from_step") or 0
-    attempt["trained_to_s"] = float(heartbeat.get("train_s", 0.0)) if mine else attempt.get("resumed_train_s", 0.0)
+def _own_heartbeat(attempt: dict[str, Any], job_dir: Path) -> Optional[dict[str, Any]]:
+    """The job's last heartbeat if ``attempt`` wrote it (after it began), else None."""
+    heartbeat = ckpt.read_json(job_dir / ckpt.PROGRESS) or {}
+    return heartbeat if float(heartbeat.get("time", 0.0) or 0.0) >= float(attempt["started"]) else None
+
+
+def _with_open_attempt(job_dir: Path, change: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+    """Apply ``change`` to the newest attempt if it is still open, and keep the record."""
+    attempts = read(job_dir)
+    if attempts and attempts[-1].get("ended") is None:
+        change(attempts[-1])
+        _write(job_dir, attempts)
+    return attempts
+
+
+def _close_dead(attempt: dict[str, Any], job_dir: Path, cause: str) -> None:
+    """Close an attempt that did not close itself: at its last heartbeat, or where it began."""
+    own = _own_heartbeat(attempt, job_dir)
+    attempt["ended"] = float(own["time"]) if own else float(attempt["started"])
+    attempt["steps_done"] = int(own.get("step", 0)) if own else int(attempt.get("resumed_from_step") or 0)
+    attempt["trained_to_s"] = (float(own.get("train_s", 0.0)) if own
+                               else float(attempt.get("resumed_train_s") or 0.0))
     attempt["cause"], attempt["dead"] = cause, True
 
 
 def begin(job_dir: Path) -> list[dict[str, Any]]:
     """Record this attempt's start; first close a predecessor that died without a word."""
     attempts = read(job_dir)
-    heartbeat = ckpt.read_json(job_dir / ckpt.PROGRESS) or {}
     for attempt in attempts:
         if attempt.get("ended") is None:
-            _close_dead(attempt, heartbeat, death_cause(attempt))
+            _close_dead(attempt, job_dir, death_cause(attempt))
     attempts.append({"attempt": len(attempts) + 1, "started": time.time(), "pid": os.getpid(), **this_node(),
                      "resumed_from_step": 0, "resumed_train_s": 0.0, "ended": None, "steps_done": None,
                      "cause": None, "dead": False})
@@ -95,35 +109,24 @@ def begin(job_dir: Path) -> list[dict[str, Any]]:
 
 def note_resumed(job_dir: Path, step: int, train_s: float) -> None:
     """The step (and training seconds) this attempt starts from: 0 for a fresh start."""
-    attempts = read(job_dir)
-    if attempts and attempts[-1].get("ended") is None:
-        attempts[-1].update(resumed_from_step=int(step), resumed_train_s=float(train_s))
-        _write(job_dir, attempts)
+    _with_open_attempt(job_dir, lambda last: last.update(resumed_from_step=int(step), resumed_train_s=float(train_s)))
 
 
 def finish(job_dir: Path, steps_done: int, train_s: float, cause: str = FINISHED) -> list[dict[str, Any]]:
     """Close this (the newest) attempt: it ended now, for ``cause``, at ``steps_done`` (or its last
     heartbeat's step, when a failure stopped it before the loop counted its steps)."""
-    attempts = read(job_dir)
-    if attempts and attempts[-1].get("ended") is None:
-        last = attempts[-1]
-        heartbeat = ckpt.read_json(job_dir / ckpt.PROGRESS) or {}
-        if float(heartbeat.get("time", 0.0) or 0.0) >= float(last["started"]):
-            steps_done = max(int(steps_done), int(heartbeat.get("step", 0)))
-            train_s = max(float(train_s), float(heartbeat.get("train_s", 0.0)))
-        last.update(ended=time.time(), steps_done=max(int(steps_done), int(last.get("resumed_from_step") or 0)),
-                    trained_to_s=float(train_s), cause=cause)
-        _write(job_dir, attempts)
-    return attempts
+    def close(last: dict[str, Any]) -> None:
+        own = _own_heartbeat(last, job_dir) or {}
+        steps = max(int(steps_done), int(own.get("step", 0)), int(last.get("resumed_from_step") or 0))
+        trained = max(float(train_s), float(own.get("train_s", 0.0)))
+        last.update(ended=time.time(), steps_done=steps, trained_to_s=trained, cause=cause)
+
+    return _with_open_attempt(job_dir, close)
 
 
 def close_last(job_dir: Path, cause: str) -> list[dict[str, Any]]:
     """The driver's word on an attempt Ray gave up on: closed at its last heartbeat, for ``cause``."""
-    attempts = read(job_dir)
-    if attempts and attempts[-1].get("ended") is None:
-        _close_dead(attempts[-1], ckpt.read_json(job_dir / ckpt.PROGRESS) or {}, cause)
-        _write(job_dir, attempts)
-    return attempts
+    return _with_open_attempt(job_dir, lambda last: _close_dead(last, job_dir, cause))
 
 
 def retry_overhead_s(attempts: list[dict[str, Any]]) -> float:

@@ -67,15 +67,17 @@ def job_deadlines(jobs: list[ResolvedJob], store: Any, scheduler: Any) -> dict[s
     margin, floor = float(scheduler.deadline_margin), float(scheduler.deadline_floor_s)
     history, fallback = int(scheduler.deadline_history), float(scheduler.job_timeout_s)
     out: dict[str, Deadline] = {}
-    cache: dict[tuple[str, str], list[dict]] = {}
+    # (model, tier) -> its usable stored runs with their recipe fingerprints, each computed once
+    cache: dict[tuple[str, str], list[tuple[dict, str]]] = {}
     for job in jobs:
         spec = job.spec
         key = (spec.model, spec.tier)
         if key not in cache:
-            cache[key] = store.jobs(model=spec.model, tier=spec.tier, limit=500)
+            cache[key] = [(r, recipe_fingerprint(r["config"])) for r in store.jobs(model=spec.model, tier=spec.tier,
+                                                                                   limit=500)
+                          if r["verdict"] in USABLE and r.get("config")]
         fingerprint = recipe_fingerprint(spec.config)
-        same = [r for r in cache[key] if group_key(r) == job.group_key and r["verdict"] in USABLE
-                and r.get("config") and recipe_fingerprint(r["config"]) == fingerprint][:history]
+        same = [r for r, printed in cache[key] if printed == fingerprint and group_key(r) == job.group_key][:history]
         measured = expected_s(same)
         if measured is None:
             out[spec.job_id] = Deadline(fallback, "scheduler.job_timeout_s: no earlier finished run of this recipe "
