@@ -54,5 +54,13 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
             "evaluated_split": split.published_as if split is not None and split.published_as else tier.eval_split,
             "compared_with": compared,   # None: nothing to compare with (MEASURED)
             "deviations": list(tier.deviations) if tier.deviations is not None else None,
-            # what a lab places under $ZOO_DATA_ROOT/checkpoints/ for this tier (eval tiers)
-            "released": OmegaConf.to_container(tier.released) if tier.released is not None else None}
+            # what a lab places under $ZOO_DATA_ROOT/checkpoints/ for this tier: the released
+            # checkpoint it scores (eval tiers), the pretrained trunk it starts from (training tiers)
+            "released": _container(tier.get("released")),
+            "backbone_weights": _container(tier.get("backbone_weights")),
+            # how the tier tests where the reference does (CenterNet: --keep_res, rounded results)
+            "test": _container(tier.get("test"))}
+
+
+def _container(node: Any) -> Optional[dict[str, Any]]:
+    return OmegaConf.to_container(node) if node is not None else None  # type: ignore[return-value]

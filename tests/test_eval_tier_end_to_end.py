@@ -1,7 +1,8 @@
-"""A torchvision detector's eval tier end to end on CPU, on a dataset laid out as COCO val2017
-(tests/coco_layout.py): the released file found under $ZOO_DATA_ROOT and hash-checked, loaded
-exactly, the real val split evaluated by the COCO evaluator with its category gaps and crowd
-regions, and the verdict judged against the published claims (box and mask AP)."""
+"""Each detector's eval tier end to end on CPU (torchvision's three, CenterNet, YOLOv3/v4), on a
+dataset laid out as COCO val2017 (tests/coco_layout.py): the released file found under
+$ZOO_DATA_ROOT and hash-checked, loaded exactly, the real val split evaluated by the COCO
+evaluator with its category gaps and crowd regions, and the verdict judged against the published
+claims (box and mask AP)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,55 @@ def test_a_tampered_released_file_is_refused_before_it_is_scored(tmp_path, monke
     (row,) = result.jobs
     assert row["verdict"] in ("ERROR", "INFRA") and "does not start with 258fb6c6" in row["failure_message"]
     assert not row["metrics"]
+
+
+def test_centernets_eval_tier_runs_end_to_end_on_a_coco_layout(tmp_path, monkeypatch):
+    """The released ctdet_coco_resdcn18.pth's format (random weights) at --keep_res on the COCO
+    layout: found, hashed and recorded (no hash was published), loaded exactly, every image
+    scored at its own size, judged against MODEL_ZOO's 28.1 as an evaluation."""
+    from replicate.harness import run_one
+    from tests.centernet_reference import released_file_state
+
+    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path / "data"))
+    write_coco_layout(tmp_path / "data" / "coco2017")
+    released = tmp_path / "data" / "checkpoints" / "ctdet_coco_resdcn18.pth"
+    released.parent.mkdir(parents=True)
+    torch.save(released_file_state(module_prefix=True), released)
+    result = run_one(["model=centernet", "tier=eval", "hardware=cpu", "scheduler=inline", "logger=none",
+                      f"results_dir={tmp_path / 'results'}"], echo=lambda _: None)
+    (row,) = result.jobs
+    assert row["verdict"] == "BELOW" and row["failure_stage"] == "evaluation", (row["verdict"], row["failure_message"])
+    assert row["environment"]["weights"]["sha256"] == hashlib.sha256(released.read_bytes()).hexdigest()
+    assert row["environment"]["weights"]["published_prefix"] is None
+    assert 0.0 <= row["metrics"]["bbox_AP"] <= 100.0 and row["steps_done"] == 0
+    assert row["compared_with"]["value"] == 28.1
+    assert "Pillow" in row["compared_with"]["deviations"][0]   # shown beside the verdict
+
+
+@pytest.mark.parametrize("model,file", [("yolov3", "yolov3.weights"), ("yolov4", "yolov4.weights")])
+def test_a_yolo_eval_tier_runs_end_to_end_on_a_coco_layout(model, file, tmp_path, monkeypatch):
+    """A Darknet ``.weights`` file of the full cfg (80 classes; random weights) at the val2017
+    claims' resolution on the COCO layout: found, hashed and recorded, loaded, darknet's
+    evaluation geometry, judged against the published val2017 measurement as an evaluation."""
+    from replicate.config.compose import compose_config
+    from replicate.harness import run_one
+    from replicate.models.darknet.weights import save_darknet_weights
+    from replicate.resolved import make_spec
+    from replicate.runner.worker import build_task
+
+    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path / "data"))
+    write_coco_layout(tmp_path / "data" / "coco2017", val_images=2)
+    overrides = [f"model={model}", "tier=eval", "hardware=cpu", "scheduler=inline", "logger=none",
+                 f"results_dir={tmp_path / 'results'}"]
+    cfg = compose_config(overrides)
+    torch.manual_seed(0)
+    net = build_task(make_spec(cfg, None), cfg).build_model("full")
+    released = tmp_path / "data" / "checkpoints" / file
+    released.parent.mkdir(parents=True)
+    save_darknet_weights(net.net, released)
+    result = run_one(overrides, echo=lambda _: None)
+    (row,) = result.jobs
+    assert row["verdict"] == "BELOW" and row["failure_stage"] == "evaluation", (row["verdict"], row["failure_message"])
+    assert row["environment"]["weights"]["sha256"] == hashlib.sha256(released.read_bytes()).hexdigest()
+    claim = cfg.model.claims[-1] if model == "yolov3" else cfg.model.claims[2]
+    assert row["compared_with"]["value"] == claim.value and claim.split == "val2017"

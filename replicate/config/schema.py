@@ -55,7 +55,10 @@ class ClaimConfig:
     value: float = MISSING
     split: str = MISSING             # e.g. val2017, test-dev2017, minival2014
     source: str = MISSING            # paper + table, or reference repo + file
-    kind: str = "paper"              # paper | zoo
+    # paper | zoo (the reference repo's model zoo) | author (the authors' own measurement
+    # outside the paper, e.g. in an issue) | third_party (a named, reputable third party's
+    # measurement of the released weights; the source says how it was measured)
+    kind: str = "paper"
     direction: str = "higher"        # higher | lower (which way is better)
     tolerance: float = 0.02          # the lab's 1-3% rule
     tolerance_kind: str = "relative"  # relative | absolute
@@ -140,6 +143,25 @@ class ReleasedCheckpointConfig:
 
 
 @dataclass
+class TestOptionsConfig:
+    """How the reference implementation tests, where it differs from training-time batching.
+
+    Evaluation only; the model's task applies them (CenterNet: ``--keep_res`` and its results
+    file's rounding; Darknet: letterbox or stretch).
+    """
+
+    # Each image at its own size, padded to the trunk's stride (CenterNet --keep_res); the
+    # images of a batch then differ in size, so it needs eval_batch_size 1.
+    keep_resolution: bool = False
+    # Box coordinates and scores rounded to this many decimals, as the reference writes its
+    # results file before COCOeval reads it (CenterNet: 2); None: unrounded.
+    result_decimals: Optional[int] = None
+    # Darknet: letterbox the evaluation images (pjreddie's validate_detector always does) or
+    # stretch them; None: the cfg's [net] letter_box, AlexeyAB's rule (default: stretch).
+    letter_box: Optional[bool] = None
+
+
+@dataclass
 class ModelTierConfig:
     """What one tier means for one model: variant, data, recipe, what it is compared with."""
 
@@ -158,6 +180,7 @@ class ModelTierConfig:
     # pads images to the batch's largest, which a reference that evaluates one image at a time
     # does not do (torchvision's detection reference: 1).
     eval_batch_size: Optional[int] = None
+    test: TestOptionsConfig = field(default_factory=TestOptionsConfig)
     # What this tier does differently from the reference implementation's recipe or evaluation,
     # one line each, shown beside its verdict; [] = none known. Required (validate.py) where the
     # tier is judged against a published claim: None means nobody has compared it yet.

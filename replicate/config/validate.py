@@ -12,7 +12,7 @@ from replicate.config.schema import CompareWith, Direction, Framework, Optimizer
 from replicate.config.selection import chosen_framework, chosen_reference
 from replicate.config.values import check_recipe, require, validate_values
 from replicate.errors import ConfigError
-from replicate.verdict import MIN_REFERENCE_DRAWS
+from replicate.verdict import MIN_REFERENCE_DRAWS, claim_on
 
 FRAMEWORKS = tuple(Framework)
 TIERS = ("smoke", "eval", "short", "full")
@@ -87,7 +87,7 @@ def _validate_darknet_cfgs(cfg: DictConfig) -> None:
 
 def _validate_claim(cfg: DictConfig, claim, key: str) -> None:
     require(bool(str(claim.source).strip()), f"{key}.source", "required: paper table or reference file")
-    _one_of(claim.kind, ("paper", "zoo"), f"{key}.kind")
+    _one_of(claim.kind, ("paper", "zoo", "author", "third_party"), f"{key}.kind")
     _one_of(claim.direction, tuple(Direction), f"{key}.direction")
     _one_of(claim.tolerance_kind, ("relative", "absolute"), f"{key}.tolerance_kind")
     if claim.tolerance_kind == "relative":
@@ -108,6 +108,10 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
         _validate_recipe(tier.recipe, f"{key}.recipe")
     require(tier.eval_batch_size is None or tier.eval_batch_size >= 1, f"{key}.eval_batch_size",
             f"{tier.eval_batch_size} must be >= 1")
+    require(not tier.test.keep_resolution or tier.eval_batch_size == 1, f"{key}.eval_batch_size",
+            "must be 1 with test.keep_resolution (each image keeps its own size)")
+    require(tier.test.result_decimals is None or tier.test.result_decimals >= 0, f"{key}.test.result_decimals",
+            f"{tier.test.result_decimals} must be >= 0")
     if tier.claim_split is not None:
         splits = sorted({c.split for c in cfg.model.claims})
         _one_of(tier.claim_split, splits, f"{key}.claim_split")
@@ -117,6 +121,11 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
         require(published == tier.claim_split, f"{key}.claim_split",
                 f"{tier.claim_split!r} is not the split this tier evaluates (datasets.{tier.data}.splits."
                 f"{tier.eval_split} is {published or 'no published split'})")
+        claim = claim_on(cfg.model.claims, tier.variant, tier.claim_split)
+        measured_at = claim.get("input_size") if claim is not None else None
+        # A claim measured at another resolution says nothing about this one.
+        require(measured_at in (None, tier.input_size), f"{key}.input_size",
+                f"{tier.input_size} is not the {measured_at} its claim on {tier.claim_split} was measured at")
     if tier.reference is not None:
         _validate_reference(tier.reference, f"{key}.reference")
     for framework, ref in tier.framework_references.items():

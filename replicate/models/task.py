@@ -84,6 +84,11 @@ class Task(abc.ABC):
         """Turn dataset items into a batch; default: tuple of lists (detection style)."""
         return tuple(zip(*items))
 
+    def eval_collate(self, items: list) -> Any:
+        """An evaluation batch: as :meth:`collate` unless the reference tests otherwise
+        (CenterNet tests each image at its own resolution)."""
+        return self.collate(items)
+
     def batch_size_of(self, batch: Any) -> int:
         return len(batch[0])
 

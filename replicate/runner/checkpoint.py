@@ -114,7 +114,9 @@ def load_state_file(model: torch.nn.Module, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise DataError(str(path), f"does not fit the model: {str(exc).splitlines()[0][:300]}") from None
+        # torch lists the missing and unexpected keys on the lines after its header: one line here
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)
+        raise DataError(str(path), f"does not fit the model: {detail[:300]}") from None
 
 
 def load_latest(directory: Path) -> dict[str, Any] | None:

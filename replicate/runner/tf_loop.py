@@ -207,7 +207,7 @@ class TfLoop(BaseLoop):
 
     def eval_batches(self, dataset: Any, batch_size: int) -> Iterator[Any]:
         for start in range(0, len(dataset), batch_size):
-            yield self.task.collate([dataset[j] for j in range(start, min(start + batch_size, len(dataset)))])
+            yield self.task.eval_collate([dataset[j] for j in range(start, min(start + batch_size, len(dataset)))])
 
     def predict_batch(self, batch: Any) -> list[dict]:
         return self.task.predict(self.model, batch)

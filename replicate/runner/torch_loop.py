@@ -75,7 +75,8 @@ class TorchLoop(BaseLoop):
 
     def loader(self, dataset: Any, batch_size: int = 1, batches: Optional[list[list[int]]] = None,
                mid_epoch: bool = False) -> DataLoader:
-        """Training: the given ``batches`` of indices (BatchOrder); evaluation: in order.
+        """Training: the given ``batches`` of indices (BatchOrder); evaluation: in order, through
+        the task's ``eval_collate``.
 
         Each DataLoader iterator draws a base seed from torch's global generator when it starts,
         which shifts the stream the model's own sampling uses (RPN/ROI sampling, dropout). That
@@ -84,11 +85,11 @@ class TorchLoop(BaseLoop):
         stream where the uninterrupted job had it.
         """
         workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
-        common = dict(collate_fn=self.task.collate, num_workers=workers, pin_memory=self.amp)
+        common: dict[str, Any] = dict(num_workers=workers, pin_memory=self.amp)
         if batches is not None:
             private = torch.Generator().manual_seed(self.cfg.seed) if mid_epoch else None
-            return DataLoader(dataset, batch_sampler=batches, generator=private, **common)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
+            return DataLoader(dataset, batch_sampler=batches, generator=private, collate_fn=self.task.collate, **common)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.task.eval_collate, **common)
 
     # ----------------------------------------------------------------- train
     def build_training(self) -> None:

@@ -136,8 +136,8 @@ def test_a_claim_tier_lists_its_deviations_and_they_reach_the_leaderboard():
 
     cfg = compose_config(["model=centernet", "tier=full"])
     target = target_for(cfg, "full")
-    assert target.kind == "claim" and len(target.deviations) == 4
-    assert any("keep_res" in d for d in target.deviations)
+    assert target.kind == "claim" and len(target.deviations) == 2
+    assert any("random scale 0.6-1.4" in d for d in target.deviations)
     row = target_columns({"compared_with": target.to_dict(), "metric_name": target.metric, "mean": 20.0})
     assert row["deviations"] == target.deviations
     # a faithful tier says so ([]); a claim tier nobody has compared is refused
@@ -158,5 +158,25 @@ def test_models_json_shows_each_tier_with_what_it_is_compared_with():
     assert eval_tier["compared_with"]["kind"] == "claim" and eval_tier["compared_with"]["value"] == 37.0
     assert eval_tier["evaluated_split"] == eval_tier["compared_with"]["split"] == "val2017"
     assert eval_tier["deviations"] == []
-    assert rows["yolov3"]["eval"]["compared_with"] is None   # test-dev claims only: MEASURED
+    # the papers report test-dev only: a named third party's val2017 measurement, at its resolution
+    yolo = rows["yolov3"]["eval"]["compared_with"]
+    assert (yolo["metric"], yolo["value"], yolo["split"]) == ("bbox_AP50", 67.7, "val2017")
+    assert "open_model_zoo" in yolo["source"] and rows["yolov3"]["eval"]["test"]["letter_box"] is True
+    assert rows["centernet"]["eval"]["released"]["file"] == "ctdet_coco_resdcn18.pth"
+    assert rows["centernet"]["full"]["backbone_weights"]["sha256_prefix"] == "5c106cde"
+    for name, tiers in rows.items():   # every model meets at least one published number
+        assert any(t["compared_with"] and t["compared_with"]["kind"] == "claim" and t["deviations"] is not None
+                   for t in tiers.values()), name
     assert rows["centernet"]["smoke"]["compared_with"]["kind"] == "reference"
+
+
+def test_a_claim_tier_at_another_resolution_than_its_claim_is_refused():
+    with pytest.raises(ConfigError) as err:
+        compose_config(["model=yolov3", "tier=eval", "model.tiers.eval.input_size=608"])
+    assert err.value.key == "model.tiers.eval.input_size" and "416" in str(err.value)
+
+
+def test_an_unknown_claim_kind_is_refused():
+    with pytest.raises(ConfigError) as err:
+        compose_config(["model=yolov3", "model.claims.3.kind=blog"])
+    assert err.value.key == "model.claims[3].kind"

@@ -182,15 +182,3 @@ def test_smoke_run_learns_and_shuffled_labels_do_not(tmp_path):
     assert trained["metric_value"] >= max(3 * untrained["metric_value"], 10.0)
     assert trained["verdict"] == "PASS"
     assert shuffled["verdict"] != "PASS"
-
-
-def test_trunk_loads_torchvision_resnet18_weights(tmp_path):
-    from torchvision.models import resnet18
-
-    trunk = resnet18(weights=None)
-    path = tmp_path / "resnet18.pth"
-    torch.save(trunk.state_dict(), path)
-    task, _ = make_task(tmp_path, [f"model.variants.full.arch.trunk_weights={path}"])
-    model = task.build_model("full")
-    torch.testing.assert_close(model.layer3[1].conv2.weight, trunk.layer3[1].conv2.weight)
-    torch.testing.assert_close(model.layer2[0].downsample[1].running_var, trunk.layer2[0].downsample[1].running_var)

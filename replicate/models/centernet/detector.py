@@ -27,10 +27,11 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops import DeformConv2d
 
-from replicate.errors import ConfigError
+from replicate.errors import ConfigError, DataError
 from replicate.models.centernet import targets as ct
 from replicate.models.registry import register_model
 from replicate.models.task import Task
+from replicate.weights_file import published_file, verify
 
 BN_MOMENTUM = 0.1    # reference resnet_dcn.py BN_MOMENTUM
 HM_BIAS = -2.19      # reference: hm head's last bias, -log((1 - 0.1) / 0.1): start at p = 0.1
@@ -194,25 +195,24 @@ def down_ratio(arch: Any) -> int:
     return int(ratio)
 
 
-def load_trunk(model: CenterNetResDCN, path: Path, key: str) -> None:
-    """Initialise the trunk from a torchvision ResNet state dict (the reference's ImageNet start).
+def load_trunk(model: CenterNetResDCN, path: Path) -> None:
+    """Initialise the trunk from a torchvision ResNet state dict (the reference's ImageNet start:
+    resnet_dcn.py loads torchvision's ``resnet18`` file).
 
-    The trunk's parameter names are torchvision's (conv1, bn1, layer1..4), so its ``resnet18``
-    weights load as they are; ``fc`` is dropped, up-sampling and heads keep their init.
+    The trunk's parameter names are torchvision's (conv1, bn1, layer1..4), so the file loads as
+    it is; ``fc`` is dropped, up-sampling and heads keep their init.
     """
-    from replicate.errors import DataError
-
-    if not path.is_file():
-        raise DataError(str(path), f"trunk weights file not found ({key})")
     from replicate.runner.checkpoint import load_file
 
     state = load_file(path)   # data only; a file that is not a checkpoint is a DataError naming it
+    if not isinstance(state, dict):
+        raise DataError(str(path), "holds no state dict")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     trunk_missing = [k for k in missing if k.split(".")[0] in ("conv1", "bn1", *model.stages)]
     if trunk_missing or unexpected:
-        raise ConfigError(key, f"{path} does not fit the trunk: missing {trunk_missing[:3]}, "
-                               f"unexpected {list(unexpected)[:3]}")
+        raise DataError(str(path), f"does not fit the trunk: missing {trunk_missing[:3]}, "
+                                   f"unexpected {list(unexpected)[:3]}")
 
 
 def letterbox(image: Tensor, size: int) -> tuple[Tensor, float, float, float]:
@@ -232,6 +232,54 @@ def letterbox(image: Tensor, size: int) -> tuple[Tensor, float, float, float]:
     out = image.new_zeros(3, size, size)
     out[:, pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
     return out, scale, float(pad_x), float(pad_y)
+
+
+def keep_resolution(image: Tensor, pad: int) -> tuple[Tensor, float, float, float]:
+    """The image at its own size on a zero canvas of ``(side | pad) + 1`` per side (the reference's
+    ``--keep_res`` test: the next multiple of ``pad + 1`` above each side).
+
+    The reference warps the image's centre ``(w // 2, h // 2)`` onto the canvas centre at scale
+    1, which is a whole-pixel shift: the image is copied, unresampled. Returns the canvas, the
+    scale (1) and the x/y shift, as :func:`letterbox`.
+    """
+    height, width = image.shape[-2:]
+    canvas_h, canvas_w = (height | pad) + 1, (width | pad) + 1
+    shift_x, shift_y = canvas_w // 2 - width // 2, canvas_h // 2 - height // 2
+    out = image.new_zeros(3, canvas_h, canvas_w)
+    out[:, shift_y:shift_y + height, shift_x:shift_x + width] = image
+    return out, 1.0, float(shift_x), float(shift_y)
+
+
+def trunk_stride(arch: Any) -> int:
+    """The trunk's total stride (ResNet: 32), which ``--keep_res`` pads each side to a multiple of."""
+    return 4 * 2 ** (len(arch.layers) - 1)
+
+
+def normalised(image: Tensor, arch: Any) -> Tensor:
+    """The network input as the reference feeds it (``arch.input``): channels in its order (the
+    reference reads images with OpenCV: BGR), then ``(x - mean) / std`` per channel. Applied
+    after padding, so the padding is ``-mean / std`` as in the reference. No ``arch.input``:
+    RGB in [0, 1] as loaded (the smoke variant)."""
+    spec = arch.get("input")
+    if spec is None:
+        return image
+    if spec.channels == "bgr":
+        image = image.flip(0)
+    mean = torch.tensor(list(spec.mean), dtype=image.dtype).view(3, 1, 1)
+    std = torch.tensor(list(spec.std), dtype=image.dtype).view(3, 1, 1)
+    return (image - mean) / std
+
+
+def as_results_file(boxes: Tensor, scores: Tensor, decimals: int) -> tuple[Tensor, Tensor]:
+    """Boxes and scores as the reference's results file holds them (coco.py convert_eval_format):
+    width and height taken in float32, then x, y, w, h and the score each printed with
+    ``decimals`` decimals and read back. Returned in float64 ``xyxy``, so the evaluator's
+    ``xywh`` is those numbers again."""
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).float()
+    rounded = [[float(f"{v:.{decimals}f}") for v in row] for row in xywh.tolist()]
+    xywh64 = torch.tensor(rounded, dtype=torch.float64).reshape(-1, 4)
+    xyxy = torch.cat([xywh64[:, :2], xywh64[:, :2] + xywh64[:, 2:]], dim=1)
+    return xyxy, torch.tensor([float(f"{v:.{decimals}f}") for v in scores.tolist()], dtype=torch.float64)
 
 
 @register_model("centernet")
@@ -271,8 +319,11 @@ class CenterNetTask(Task):
         down_ratio(arch)
         heads = {"hm": self.num_classes(arch), "wh": 2, "reg": 2}
         model = CenterNetResDCN(list(arch.layers), list(arch.widths), list(arch.deconv), heads, int(arch.head_conv))
-        if arch.get("trunk_weights"):
-            load_trunk(model, Path(str(arch.trunk_weights)), f"model.variants.{variant}.arch.trunk_weights")
+        trunk = self.ctx.tier_cfg.get("backbone_weights")
+        if trunk is not None:   # the file a lab placed, checked against its published hash first
+            weights = published_file(trunk)
+            verify(weights)
+            load_trunk(model, weights.path)
         return model
 
     # ------------------------------------------------------------------- data
@@ -305,8 +356,22 @@ class CenterNetTask(Task):
         return {k: extra.get(k, v) for k, v in LOSS_DEFAULTS.items()}
 
     def collate(self, items: list) -> tuple[Tensor, list[dict], dict[str, Tensor]]:
-        """Letterbox to the input size, stack, and encode the training targets per image."""
+        """Letterbox to the input size, normalise, stack, and encode the training targets per image."""
         size = self.ctx.input_size
+        return self.batch(items, lambda image: letterbox(image, size))
+
+    def eval_collate(self, items: list) -> tuple[Tensor, list[dict], dict[str, Tensor]]:
+        """As :meth:`collate`, or each image at its own resolution where the tier tests as the
+        reference's ``--keep_res`` (``test.keep_resolution``; one image per batch)."""
+        test = self.ctx.tier_cfg.get("test")
+        if test is None or not test.keep_resolution:
+            return self.collate(items)
+        pad = trunk_stride(self.ctx.arch) - 1
+        return self.batch(items, lambda image: keep_resolution(image, pad))
+
+    def batch(self, items: list, place: Any, normalise: bool = True) -> tuple[Tensor, list[dict], dict[str, Tensor]]:
+        """Each image placed on its canvas by ``place`` (image -> canvas, scale, shift x, shift y),
+        normalised as the reference's input, its targets encoded on the canvas's output grid."""
         arch = self.ctx.arch
         ratio, classes = down_ratio(arch), self.num_classes(arch)
         channel_of = {cid: i for i, cid in enumerate(self.category_ids())}
@@ -316,12 +381,12 @@ class CenterNetTask(Task):
         max_objs = int(self.loss_settings()["max_objs"])
         images, encoded, geometry = [], [], []
         for image, target in items:
-            image, scale, pad_x, pad_y = letterbox(image, size)
+            image, scale, pad_x, pad_y = place(image)
             boxes = target["boxes"] * scale + torch.tensor([pad_x, pad_y, pad_x, pad_y])
             channels = torch.tensor([channel_of[int(c)] for c in target["labels"]], dtype=torch.int64)
-            encoded.append(ct.encode(boxes / ratio, channels, classes, (size // ratio, size // ratio), max_objs,
-                                     radius_of=self.gaussian_radius))
-            images.append(image)
+            grid = (image.shape[-2] // ratio, image.shape[-1] // ratio)
+            encoded.append(ct.encode(boxes / ratio, channels, classes, grid, max_objs, radius_of=self.gaussian_radius))
+            images.append(normalised(image, arch) if normalise else image)
             geometry.append(torch.tensor([scale, pad_x, pad_y]))
         batch = {k: torch.stack([e[k] for e in encoded]) for k in encoded[0]}
         batch["geometry"] = torch.stack(geometry)
@@ -369,8 +434,14 @@ class CenterNetTask(Task):
         boxes = boxes * down_ratio(self.ctx.arch)
         pads = geometry[:, 1:3].repeat(1, 2)[:, None, :]
         boxes = (boxes - pads) / geometry[:, 0, None, None]
-        return [{"image_id": int(t["image_id"]), "boxes": b, "scores": s, "labels": ids[c]}
-                for t, b, s, c in zip(targets, boxes, scores, channels)]
+        test = self.ctx.tier_cfg.get("test")
+        decimals = test.result_decimals if test is not None else None
+        found = []
+        for t, b, s, c in zip(targets, boxes, scores, channels):
+            if decimals is not None:   # as the reference's results file rounds them
+                b, s = as_results_file(b.cpu(), s.cpu(), int(decimals))
+            found.append({"image_id": int(t["image_id"]), "boxes": b, "scores": s, "labels": ids[c]})
+        return found
 
     def build_evaluator(self, split: str):
         from replicate.evaluation.coco import CocoEvaluator
@@ -395,7 +466,8 @@ class CenterNetTask(Task):
         from the gaussian radius.
         """
         _, target = item
-        images, _, enc = self.collate([item])  # drawn in the letterboxed frame the model sees
+        size = self.ctx.input_size   # drawn in the letterboxed frame the model sees, unnormalised
+        images, _, enc = self.batch([item], lambda image: letterbox(image, size), normalise=False)
         scale, pad_x, pad_y = enc["geometry"][0].tolist()
         boxes = target["boxes"] * scale + torch.tensor([pad_x, pad_y, pad_x, pad_y])
         drawn = super().draw_sample((images[0], {**target, "boxes": boxes})).float()

@@ -11,8 +11,8 @@ YOLO licence), re-implemented on torch tensors:
 * mosaic (``mosaic=1`` in [net]): four jittered images fill the four rectangles around a random
   cut point.
 
-Evaluation resizes (stretch, or letterbox when ``letter_box=1``) and records how, so predictions
-can be mapped back onto the original image.
+Evaluation resizes as darknet's detector evaluation (its own ``resize_image``; stretch, or
+letterbox) and records how, so predictions can be mapped back onto the original image.
 """
 
 from __future__ import annotations
@@ -175,11 +175,61 @@ class YoloTrainSet(Dataset):
         return jitter_item(image, target, (self.size, self.size), self.rng, self.cfg, self.resize)
 
 
-class ResizeForEval:
-    """Resize to the network size (stretch, or letterbox); ``target["resize"]`` records how.
+def darknet_resize(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Darknet's ``resize_image`` (src/image.c), in float32 as it computes: a horizontal then a
+    vertical linear pass with source position ``i * (in - 1) / (out - 1)``; the last column is
+    copied, and the last row takes only its ``(1 - dy)`` share (darknet skips the second term
+    there, which matters when float rounding puts that row's source just below the last one).
+    """
+    _, in_h, in_w = image.shape
+    image = image.float()
+    part = _darknet_pass(image, in_w, width, axis=2, last_whole=True)
+    return _darknet_pass(part, in_h, height, axis=1, last_whole=False)
 
-    ``resize`` = (scale x, scale y, offset x, offset y, original width, original height):
-    original = (network - offset) / scale.
+
+def _darknet_pass(image: torch.Tensor, size_in: int, size_out: int, axis: int, last_whole: bool) -> torch.Tensor:
+    """One of ``darknet_resize``'s passes along ``axis`` (2: columns, 1: rows)."""
+    index = torch.arange(size_out)
+    if size_in == 1 or size_out == 1:
+        # a one-pixel source is copied; a one-pixel output takes the last column (a one-pixel
+        # output row divides by zero in darknet: the first row here)
+        pick = size_in - 1 if last_whole else 0
+        return image.index_select(axis, torch.full((size_out,), pick, dtype=torch.long))
+    scale = torch.tensor(size_in - 1, dtype=torch.float32) / torch.tensor(size_out - 1, dtype=torch.float32)
+    source = index.to(torch.float32) * scale
+    low = source.to(torch.long)                       # C's (int) cast: truncation, source >= 0
+    frac = source - low.to(torch.float32)
+    high = (low + 1).clamp(max=size_in - 1)
+    shape = [1, 1, 1]
+    shape[axis] = size_out
+    frac = frac.view(shape)
+    first = (1 - frac) * image.index_select(axis, low)
+    second = frac * image.index_select(axis, high)
+    last = index == size_out - 1
+    if last_whole:   # the last column: the source's last pixel
+        whole = image.index_select(axis, torch.full((size_out,), size_in - 1, dtype=torch.long))
+        return torch.where(last.view(shape), whole, first + second)
+    return torch.where(last.view(shape), first, first + second)   # the last row: its first term only
+
+
+def letterbox_geometry(width: int, height: int, size: int) -> tuple[int, int]:
+    """Darknet's letterbox size (``letterbox_image``, ``correct_yolo_boxes``): the side that
+    limits fills the network, the other is scaled in integer arithmetic (truncated)."""
+    if size / width < size / height:
+        return size, (height * size) // width
+    return (width * size) // height, size
+
+
+class ResizeForEval:
+    """Resize to the network size as darknet's detector evaluation does; ``target["resize"]``
+    records how.
+
+    Stretch (AlexeyAB's default): ``resize_image`` to the network size. Letterbox (pjreddie's
+    ``validate_detector`` always, AlexeyAB's with ``letter_box``): ``letterbox_image``, the
+    image resized to :func:`letterbox_geometry` and embedded at the whole-pixel offset
+    ``(size - new) / 2`` on grey 0.5. ``resize`` = (scale x, scale y, offset x, offset y, original
+    width, original height), with the offset darknet's ``correct_yolo_boxes`` maps back with:
+    ``(size - new) / 2.`` in floating point (half a pixel off the embedding when odd, as darknet).
     """
 
     def __init__(self, size: int, letter_box: bool = False):
@@ -188,24 +238,22 @@ class ResizeForEval:
     def __call__(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
         _, h, w = image.shape
         s = self.size
-        if self.letter_box:
-            scale = min(s / w, s / h)
-            nw, nh = round(w * scale), round(h * scale)
-            ox, oy = (s - nw) // 2, (s - nh) // 2
-            sx, sy = nw / w, nh / h
-        else:
-            nw, nh, ox, oy, sx, sy = s, s, 0, 0, s / w, s / h
+        nw, nh = letterbox_geometry(w, h, s) if self.letter_box else (s, s)
         if (nh, nw) != (h, w):
-            image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False,
-                                  antialias=True)[0]
+            image = darknet_resize(image, nw, nh)
         if (nh, nw) != (s, s):
-            image = F.pad(image - GREY, (ox, s - nw - ox, oy, s - nh - oy)) + GREY
+            ox, oy = (s - nw) // 2, (s - nh) // 2
+            canvas = image.new_full((image.shape[0], s, s), GREY)
+            canvas[:, oy:oy + nh, ox:ox + nw] = image
+            image = canvas
+        sx, sy = nw / w, nh / h
+        back_x, back_y = (s - nw) / 2, (s - nh) / 2
         target = {k: v for k, v in target.items() if k != "masks"}
         boxes = target["boxes"].clone()
-        boxes[:, 0::2] = boxes[:, 0::2] * sx + ox
-        boxes[:, 1::2] = boxes[:, 1::2] * sy + oy
+        boxes[:, 0::2] = boxes[:, 0::2] * sx + back_x
+        boxes[:, 1::2] = boxes[:, 1::2] * sy + back_y
         target["boxes"] = boxes
-        target["resize"] = torch.tensor([sx, sy, ox, oy, w, h], dtype=torch.float32)
+        target["resize"] = torch.tensor([sx, sy, back_x, back_y, w, h], dtype=torch.float32)
         return image, target
 
 

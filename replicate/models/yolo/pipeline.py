@@ -90,8 +90,12 @@ class DarknetYoloPipeline:
         data = self.ctx.data_cfg
         paths = data.splits[split]
         augment = self.augment_config()
+        letter_box = augment.letter_box
+        test = self.ctx.tier_cfg.get("test")
+        if test is not None and test.letter_box is not None:   # the tier evaluates as its reference does
+            letter_box = bool(test.letter_box)
         base = CocoDetection(Path(data.root), paths.images, paths.annotations,
-                             transforms=None if train else ResizeForEval(self.ctx.input_size, augment.letter_box),
+                             transforms=None if train else ResizeForEval(self.ctx.input_size, letter_box),
                              shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None)
         classes = self.num_classes(self.ctx.variant)
         if len(base.category_ids) != classes:

@@ -1,0 +1,58 @@
+"""The YOLO eval path's image geometry against darknet's own (tests/darknet_reference.py): the
+same image resized and letterboxed as darknet's evaluation does, and a box mapped back onto the
+image as darknet's results file writes it; the tier options choose pjreddie's letterbox."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from replicate.models.darknet.augment import ResizeForEval, darknet_resize, to_original
+from tests import darknet_reference as ref
+
+
+@pytest.mark.parametrize("in_h,in_w,out_h,out_w", [(30, 47, 13, 19), (17, 11, 32, 32), (48, 64, 37, 64),
+                                                   (1, 9, 4, 5), (9, 1, 3, 4)])
+def test_darknet_resize_equals_resize_image(in_h, in_w, out_h, out_w):
+    image = np.random.default_rng(in_h * in_w).random((3, in_h, in_w), dtype=np.float32)
+    ours = darknet_resize(torch.from_numpy(image), out_w, out_h).numpy()
+    np.testing.assert_allclose(ours, ref.resize_image(image, out_w, out_h), atol=2e-7, rtol=0)
+
+
+def test_the_last_row_keeps_darknets_skipped_term():
+    """Where float rounding puts the last row's source just below the last source row, darknet
+    keeps only (1 - dy) of it; a textbook bilinear resize would not."""
+    height_in, height_out = 29, 10
+    scale = np.float32(height_in - 1) / np.float32(height_out - 1)
+    sy = np.float32(height_out - 1) * scale
+    image = np.random.default_rng(0).random((3, height_in, 5), dtype=np.float32) + 0.5
+    ours = darknet_resize(torch.from_numpy(image), 5, height_out).numpy()
+    np.testing.assert_allclose(ours, ref.resize_image(image, 5, height_out), atol=2e-7, rtol=0)
+    if sy < height_in - 1:   # this float32 rounding case: the row darkens
+        assert ours[:, -1].mean() < image[:, -1].mean()
+
+
+@pytest.mark.parametrize("letter_box", [True, False])
+@pytest.mark.parametrize("in_h,in_w", [(45, 70), (70, 45), (33, 33)])
+def test_eval_input_and_boxes_equal_darknets(in_h, in_w, letter_box):
+    net = 32
+    image = np.random.default_rng(in_w).random((3, in_h, in_w), dtype=np.float32)
+    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "image_id": 1}
+    resized, t = ResizeForEval(net, letter_box)(torch.from_numpy(image), target)
+    expected = ref.letterbox_image(image, net) if letter_box else ref.resize_image(image, net, net)
+    np.testing.assert_allclose(resized.numpy(), expected, atol=2e-7, rtol=0)
+    network_boxes = torch.tensor([[3.5, 2.0, 20.25, 31.0], [-4.0, 10.0, 40.0, 12.5]])
+    back = to_original(network_boxes, t["resize"])
+    for box, ours in zip(network_boxes.tolist(), back.tolist()):
+        x, y, w, h = ref.cocos_box(*box, in_w, in_h, net, letter_box)
+        np.testing.assert_allclose([ours[0], ours[1], ours[2] - ours[0], ours[3] - ours[1]], [x, y, w, h],
+                                   atol=1e-4)
+
+
+def test_the_yolov3_eval_tier_letterboxes_as_pjreddies_darknet(tmp_path):
+    from replicate.config.compose import compose_config
+
+    for model, expected in (("yolov3", True), ("yolov4", None)):
+        cfg = compose_config([f"model={model}", "tier=eval", f"results_dir={tmp_path}"])
+        assert cfg.model.tiers.eval.test.letter_box is expected
