@@ -38,7 +38,7 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
     split = datasets[tier.data].splits.get(tier.eval_split)
     compared: Optional[dict[str, Any]] = None
     if tier.claim_split is not None:
-        from replicate.verdict import claim_on, other_claims
+        from replicate.verdict import claim_on, instrument_claims, other_claims
 
         claim = claim_on(model.claims, tier.variant, tier.claim_split)
         if claim is not None:
@@ -46,7 +46,10 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
                         "source": claim.source,
                         # judged too: the first one missed decides the verdict
                         "also": [{"metric": c.metric, "value": c.value, "source": c.source}
-                                 for c in other_claims(model.claims, claim, tier.variant, int(tier.input_size))]}
+                                 for c in other_claims(model.claims, claim, tier.variant, int(tier.input_size))],
+                        # what the measuring instrument must reproduce first (else the job is INFRA)
+                        "instrument": [{"metric": c.metric, "value": c.value, "source": c.source}
+                                       for c in instrument_claims(model.claims, claim.split, tier.variant)]}
     elif tier.reference is not None:
         compared = {"kind": "reference", "metric": tier.reference.metric, "value": tier.reference.value,
                     "split": tier.eval_split, "source": tier.reference.source}
@@ -55,9 +58,11 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
             "compared_with": compared,   # None: nothing to compare with (MEASURED)
             "deviations": list(tier.deviations) if tier.deviations is not None else None,
             # what a lab places under $ZOO_DATA_ROOT/checkpoints/ for this tier: the released
-            # checkpoint it scores (eval tiers), the pretrained trunk it starts from (training tiers)
+            # checkpoint it scores (eval tiers), the pretrained trunk it starts from (training
+            # tiers), the network its metric is measured with
             "released": _container(tier.get("released")),
             "backbone_weights": _container(tier.get("backbone_weights")),
+            "segmenter": _container(tier.get("segmenter")),
             # how the tier tests where the reference does (CenterNet: --keep_res, rounded results)
             "test": _container(tier.get("test"))}
 

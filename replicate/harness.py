@@ -299,14 +299,14 @@ def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False
 
 def preflight_weights(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False) -> dict[str, str]:
     """Every weights file a job loads (an eval tier's released checkpoint, ``checkpoint=``, a
-    training tier's pretrained trunk) is there before anything is scheduled (its hash is checked
-    where it is loaded). A missing one is a DataError naming it (exit 2), or with ``keep_going``
-    returned per job id: those jobs are INFRA."""
-    from replicate.weights_file import backbone_weights_for, weights_for
+    training tier's pretrained trunk, the segmenter that measures it) is there before anything
+    is scheduled (its hash is checked where it is loaded). A missing one is a DataError naming it
+    (exit 2), or with ``keep_going`` returned per job id: those jobs are INFRA."""
+    from replicate.weights_file import backbone_weights_for, segmenter_for, weights_for
 
     missing: dict[str, str] = {}
     for job in jobs:
-        for weights in (weights_for(job.cfg), backbone_weights_for(job.cfg)):
+        for weights in (weights_for(job.cfg), backbone_weights_for(job.cfg), segmenter_for(job.cfg)):
             if weights is None or weights.path.is_file() or job.job_id in missing:
                 continue
             where = f": place the released file from {weights.source} there" if weights.released else ""

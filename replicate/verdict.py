@@ -62,6 +62,9 @@ class Target:
     # The tier's other claims on the same split (Mask R-CNN's mask AP beside its box AP): each is
     # judged too, and the first one missed decides the verdict.
     also: list["Target"] = field(default_factory=list)
+    # What the instrument must measure on the same split (pix2pix: the paper's FCN on the real
+    # photos): a miss makes the job INFRA (uncalibrated instrument) before the claim is judged.
+    instrument: list["Target"] = field(default_factory=list)
 
     @property
     def low(self) -> Optional[float]:
@@ -94,6 +97,7 @@ class Target:
             if kept.get(key) is not None:
                 kept[key] = tuple(kept[key])
         kept["also"] = [cls.from_dict(other) for other in kept.get("also") or []]
+        kept["instrument"] = [cls.from_dict(other) for other in kept.get("instrument") or []]
         return cls(**kept)
 
 
@@ -119,13 +123,15 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
     if kind == "claim":
         claim = select_claim(cfg, variant, tier.claim_split)
         trained = bool(cfg.tier.trains)
-        also = [Target("claim", c.metric, float(c.value), float(c.tolerance), c.tolerance_kind, c.direction, c.source,
-                       split=c.split, trained=trained)
-                for c in other_claims(cfg.model.claims, claim, variant, int(tier.input_size))]
+        def judged(c: Any) -> Target:
+            return Target("claim", c.metric, float(c.value), float(c.tolerance), c.tolerance_kind, c.direction,
+                          c.source, split=c.split, trained=trained)
+
         return Target("claim", claim.metric, float(claim.value), float(claim.tolerance), claim.tolerance_kind,
                       claim.direction, claim.source, split=claim.split,
-                      deviations=list(tier.deviations) if tier.deviations is not None else None,
-                      trained=trained, also=also)
+                      deviations=list(tier.deviations) if tier.deviations is not None else None, trained=trained,
+                      also=[judged(c) for c in other_claims(cfg.model.claims, claim, variant, int(tier.input_size))],
+                      instrument=[judged(c) for c in instrument_claims(cfg.model.claims, claim.split, variant)])
     primary = next(c for c in cfg.model.claims if c.primary)
     return Target("none", primary.metric if reference is None else reference.metric, None, 0.0,
                   "relative", primary.direction, "calibration run: nothing to compare with")
@@ -268,9 +274,15 @@ def early_threshold(mean: float, std: float, n: int, false_alarm: float, directi
 
 
 def claim_on(claims: Sequence[Any], variant: str, split: str) -> Optional[Any]:
-    """The primary claim on ``split`` for ``variant``, else the first claim on it, else None."""
-    found = [c for c in claims if c.split == split and (c.variant or "full") == variant]
+    """The primary claim on ``split`` for ``variant``, else the first claim on it, else None
+    (instrument claims are never it)."""
+    found = [c for c in claims if c.split == split and (c.variant or "full") == variant and not c.get("instrument")]
     return next((c for c in found if c.primary), found[0] if found else None)
+
+
+def instrument_claims(claims: Sequence[Any], split: str, variant: str) -> list[Any]:
+    """The claims on ``split`` that check the measuring instrument, not the model."""
+    return [c for c in claims if c.get("instrument") and c.split == split and (c.variant or "full") == variant]
 
 
 def other_claims(claims: Sequence[Any], primary: Any, variant: str, input_size: int) -> list[Any]:
@@ -280,7 +292,7 @@ def other_claims(claims: Sequence[Any], primary: Any, variant: str, input_size: 
     out = []
     for claim in claims:
         if (claim.split != primary.split or (claim.variant or "full") != variant or claim.metric in seen
-                or claim.get("input_size") not in (None, input_size)):
+                or claim.get("input_size") not in (None, input_size) or claim.get("instrument")):
             continue
         seen.add(claim.metric)
         out.append(claim)
@@ -483,6 +495,9 @@ def judge_job(result: JobResult, target: Target) -> tuple[str, Optional[Failure]
     if result.early_check.get("aborted"):
         return EARLY_ABORT, Failure("training", "accuracy below expectations", early_abort_message(result.early_check,
                                                                                                   target))
+    uncalibrated = instrument_failure(result.metrics, target)
+    if uncalibrated is not None:
+        return INFRA, uncalibrated
     verdict, failure = judge_value(result.metrics.get(target.metric) if target.metric else None, target)
     loss = final_loss(result)
     if verdict == PASS and target.loss_band is not None and loss is not None:
@@ -495,6 +510,19 @@ def judge_job(result: JobResult, target: Target) -> tuple[str, Optional[Failure]
     if verdict == PASS:
         return judge_also(lambda metric: result.metrics.get(metric), target, (verdict, failure))
     return verdict, failure
+
+
+def instrument_failure(metrics: dict[str, float], target: Target) -> Optional[Failure]:
+    """Why the instrument cannot be trusted (a miss of one of its own published numbers), or None."""
+    for check in target.instrument:
+        value = metrics.get(check.metric) if check.metric else None
+        if value is None or not check.contains(value):
+            measured = ("was not measured" if value is None
+                        else f"is {value:.4g}, outside [{check.low:.4g}, {check.high:.4g}]")
+            return Failure("evaluation", "incorrect functionality",
+                           f"uncalibrated instrument: {check.metric} {measured} ({check.source}); the "
+                           f"{target.metric} it measures says nothing about the model")
+    return None
 
 
 def judge_also(value_of: Callable[[str], Optional[float]], target: Target,

@@ -85,3 +85,9 @@ def backbone_weights_for(cfg: Any) -> Optional[WeightsFile]:
     if trunk is None or not cfg.tier.trains:
         return None
     return published_file(trunk)
+
+
+def segmenter_for(cfg: Any) -> Optional[WeightsFile]:
+    """The network a tier's metric is measured with (``model.tiers.<tier>.segmenter``), or None."""
+    entry = _tier_entry(cfg, "segmenter")
+    return published_file(entry) if entry is not None else None

@@ -72,3 +72,57 @@ def cocos_box(x1: float, y1: float, x2: float, y2: float, in_w: int, in_h: int, 
     xmin, xmax = max(bx - bw / 2, 0.0), min(bx + bw / 2, float(in_w))
     ymin, ymax = max(by - bh / 2, 0.0), min(by + bh / 2, float(in_h))
     return [xmin, ymin, xmax - xmin, ymax - ymin]
+
+
+def _sigmoid(v: float) -> float:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    """darknet's box_iou on (x, y, w, h) centre boxes."""
+    def overlap(c1: float, w1: float, c2: float, w2: float) -> float:
+        return min(c1 + w1 / 2, c2 + w2 / 2) - max(c1 - w1 / 2, c2 - w2 / 2)
+    w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
+    inter = 0.0 if w < 0 or h < 0 else w * h
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def yolo_detections(outputs: list[np.ndarray], layers: list[dict], net: int, thresh: float = 0.005,
+                    nms: float = 0.45) -> list[tuple[int, float, list[float]]]:
+    """``get_yolo_detections`` + ``do_nms_sort`` on one image's raw [yolo] maps ([A*(5+C), H, W]
+    each; ``layers``: anchors (pixels), mask, classes, scale_x_y): (class, prob, x1 y1 x2 y2 in
+    network pixels, unclipped) for every class whose probability survives."""
+    dets = []
+    for raw, layer in zip(outputs, layers):
+        classes, mask, s = layer["classes"], layer["mask"], layer["scale_x_y"]
+        _, height, width = raw.shape
+        entries = raw.reshape(len(mask), 5 + classes, height, width)
+        for n, anchor in enumerate(mask):
+            for j in range(height):
+                for i in range(width):
+                    e = entries[n, :, j, i]
+                    objectness = _sigmoid(e[4])
+                    if objectness <= thresh:
+                        continue
+                    pw, ph = layer["anchors"][anchor]
+                    shift = (s - 1) / 2
+                    box = [(i + _sigmoid(e[0]) * s - shift) / width, (j + _sigmoid(e[1]) * s - shift) / height,
+                           np.exp(e[2]) * pw / net, np.exp(e[3]) * ph / net]
+                    probs = [objectness * _sigmoid(c) for c in e[5:]]
+                    dets.append((box, [p if p > thresh else 0.0 for p in probs]))
+    out = []
+    classes = len(dets[0][1]) if dets else 0
+    for k in range(classes):
+        order = sorted(range(len(dets)), key=lambda d: -dets[d][1][k])
+        probs = [dets[d][1][k] for d in order]
+        for a in range(len(order)):
+            if probs[a] == 0:
+                continue
+            for b in range(a + 1, len(order)):
+                if _iou(dets[order[a]][0], dets[order[b]][0]) > nms:
+                    probs[b] = 0.0
+        for a, d in enumerate(order):
+            if probs[a] > 0:
+                x, y, w, h = (v * net for v in dets[d][0])
+                out.append((k, probs[a], [x - w / 2, y - h / 2, x + w / 2, y + h / 2]))
+    return out

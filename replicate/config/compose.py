@@ -51,12 +51,28 @@ def _apply_values(cfg: DictConfig, values: list[Any]) -> None:
         try:
             # "+key" adds only where the schema leaves keys open (recipe.extra, logger, datasets...);
             # anywhere else an unknown key is a typo, refused with its name
-            OmegaConf.update(cfg, key, item.value(), merge=True, force_add=item.is_add() and _open_for_keys(cfg, key))
+            value, merge = item.value(), True
+            if isinstance(value, dict) and OmegaConf.select(cfg, key, default=0) is None:
+                value, merge = _typed(cfg, key, value), False   # nothing to merge into: replace the null
+            OmegaConf.update(cfg, key, value, merge=merge, force_add=item.is_add() and _open_for_keys(cfg, key))
         except OmegaConfBaseException as exc:
             message = _first_line(exc)
             if "not in struct" in message or "Key '" in message:
                 message = f"no such key in the config (check its spelling); {message}"
             raise ConfigError(key, message) from None
+
+
+def _typed(cfg: DictConfig, key: str, value: dict) -> Any:
+    """A mapping given for a section that is null (an optional typed one, e.g. a tier's
+    ``backbone_weights``), checked against that section's schema: OmegaConf merges nothing into
+    None, and assigning a plain dict to a typed field is refused."""
+    parent_key, _, name = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    node = parent._get_node(name) if isinstance(parent, DictConfig) else None
+    schema = getattr(getattr(node, "_metadata", None), "ref_type", None)
+    if not isinstance(schema, type) or schema in (dict, Any):
+        return value
+    return OmegaConf.merge(OmegaConf.structured(schema), value)
 
 
 def _open_for_keys(cfg: DictConfig, key: str) -> bool:

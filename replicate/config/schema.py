@@ -65,6 +65,10 @@ class ClaimConfig:
     variant: Optional[str] = None    # None: the 'full' variant
     input_size: Optional[int] = None  # the resolution it was measured at; None: the tier's, whatever it is
     primary: bool = False
+    # A number the measuring instrument must reproduce, not the model (pix2pix: the paper's FCN
+    # on the real photos). Missed: the instrument is uncalibrated, the job INFRA, whatever the
+    # model scored; never the primary claim.
+    instrument: bool = False
 
 
 @dataclass
@@ -190,6 +194,9 @@ class ModelTierConfig:
     # hash-checked; nothing is downloaded), and how many of its stages train (None: the variant's).
     backbone_weights: Optional[ReleasedCheckpointConfig] = None
     trainable_layers: Optional[int] = None
+    # The instrument a tier's metric is measured with, where it is a network (pix2pix FCN-score:
+    # the lab's Cityscapes segmenter, under $ZOO_DATA_ROOT/checkpoints; its hash is recorded).
+    segmenter: Optional[ReleasedCheckpointConfig] = None
 
 
 @dataclass
@@ -263,6 +270,9 @@ class SplitConfig:
     # The published split these files are, as claims name it (val2017, cityscapes_val): a tier
     # judged against a claim must evaluate the claim's own split. None: no published split.
     published_as: Optional[str] = None
+    # Cityscapes: the split's gtFine folder (<city>/*_gtFine_labelIds.png), which the pix2pix
+    # FCN-score reads its labels from, as the authors' protocol does.
+    labels: Optional[str] = None
 
 
 @dataclass

@@ -28,9 +28,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from replicate.errors import ConfigError, DataError
+from replicate.errors import ConfigError
 from replicate.models.registry import register_model
 from replicate.models.task import Task
+from replicate.weights_file import WeightsFile, published_file, verify
 
 # What G translates (recipe.extra.translation). label_to_photo is the paper's Cityscapes task.
 # The other two read the pairs the other way round (the reference's --direction BtoA);
@@ -231,77 +232,6 @@ class JitterPairs(Dataset):
 
 
 # ------------------------------------------------------------------------- evaluation
-# Cityscapes train classes (trainId 0..18) and their colours in the gtFine *_color.png maps,
-# which the pix2pix "cityscapes" pairs carry as their label half (cityscapesScripts labels.py).
-CITYSCAPES_COLOURS = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32))
-IGNORE = 255
-COLOUR_MATCH = 30.0  # max RGB distance to a class colour; the aligned files are JPEG-compressed
-
-
-def colour_to_train_ids(label: torch.Tensor) -> torch.Tensor:
-    """A [B,3,H,W] colour label map in [-1, 1] -> [B,H,W] trainIds; unmatched pixels IGNORE."""
-    rgb = ((label.float() + 1) * 127.5).permute(0, 2, 3, 1)[..., None, :]
-    palette = torch.tensor(CITYSCAPES_COLOURS, dtype=torch.float32, device=label.device)
-    distance, ids = (rgb - palette).norm(dim=-1).min(-1)
-    return torch.where(distance <= COLOUR_MATCH, ids, torch.full_like(ids, IGNORE))
-
-
-def fcn_scores(hist: torch.Tensor) -> dict[str, float]:
-    """Per-pixel acc, mean per-class acc and mean class IoU of a confusion matrix.
-
-    As ``get_scores`` of the reference's scripts/eval_cityscapes/util.py: rows are the true
-    class, classes absent from both truth and prediction are left out of the means (nanmean).
-    """
-    hist = hist.double()
-    diag = hist.diag()
-    per_class = diag / hist.sum(1)
-    iou = diag / (hist.sum(1) + hist.sum(0) - diag)
-    return {"fcn_per_pixel_acc": float(diag.sum() / hist.sum()),
-            "fcn_per_class_acc": float(per_class.nanmean()), "fcn_class_iou": float(iou.nanmean())}
-
-
-class FCNScoreEvaluator:
-    """FCN-scores of generated photos (paper, section 4.1): segment them, compare with the labels.
-
-    The segmenter is torchvision's ``fcn_resnet50`` with 19 Cityscapes classes, loaded from a
-    state dict (``{"model": state}`` or the bare state), fed ImageNet-normalised [0, 1] images.
-    Differences from the paper's protocol (its Caffe FCN-8s, gtFine labelIds): the label ids come
-    from the colour label half of each pair, matched to the class colours within COLOUR_MATCH.
-    """
-
-    def __init__(self, segmenter: Path, device: str = "cpu"):
-        from torchvision.models.segmentation import fcn_resnet50
-
-        state = torch.load(segmenter, map_location="cpu", weights_only=True)
-        state = state.get("model", state)
-        self.net = fcn_resnet50(weights=None, weights_backbone=None, num_classes=len(CITYSCAPES_COLOURS),
-                                aux_loss=any(k.startswith("aux_classifier.") for k in state))
-        self.net.load_state_dict(state)
-        self.net.eval().to(device)
-        self.hist = torch.zeros(len(CITYSCAPES_COLOURS), len(CITYSCAPES_COLOURS), dtype=torch.long)
-
-    @torch.no_grad()
-    def update(self, predictions: list[dict]) -> None:
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        device = next(self.net.parameters()).device
-        for p in predictions:
-            image = ((p["pred"].float().cpu() + 1) / 2).clamp(0, 1)
-            logits = self.net(((image - mean) / std).to(device))["out"]
-            guess, truth = logits.argmax(1).cpu().flatten(), colour_to_train_ids(p["label"].cpu()).flatten()
-            keep = truth != IGNORE
-            n = len(CITYSCAPES_COLOURS)
-            self.hist += torch.bincount(truth[keep] * n + guess[keep], minlength=n * n).view(n, n)
-
-    def compute(self) -> dict[str, float]:
-        if self.hist.sum() == 0:
-            raise RuntimeError("FCNScoreEvaluator.compute() called before any labelled pixel was seen")
-        return fcn_scores(self.hist)
-
-
 class ImagePairEvaluator:
     """Adapts :class:`ImageToImageEvaluator` to the harness's ``update(predictions)``."""
 
@@ -346,31 +276,25 @@ class Pix2PixTask(Task):
                               f"{translation!r} is not allowed; allowed: {', '.join(TRANSLATIONS)}")
         return translation
 
-    def segmenter_path(self) -> Optional[Path]:
-        """The FCN checkpoint a tier that declares ``extra.segmenter`` is scored with (FCN-score).
+    def segmenter(self) -> Optional[tuple[WeightsFile, str]]:
+        """The FCN a tier scores its generated photos with (``segmenter``: the FCN-score) and its
+        sha256, after checking the file is there and, where a hash was published, that it matches.
 
         Raises:
-            ConfigError: the tier declares the key but leaves it empty.
-            DataError: the file does not exist.
+            ConfigError: the translation is not label -> photo (the FCN segments photos).
+            DataError: the file is missing or is not the published one.
         """
-        if "segmenter" not in self.extra:
+        entry = self.ctx.tier_cfg.get("segmenter")
+        if entry is None:
             return None
-        value = self.extra.get("segmenter")
-        key = f"{self.tier_key()}.recipe.extra.segmenter"
-        if not value:
-            raise ConfigError(key, "required: the path of the FCN checkpoint that computes the FCN-scores "
-                                   "(paper, section 4.1); set it with "
-                                   f"{key}=/path/to/fcn.pth")
         if self.translation() != "label_to_photo":
             raise ConfigError(f"{self.tier_key()}.recipe.extra.translation",
                               "FCN-scores segment generated photos: the translation must be label_to_photo")
-        path = Path(str(value))
-        if not path.is_file():
-            raise DataError(str(path), f"FCN segmenter checkpoint not found (key: {key})")
-        return path
+        weights = published_file(entry)
+        return weights, verify(weights)
 
     def prepare_data(self) -> str:
-        self.segmenter_path()  # fail before hours of training, not at the final evaluation
+        self.segmenter()  # fail before hours of training, not at the final evaluation
         self.translation()
         return super().prepare_data()
 
@@ -466,13 +390,23 @@ class Pix2PixTask(Task):
                 fake = model.generator(source)
         else:
             fake = model.generator(source)
-        out = {"pred": fake, "target": real}
-        if "segmenter" in self.extra:  # the FCN-score compares the segmented photo with the label map
-            out["label"] = batch[0]
-        return [out]
+        return [{"pred": fake, "target": real}]
 
     def build_evaluator(self, split: str) -> Any:
-        segmenter = self.segmenter_path()
+        from replicate.data.paired_dataset import PairedImages
+        from replicate.evaluation.fcn_score import FCNScoreEvaluator, Segmenter, frames_of_pairs
+
+        segmenter = self.segmenter()
         if segmenter is None:
             return ImagePairEvaluator()
-        return FCNScoreEvaluator(segmenter, "cuda" if torch.cuda.is_available() else "cpu")
+        weights, digest = segmenter
+        data = self.ctx.data_cfg
+        labels = data.splits[split].get("labels")
+        if not labels:
+            raise ConfigError(f"datasets.{data.name}.splits.{split}.labels",
+                              "the FCN-score reads the split's gtFine labelIds: name its gtFine folder")
+        pairs = PairedImages(Path(data.root), data.splits[split].pairs)   # the loader's order
+        frames = frames_of_pairs([label for label, _ in pairs.samples], Path(data.root) / str(labels))
+        evaluator = FCNScoreEvaluator(Segmenter(weights.path, "cuda" if torch.cuda.is_available() else "cpu"), frames)
+        evaluator.instrument = {"path": str(weights.path), "sha256": digest, "source": weights.source}
+        return evaluator

@@ -356,6 +356,9 @@ class BaseLoop(abc.ABC):
         if self.val_set is None:
             self.val_set = self.task.build_dataset(self.tier.eval_split, train=False)
         evaluator = self.task.build_evaluator(self.tier.eval_split)
+        instrument = getattr(evaluator, "instrument", None)
+        if instrument:   # a network that measures (pix2pix's FCN): which file, recorded with the result
+            self.result.environment["instrument"] = instrument
         batch_size = self.tier.eval_batch_size or (self.tier.recipe.batch_size if self.tier.recipe else 8)
         with self.inference():
             # islice: stop before loading a batch past max_batches, not after

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from replicate.config.compose import compose_config
 from replicate.config.overrides import Overrides
 from replicate.errors import ConfigError
 
@@ -35,3 +36,12 @@ def test_a_malformed_override_is_a_config_error_naming_it(bad, message):
     with pytest.raises(ConfigError, match=message) as raised:
         Overrides.parse(["model=yolov3", bad])
     assert raised.value.key == bad
+
+
+def test_a_mapping_fills_an_optional_typed_section_that_is_null():
+    cfg = compose_config(["model=pix2pix", "model.tiers.smoke.segmenter={file: fcn.pth, source: lab}"])
+    assert cfg.model.tiers.smoke.segmenter.file == "fcn.pth"
+    assert cfg.model.tiers.smoke.segmenter.sha256_prefix is None           # the schema's default
+    with pytest.raises(ConfigError) as err:                                 # a misspelt key is named
+        compose_config(["model=pix2pix", "model.tiers.smoke.segmenter={fil: fcn.pth, source: lab}"])
+    assert err.value.key == "model.tiers.smoke.segmenter" and "fil" in str(err.value)

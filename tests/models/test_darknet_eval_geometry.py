@@ -56,3 +56,32 @@ def test_the_yolov3_eval_tier_letterboxes_as_pjreddies_darknet(tmp_path):
     for model, expected in (("yolov3", True), ("yolov4", None)):
         cfg = compose_config([f"model={model}", "tier=eval", f"results_dir={tmp_path}"])
         assert cfg.model.tiers.eval.test.letter_box is expected
+
+
+@pytest.mark.parametrize("scale_x_y", [1.0, 1.1])
+def test_detections_equal_darknets_threshold_and_nms(scale_x_y):
+    """Raw [yolo] maps decoded, thresholded (0.005) and suppressed (0.45 per class) as darknet's
+    get_yolo_detections and do_nms_sort; boxes compared before the clip darknet applies when it
+    writes them."""
+    from replicate.models.yolo.loss import YoloHead, postprocess
+
+    net, classes = 64, 3
+    anchors = [[10.0, 14.0], [23.0, 27.0], [37.0, 58.0], [81.0, 82.0]]
+    layers = [{"anchors": anchors, "mask": [2, 3], "classes": classes, "scale_x_y": scale_x_y},
+              {"anchors": anchors, "mask": [0, 1], "classes": classes, "scale_x_y": scale_x_y}]
+    heads = [YoloHead(index=i, anchors=torch.tensor(anchors), mask=layer["mask"], classes=classes,
+                      ignore_thresh=0.7, iou_thresh=1.0, scale_x_y=scale_x_y, iou_loss="mse", iou_normalizer=1.0,
+                      obj_normalizer=1.0, cls_normalizer=1.0, label_smooth_eps=0.0, max_delta=5.0, new_coords=False)
+             for i, layer in enumerate(layers)]
+    generator = torch.Generator().manual_seed(int(scale_x_y * 10))
+    outputs = [torch.randn(1, 2 * (5 + classes), size, size, generator=generator) * 2 for size in (2, 4)]
+    (ours,) = postprocess(outputs, heads, (net, net))
+    expected = ref.yolo_detections([o[0].double().numpy() for o in outputs], layers, net)
+    per_class = [sum(1 for c, _, _ in expected if c == k) for k in range(classes)]
+    assert len(expected) > 20 and max(per_class) < 100   # below the per-class cap (120 candidates < 1000)
+    got = sorted((int(c), round(float(s), 5)) for c, s in zip(ours["labels"], ours["scores"]))
+    assert got == sorted((c, round(p, 5)) for c, p, _ in expected)
+    for c, p, box in expected:   # each surviving box, clipped as darknet writes it
+        at = ((ours["labels"] == c) & ((ours["scores"] - p).abs() < 1e-5)).nonzero()[0, 0]
+        clipped = [min(max(v, 0.0), float(net)) for v in box]
+        np.testing.assert_allclose(ours["boxes"][at].tolist(), clipped, atol=1e-3)

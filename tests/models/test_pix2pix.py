@@ -1,4 +1,5 @@
-"""pix2pix (replicate/models/pix2pix.py): parameter counts, shapes, the GAN step, the FCN-score hook.
+"""pix2pix (replicate/models/pix2pix.py): parameter counts, shapes, the GAN step, the FCN-score hook
+(the FCN-score itself: tests/evaluation/test_fcn_score.py).
 
 Fast tests compose the real config shrunk to a tiny generated shapes set; the smoke-tier
 learning run (minutes) is marked slow.
@@ -14,16 +15,7 @@ import torch
 
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError, DataError
-from replicate.models.pix2pix import (
-    CITYSCAPES_COLOURS,
-    IGNORE,
-    FCNScoreEvaluator,
-    JitterPairs,
-    Pix2Pix,
-    build_pix2pix,
-    colour_to_train_ids,
-    fcn_scores,
-)
+from replicate.models.pix2pix import JitterPairs, Pix2Pix, build_pix2pix
 from replicate.resolved import make_spec, resolve_job
 from replicate.runner.optim import build_optimizer
 from replicate.runner.worker import build_task
@@ -171,54 +163,20 @@ def test_jitter_resizes_crops_and_keeps_label_codes():
         assert set(out_label.unique().tolist()) == {-1.0, 1.0} and out_photo.abs().max() <= 1
 
 
-def test_full_tier_requires_the_fcn_segmenter(tmp_path):
+def test_full_tier_requires_the_fcn_segmenter_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path / "data"))
     task, _ = make_task(tmp_path, ["tier=full"])
-    key = "model.tiers.full.recipe.extra.segmenter"
     for hook in (task.prepare_data, lambda: task.build_evaluator("val")):
-        with pytest.raises(ConfigError) as err:
+        with pytest.raises(DataError, match="fcn_resnet50_cityscapes.pth"):
             hook()
-        assert err.value.key == key
-    task, _ = make_task(tmp_path, ["tier=full", f"{key}={tmp_path / 'missing.pth'}"])
-    with pytest.raises(DataError, match="missing.pth"):
-        task.build_evaluator("val")
 
 
 def test_fcn_segmenter_needs_label_to_photo(tmp_path):
-    task, _ = make_task(tmp_path, ["+model.tiers.smoke.recipe.extra.segmenter=/some/fcn.pth",
+    task, _ = make_task(tmp_path, ["+model.tiers.smoke.segmenter={file: fcn.pth, source: lab}",
                                    "model.tiers.smoke.recipe.extra.translation=photo_to_foreground"])
     with pytest.raises(ConfigError) as err:
         task.prepare_data()
     assert err.value.key == "model.tiers.smoke.recipe.extra.translation"
-
-
-def test_colour_label_maps_become_train_ids():
-    colours = torch.tensor([CITYSCAPES_COLOURS[0], CITYSCAPES_COLOURS[13], (10, 200, 10)], dtype=torch.float32)
-    jpeg_noise = torch.tensor([[4.0, -3.0, 5.0]])  # compression moves colours a little
-    label = ((colours + jpeg_noise) / 127.5 - 1).T.reshape(1, 3, 1, 3)
-    assert colour_to_train_ids(label).tolist() == [[[0, 13, IGNORE]]]
-
-
-def test_fcn_scores_follow_the_reference_definitions():
-    hist = torch.zeros(19, 19, dtype=torch.long)
-    hist[0, 0], hist[0, 1], hist[1, 1] = 6, 2, 2  # rows: truth; classes 2..18 absent
-    scores = fcn_scores(hist)
-    assert scores["fcn_per_pixel_acc"] == pytest.approx(8 / 10)
-    assert scores["fcn_per_class_acc"] == pytest.approx((6 / 8 + 2 / 2) / 2)
-    assert scores["fcn_class_iou"] == pytest.approx((6 / 8 + 2 / 4) / 2)
-
-
-@pytest.mark.slow
-def test_fcn_score_evaluator_runs_a_saved_segmenter(tmp_path):
-    from torchvision.models.segmentation import fcn_resnet50
-
-    path = tmp_path / "fcn.pth"
-    torch.save({"model": fcn_resnet50(weights=None, weights_backbone=None, num_classes=19).state_dict()}, path)
-    evaluator = FCNScoreEvaluator(path)
-    label = (torch.tensor(CITYSCAPES_COLOURS[0], dtype=torch.float32) / 127.5 - 1).view(1, 3, 1, 1).expand(1, 3, 32, 32)
-    evaluator.update([{"pred": torch.zeros(1, 3, 32, 32), "target": torch.zeros(1, 3, 32, 32), "label": label}])
-    scores = evaluator.compute()
-    assert evaluator.hist.sum() == 32 * 32 and evaluator.hist[0].sum() == 32 * 32
-    assert set(scores) == {"fcn_per_pixel_acc", "fcn_per_class_acc", "fcn_class_iou"}
 
 
 def test_draw_sample_is_a_square_uint8_tile(tmp_path):

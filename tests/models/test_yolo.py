@@ -158,10 +158,14 @@ def test_decode_and_nms_keep_boxes_in_the_image():
         assert det["boxes"].min() >= 0 and det["boxes"].max() <= 96
         assert (det["boxes"][:, 2:] >= det["boxes"][:, :2]).all()
         assert (det["scores"][:-1] >= det["scores"][1:]).all()
-        for c in det["labels"].unique():  # greedy per-class NMS left no pair above 0.45 IoU
+        # NMS runs on the boxes as predicted, clipping afterwards (darknet's order): only a
+        # clipped box may overlap a kept one of its class above 0.45; the suppression itself is
+        # held to darknet's in tests/models/test_darknet_eval_geometry.py
+        for c in det["labels"].unique():
             same = det["boxes"][det["labels"] == c]
             overlap = box_iou(same, same).fill_diagonal_(0)
-            assert overlap.max() <= 0.45 + 1e-6
+            inside = ((same[:, :2] > 0) & (same[:, 2:] < 96)).all(1)
+            assert overlap[inside][:, inside].max() <= 0.45 + 1e-6
 
 
 def test_eval_resize_maps_predictions_back_to_the_original_image():

@@ -175,11 +175,14 @@ def postprocess(outputs: list[torch.Tensor], heads: list[YoloHead], input_hw: tu
             sc, order = sc.topk(PRE_NMS_TOPK)
             idx, cls = idx[order], cls[order]
         bx = xyxy[idx]
-        bx[:, 0::2] = bx[:, 0::2].clamp(0, input_hw[1])
-        bx[:, 1::2] = bx[:, 1::2].clamp(0, input_hw[0])
+        # NMS on the boxes as predicted, as darknet's do_nms_sort; clipped only afterwards (darknet
+        # clips to the image when it writes them, print_cocos)
         keep = batched_nms(bx.float(), sc.float(), cls, nms_iou)
         keep = keep[top_per_class(cls[keep], max_det)]
-        results.append({"boxes": bx[keep], "scores": sc[keep], "labels": cls[keep]})
+        kept = bx[keep]
+        kept[:, 0::2] = kept[:, 0::2].clamp(0, input_hw[1])
+        kept[:, 1::2] = kept[:, 1::2].clamp(0, input_hw[0])
+        results.append({"boxes": kept, "scores": sc[keep], "labels": cls[keep]})
     return results
 
 

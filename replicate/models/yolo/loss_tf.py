@@ -188,7 +188,8 @@ def postprocess(outputs: list, heads: list[YoloHead], input_hw: tuple[int, int],
     Scores are objectness x class probability for every class above the threshold (multi-label,
     as darknet), then per-class greedy NMS with tf.image.non_max_suppression: boxes of different
     classes are shifted apart by more than the image so one NMS call never suppresses across
-    classes (the same device torchvision's batched_nms uses).
+    classes (the same device torchvision's batched_nms uses). As darknet, NMS sees the boxes as
+    predicted; they are clipped to the input afterwards.
     """
     tf = tensorflow()
     boxes, probs = [], []
@@ -206,12 +207,13 @@ def postprocess(outputs: list, heads: list[YoloHead], input_hw: tuple[int, int],
         sc = tf.gather_nd(scores, where)
         order = tf.argsort(sc, direction="DESCENDING")[:PRE_NMS_TOPK]
         where, sc = tf.gather(where, order), tf.gather(sc, order)
-        bx = tf.clip_by_value(tf.gather(xyxy, where[:, 0]), 0.0, limit)
+        bx = tf.gather(xyxy, where[:, 0])   # as predicted: darknet clips only when it writes them
         cls = where[:, 1]
-        shift = tf.cast(cls, tf.float32)[:, None] * (float(max(input_hw)) + 1.0)
+        span = 2.0 * tf.reduce_max(tf.abs(bx)) + 1.0 if len(sc) else 1.0
+        shift = tf.cast(cls, tf.float32)[:, None] * span
         keep = tf.image.non_max_suppression(bx + shift, sc, tf.shape(sc)[0], iou_threshold=nms_iou).numpy()
         labels = tf.gather(cls, keep).numpy()
         keep = keep[per_class_positions(labels, max_det)]   # COCOeval's maxDets per image and category
-        results.append({"boxes": tf.gather(bx, keep).numpy(), "scores": tf.gather(sc, keep).numpy(),
-                        "labels": tf.gather(cls, keep).numpy()})
+        results.append({"boxes": tf.clip_by_value(tf.gather(bx, keep), 0.0, limit).numpy(),
+                        "scores": tf.gather(sc, keep).numpy(), "labels": tf.gather(cls, keep).numpy()})
     return results
