@@ -127,3 +127,40 @@ def released_file_state(seed: int = 0, module_prefix: bool = False, batches_trac
             value = torch.randn(shape, generator=generator) * 0.05
         state[("module." if module_prefix else "") + key] = value
     return {"epoch": 140, "state_dict": state}
+
+
+def train_sample_geometry(bgr: np.ndarray, boxes: np.ndarray, scale: float, cx: float, cy: float, flip: bool,
+                          size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """ctdet.py's training warp for given draws: the input image (uint8 BGR warped, /255) and the
+    boxes mapped as the reference maps them (corners through the input transform)."""
+    width = bgr.shape[1]
+    boxes = boxes.astype(np.float32).copy()
+    centre = np.array([cx, cy], dtype=np.float32)
+    if flip:
+        bgr = bgr[:, ::-1, :].copy()
+        centre[0] = width - centre[0] - 1
+        boxes[:, [0, 2]] = width - boxes[:, [2, 0]] - 1
+    warp = affine(centre, scale, size, size)
+    image = cv2.warpAffine(bgr.astype(np.float32) / 255.0, warp, (size, size), flags=cv2.INTER_LINEAR)
+    corners = boxes.reshape(-1, 2)
+    mapped = (np.concatenate([corners, np.ones((len(corners), 1))], 1) @ warp.T).reshape(-1, 4)
+    return image, mapped
+
+
+def colour_aug(bgr01: np.ndarray, order: list[int], alphas: list[float], lighting: np.ndarray) -> np.ndarray:
+    """utils/image.py color_aug for given draws on a float BGR image (its functions in ``order``:
+    0 brightness, 1 contrast, 2 saturation)."""
+    image = bgr01.astype(np.float32).copy()
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    grey_mean = grey.mean()
+    for op, alpha in zip(order, alphas):
+        if op == 0:
+            image *= alpha
+        elif op == 1:
+            image = image * alpha + grey_mean * (1 - alpha)
+        else:
+            image = image * alpha + grey[:, :, None] * (1 - alpha)
+    eig_val = np.array([0.2141788, 0.01817699, 0.00341571], dtype=np.float32)
+    eig_vec = np.array([[-0.58752847, -0.69563484, 0.41340352], [-0.5832747, 0.00994535, -0.81221408],
+                        [-0.56089297, 0.71832671, 0.41158938]], dtype=np.float32)
+    return image + eig_vec @ (eig_val * lighting)

@@ -100,6 +100,9 @@ class RecipeConfig:
     decay_start: Optional[float] = None  # linear_decay: where the decay begins (steps/epochs)
     warmup_steps: int = 0
     warmup_factor: float = 0.001
+    # None: linear warm-up from warmup_factor; p: (step / warmup_steps) ** p, darknet's burn_in
+    # (its [net] power, 4 by default)
+    warmup_power: Optional[float] = None
     grad_clip: Optional[float] = None
     aspect_ratio_group_factor: Optional[int] = None  # batch images of similar shape (detection)
     eval_every: Optional[int] = None     # steps between curve evaluations (None: early check + end)

@@ -128,6 +128,9 @@ def check_recipe(recipe: Any, key: str) -> None:
     _at_least(recipe.warmup_steps, 0, f"{key}.warmup_steps")
     require(0 < _finite(recipe.warmup_factor, f"{key}.warmup_factor") <= 1, f"{key}.warmup_factor",
              f"{recipe.warmup_factor} is outside (0, 1]")
+    if recipe.get("warmup_power") is not None:
+        require(_finite(recipe.warmup_power, f"{key}.warmup_power") > 0, f"{key}.warmup_power",
+                f"{recipe.warmup_power} must be > 0")
     for name in ("grad_clip", "recipe_batch_size", "eval_every", "eval_batches", "aspect_ratio_group_factor",
                  "decay_start"):
         _optional_positive(recipe.get(name), f"{key}.{name}")

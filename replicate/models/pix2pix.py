@@ -306,6 +306,21 @@ class Pix2PixTask(Task):
         """The generator's count: the config's (and the reference printout's) full-variant figure."""
         return sum(p.numel() for p in model.generator.parameters() if p.requires_grad)
 
+    def load_checkpoint(self, model: Pix2Pix, path: Any) -> bool:
+        """A generator saved by the reference (``<epoch>_net_G.pth``: G's bare state dict, no
+        ``module.`` prefix, BaseModel.save_networks) into ``model.generator``, exactly; its
+        ``<epoch>_net_D.pth`` beside it, when there, into the discriminator. Other files: the loop's."""
+        from replicate.runner.checkpoint import load_state_file
+
+        path = Path(path)
+        if not path.name.endswith("_net_G.pth"):
+            return False
+        load_state_file(model.generator, path)
+        discriminator = path.with_name(path.name[: -len("_net_G.pth")] + "_net_D.pth")
+        if discriminator.is_file():
+            load_state_file(model.discriminator, discriminator)
+        return True
+
     # -------------------------------------------------------------------- data
     def build_dataset(self, split: str, *, train: bool) -> Dataset:
         from replicate.data.paired_dataset import PairedImages

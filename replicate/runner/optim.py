@@ -32,7 +32,8 @@ def build_optimizer(recipe: Any, params: Iterable, lr: float) -> torch.optim.Opt
 
 
 def lr_factor(step: int, total_steps: int, steps_per_unit: float, recipe: Any) -> float:
-    """Multiplier of the base LR at ``step``: linear warm-up, then the recipe's schedule.
+    """Multiplier of the base LR at ``step``: warm-up (linear, or darknet's power burn-in), then
+    the recipe's schedule.
 
     Milestones and decay_start are in the recipe's unit (epochs when it gives epochs, else steps);
     ``steps_per_unit`` converts them.
@@ -40,7 +41,8 @@ def lr_factor(step: int, total_steps: int, steps_per_unit: float, recipe: Any) -
     factor = 1.0
     if step < recipe.warmup_steps:
         alpha = step / recipe.warmup_steps
-        factor = recipe.warmup_factor * (1 - alpha) + alpha
+        power = recipe.get("warmup_power")
+        factor = alpha ** power if power is not None else recipe.warmup_factor * (1 - alpha) + alpha
     if recipe.schedule == Schedule.MULTISTEP:
         passed = sum(1 for m in recipe.milestones if step >= m * steps_per_unit)
         return factor * recipe.gamma ** passed

@@ -127,3 +127,60 @@ def test_keep_resolution_needs_one_image_per_batch(tmp_path):
     with pytest.raises(ConfigError, match="model.tiers.eval.eval_batch_size"):
         compose_config(["model=centernet", "tier=eval", f"results_dir={tmp_path}",
                         "model.tiers.eval.eval_batch_size=2"])
+
+
+def smooth_image(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth RGB uint8 image: OpenCV interpolates at 1/32 px, so only smooth content lets its
+    warp and an exact bilinear one agree closely."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (4, 6, 3)).astype(np.float32)
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("scale,cx,cy,flip", [(0.6 * 640, 200.0, 150.0, False), (1.3 * 640, 400.0, 300.0, True),
+                                              (0.9 * 640, 128.0, 352.0, True)])
+def test_training_warp_and_boxes_equal_the_references(scale, cx, cy, flip):
+    from replicate.models.centernet.augment import RandomScaleCropColour
+
+    rgb = smooth_image(480, 640, int(scale))
+    boxes = np.array([[10.0, 20.0, 300.0, 200.0], [400.0, 100.0, 630.0, 470.0]], dtype=np.float32)
+    augment = RandomScaleCropColour(512, seed=0)
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    image, target = augment.apply(tensor, {"boxes": torch.from_numpy(boxes)}, scale, cx, cy, flip)
+    expected, mapped = ref.train_sample_geometry(rgb[:, :, ::-1].copy(), boxes, scale, cx, cy, flip)
+    ours = image.permute(1, 2, 0).numpy()[:, :, ::-1]
+    assert np.abs(ours - expected).max() < 2e-3      # OpenCV's 1/32 px fixed-point positions
+    np.testing.assert_allclose(target["boxes"].numpy(), mapped, atol=1e-3)
+
+
+def test_colour_noise_equals_the_references_color_aug():
+    from replicate.models.centernet.augment import colour_noise
+
+    rgb = np.random.default_rng(3).random((16, 24, 3), dtype=np.float32)
+    lighting = np.array([0.05, -0.12, 0.2], dtype=np.float32)
+    for order, alphas in (([0, 1, 2], [1.2, 0.7, 1.35]), ([2, 0, 1], [0.65, 1.1, 0.9])):
+        ours = colour_noise(torch.from_numpy(rgb).permute(2, 0, 1), order, alphas, torch.from_numpy(lighting))
+        expected = ref.colour_aug(rgb[:, :, ::-1].copy(), order, alphas, lighting)
+        np.testing.assert_allclose(ours.permute(1, 2, 0).numpy()[:, :, ::-1], expected, atol=1e-5)
+
+
+def test_the_full_tier_draws_the_references_augmentation_from_the_checkpointed_stream(tmp_path, monkeypatch):
+    from replicate.models.centernet.augment import SCALES, RandomScaleCropColour, border
+    from tests.coco_layout import write_coco_layout
+
+    assert SCALES == (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)                 # np.arange(0.6, 1.4, 0.1)
+    assert (border(128, 640), border(128, 200), border(128, 100)) == (128, 64, 32)
+    monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path / "data"))
+    write_coco_layout(tmp_path / "data" / "coco2017")
+    train = make_task(tmp_path, "full").build_dataset("train", train=True)
+    assert isinstance(train.transforms, RandomScaleCropColour) and train.transforms.colour
+    assert train.augmentation_random is train.transforms.random              # saved with the checkpoint
+    assert train[0][0].shape == (3, 512, 512)
+    augment = RandomScaleCropColour(64, seed=5)
+    image = torch.rand(3, 48, 80)
+    target = {"boxes": torch.tensor([[8.0, 8.0, 40.0, 30.0]])}
+    state = augment.random.state()
+    first = augment(image, target)
+    augment.random.load_state(state)                                      # a resumed job
+    again = augment(image, target)
+    assert torch.equal(first[0], again[0]) and first[0].shape == (3, 64, 64)
+    assert not torch.equal(augment(image, target)[0], first[0])          # the next draw differs

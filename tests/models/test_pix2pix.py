@@ -200,3 +200,47 @@ def test_smoke_tier_learns_and_shuffled_pairs_do_not(tmp_path):
         finals[name] = result.metrics["L1"]
     assert finals["trained"] <= finals["untrained"] / 3
     assert finals["trained"] < 0.6 * finals["shuffled"]
+
+
+def test_the_references_saved_networks_load_exactly(tmp_path):
+    """``latest_net_G.pth`` / ``latest_net_D.pth`` as the reference saves them (bare state dicts in
+    its layout, tests/pix2pix_reference.py) load into the full variant with nothing left over."""
+    from replicate.errors import DataError
+    from tests import pix2pix_reference as ref
+
+    task, _ = make_task(tmp_path, ["tier=full"])
+    model = task.build_model("full")
+    assert {k: tuple(v.shape) for k, v in model.generator.state_dict().items()} == ref.generator_layout()
+    assert {k: tuple(v.shape) for k, v in model.discriminator.state_dict().items()} == ref.discriminator_layout()
+    generator = {k: torch.randn(s) if s else torch.tensor(7) for k, s in ref.generator_layout().items()}
+    discriminator = {k: torch.randn(s) if s else torch.tensor(7) for k, s in ref.discriminator_layout().items()}
+    torch.save(generator, tmp_path / "latest_net_G.pth")
+    torch.save(discriminator, tmp_path / "latest_net_D.pth")
+    assert task.load_checkpoint(model, tmp_path / "latest_net_G.pth") is True
+    torch.testing.assert_close(model.generator.state_dict()["model.model.3.bias"], generator["model.model.3.bias"])
+    torch.testing.assert_close(model.discriminator.state_dict()["model.0.weight"], discriminator["model.0.weight"])
+    assert task.load_checkpoint(model, tmp_path / "model.pt") is False          # the loop's own format
+    del generator["model.model.1.model.2.running_var"]
+    torch.save(generator, tmp_path / "bad_net_G.pth")
+    with pytest.raises(DataError, match="bad_net_G.pth.*running_var"):
+        task.load_checkpoint(model, tmp_path / "bad_net_G.pth")
+
+
+def test_pairs_read_as_the_references_aligned_test_transform(tmp_path):
+    """An aligned Cityscapes pair at the reference's test settings (load 256 = crop 256, no flip):
+    torchvision's ToTensor + Normalize(0.5, 0.5) on each half, photo left (A), label right (B,
+    the input of --direction BtoA)."""
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms
+
+    from replicate.data.paired_dataset import PairedImages
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "val").mkdir()
+    Image.fromarray(rng.integers(0, 256, (256, 512, 3), dtype=np.uint8)).save(tmp_path / "val" / "0.png")
+    label, photo = PairedImages(tmp_path, "val", size=256)[0]
+    reference = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
+    pair = Image.open(tmp_path / "val" / "0.png").convert("RGB")
+    torch.testing.assert_close(photo, reference(pair.crop((0, 0, 256, 256))), atol=1e-6, rtol=0)
+    torch.testing.assert_close(label, reference(pair.crop((256, 0, 512, 256))), atol=1e-6, rtol=0)

@@ -29,6 +29,7 @@ from torchvision.ops import DeformConv2d
 
 from replicate.errors import ConfigError, DataError
 from replicate.models.centernet import targets as ct
+from replicate.models.centernet.augment import RandomScaleCropColour
 from replicate.models.registry import register_model
 from replicate.models.task import Task
 from replicate.weights_file import published_file, verify
@@ -341,11 +342,16 @@ class CenterNetTask(Task):
 
         data = self.ctx.data_cfg
         paths = data.splits[split]
+        recipe = self.ctx.tier_cfg.get("recipe")
+        extra = recipe.extra if recipe is not None else {}
+        transforms: Any = None
+        if train and extra.get("random_crop"):   # the reference's ctdet sample (full tier)
+            transforms = RandomScaleCropColour(self.ctx.input_size, self.ctx.seed,
+                                               colour=bool(extra.get("colour_aug", True)))
+        elif train:   # the smoke tier: a flip only (its shapes are already varied)
+            transforms = RandomHorizontalFlip(0.5, generator=self.ctx.seed)
         dataset = CocoDetection(
-            Path(data.root), paths.images, paths.annotations,
-            # Flip: the reference's ctdet augmentation (flip 0.5); its random scale/crop and
-            # colour jitter are not reproduced (the smoke shapes are already varied).
-            transforms=RandomHorizontalFlip(0.5, generator=self.ctx.seed) if train else None,
+            Path(data.root), paths.images, paths.annotations, transforms=transforms,
             shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None)
         self._category_ids = list(dataset.category_ids)
         return dataset

@@ -23,7 +23,9 @@ import torch
 from replicate.errors import ConfigError, DataError
 from replicate.models.darknet.augment import AugmentConfig, ResizeForEval, YoloTrainSet
 from replicate.models.darknet.cfg_parser import DarknetGraph, parse_cfg, resolve_cfg
+from replicate.models.darknet.weights import WeightsInfo
 from replicate.models.task import Task, TaskContext
+from replicate.weights_file import published_file, verify
 
 ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
 AUGMENT_KEYS = ("jitter", "hue", "saturation", "exposure", "flip", "mosaic", "letter_box")
@@ -75,6 +77,23 @@ class DarknetYoloPipeline:
             raise ConfigError(key, "required: the darknet cfg file of this variant")
         return load_graph(str(resolve_cfg(str(arch.cfg), key)), self.num_classes(variant),
                           float(arch.get("width_multiple", 1.0)))
+
+    def trunk_file(self) -> Optional[Path]:
+        """The pretrained trunk the tier's recipe starts from (``backbone_weights``: darknet's
+        ``darknet53.conv.74``, made with ``darknet partial``), checked against its published hash."""
+        entry = self.ctx.tier_cfg.get("backbone_weights")
+        if entry is None:
+            return None
+        weights = published_file(entry)
+        verify(weights)
+        return weights.path
+
+    @staticmethod
+    def check_trunk(info: WeightsInfo, path: Path) -> None:
+        """A trunk file fills the first conv layers, not none and not all (that is a whole model)."""
+        if not 0 < info.conv_layers_loaded < info.conv_layers_total:
+            raise DataError(str(path), f"fills {info.conv_layers_loaded} of the {info.conv_layers_total} conv layers: "
+                                       "a trunk file (darknet partial) fills the first ones only")
 
     def augment_config(self) -> AugmentConfig:
         """Augmentation from the cfg's [net] and last [yolo]; recipe.extra may override a key."""

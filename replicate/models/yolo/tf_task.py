@@ -44,6 +44,11 @@ class YoloTfTask(YoloPipelineTask):
         model.input_size = self.ctx.input_size
         if arch.get("objectness_prior") is not None:
             set_objectness_prior(model, float(arch.objectness_prior))
+        trunk = self.pipeline.trunk_file()
+        if trunk is not None:   # the recipe's ImageNet-trained trunk, into the first conv layers
+            from replicate.models.darknet.tf_weights import load_darknet_weights
+
+            self.pipeline.check_trunk(load_darknet_weights(model, trunk, strict=False), trunk)
         return model
 
     def trainable_parameters(self, model: Any) -> int:

@@ -82,6 +82,11 @@ class DarknetYoloTask(YoloPipelineTask):
         model = YoloDetector(graph, heads, self.ctx.input_size, float(arch.get("bn_momentum", DARKNET_BN_MOMENTUM)))
         if arch.get("objectness_prior") is not None:
             set_objectness_prior(model, float(arch.objectness_prior))
+        trunk = self.pipeline.trunk_file()
+        if trunk is not None:   # the recipe's ImageNet-trained trunk, into the first conv layers
+            from replicate.models.darknet.weights import load_darknet_weights
+
+            self.pipeline.check_trunk(load_darknet_weights(model.net, trunk, strict=False), trunk)
         return model
 
     def load_checkpoint(self, model: YoloDetector, path: Path) -> bool:
