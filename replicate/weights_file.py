@@ -59,6 +59,17 @@ def published_file(entry: Any) -> WeightsFile:
     return WeightsFile(Path(str(entry.directory)) / entry.file, entry.sha256_prefix, entry.source)
 
 
+def checked_tier_file(tier_cfg: Any, key: str) -> Optional[tuple[WeightsFile, str]]:
+    """The published file a task's tier names under ``key`` (``backbone_weights``,
+    ``segmenter``) and its sha256, once :func:`verify` has found it where the lab placed it and,
+    where a hash was published, matching it; None when the tier names none."""
+    entry = tier_cfg.get(key)
+    if entry is None:
+        return None
+    weights = published_file(entry)
+    return weights, verify(weights)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from replicate.errors import ConfigError
 from replicate.models.registry import register_model
 from replicate.models.task import Task
-from replicate.weights_file import WeightsFile, published_file, verify
+from replicate.weights_file import WeightsFile, checked_tier_file
 
 # What G translates (recipe.extra.translation). label_to_photo is the paper's Cityscapes task.
 # The other two read the pairs the other way round (the reference's --direction BtoA);
@@ -257,6 +257,7 @@ class Pix2PixTask(Task):
     """pix2pix on paired (label map, photo) data; batches are (labels, photos) tensors."""
 
     manual_optimization = True
+    _segmenter: Optional[tuple[WeightsFile, str]] = None   # the checked segmenter file and its sha256
 
     # ------------------------------------------------------------------ config
     @property
@@ -284,14 +285,14 @@ class Pix2PixTask(Task):
             ConfigError: the translation is not label -> photo (the FCN segments photos).
             DataError: the file is missing or is not the published one.
         """
-        entry = self.ctx.tier_cfg.get("segmenter")
-        if entry is None:
+        if self.ctx.tier_cfg.get("segmenter") is None:
             return None
         if self.translation() != "label_to_photo":
             raise ConfigError(f"{self.tier_key()}.recipe.extra.translation",
                               "FCN-scores segment generated photos: the translation must be label_to_photo")
-        weights = published_file(entry)
-        return weights, verify(weights)
+        if self._segmenter is None:   # hashed once: prepare_data checks it, build_evaluator loads it
+            self._segmenter = checked_tier_file(self.ctx.tier_cfg, "segmenter")
+        return self._segmenter
 
     def prepare_data(self) -> str:
         self.segmenter()  # fail before hours of training, not at the final evaluation

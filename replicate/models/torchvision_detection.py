@@ -28,7 +28,7 @@ from replicate.errors import ConfigError
 from replicate.models.registry import register_model
 from replicate.models.task import Task
 from replicate.runner.checkpoint import load_state_file
-from replicate.weights_file import published_file, verify
+from replicate.weights_file import checked_tier_file
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
@@ -90,13 +90,9 @@ class TorchvisionDetection(Task):
             tier = self.ctx.tier_cfg
             # the tier's recipe freezes what the reference freezes; the variant's count is the published one
             layers = int(tier.get("trainable_layers") or arch.get("trainable_layers", 5))
-            trunk = tier.get("backbone_weights")
-            path = None
-            if trunk is not None:   # the file a lab placed, checked against its published hash first
-                weights = published_file(trunk)
-                verify(weights)
-                path = weights.path
-            backbone = resnet50_fpn(layers, retinanet=self.detector is RetinaNet, trunk_weights=path)
+            trunk = checked_tier_file(tier, "backbone_weights")   # the lab's file, hash-checked first
+            backbone = resnet50_fpn(layers, retinanet=self.detector is RetinaNet,
+                                    trunk_weights=trunk[0].path if trunk is not None else None)
             return self.detector(backbone, self.num_classes(arch), **common)
         if arch.backbone == "small_cnn":
             return self.build_small(arch, common)

@@ -32,7 +32,7 @@ from replicate.models.centernet import targets as ct
 from replicate.models.centernet.augment import RandomScaleCropColour
 from replicate.models.registry import register_model
 from replicate.models.task import Task
-from replicate.weights_file import published_file, verify
+from replicate.weights_file import checked_tier_file
 
 BN_MOMENTUM = 0.1    # reference resnet_dcn.py BN_MOMENTUM
 HM_BIAS = -2.19      # reference: hm head's last bias, -log((1 - 0.1) / 0.1): start at p = 0.1
@@ -320,11 +320,9 @@ class CenterNetTask(Task):
         down_ratio(arch)
         heads = {"hm": self.num_classes(arch), "wh": 2, "reg": 2}
         model = CenterNetResDCN(list(arch.layers), list(arch.widths), list(arch.deconv), heads, int(arch.head_conv))
-        trunk = self.ctx.tier_cfg.get("backbone_weights")
-        if trunk is not None:   # the file a lab placed, checked against its published hash first
-            weights = published_file(trunk)
-            verify(weights)
-            load_trunk(model, weights.path)
+        trunk = checked_tier_file(self.ctx.tier_cfg, "backbone_weights")   # the lab's file, hash-checked first
+        if trunk is not None:
+            load_trunk(model, trunk[0].path)
         return model
 
     # ------------------------------------------------------------------- data
@@ -369,8 +367,7 @@ class CenterNetTask(Task):
     def eval_collate(self, items: list) -> tuple[Tensor, list[dict], dict[str, Tensor]]:
         """As :meth:`collate`, or each image at its own resolution where the tier tests as the
         reference's ``--keep_res`` (``test.keep_resolution``; one image per batch)."""
-        test = self.ctx.tier_cfg.get("test")
-        if test is None or not test.keep_resolution:
+        if not self.ctx.tier_cfg.test.keep_resolution:
             return self.collate(items)
         pad = trunk_stride(self.ctx.arch) - 1
         return self.batch(items, lambda image: keep_resolution(image, pad))
@@ -440,8 +437,7 @@ class CenterNetTask(Task):
         boxes = boxes * down_ratio(self.ctx.arch)
         pads = geometry[:, 1:3].repeat(1, 2)[:, None, :]
         boxes = (boxes - pads) / geometry[:, 0, None, None]
-        test = self.ctx.tier_cfg.get("test")
-        decimals = test.result_decimals if test is not None else None
+        decimals = self.ctx.tier_cfg.test.result_decimals
         found = []
         for t, b, s, c in zip(targets, boxes, scores, channels):
             if decimals is not None:   # as the reference's results file rounds them

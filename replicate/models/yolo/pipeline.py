@@ -25,7 +25,7 @@ from replicate.models.darknet.augment import AugmentConfig, ResizeForEval, YoloT
 from replicate.models.darknet.cfg_parser import DarknetGraph, parse_cfg, resolve_cfg
 from replicate.models.darknet.weights import WeightsInfo
 from replicate.models.task import Task, TaskContext
-from replicate.weights_file import published_file, verify
+from replicate.weights_file import checked_tier_file
 
 ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
 AUGMENT_KEYS = ("jitter", "hue", "saturation", "exposure", "flip", "mosaic", "letter_box")
@@ -81,12 +81,8 @@ class DarknetYoloPipeline:
     def trunk_file(self) -> Optional[Path]:
         """The pretrained trunk the tier's recipe starts from (``backbone_weights``: darknet's
         ``darknet53.conv.74``, made with ``darknet partial``), checked against its published hash."""
-        entry = self.ctx.tier_cfg.get("backbone_weights")
-        if entry is None:
-            return None
-        weights = published_file(entry)
-        verify(weights)
-        return weights.path
+        trunk = checked_tier_file(self.ctx.tier_cfg, "backbone_weights")
+        return trunk[0].path if trunk is not None else None
 
     @staticmethod
     def check_trunk(info: WeightsInfo, path: Path) -> None:
@@ -110,9 +106,8 @@ class DarknetYoloPipeline:
         paths = data.splits[split]
         augment = self.augment_config()
         letter_box = augment.letter_box
-        test = self.ctx.tier_cfg.get("test")
-        if test is not None and test.letter_box is not None:   # the tier evaluates as its reference does
-            letter_box = bool(test.letter_box)
+        if self.ctx.tier_cfg.test.letter_box is not None:   # the tier evaluates as its reference does
+            letter_box = bool(self.ctx.tier_cfg.test.letter_box)
         base = CocoDetection(Path(data.root), paths.images, paths.annotations,
                              transforms=None if train else ResizeForEval(self.ctx.input_size, letter_box),
                              shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None)
