@@ -22,7 +22,7 @@ from benchmarks.ratio import Ratio, machine, markdown_table, target_text, value_
 def _harness(quick: bool) -> list[Ratio]:
     from benchmarks.harness_overhead import measure_all
 
-    return measure_all(steps=20 if quick else 60, repeats=2)
+    return measure_all(steps=20 if quick else 60, repeats=2 if quick else 4)
 
 
 def _history(quick: bool) -> list[Ratio]:
