@@ -38,7 +38,7 @@ from replicate.resolved import make_spec, resolve_job
 from replicate.runner.batch_order import epoch_permutation
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 from replicate.runner.torch_loop import seed_everything
-from replicate.runner.worker import build_task, run_job
+from replicate.runner.worker import build_task, run_job, set_determinism
 from replicate.scheduling.resources import job_threads
 
 TARGET = 1.02
@@ -117,7 +117,7 @@ def _measure_in_child(kind: str, cfg, inject: float, queue) -> None:
         # Both sides run as the job runs: its thread count (the smoke tier's fixed 1 thread) and
         # determinism flag. Two OpenMP threads on 2 shared vCPUs also vary 2.7-4.2 s run to run.
         torch.set_num_threads(job_threads(cfg))
-        torch.use_deterministic_algorithms(bool(cfg.tier.get("deterministic")), warn_only=True)
+        set_determinism(bool(cfg.tier.get("deterministic")))
         if kind == "harness" and inject:
             inject_overhead(inject)
         queue.put((bare_loop if kind == "bare_loop" else harness)(cfg))

@@ -111,9 +111,11 @@ def test_the_scheduling_benchmark_times_the_same_jobs_both_ways(tiny):
             "echo=lambda _: None)]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    speedup, fixed = json.loads(proc.stdout.strip().splitlines()[-1])
+    speedup, fresh, reused, start = json.loads(proc.stdout.strip().splitlines()[-1])
     assert speedup["value"] > 0 and "serial" in speedup["detail"] and "yolov4, yolov3" in speedup["name"]
-    assert "through Ray" in fixed["detail"] and fixed["target"] == 0.05
+    assert "fresh worker" in fresh["name"] and "reused worker" in reused["name"]
+    assert all(row["value"] > 0 and "of work" in row["detail"] for row in (fresh, reused))
+    assert fresh["target"] == reused["target"] == start["target"] == 0.05 and "once per suite" in start["name"]
 
 
 def test_the_gpu_scaling_script_composes_its_jobs_and_refuses_a_machine_without_the_gpus(tmp_path):

@@ -95,6 +95,18 @@ def run_job(job: ResolvedJob, *, progress: bool = True, num_threads: int | None 
     return result
 
 
+def set_determinism(deterministic: bool) -> None:
+    """torch's deterministic-algorithms flag, set either way: Ray reuses worker processes, and the
+    flag is process-wide. warn_only: an op without a deterministic kernel warns instead of failing
+    the job. Left alone when it already holds: torch's setter imports torch._inductor (1.8 s of a
+    fresh worker's start on 2 cores), which only a compiled model needs."""
+    import torch
+
+    if (torch.are_deterministic_algorithms_enabled() != deterministic
+            or (deterministic and not torch.is_deterministic_algorithms_warn_only_enabled())):
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
 def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num_threads: int | None) -> JobResult:
     from replicate.failures import classify
     from replicate.runner.environment import fingerprint
@@ -111,9 +123,7 @@ def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num
 
         if num_threads:
             torch.set_num_threads(int(num_threads))
-        # Set either way: Ray reuses worker processes, and the flag is process-wide. warn_only: an
-        # op without a deterministic kernel warns instead of failing the job.
-        torch.use_deterministic_algorithms(bool(cfg.tier.get("deterministic")), warn_only=True)
+        set_determinism(bool(cfg.tier.get("deterministic")))
         ctx.device = pick_device(cfg.device, cfg.hardware, ctx.world_size)
         result = build_loop(spec, cfg, ctx, result, num_threads).run()
     except Exception as exc:  # noqa: BLE001 - every model failure becomes a classified result
