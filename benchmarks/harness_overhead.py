@@ -12,11 +12,11 @@ still by several percent. The figure is the ratio of each side's fastest run, as
 recommends: interference only ever slows a run, so each side's minimum is the closest to what
 it costs. The pairs' geometric mean is shown beside it. ``--inject-overhead 0.05`` makes each
 harness step busy-wait 5% of its own time, to check that the figure sees it.
-``python -m benchmarks`` measures every torch implementation; the TensorFlow loop has no bare
-counterpart here yet.
+``python -m benchmarks`` measures every implementation, torch's and TensorFlow's (the TF bare
+loop is benchmarks/bare_tf_loop.py).
 
-    python -m benchmarks.harness_overhead [--model faster_rcnn|all] [--steps 60] [--repeats 4]
-        [--inject-overhead F] [OVERRIDES...]
+    python -m benchmarks.harness_overhead [--model faster_rcnn|all] [--framework torch|tensorflow]
+        [--steps 60] [--repeats 4] [--inject-overhead F] [OVERRIDES...]
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from benchmarks.bare_tf_loop import bare_tf_loop
 from benchmarks.ratio import Ratio
 from replicate.config.compose import compose_config
+from replicate.config.selection import chosen_framework
 from replicate.resolved import make_spec, resolve_job
 from replicate.runner.batch_order import epoch_permutation
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
@@ -44,9 +46,10 @@ from replicate.scheduling.resources import job_threads
 TARGET = 1.02
 
 
-def configure(model: str, steps: int, results_dir: str, extra: list[str]):
+def configure(model: str, steps: int, results_dir: str, extra: list[str], framework: str = "torch"):
     # 16 validation images: the evaluations around the timed steps are not what is measured
-    return compose_config([f"model={model}", "tier.compare_with=none", f"results_dir={results_dir}",
+    return compose_config([f"model={model}", f"framework={framework}", "tier.compare_with=none",
+                           f"results_dir={results_dir}",
                            f"model.tiers.smoke.recipe.steps={steps}", "scheduler=inline", "datasets.shapes.num_val=16",
                            *extra])
 
@@ -94,12 +97,14 @@ def harness(cfg) -> float:
     return result.times.train_s
 
 
-def inject_overhead(fraction: float) -> None:
+def inject_overhead(fraction: float, framework: str) -> None:
     """Makes every harness training step busy-wait ``fraction`` of its own time: a known overhead
     the benchmark must report (its sensitivity check)."""
+    from replicate.runner.tf_loop import TfLoop
     from replicate.runner.torch_loop import TorchLoop
 
-    step = TorchLoop.train_step
+    loop = TfLoop if framework == "tensorflow" else TorchLoop
+    step = loop.train_step
 
     def slowed(self, batch):
         began = time.perf_counter()
@@ -109,7 +114,7 @@ def inject_overhead(fraction: float) -> None:
             pass
         return values
 
-    TorchLoop.train_step = slowed   # type: ignore[method-assign]
+    loop.train_step = slowed   # type: ignore[method-assign]
 
 
 def _measure_in_child(kind: str, cfg, inject: float, queue) -> None:
@@ -118,9 +123,11 @@ def _measure_in_child(kind: str, cfg, inject: float, queue) -> None:
         # determinism flag. Two OpenMP threads on 2 shared vCPUs also vary 2.7-4.2 s run to run.
         torch.set_num_threads(job_threads(cfg))
         set_determinism(bool(cfg.tier.get("deterministic")))
+        framework = chosen_framework(cfg)
         if kind == "harness" and inject:
-            inject_overhead(inject)
-        queue.put((bare_loop if kind == "bare_loop" else harness)(cfg))
+            inject_overhead(inject, framework)
+        bare = bare_tf_loop if framework == "tensorflow" else bare_loop
+        queue.put((bare if kind == "bare_loop" else harness)(cfg))
     except BaseException as exc:   # noqa: BLE001 - reported to the parent, which fails the benchmark
         queue.put(f"{type(exc).__name__}: {exc}")
 
@@ -144,38 +151,40 @@ def ratio_of_minima(bare: Sequence[float], harness_s: Sequence[float]) -> float:
 
 
 def ratio_for(model: str, steps: int, repeats: int, overrides: Sequence[str] = (),
-              echo: Callable[[str], None] = print, inject: float = 0.0) -> Ratio:
+              echo: Callable[[str], None] = print, inject: float = 0.0, framework: str = "torch") -> Ratio:
     """The harness/bare training-time ratio of ``model`` over ``repeats`` pairs (rounded up to
     even), half run bare first and half harness first."""
     repeats += repeats % 2
     times: dict[str, list[float]] = {"bare_loop": [], "harness": []}
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: generates the data, so no measured run pays for it
-        measured("harness", configure(model, steps, f"{tmp}/warm", list(overrides)))
+        measured("harness", configure(model, steps, f"{tmp}/warm", list(overrides), framework))
         for i in range(repeats):
             for kind in (("bare_loop", "harness") if i % 2 == 0 else ("harness", "bare_loop")):
-                cfg = configure(model, steps, f"{tmp}/{kind}{i}", list(overrides))
+                cfg = configure(model, steps, f"{tmp}/{kind}{i}", list(overrides), framework)
                 times[kind].append(measured(kind, cfg, inject))
             echo(f"  {model} repeat {i}: bare {times['bare_loop'][-1]:.2f}s, harness {times['harness'][-1]:.2f}s")
     pairs = [h / b for b, h in zip(times["bare_loop"], times["harness"])]
     geometric = math.exp(statistics.fmean(math.log(r) for r in pairs))
     injected = f", {inject:.0%} injected" if inject else ""
-    return Ratio("harness", f"train step, harness / bare loop ({model}, {steps} steps{injected})",
+    label = f"{model}/tf" if framework == "tensorflow" else model
+    return Ratio("harness", f"train step, harness / bare loop ({label}, {steps} steps{injected})",
                  ratio_of_minima(times["bare_loop"], times["harness"]), TARGET, "lower", "x",
                  f"fastest of {repeats} each, {min(times['harness']):.2f}s vs {min(times['bare_loop']):.2f}s; "
                  f"pairs' geometric mean {geometric:.3f}")
 
 
 def measure_all(steps: int = 60, repeats: int = 4, echo: Callable[[str], None] = print) -> list[Ratio]:
-    """``ratio_for`` every registered model that trains in torch."""
+    """``ratio_for`` every registered (model, framework)."""
     from replicate.models.registry import implementations
 
-    return [ratio_for(name, steps, repeats, echo=echo) for name, framework in implementations() if framework == "torch"]
+    return [ratio_for(name, steps, repeats, echo=echo, framework=framework) for name, framework in implementations()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="faster_rcnn", help="a model, or all")
+    parser.add_argument("--framework", default="torch", choices=("torch", "tensorflow"))
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--inject-overhead", type=float, default=0.0, metavar="F",
@@ -185,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.inject_overhead and args.model == "all":
         parser.error("--inject-overhead: name one --model")
     ratios = (measure_all(args.steps, args.repeats) if args.model == "all"
-              else [ratio_for(args.model, args.steps, args.repeats, args.overrides, inject=args.inject_overhead)])
+              else [ratio_for(args.model, args.steps, args.repeats, args.overrides, inject=args.inject_overhead,
+                         framework=args.framework)])
     for r in ratios:
         print(f"{r.name}: {r.value:.3f} (target <= {TARGET}) -> {'OK' if r.ok else 'ABOVE TARGET'} ({r.detail})")
     return 0 if all(r.ok for r in ratios) else 1

@@ -73,6 +73,14 @@ def test_the_harness_overhead_is_a_ratio_of_both_loops_and_sees_an_injected_over
     assert slowed.value > 1.4 and not slowed.ok and "100% injected" in slowed.name
 
 
+def test_the_tensorflow_build_has_a_bare_loop_of_its_own():
+    from benchmarks.harness_overhead import ratio_for
+
+    tiny = ["datasets.shapes.num_train=16", "datasets.shapes.num_val=8"]
+    ratio = ratio_for("yolov3", steps=3, repeats=1, overrides=tiny, echo=lambda _: None, framework="tensorflow")
+    assert ratio.value > 0 and "(yolov3/tf, 3 steps)" in ratio.name
+
+
 def test_the_gpu_script_runs_dry_on_a_cpu_and_writes_its_json(tmp_path):
     from benchmarks.gpu_throughput import measure
 

@@ -1,0 +1,68 @@
+"""The TensorFlow counterpart of harness_overhead.bare_loop: a job's training steps with nothing
+around them, to time against the same job through replicate/runner/tf_loop.py.
+
+The step does the recipe's own arithmetic as the harness's does (torch's coupled L2 decay added
+to the gradient, the global-norm clip), since those belong to the model's recipe, not to the
+harness; it leaves out what the harness adds: the NaN guard, the curve, checkpoints, heartbeats,
+the progress bar and the distribution strategy's wrapper.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from replicate.config.schema import Optimizer
+from replicate.resolved import make_spec
+from replicate.runner.batch_order import epoch_permutation
+from replicate.runner.optim import lr_factor, scaled_lr, total_steps
+from replicate.runner.tf_loop import build_tf_optimizer
+from replicate.runner.worker import build_task
+from replicate.scheduling.resources import job_threads
+from replicate.tf_import import tensorflow
+
+
+def bare_tf_loop(cfg: Any) -> float:
+    """Seconds of the training loop only."""
+    tf = tensorflow(job_threads(cfg))
+    spec = make_spec(cfg, None)
+    task = build_task(spec, cfg)
+    tf.keras.utils.set_random_seed(int(cfg.seed))
+    if cfg.tier.get("deterministic"):
+        tf.config.experimental.enable_op_determinism()
+    task.prepare_data()
+    recipe = cfg.model.tiers[cfg.tier.name].recipe
+    model = task.build_model(spec.variant)
+    data = task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=True)
+    steps, per_unit = total_steps(recipe, len(data), 1.0)
+    lr, _ = scaled_lr(recipe)
+    optimizer = build_tf_optimizer(tf, recipe, lr)
+    variables = model.trainable_variables
+    optimizer.build(variables)
+    decay = float(recipe.weight_decay or 0.0) if recipe.optimizer != Optimizer.ADAMW else 0.0
+    clip = float(recipe.grad_clip or 0.0)
+
+    def step(arrays: dict[str, Any]) -> Any:
+        with tf.GradientTape() as tape:
+            loss = task.training_step(model, arrays)["loss"]
+        grads = tape.gradient(loss, variables)
+        if decay:
+            grads = [g if g is None else g + decay * v for g, v in zip(grads, variables)]
+        if clip:
+            grads, _ = tf.clip_by_global_norm(grads, clip)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    compiled = tf.function(step, autograph=False, reduce_retracing=True)
+    order = epoch_permutation(len(data), int(cfg.seed), 0)   # one seeded order, every epoch (a baseline)
+    size = recipe.batch_size
+    began, done = time.perf_counter(), 0
+    while done < steps:
+        for start in range(0, len(order) - size + 1, size):
+            arrays = task.collate([data[j] for j in order[start:start + size]])[0]
+            optimizer.learning_rate.assign(lr * lr_factor(done, steps, per_unit, recipe))
+            compiled({k: tf.convert_to_tensor(v) for k, v in arrays.items()})
+            done += 1
+            if done == steps:
+                break
+    return time.perf_counter() - began
