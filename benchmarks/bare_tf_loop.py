@@ -14,7 +14,7 @@ from typing import Any
 
 from replicate.config.schema import Optimizer
 from replicate.resolved import make_spec
-from replicate.runner.batch_order import epoch_permutation
+from replicate.runner.batch_order import BatchOrder
 from replicate.runner.optim import lr_factor, scaled_lr, total_steps
 from replicate.runner.tf_loop import build_tf_optimizer
 from replicate.runner.worker import build_task
@@ -54,12 +54,12 @@ def bare_tf_loop(cfg: Any) -> float:
         return loss
 
     compiled = tf.function(step, autograph=False, reduce_retracing=True)
-    order = epoch_permutation(len(data), int(cfg.seed), 0)   # one seeded order, every epoch (a baseline)
-    size = recipe.batch_size
-    began, done = time.perf_counter(), 0
+    order = BatchOrder(len(data), int(cfg.seed), recipe.batch_size)   # the TF loop's batches
+    began, done, epoch = time.perf_counter(), 0, 0
     while done < steps:
-        for start in range(0, len(order) - size + 1, size):
-            arrays = task.collate([data[j] for j in order[start:start + size]])[0]
+        batches, epoch = order.epoch(epoch), epoch + 1
+        for indices in batches:
+            arrays = task.collate([data[j] for j in indices])[0]
             optimizer.learning_rate.assign(lr * lr_factor(done, steps, per_unit, recipe))
             compiled({k: tf.convert_to_tensor(v) for k, v in arrays.items()})
             done += 1

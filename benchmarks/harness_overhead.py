@@ -37,7 +37,7 @@ from benchmarks.ratio import Ratio
 from replicate.config.compose import compose_config
 from replicate.config.selection import chosen_framework
 from replicate.resolved import make_spec, resolve_job
-from replicate.runner.batch_order import epoch_permutation
+from replicate.runner.batch_order import job_batch_order
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 from replicate.runner.torch_loop import seed_everything
 from replicate.runner.worker import build_task, run_job, set_determinism
@@ -68,12 +68,13 @@ def bare_loop(cfg) -> float:
     optimizers = task.configure_optimizers(model, recipe, lr, build_optimizer)
     schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, steps, per_unit, recipe))
                  for o in optimizers.values()]
-    order = epoch_permutation(len(data), int(cfg.seed), 0)   # one seeded order, every epoch (a baseline)
-    loader = torch.utils.data.DataLoader(data, batch_size=recipe.batch_size, drop_last=True, sampler=order,
-                                         collate_fn=task.collate)
+    # the job's own batches (aspect-ratio groups included: fewer padded pixels is the recipe's gain)
+    order = job_batch_order(task, data, recipe, int(cfg.seed))
     model.train()
-    began, done = time.perf_counter(), 0
+    began, done, epoch = time.perf_counter(), 0, 0
     while done < steps:
+        loader = torch.utils.data.DataLoader(data, batch_sampler=order.epoch(epoch), collate_fn=task.collate)
+        epoch += 1
         for batch in loader:
             if task.manual_optimization:   # a GAN steps its own optimizers
                 task.training_step(model, batch, optimizers)

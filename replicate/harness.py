@@ -27,7 +27,7 @@ from replicate.records import GroupRecord, group_record, job_record
 from replicate.redact import redacted_overrides
 from replicate.resolved import ResolvedJob, resolve_job
 from replicate.scheduling import Scheduler
-from replicate.scheduling.deadlines import Deadline, job_deadlines
+from replicate.scheduling.deadlines import Deadline, job_deadlines, longest_first
 from replicate.store import spool
 from replicate.store.protocol import JobStore
 from replicate.verdict import judge_job
@@ -206,6 +206,7 @@ class SuiteRun:
                 self.deadlines = job_deadlines(runnable, self.store, self.root.scheduler)
             except StoreError as exc:   # no history to read: every job gets scheduler.job_timeout_s
                 self.echo(f"deadlines: the store cannot be read ({exc}); scheduler.job_timeout_s for every job")
+            runnable = longest_first(runnable, self.deadlines)
             self.echo(f"running {len(runnable)} job(s) with {type(scheduler).__name__} ...")
             scheduler.run(runnable, lambda job, result: self.record(job, result, out, len(jobs)), self.deadlines)
         for job_id in out.skipped:

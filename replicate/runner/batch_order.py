@@ -9,12 +9,12 @@ counting each epoch's real batches, not by dividing.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
 from replicate.errors import DataError
-from replicate.runner.grouping import GroupedBatches
+from replicate.runner.grouping import GroupedBatches, aspect_ratio_groups
 
 
 def epoch_permutation(size: int, seed: int, epoch: int) -> list[int]:
@@ -57,3 +57,12 @@ class BatchOrder:
             step -= len(self.epoch(epoch))
             epoch += 1
         return epoch, step
+
+
+def job_batch_order(task: Any, train_set: Any, recipe: Any, seed: int) -> BatchOrder:
+    """A job's BatchOrder: its recipe's batch size and, where the recipe groups by aspect ratio
+    (the torchvision references), its task's aspect-ratio groups."""
+    factor = recipe.aspect_ratio_group_factor
+    ratios = task.aspect_ratios(train_set) if factor is not None else None
+    groups = aspect_ratio_groups(ratios, factor) if ratios is not None else None
+    return BatchOrder(len(train_set), seed, recipe.batch_size, groups)

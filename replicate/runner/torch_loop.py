@@ -23,8 +23,7 @@ from replicate.jobs import JobResult
 from replicate.models.task import Task
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
-from replicate.runner.batch_order import BatchOrder
-from replicate.runner.grouping import aspect_ratio_groups
+from replicate.runner.batch_order import job_batch_order
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 
 
@@ -135,11 +134,7 @@ class TorchLoop(BaseLoop):
         torch.set_rng_state(state["rng"]["torch"])
 
     def batches(self) -> Iterator[Any]:
-        recipe = self.tier.recipe
-        factor = recipe.aspect_ratio_group_factor
-        ratios = self.task.aspect_ratios(self.train_set) if factor is not None else None
-        groups = aspect_ratio_groups(ratios, factor) if ratios is not None else None
-        order = BatchOrder(len(self.train_set), self.cfg.seed, recipe.batch_size, groups)
+        order = job_batch_order(self.task, self.train_set, self.tier.recipe, self.cfg.seed)
         epoch, offset = order.position(self.step)
         rank, world = self.ctx.rank, self.ctx.world_size
         while True:

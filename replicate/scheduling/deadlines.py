@@ -30,6 +30,7 @@ class Deadline:
 
     seconds: float
     basis: str
+    expected_s: Optional[float] = None   # the median of the recipe's earlier runs; None: no history
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,5 +87,20 @@ def job_deadlines(jobs: list[ResolvedJob], store: Any, scheduler: Any) -> dict[s
         median, runs = measured
         seconds = max(floor, margin * median)
         why = f"{margin:g} x {median:.0f} s (median of {runs} earlier run(s) of this recipe on {spec.hardware})"
-        out[spec.job_id] = Deadline(seconds, why if seconds > floor else f"scheduler.deadline_floor_s ({why} is less)")
+        out[spec.job_id] = Deadline(seconds, why if seconds > floor else f"scheduler.deadline_floor_s ({why} is less)",
+                                    median)
     return out
+
+
+def longest_first(jobs: list[ResolvedJob], deadlines: Mapping[str, Deadline]) -> list[ResolvedJob]:
+    """The order to submit jobs in: those without history first (their length is unknown), then
+    the longest expected first, each in suite order among equals. Started in suite order, the
+    smoke suite's two longest jobs (centernet, pix2pix) came last and ran side by side at the end
+    while a core idled: 4 jobs on 2 cores took 116 s of 189 s serial (1.63x); longest first is the
+    classic greedy schedule (LPT), within 4/3 of the best."""
+    def expected(job: ResolvedJob) -> tuple[int, float]:
+        deadline = deadlines.get(job.job_id)
+        seconds = deadline.expected_s if deadline is not None else None
+        return (0, 0.0) if seconds is None else (1, -seconds)
+
+    return sorted(jobs, key=expected)

@@ -10,7 +10,7 @@ from replicate.harness import run_one
 from replicate.jobs import JobResult
 from replicate.records import job_record
 from replicate.resolved import resolve_job
-from replicate.scheduling.deadlines import job_deadlines, recipe_fingerprint
+from replicate.scheduling.deadlines import job_deadlines, longest_first, recipe_fingerprint
 from replicate.store.results_store import ResultStore
 
 NO_VERDICT = ["tier.compare_with=none"]
@@ -53,6 +53,20 @@ def test_deadlines_are_a_margin_over_the_median_of_the_same_recipe_on_the_same_p
         floored = compose_config(["scheduler.deadline_floor_s=600"]).scheduler
         (short,) = job_deadlines([job], store, floored).values()
         assert short.seconds == 600 and short.basis.startswith("scheduler.deadline_floor_s")
+
+
+def test_jobs_start_longest_first_after_those_without_history(tmp_path):
+    """The store's durations order the submissions: no history first (suite order), then the
+    longest expected; without a store to read, the suite's order stands."""
+    short, long_, unknown, medium = (_job(tmp_path, f"model.tiers.smoke.recipe.steps={n}") for n in (10, 30, 40, 20))
+    scheduler = compose_config([]).scheduler
+    with ResultStore(f"sqlite:///{tmp_path}/zoo.db") as store:
+        for job, train_s in ((short, 10.0), (long_, 300.0), (medium, 50.0)):
+            _past_run(store, job, (1.0, train_s, 1.0))
+        suite = [short, long_, unknown, medium]
+        ordered = longest_first(suite, job_deadlines(suite, store, scheduler))
+    assert [j.job_id for j in ordered] == [j.job_id for j in (unknown, long_, medium, short)]
+    assert longest_first(suite, {}) == suite
 
 
 @pytest.mark.parametrize("key, value", [("deadline_margin", 0.5), ("deadline_floor_s", -1), ("deadline_history", 0)])
