@@ -2,8 +2,8 @@
 
 The harness adds checkpoints, the NaN guard, curve logging, heartbeat files, the early check's
 weight snapshot and a progress bar; target (issue 14): at most 1.02x the bare loop. Both train
-the same model, data, optimizer and schedule, each measurement in a process of its own forked
-from this one (so no run inherits another's heap, caches or threads), in alternating order.
+the same model, data, optimizer and schedule, each measurement in a fresh process of its own
+(so no run inherits another's heap, caches or threads), in alternating order.
 
 Both run with the job's own thread count (the smoke tier fixes 1). With two OpenMP threads on
 a shared 2-core VM the same 60 steps took 2.7-4.2 s from one run to the next, and whichever of a
@@ -134,8 +134,11 @@ def _measure_in_child(kind: str, cfg, inject: float, queue) -> None:
 
 
 def measured(kind: str, cfg, inject: float = 0.0) -> float:
-    """Seconds of one run of ``kind`` (bare_loop or harness), in a process forked for it."""
-    context = multiprocessing.get_context("fork")
+    """Seconds of one run of ``kind`` (bare_loop or harness), in a fresh process of its own.
+
+    Spawned, not forked: a process that already ran TensorFlow (a test session) hangs a forked
+    child in TF's thread pools. The child's imports are outside the timed loop."""
+    context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     child = context.Process(target=_measure_in_child, args=(kind, cfg, inject, queue))
     child.start()

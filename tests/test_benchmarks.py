@@ -61,7 +61,7 @@ def test_a_reader_that_fails_fails_the_benchmark():
 
 
 def test_the_harness_overhead_is_a_ratio_of_both_loops_and_sees_an_injected_overhead():
-    """Each run in a forked process; a harness made to busy-wait as long as its step (100%
+    """Each run in a process of its own; a harness made to busy-wait as long as its step (100%
     overhead) must show well above 1x, so the figure cannot pass whatever the harness costs."""
     from benchmarks.harness_overhead import TARGET, ratio_for, ratio_of_minima
 
@@ -73,6 +73,7 @@ def test_the_harness_overhead_is_a_ratio_of_both_loops_and_sees_an_injected_over
     assert slowed.value > 1.4 and not slowed.ok and "100% injected" in slowed.name
 
 
+@pytest.mark.slow   # about 1 minute: three fresh processes each import TensorFlow and trace the step
 def test_the_tensorflow_build_has_a_bare_loop_of_its_own():
     from benchmarks.harness_overhead import ratio_for
 
