@@ -1,10 +1,10 @@
 """The TensorFlow counterpart of harness_overhead.bare_loop: a job's training steps with nothing
 around them, to time against the same job through replicate/runner/tf_loop.py.
 
-The step does the recipe's own arithmetic as the harness's does (torch's coupled L2 decay added
-to the gradient, the global-norm clip), since those belong to the model's recipe, not to the
-harness; it leaves out what the harness adds: the NaN guard, the curve, checkpoints, heartbeats,
-the progress bar and the distribution strategy's wrapper.
+The step does the recipe's own arithmetic through the TF loop's own function
+(``torch_style_gradients``: torch's coupled L2 decay, the global-norm clip), since those belong
+to the model's recipe, not to the harness. It leaves out what the harness adds: the NaN guard,
+the curve, checkpoints, heartbeats, the progress bar and the distribution strategy's wrapper.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from replicate.config.schema import Optimizer
 from replicate.resolved import make_spec
 from replicate.runner.batch_order import BatchOrder
 from replicate.runner.optim import lr_factor, scaled_lr, total_steps
-from replicate.runner.tf_loop import build_tf_optimizer
+from replicate.runner.tf_loop import build_tf_optimizer, torch_style_gradients
 from replicate.runner.worker import build_task
 from replicate.scheduling.resources import job_threads
 from replicate.tf_import import tensorflow
@@ -39,18 +38,12 @@ def bare_tf_loop(cfg: Any) -> float:
     optimizer = build_tf_optimizer(tf, recipe, lr)
     variables = model.trainable_variables
     optimizer.build(variables)
-    decay = float(recipe.weight_decay or 0.0) if recipe.optimizer != Optimizer.ADAMW else 0.0
-    clip = float(recipe.grad_clip or 0.0)
 
     def step(arrays: dict[str, Any]) -> Any:
         with tf.GradientTape() as tape:
             loss = task.training_step(model, arrays)["loss"]
-        grads = tape.gradient(loss, variables)
-        if decay:
-            grads = [g if g is None else g + decay * v for g, v in zip(grads, variables)]
-        if clip:
-            grads, _ = tf.clip_by_global_norm(grads, clip)
-        optimizer.apply_gradients(zip(grads, variables))
+        optimizer.apply_gradients(zip(torch_style_gradients(tf, recipe, tape.gradient(loss, variables), variables),
+                                      variables))
         return loss
 
     compiled = tf.function(step, autograph=False, reduce_retracing=True)

@@ -42,6 +42,32 @@ def build_tf_optimizer(tf: Any, recipe: Any, lr: float) -> Any:
     return opt.Adam(learning_rate=lr, beta_1=betas[0], beta_2=betas[1], epsilon=1e-8)
 
 
+def torch_style_gradients(tf: Any, recipe: Any, grads: list, variables: list, replicas: int = 1) -> list:
+    """torch's update on the global batch: L2 (coupled) decay added once, the aggregate clipped.
+
+    Keras sums the replicas' gradients inside ``apply_gradients``, after this runs, so decay
+    added per replica would count n times and a per-replica clip would bound the wrong norm.
+    With decay or clipping on n replicas: sum here, apply both to the global gradient, and
+    hand Keras 1/n of it per replica; its sum is then the global gradient.
+    """
+    decay = float(recipe.weight_decay or 0.0) if recipe.optimizer != Optimizer.ADAMW else 0.0  # AdamW: Keras decays
+    clip = float(recipe.grad_clip or 0.0)
+    present = [i for i, g in enumerate(grads) if g is not None]  # as torch, no gradient: no decay
+    if not (decay or clip) or not present:
+        return grads
+    kept = [grads[i] for i in present]
+    if replicas > 1:
+        kept = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, kept)
+    if decay:
+        kept = [g + decay * variables[i] for g, i in zip(kept, present)]
+    if clip:
+        kept, _ = tf.clip_by_global_norm(kept, clip)
+    out = list(grads)
+    for i, g in zip(present, kept):
+        out[i] = g / replicas if replicas > 1 else g
+    return out
+
+
 class TfLoop(BaseLoop):
     """Runs one job of a TensorFlow task: setup -> train (optional) -> evaluate -> JobResult."""
 
@@ -122,35 +148,9 @@ class TfLoop(BaseLoop):
             out = self.task.training_step(self.model, arrays)
             # each replica's loss is a mean over its share; Keras sums the replicas' gradients
             loss = out["loss"] / self.strategy.num_replicas_in_sync
-        grads = self._torch_gradients(tape.gradient(loss, variables), variables)
+        grads = torch_style_gradients(self.tf, self.tier.recipe, tape.gradient(loss, variables), variables,
+                                      self.strategy.num_replicas_in_sync)
         self.optimizer.apply_gradients(zip(grads, variables))
-        return out
-
-    def _torch_gradients(self, grads: list, variables: list) -> list:
-        """torch's update on the global batch: L2 (coupled) decay added once, the aggregate clipped.
-
-        Keras sums the replicas' gradients inside ``apply_gradients``, after this runs, so decay
-        added per replica would count n times and a per-replica clip would bound the wrong norm.
-        With decay or clipping on n replicas: sum here, apply both to the global gradient, and
-        hand Keras 1/n of it per replica; its sum is then the global gradient.
-        """
-        recipe, tf = self.tier.recipe, self.tf
-        decay = float(recipe.weight_decay or 0.0) if recipe.optimizer != Optimizer.ADAMW else 0.0  # AdamW: Keras decays
-        clip = float(recipe.grad_clip or 0.0)
-        n = self.strategy.num_replicas_in_sync
-        present = [i for i, g in enumerate(grads) if g is not None]  # as torch, no gradient: no decay
-        if not (decay or clip) or not present:
-            return grads
-        kept = [grads[i] for i in present]
-        if n > 1:
-            kept = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, kept)
-        if decay:
-            kept = [g + decay * variables[i] for g, i in zip(kept, present)]
-        if clip:
-            kept, _ = tf.clip_by_global_norm(kept, clip)
-        out = list(grads)
-        for i, g in zip(present, kept):
-            out[i] = g / n if n > 1 else g
         return out
 
     def _distributed_step(self, arrays: dict[str, Any]) -> dict[str, Any]:
