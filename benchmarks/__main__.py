@@ -5,7 +5,7 @@ them as JSON (``--json``, default ``results/benchmarks/last.json``) and, with ``
 README's performance table with the date and machine. Exit 1 when a figure misses its target,
 2 for an unknown benchmark name.
 
-    python -m benchmarks [--only harness,history,coco,scheduling,dp,gpu] [--quick] [--markdown]
+    python -m benchmarks [--only harness,eval,history,coco,scheduling,dp,gpu] [--quick] [--markdown]
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ def _harness(quick: bool) -> list[Ratio]:
     from benchmarks.harness_overhead import measure_all
 
     return measure_all(steps=20 if quick else 60, repeats=2 if quick else 4)
+
+
+def _eval(quick: bool) -> list[Ratio]:
+    from benchmarks.eval_throughput import MODELS, measure
+
+    return measure(models=("faster_rcnn", "yolov3") if quick else MODELS, images=2 if quick else 8,
+                   repeats=1 if quick else 2)
 
 
 def _history(quick: bool) -> list[Ratio]:
@@ -58,6 +65,7 @@ def _gpu(quick: bool) -> list[Ratio]:
 # name -> what it measures; the order is the table's
 BENCHMARKS: dict[str, Callable[[bool], list[Ratio]]] = {
     "harness": _harness,   # a training step through the harness vs a bare loop, per model
+    "eval": _eval,         # an eval tier's path through the harness vs its reference's own loop, per model
     "history": _history,   # a year of nightly suites: store readers and report size
     "coco": _coco,         # COCO evaluation at val2017 scale against pycocotools
     "scheduling": _scheduling,   # two smoke jobs at a time vs one; a job's fixed cost through Ray

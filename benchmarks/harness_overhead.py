@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Callable, Sequence
 import torch
 
 from benchmarks.bare_tf_loop import bare_tf_loop
+from benchmarks.isolated import in_fresh_process, ratio_of_minima
 from benchmarks.ratio import Ratio
 from replicate.config.compose import compose_config
 from replicate.config.selection import chosen_framework
@@ -118,40 +118,21 @@ def inject_overhead(fraction: float, framework: str) -> None:
     loop.train_step = slowed   # type: ignore[method-assign]
 
 
-def _measure_in_child(kind: str, cfg, inject: float, queue) -> None:
-    try:
-        # Both sides run as the job runs: its thread count (the smoke tier's fixed 1 thread) and
-        # determinism flag. Two OpenMP threads on 2 shared vCPUs also vary 2.7-4.2 s run to run.
-        torch.set_num_threads(job_threads(cfg))
-        set_determinism(bool(cfg.tier.get("deterministic")))
-        framework = chosen_framework(cfg)
-        if kind == "harness" and inject:
-            inject_overhead(inject, framework)
-        bare = bare_tf_loop if framework == "tensorflow" else bare_loop
-        queue.put((bare if kind == "bare_loop" else harness)(cfg))
-    except BaseException as exc:   # noqa: BLE001 - reported to the parent, which fails the benchmark
-        queue.put(f"{type(exc).__name__}: {exc}")
+def _measure_in_child(kind: str, cfg, inject: float) -> float:
+    # Both sides run as the job runs: its thread count (the smoke tier's fixed 1 thread) and
+    # determinism flag. Two OpenMP threads on 2 shared vCPUs also vary 2.7-4.2 s run to run.
+    torch.set_num_threads(job_threads(cfg))
+    set_determinism(bool(cfg.tier.get("deterministic")))
+    framework = chosen_framework(cfg)
+    if kind == "harness" and inject:
+        inject_overhead(inject, framework)
+    bare = bare_tf_loop if framework == "tensorflow" else bare_loop
+    return (bare if kind == "bare_loop" else harness)(cfg)
 
 
 def measured(kind: str, cfg, inject: float = 0.0) -> float:
-    """Seconds of one run of ``kind`` (bare_loop or harness), in a fresh process of its own.
-
-    Spawned, not forked: a process that already ran TensorFlow (a test session) hangs a forked
-    child in TF's thread pools. The child's imports are outside the timed loop."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_measure_in_child, args=(kind, cfg, inject, queue))
-    child.start()
-    outcome = queue.get()
-    child.join()
-    if not isinstance(outcome, float):
-        raise RuntimeError(f"{kind} run failed: {outcome}")
-    return outcome
-
-
-def ratio_of_minima(bare: Sequence[float], harness_s: Sequence[float]) -> float:
-    """The harness's fastest run over the bare loop's fastest."""
-    return min(harness_s) / min(bare)
+    """Seconds of one run of ``kind`` (bare_loop or harness), in a fresh process of its own."""
+    return in_fresh_process(kind, _measure_in_child, kind, cfg, inject)
 
 
 def ratio_for(model: str, steps: int, repeats: int, overrides: Sequence[str] = (),

@@ -26,8 +26,10 @@ def _image(path: Path, size: tuple[int, int], seed: int) -> None:
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path, quality=90)
 
 
-def write_coco_layout(root: Path, val_images: int = 4, train_images: int = 2) -> Path:
-    """Write the dataset under ``root`` and its manifest; returns ``root``."""
+def write_coco_layout(root: Path, val_images: int = 4, train_images: int = 2,
+                      sizes: list[tuple[int, int]] = SIZES) -> Path:
+    """Write the dataset under ``root`` and its manifest; returns ``root``. ``sizes``: the images'
+    (width, height) in turn (benchmarks use COCO's own, e.g. 640 x 480)."""
     from pycocotools import mask as mask_utils
 
     from replicate.data.manifest import write_manifest
@@ -37,7 +39,7 @@ def write_coco_layout(root: Path, val_images: int = 4, train_images: int = 2) ->
         images, annotations = [], []
         for n in range(count):
             image_id = offset + 139 + n * 7          # sparse ids, as COCO's
-            width, height = SIZES[n % len(SIZES)]
+            width, height = sizes[n % len(sizes)]
             name = f"{image_id:012d}.jpg"
             _image(root / split / name, (width, height), image_id)
             images.append({"id": image_id, "file_name": name, "width": width, "height": height})

@@ -63,7 +63,8 @@ def test_a_reader_that_fails_fails_the_benchmark():
 def test_the_harness_overhead_is_a_ratio_of_both_loops_and_sees_an_injected_overhead():
     """Each run in a process of its own; a harness made to busy-wait as long as its step (100%
     overhead) must show well above 1x, so the figure cannot pass whatever the harness costs."""
-    from benchmarks.harness_overhead import TARGET, ratio_for, ratio_of_minima
+    from benchmarks.harness_overhead import TARGET, ratio_for
+    from benchmarks.isolated import ratio_of_minima
 
     assert ratio_of_minima([2.0, 1.0, 3.0], [1.5, 4.0]) == 1.5
     tiny = ["datasets.shapes.num_train=16", "datasets.shapes.num_val=8"]
@@ -142,3 +143,70 @@ def test_the_gpu_scaling_script_composes_its_jobs_and_refuses_a_machine_without_
     if torch.cuda.device_count() < 8:
         with pytest.raises(SystemExit, match="--gpus 8: torch sees"):
             main(["--gpus", "8"])
+
+
+def _eval_loop(model, tmp_path, monkeypatch, images=2, input_size=128):
+    """An eval-tier loop on a COCO layout at COCO's image sizes, set up as the benchmark sets it."""
+    from benchmarks.eval_throughput import build_loop, configure, keep_every_detection, write_data
+
+    data_root = write_data(tmp_path / "data", images)
+    monkeypatch.setenv("ZOO_DATA_ROOT", data_root)
+    loop = build_loop(configure(model, data_root, str(tmp_path / "results"), input_size))
+    keep_every_detection(loop.model)
+    return loop
+
+
+def test_torchvisions_reference_loop_writes_the_same_coco_results_as_the_harness(tmp_path, monkeypatch):
+    """The baseline does the work the harness does: Mask R-CNN's boxes, scores and RLE masks from
+    the reference's encoding equal the evaluator's, 100 per image at score threshold 0 (the
+    evaluator sets aside those on COCO's 11 unused ids, as COCOeval ignores them)."""
+    from benchmarks import reference_eval_loops
+    from tests.coco_layout import COCO_IDS
+
+    # no worker processes here: a test session that has run TensorFlow must not fork
+    monkeypatch.setitem(reference_eval_loops.TORCHVISION_LOADER, "num_workers", 0)
+    loop = _eval_loop("mask_rcnn", tmp_path, monkeypatch)
+    evaluator = loop.task.build_evaluator(loop.tier.eval_split)
+    assert loop.predict_into(evaluator) == 2
+    images, every = reference_eval_loops.reference_loop(loop.cfg, loop)()
+    bare = [e for e in every if e["category_id"] in COCO_IDS]
+    masks, boxes = evaluator._results["segm"], evaluator._results["bbox"]
+    assert images == 2 and len(every) == 200 and len(bare) == len(masks) == len(boxes) > 100
+    key = lambda e: (e["image_id"], round(e["score"], 5))   # noqa: E731
+    for mask, box, theirs in zip(sorted(masks, key=key), sorted(boxes, key=key), sorted(bare, key=key)):
+        assert mask["category_id"] == box["category_id"] == theirs["category_id"]
+        assert mask["segmentation"] == theirs["segmentation"]
+        assert box["bbox"] == pytest.approx(theirs["bbox"], abs=1e-3)
+
+
+@pytest.mark.parametrize("model", ["centernet", "yolov3"])
+def test_the_other_reference_loops_detect_on_every_image_in_coco_ids(model, tmp_path, monkeypatch):
+    from benchmarks import reference_eval_loops
+    from tests.coco_layout import COCO_IDS
+
+    for loader in (reference_eval_loops.CENTERNET_LOADER, reference_eval_loops.DARKNET_LOADER):
+        monkeypatch.setitem(loader, "num_workers", 0)   # no forking in a session that ran TensorFlow
+    loop = _eval_loop(model, tmp_path, monkeypatch)
+    images, results = reference_eval_loops.reference_loop(loop.cfg, loop)()
+    assert images == 2 and {r["image_id"] for r in results} == {139, 146}
+    assert {r["category_id"] for r in results} <= set(COCO_IDS)
+    assert all(len(r["bbox"]) == 4 and 0.0 <= r["score"] <= 1.0 for r in results)
+    if model == "yolov3":   # print_cocos clips to the image; CenterNet's random sizes may be negative
+        assert all(r["bbox"][2] >= 0 and r["bbox"][3] >= 0 for r in results)
+
+
+def test_the_eval_throughput_sees_an_injected_overhead(tmp_path):
+    """A harness made to busy-wait as long as each batch takes (100% overhead) must read well
+    below 1x: the figure cannot pass whatever the harness costs."""
+    from benchmarks.eval_throughput import TARGET, ratio_for, write_data
+
+    slowed = ratio_for("faster_rcnn", write_data(tmp_path, 2), input_size=128, repeats=1, echo=lambda _: None,
+                       inject=1.0)
+    assert slowed.value < 0.7 and not slowed.ok and slowed.target == TARGET and "100% injected" in slowed.name
+
+
+def test_the_eval_throughput_refuses_a_model_without_an_eval_tier(capsys):
+    from benchmarks.eval_throughput import main
+
+    assert main(["--model", "pix2pix"]) == 2
+    assert "'pix2pix' has no eval tier" in capsys.readouterr().err

@@ -353,23 +353,43 @@ class BaseLoop(abc.ABC):
     def evaluate(self, max_batches: Optional[int] = None) -> dict[str, float]:
         self.ctx.stage = "evaluation"
         began = time.perf_counter()
-        if self.val_set is None:
-            self.val_set = self.task.build_dataset(self.tier.eval_split, train=False)
         evaluator = self.task.build_evaluator(self.tier.eval_split)
         instrument = getattr(evaluator, "instrument", None)
         if instrument:   # a network that measures (pix2pix's FCN): which file, recorded with the result
             self.result.environment["instrument"] = instrument
-        batch_size = self.tier.eval_batch_size or (self.tier.recipe.batch_size if self.tier.recipe else 8)
-        with self.inference():
-            # islice: stop before loading a batch past max_batches, not after
-            for batch in itertools.islice(self.eval_batches(self.val_set, batch_size), max_batches):
-                evaluator.update(self.predict_batch(batch))
+        self.predict_into(evaluator, max_batches)
         metrics = {k: float(v) for k, v in evaluator.compute().items()}
         for key, value in metrics.items():
             if not math.isfinite(value):
                 raise NumericalError(f"metric {key} is {value}")
         self.result.times.eval_s += time.perf_counter() - began
         return metrics
+
+    def eval_batch_size(self) -> int:
+        """The tier's ``eval_batch_size``; else its recipe's batch; else (an eval tier that sets
+        neither: YOLO's, whose letterboxed images batch without padding) 8 images beside an
+        accelerator and 1 on a CPU. On a CPU a batch's activations outgrow the caches: yolov4 at
+        608 px took 18.3 s for 8 images as one batch and 10.6 s one at a time (2026-12-01)."""
+        if self.tier.eval_batch_size:
+            return int(self.tier.eval_batch_size)
+        if self.tier.recipe:
+            return int(self.tier.recipe.batch_size)
+        return 1 if self.cfg.hardware.accelerator == "cpu" else 8
+
+    def predict_into(self, evaluator: Any, max_batches: Optional[int] = None) -> int:
+        """The evaluation path up to the scoring: each batch of the evaluation split loaded,
+        predicted and handed to ``evaluator.update`` (COCO encoding for the detectors). What
+        benchmarks/eval_throughput.py times against each reference's own loop. Returns the
+        number of images."""
+        if self.val_set is None:
+            self.val_set = self.task.build_dataset(self.tier.eval_split, train=False)
+        images = 0
+        with self.inference():
+            # islice: stop before loading a batch past max_batches, not after
+            for batch in itertools.islice(self.eval_batches(self.val_set, self.eval_batch_size()), max_batches):
+                evaluator.update(self.predict_batch(batch))
+                images += self.task.batch_size_of(batch)
+        return images
 
     # -------------------------------------------------------------------- run
     def run(self) -> JobResult:

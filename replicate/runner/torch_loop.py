@@ -25,6 +25,7 @@ from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
 from replicate.runner.batch_order import job_batch_order
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
+from replicate.runner.prefetch import prefetched
 
 
 def seed_everything(seed: int) -> None:
@@ -72,6 +73,12 @@ class TorchLoop(BaseLoop):
     def load_loop_checkpoint(self, path: Path) -> None:
         ckpt.load_state_file(self.model, path)
 
+    def loader_options(self) -> dict[str, Any]:
+        """The DataLoader's workers and pinned memory on this device: none on a CPU (the job's
+        threads already use every core it was given), up to 8 workers beside a GPU."""
+        workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
+        return dict(num_workers=workers, pin_memory=self.amp)
+
     def loader(self, dataset: Any, batch_size: int = 1, batches: Optional[list[list[int]]] = None,
                mid_epoch: bool = False) -> DataLoader:
         """Training: the given ``batches`` of indices (BatchOrder); evaluation: in order, through
@@ -83,8 +90,7 @@ class TorchLoop(BaseLoop):
         taken after it, so its iterator draws from a private generator and leaves the global
         stream where the uninterrupted job had it.
         """
-        workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
-        common: dict[str, Any] = dict(num_workers=workers, pin_memory=self.amp)
+        common = self.loader_options()
         if batches is not None:
             private = torch.Generator().manual_seed(self.cfg.seed) if mid_epoch else None
             return DataLoader(dataset, batch_sampler=batches, generator=private, collate_fn=self.task.collate, **common)
@@ -200,7 +206,10 @@ class TorchLoop(BaseLoop):
             self.model.train()
 
     def eval_batches(self, dataset: Any, batch_size: int) -> Iterator[Any]:
-        return iter(self.loader(dataset, batch_size))
+        loader = self.loader(dataset, batch_size)
+        # Without worker processes (a CPU) a thread loads the next batches while the network runs.
+        # The iterator is made here: its seed draw from torch's generator stays where it was.
+        return iter(loader) if loader.num_workers else prefetched(iter(loader))
 
     def predict_batch(self, batch: Any) -> list[dict]:
         return to_device(self.task.predict(self.model, to_device(batch, self.device)), "cpu")
