@@ -29,7 +29,7 @@ def _eval(quick: bool) -> list[Ratio]:
     from benchmarks.eval_throughput import MODELS, measure
 
     return measure(models=("faster_rcnn", "yolov3") if quick else MODELS, images=2 if quick else 8,
-                   repeats=1 if quick else 2)
+                   repeats=1 if quick else 4)
 
 
 def _history(quick: bool) -> list[Ratio]:

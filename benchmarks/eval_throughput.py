@@ -19,7 +19,7 @@ measurement runs in a fresh process, in alternating order; the figure is the rat
 fastest run (benchmarks/isolated.py). ``--inject-overhead F`` makes each harness batch busy-wait
 F of its own time: the sensitivity check.
 
-    python -m benchmarks.eval_throughput [--model all|faster_rcnn,...] [--images 8] [--repeats 2]
+    python -m benchmarks.eval_throughput [--model all|faster_rcnn,...] [--images 8] [--repeats 4]
         [--input-size 320] [--inject-overhead F]
 """
 
@@ -150,7 +150,7 @@ def write_data(root: Path, images: int) -> str:
     return str(root)
 
 
-def measure(models: Sequence[str] = MODELS, images: int = 8, input_size: int = 320, repeats: int = 2,
+def measure(models: Sequence[str] = MODELS, images: int = 8, input_size: int = 320, repeats: int = 4,
             echo: Callable[[str], None] = print, inject: float = 0.0) -> list[Ratio]:
     with tempfile.TemporaryDirectory() as tmp:
         data_root = write_data(Path(tmp), images)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="all", help=f"all, or comma-separated of: {', '.join(MODELS)}")
     parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--input-size", type=int, default=320,
                         help=f"the input size of {', '.join(RESIZABLE)} (the others keep their tier's)")
     parser.add_argument("--inject-overhead", type=float, default=0.0, metavar="F",
