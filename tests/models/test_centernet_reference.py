@@ -46,6 +46,7 @@ def test_keep_res_input_equals_the_references(tmp_path, height, width):
     torch.testing.assert_close(images[0], torch.from_numpy(expected), atol=1e-6, rtol=0)
     assert images.shape[-1] % 32 == 0 and images.shape[-1] > width   # (w | 31) + 1: strictly above
     assert enc["geometry"][0, 0] == 1.0
+    assert set(enc) == {"geometry"}   # evaluation encodes no training targets (an 80-class heatmap each)
 
 
 def test_the_smoke_variant_keeps_its_unnormalised_rgb_input(tmp_path):

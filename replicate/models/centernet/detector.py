@@ -365,16 +365,20 @@ class CenterNetTask(Task):
         return self.batch(items, lambda image: letterbox(image, size))
 
     def eval_collate(self, items: list) -> tuple[Tensor, list[dict], dict[str, Tensor]]:
-        """As :meth:`collate`, or each image at its own resolution where the tier tests as the
-        reference's ``--keep_res`` (``test.keep_resolution``; one image per batch)."""
+        """As :meth:`collate` without the training targets (only the geometry that maps boxes
+        back), or each image at its own resolution where the tier tests as the reference's
+        ``--keep_res`` (``test.keep_resolution``; one image per batch)."""
         if not self.ctx.tier_cfg.test.keep_resolution:
-            return self.collate(items)
+            size = self.ctx.input_size
+            return self.batch(items, lambda image: letterbox(image, size), targets=False)
         pad = trunk_stride(self.ctx.arch) - 1
-        return self.batch(items, lambda image: keep_resolution(image, pad))
+        return self.batch(items, lambda image: keep_resolution(image, pad), targets=False)
 
-    def batch(self, items: list, place: Any, normalise: bool = True) -> tuple[Tensor, list[dict], dict[str, Tensor]]:
+    def batch(self, items: list, place: Any, normalise: bool = True,
+              targets: bool = True) -> tuple[Tensor, list[dict], dict[str, Tensor]]:
         """Each image placed on its canvas by ``place`` (image -> canvas, scale, shift x, shift y),
-        normalised as the reference's input, its targets encoded on the canvas's output grid."""
+        normalised as the reference's input, and with ``targets`` its training targets encoded on
+        the canvas's output grid (an 80-class heatmap per image: evaluation skips them)."""
         arch = self.ctx.arch
         ratio, classes = down_ratio(arch), self.num_classes(arch)
         channel_of = {cid: i for i, cid in enumerate(self.category_ids())}
@@ -385,13 +389,15 @@ class CenterNetTask(Task):
         images, encoded, geometry = [], [], []
         for image, target in items:
             image, scale, pad_x, pad_y = place(image)
-            boxes = target["boxes"] * scale + torch.tensor([pad_x, pad_y, pad_x, pad_y])
-            channels = torch.tensor([channel_of[int(c)] for c in target["labels"]], dtype=torch.int64)
-            grid = (image.shape[-2] // ratio, image.shape[-1] // ratio)
-            encoded.append(ct.encode(boxes / ratio, channels, classes, grid, max_objs, radius_of=self.gaussian_radius))
+            if targets:
+                boxes = target["boxes"] * scale + torch.tensor([pad_x, pad_y, pad_x, pad_y])
+                channels = torch.tensor([channel_of[int(c)] for c in target["labels"]], dtype=torch.int64)
+                grid = (image.shape[-2] // ratio, image.shape[-1] // ratio)
+                encoded.append(ct.encode(boxes / ratio, channels, classes, grid, max_objs,
+                                         radius_of=self.gaussian_radius))
             images.append(normalised(image, arch) if normalise else image)
             geometry.append(torch.tensor([scale, pad_x, pad_y]))
-        batch = {k: torch.stack([e[k] for e in encoded]) for k in encoded[0]}
+        batch = {k: torch.stack([e[k] for e in encoded]) for k in encoded[0]} if targets else {}
         batch["geometry"] = torch.stack(geometry)
         return torch.stack(images), [t for _, t in items], batch
 
