@@ -4,7 +4,7 @@ On a machine with NVIDIA GPUs, per model (the full variant at its full tier's in
 its eval tier's where it has no full tier; the recipe's batch per GPU capped by
 ``--max-batch``): training images/s in fp32 and in the loop's precision (fp16 autocast on
 CUDA), evaluation images/s (data, forward, post-processing, COCO encoding:
-``BaseLoop.evaluate``), peak GPU memory, and for the Darknet models the model FLOPs utilisation
+``BaseLoop.predict_into``), peak GPU memory, and for the Darknet models the model FLOPs utilisation
 of a training step (3 x darknet's forward FLOPs per image, replicate/models/darknet/flops.py, over the
 GPU's peak). Inputs are the synthetic shapes data at that size (no COCO on the machine);
 throughput does not depend on what the pixels show. Published inference speeds are printed
@@ -97,10 +97,12 @@ def _train_rate(loop: Any, steps: int, warmup: int, amp: bool) -> tuple[float, O
 
 
 def _eval_rate(loop: Any, batches: int) -> float:
-    began, loop.result.times.eval_s = time.perf_counter(), 0.0
-    loop.evaluate(batches)
-    images = batches * int(loop.tier.recipe.batch_size)
-    return min(images, len(loop.val_set)) / (time.perf_counter() - began)
+    """Images/s of the evaluation path up to the COCO results (``predict_into``); the scoring
+    after it is the coco benchmark's."""
+    evaluator = loop.task.build_evaluator(loop.tier.eval_split)   # reads the ground truth: not timed
+    began = time.perf_counter()
+    images = loop.predict_into(evaluator, batches)
+    return images / (time.perf_counter() - began)
 
 
 def _gpu_peak(precision: str) -> Optional[float]:
