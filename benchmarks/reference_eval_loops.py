@@ -12,8 +12,9 @@ it writes, with nothing around them (no file checks, no targets, no label checks
   tests/centernet_reference.py, the restatement the product's path is held to.
 - YOLOv3/v4: pjreddie/darknet ``validate_detector`` (one image at a time, ``letterbox_image``,
   ``get_network_boxes`` at 0.005, ``do_nms_sort`` at 0.45, ``print_cocos``). Darknet's resize is
-  C; OpenCV's bilinear resize stands in for it at its speed. Box decoding and per-class NMS are
-  the product's ``postprocess`` (tests/darknet_reference.py holds it to darknet's C), so this
+  C; OpenCV's bilinear resize stands in for it at its speed. The letterbox size, box decoding
+  and per-class NMS are the product's ``letterbox_geometry`` and ``postprocess``
+  (tests/darknet_reference.py holds them to darknet's C), so this
   loop measures the harness's data path and encoding around the same network and decoder.
 
 The model object (its weights, transform and thresholds) is the harness's own, so both sides do
@@ -31,7 +32,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from replicate.models.darknet.augment import letterbox_geometry
+
 Results = list[dict]
+Run = Callable[[], tuple[int, Results]]   # -> (images evaluated, COCO results)
 # The references' own loaders: torchvision references/detection train.py (the test loader takes
 # --workers, default 4, without pinned memory); CenterNet src/test.py prefetch_test (1 worker,
 # pinned); darknet examples/detector.c validate_detector (4 threads load the next images while the
@@ -44,7 +48,6 @@ DARKNET_LOADER = {"num_workers": 4, "pin_memory": False}
 def _loader(dataset: Dataset, collate: Callable[[list], Any], settings: dict[str, Any]) -> DataLoader:
     return DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=collate, num_workers=settings["num_workers"],
                       pin_memory=settings["pin_memory"] and torch.cuda.is_available())
-Run = Callable[[], tuple[int, Results]]   # -> (images evaluated, COCO results)
 
 
 def _only_item(items: list) -> Any:
@@ -61,8 +64,12 @@ def _split_paths(loop: Any) -> tuple[Path, Path]:
     return Path(data.root) / paths.images, Path(data.root) / paths.annotations
 
 
-def _category_ids(annotations: Path) -> list[int]:
-    return sorted(c["id"] for c in json.loads(annotations.read_text())["categories"])
+def _listing(images_dir: Path, annotations: Path) -> tuple[list[tuple[int, Path]], list[int]]:
+    """The split's (image id, file) pairs and its sorted category ids, from one parse of the
+    annotation file, as each reference reads it once."""
+    data = json.loads(annotations.read_text())
+    images = [(image["id"], images_dir / image["file_name"]) for image in data["images"]]
+    return images, sorted(c["id"] for c in data["categories"])
 
 
 # ----------------------------------------------------------------------------- torchvision
@@ -113,9 +120,8 @@ def torchvision_loop(loop: Any) -> Run:
 class _KeepResolution(Dataset):
     """test.py's PrefetchDataset at --keep_res: cv2.imread and pre_process per image."""
 
-    def __init__(self, images_dir: Path, annotations: Path):
-        found = json.loads(annotations.read_text())["images"]
-        self.items = [(image["id"], images_dir / image["file_name"]) for image in found]
+    def __init__(self, items: list[tuple[int, Path]]):
+        self.items = items
 
     def __len__(self) -> int:
         return len(self.items)
@@ -137,8 +143,8 @@ def centernet_loop(loop: Any) -> Run:
     model, device = loop.model, loop.device
 
     def run() -> tuple[int, Results]:
-        valid_ids = _category_ids(annotations)
-        loader = _loader(_KeepResolution(images_dir, annotations), _only_item, CENTERNET_LOADER)
+        items, valid_ids = _listing(images_dir, annotations)
+        loader = _loader(_KeepResolution(items), _only_item, CENTERNET_LOADER)
         results: Results = []
         model.eval()
         with torch.no_grad():
@@ -152,20 +158,11 @@ def centernet_loop(loop: Any) -> Run:
 
 
 # ---------------------------------------------------------------------------------- darknet
-def letterbox_size(width: int, height: int, net: int) -> tuple[int, int]:
-    """``letterbox_image``'s resized size (the longer side to ``net``, integer division)."""
-    if net / width < net / height:
-        return net, (height * net) // width
-    return (width * net) // height, net
-
-
 class _Letterboxed(Dataset):
     """validate_detector's input: the image letterboxed onto grey 0.5 at the network's size."""
 
-    def __init__(self, images_dir: Path, annotations: Path, net: int):
-        found = json.loads(annotations.read_text())["images"]
-        self.items = [(image["id"], images_dir / image["file_name"]) for image in found]
-        self.net = net
+    def __init__(self, items: list[tuple[int, Path]], net: int):
+        self.items, self.net = items, net
 
     def __len__(self) -> int:
         return len(self.items)
@@ -176,7 +173,7 @@ class _Letterboxed(Dataset):
         image_id, path = self.items[index]
         rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
         height, width = rgb.shape[:2]
-        new_w, new_h = letterbox_size(width, height, self.net)
+        new_w, new_h = letterbox_geometry(width, height, self.net)
         boxed = np.full((self.net, self.net, 3), 0.5, dtype=np.float32)
         dx, dy = (self.net - new_w) // 2, (self.net - new_h) // 2
         boxed[dy:dy + new_h, dx:dx + new_w] = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
@@ -190,14 +187,14 @@ def darknet_loop(loop: Any) -> Run:
     model, device, net = loop.model, loop.device, int(loop.tier.input_size)
 
     def run() -> tuple[int, Results]:
-        category_ids = _category_ids(annotations)
-        loader = _loader(_Letterboxed(images_dir, annotations, net), _only_item, DARKNET_LOADER)
+        items, category_ids = _listing(images_dir, annotations)
+        loader = _loader(_Letterboxed(items, net), _only_item, DARKNET_LOADER)
         results: Results = []
         model.eval()
         with torch.no_grad():
             for image_id, image, (width, height) in loader:
                 (found,) = postprocess([o.to("cpu") for o in model(image.to(device))], model.heads, (net, net))
-                new_w, new_h = letterbox_size(width, height, net)
+                new_w, new_h = letterbox_geometry(width, height, net)
                 boxes = found["boxes"].clone()   # print_cocos: back onto the image, clipped to it
                 boxes[:, 0::2] = ((boxes[:, 0::2] - (net - new_w) // 2) * width / new_w).clamp(0, width)
                 boxes[:, 1::2] = ((boxes[:, 1::2] - (net - new_h) // 2) * height / new_h).clamp(0, height)
