@@ -73,12 +73,6 @@ class TorchLoop(BaseLoop):
     def load_loop_checkpoint(self, path: Path) -> None:
         ckpt.load_state_file(self.model, path)
 
-    def loader_options(self) -> dict[str, Any]:
-        """The DataLoader's workers and pinned memory on this device: none on a CPU (the job's
-        threads already use every core it was given), up to 8 workers beside a GPU."""
-        workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
-        return dict(num_workers=workers, pin_memory=self.amp)
-
     def loader(self, dataset: Any, batch_size: int = 1, batches: Optional[list[list[int]]] = None,
                mid_epoch: bool = False) -> DataLoader:
         """Training: the given ``batches`` of indices (BatchOrder); evaluation: in order, through
@@ -90,7 +84,8 @@ class TorchLoop(BaseLoop):
         taken after it, so its iterator draws from a private generator and leaves the global
         stream where the uninterrupted job had it.
         """
-        common = self.loader_options()
+        workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
+        common: dict[str, Any] = dict(num_workers=workers, pin_memory=self.amp)
         if batches is not None:
             private = torch.Generator().manual_seed(self.cfg.seed) if mid_epoch else None
             return DataLoader(dataset, batch_sampler=batches, generator=private, collate_fn=self.task.collate, **common)
