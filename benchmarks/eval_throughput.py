@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inject-overhead", type=float, default=0.0, metavar="F",
                         help="busy-wait F of each harness batch's time (the benchmark must then miss)")
     args = parser.parse_args(argv)
+    for name in ("images", "repeats", "input_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} must be >= 1")
     models = MODELS if args.model == "all" else tuple(m.strip() for m in args.model.split(","))
     unknown = [m for m in models if m not in MODELS]
     if unknown:

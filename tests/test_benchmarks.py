@@ -210,3 +210,6 @@ def test_the_eval_throughput_refuses_a_model_without_an_eval_tier(capsys):
 
     assert main(["--model", "pix2pix"]) == 2
     assert "'pix2pix' has no eval tier" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main(["--images", "0"])
+    assert stopped.value.code == 2 and "--images: 0 must be >= 1" in capsys.readouterr().err
