@@ -31,10 +31,12 @@ class Verdict(StrEnum):
 
 PASS, MEASURED, BELOW, ABOVE = Verdict.PASS, Verdict.MEASURED, Verdict.BELOW, Verdict.ABOVE
 OFF_CURVE, EARLY_ABORT, ERROR, INFRA = Verdict.OFF_CURVE, Verdict.EARLY_ABORT, Verdict.ERROR, Verdict.INFRA
-# Root config keys that say where and how a job runs, not what it computes: they stay out of the
-# config hash (so moving results_dir or switching the scheduler does not make finished jobs look
-# new) and out of "what changed" between two runs (replicate/history.py).
-PLACEMENT_KEYS = ("results_dir", "suite_id", "suite", "scheduler", "store", "logger", "num_threads", "device")
+# Root config keys that say where and how a job runs, or which configs the lab admits (``lab``),
+# not what it computes: they stay out of the config hash (so moving results_dir or switching the
+# scheduler does not make finished jobs look new) and out of "what changed" between two runs
+# (replicate/history.py).
+PLACEMENT_KEYS = ("results_dir", "suite_id", "suite", "scheduler", "store", "logger", "num_threads", "device",
+                  "lab")
 # A seed group's identity: the fields its jobs share. The one home of the rule: the store's group
 # key, the leaderboard's rows, the group verdicts and the history's series all derive from it.
 GROUP_IDENTITY = ("model", "variant", "framework", "tier", "hardware")

@@ -43,6 +43,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(missing[0], "required value is missing")
+    _validate_lab(cfg)      # before the claims, which are held to it
     _validate_model(cfg)
     _validate_darknet_cfgs(cfg)
     _validate_framework_references(cfg)
@@ -95,8 +96,43 @@ def _validate_claim(cfg: DictConfig, claim, key: str) -> None:
                  f"{claim.tolerance} is outside (0, {MAX_TOLERANCE}]")
     else:
         require(claim.tolerance > 0, f"{key}.tolerance", f"{claim.tolerance} must be > 0")
+    _validate_claim_tolerance(cfg, claim, key)
     if claim.variant is not None:
         _one_of(claim.variant, list(cfg.model.variants), f"{key}.variant")
+
+
+def _validate_lab(cfg: DictConfig) -> None:
+    """The lab's accepted range of relative tolerances: [low, high] with 0 < low <= high, inside
+    the outer bound every claim keeps."""
+    key = "lab.tolerance_range"
+    bounds = list(cfg.lab.tolerance_range)
+    require(len(bounds) == 2, key, f"{bounds} must be two numbers, [low, high]")
+    low, high = bounds
+    require(0 < low <= high <= MAX_TOLERANCE, key,
+            f"[{low:g}, {high:g}] must have 0 < low <= high <= {MAX_TOLERANCE:g}")
+
+
+def _validate_claim_tolerance(cfg: DictConfig, claim, key: str) -> None:
+    """The lab's rule: a relative tolerance inside ``lab.tolerance_range``, or a stated reason.
+
+    An absolute tolerance always states its reason; it is not converted to a relative one against
+    the claim's value for the range check, which would admit the same +-0.01 silently at 0.66 and
+    ask for a reason at 0.17 (pix2pix), so whether a claim explains itself would follow its
+    value. It keeps the relative outer bound, in the value's units.
+    """
+    low, high = cfg.lab.tolerance_range
+    stated = bool((claim.tolerance_reason or "").strip())
+    why = f"state why in {key}.tolerance_reason"
+    if claim.tolerance_kind == "absolute":
+        require(stated, f"{key}.tolerance",
+                f"an absolute tolerance ({claim.tolerance:g}) departs from the lab's relative range "
+                f"[{low:g}, {high:g}] (lab.tolerance_range): {why}")
+        require(claim.tolerance <= MAX_TOLERANCE * abs(claim.value), f"{key}.tolerance",
+                f"{claim.tolerance:g} is more than {MAX_TOLERANCE:g} of the value {claim.value:g}")
+    else:
+        require(stated or low <= claim.tolerance <= high, f"{key}.tolerance",
+                f"{claim.tolerance:g} is outside the lab's range [{low:g}, {high:g}] (lab.tolerance_range): "
+                f"keep it inside or {why}")
 
 
 def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
