@@ -42,14 +42,12 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
 
         claim = claim_on(model.claims, tier.variant, tier.claim_split)
         if claim is not None:
-            compared = {"kind": "claim", "metric": claim.metric, "value": claim.value, "split": claim.split,
-                        "source": claim.source,
+            compared = {"kind": "claim", "split": claim.split, **_claim(claim),
                         # judged too: the first one missed decides the verdict
-                        "also": [{"metric": c.metric, "value": c.value, "source": c.source}
-                                 for c in other_claims(model.claims, claim, tier.variant, int(tier.input_size))],
+                        "also": [_claim(c) for c in other_claims(model.claims, claim, tier.variant,
+                                                                 int(tier.input_size))],
                         # what the measuring instrument must reproduce first (else the job is INFRA)
-                        "instrument": [{"metric": c.metric, "value": c.value, "source": c.source}
-                                       for c in instrument_claims(model.claims, claim.split, tier.variant)]}
+                        "instrument": [_claim(c) for c in instrument_claims(model.claims, claim.split, tier.variant)]}
     elif tier.reference is not None:
         compared = {"kind": "reference", "metric": tier.reference.metric, "value": tier.reference.value,
                     "split": tier.eval_split, "source": tier.reference.source}
@@ -65,6 +63,12 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
             "segmenter": _container(tier.get("segmenter")),
             # how the tier tests where the reference does (CenterNet: --keep_res, rounded results)
             "test": _container(tier.get("test"))}
+
+
+def _claim(claim: DictConfig) -> dict[str, Any]:
+    """A judged claim: its number, its source and its band (with why, where it departs from the lab's rule)."""
+    return {"metric": claim.metric, "value": claim.value, "source": claim.source, "tolerance": claim.tolerance,
+            "tolerance_kind": claim.tolerance_kind, "tolerance_reason": claim.tolerance_reason}
 
 
 def _container(node: Any) -> Optional[dict[str, Any]]:
