@@ -16,9 +16,11 @@ photos at 256 px, upsampled the same way), so the instrument itself is checked: 
 does not score the real photos as the paper's FCN did (0.80 / 0.26 / 0.21) says nothing about
 the generated ones.
 
-The authors' segmenter is a Caffe FCN-8s, which nothing here can run; the lab brings a torchvision
-``fcn_resnet50`` with 19 Cityscapes classes (ImageNet-normalised RGB input), whose file and sha256
-each job records.
+The segmenter is the authors' own by default: their Caffe FCN-8s (``fcn-8s-cityscapes.caffemodel``,
+run in torch by :mod:`replicate.evaluation.fcn8s`). A lab may name its torchvision
+``fcn_resnet50`` with 19 Cityscapes classes instead (a ``.pth`` state dict, ImageNet-normalised RGB
+input): the file's suffix picks the network (:func:`load_segmenter`). Each job records the file
+and its sha256.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from replicate.errors import DataError
 NUM_CLASSES = 19
 IGNORE = 255
 GENERATED, REAL = "fcn", "fcn_real"   # metric prefixes of the two rows
+EPS = 1e-12                            # util.py get_scores: added to every denominator
+AUTHORS_SUFFIX = ".caffemodel"         # the authors' FCN-8s; any other file: the lab's fcn_resnet50
 
 
 def train_id_table() -> np.ndarray:
@@ -72,21 +76,31 @@ def upsampled(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def confusion(truth: np.ndarray, guess: np.ndarray) -> np.ndarray:
-    """``fast_hist``: counts [true class, predicted class] over the pixels with a true class."""
+    """``fast_hist``: counts [true class, predicted class] over the pixels with a true class, as
+    one flat ``bincount`` of ``19 * truth + guess``.
+
+    The authors' FCN has a 20th output (index 19) that the flat count does not keep apart: on a
+    pixel of class c < 18 it is counted as class c + 1 predicted as road (0), and a frame where it
+    falls on a bicycle pixel (18) overflows the 19 x 19 counts and is left out whole (fast_hist
+    returns 0). Kept so, because the paper's numbers were counted so.
+    """
     keep = (truth >= 0) & (truth < NUM_CLASSES)
-    return np.bincount(NUM_CLASSES * truth[keep].astype(np.int64) + guess[keep].astype(np.int64),
-                       minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
+    flat = np.bincount(NUM_CLASSES * truth[keep].astype(np.int64) + guess[keep].astype(np.int64),
+                       minlength=NUM_CLASSES ** 2)
+    if flat.size != NUM_CLASSES ** 2:
+        return np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    return flat.reshape(NUM_CLASSES, NUM_CLASSES)
 
 
 def fcn_scores(hist: np.ndarray, prefix: str = GENERATED) -> dict[str, float]:
-    """``get_scores``: per-pixel accuracy, mean per-class accuracy and mean class IoU; classes
-    absent from truth and prediction are left out of the means."""
+    """``get_scores``: per-pixel accuracy, mean per-class accuracy and mean class IoU, each
+    denominator plus 1e-12, so a class absent from truth (and prediction) counts as 0 in the
+    means over all 19, as it does in the authors' numbers."""
     hist = hist.astype(np.float64)
     diag = np.diag(hist)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_class = diag / hist.sum(1)
-        iou = diag / (hist.sum(1) + hist.sum(0) - diag)
-    return {f"{prefix}_per_pixel_acc": float(diag.sum() / hist.sum()),
+    per_class = diag / (hist.sum(1) + EPS)
+    iou = diag / (hist.sum(1) + hist.sum(0) - diag + EPS)
+    return {f"{prefix}_per_pixel_acc": float(diag.sum() / (hist.sum() + EPS)),
             f"{prefix}_per_class_acc": float(np.nanmean(per_class)),
             f"{prefix}_class_iou": float(np.nanmean(iou))}
 
@@ -107,6 +121,20 @@ def frames_of_pairs(pair_files: list[Path], labels_dir: Path) -> list[Path]:
                                        f"gtFine frames (prepare_cityscapes_dataset.py: 0.jpg, 1.jpg, ...)")
         out.append(frames[int(path.stem)])
     return out
+
+
+def load_segmenter(path: Path, device: str = "cpu") -> Any:
+    """The segmenter in ``path``: the authors' FCN-8s from a ``.caffemodel``, else the lab's
+    torchvision ``fcn_resnet50`` state dict; each maps uint8 RGB [H, W, 3] to classes [H, W].
+
+    Raises:
+        DataError: naming ``path``: not a file of that network.
+    """
+    if path.suffix == AUTHORS_SUFFIX:
+        from replicate.evaluation.fcn8s import AuthorsFCN8s
+
+        return AuthorsFCN8s(path, device)
+    return Segmenter(path, device)
 
 
 class Segmenter:

@@ -290,8 +290,12 @@ class Pix2PixTask(Task):
         if self.translation() != "label_to_photo":
             raise ConfigError(f"{self.tier_key()}.recipe.extra.translation",
                               "FCN-scores segment generated photos: the translation must be label_to_photo")
-        if self._segmenter is None:   # hashed once: prepare_data checks it, build_evaluator loads it
+        if self._segmenter is None:   # checked once: prepare_data's call, before training
+            from replicate.evaluation.fcn_score import load_segmenter
+
             self._segmenter = checked_tier_file(self.ctx.tier_cfg, "segmenter")
+            if self._segmenter is not None:   # read too: a file that is not the network fails now, not after training
+                load_segmenter(self._segmenter[0].path)
         return self._segmenter
 
     def prepare_data(self) -> str:
@@ -410,7 +414,7 @@ class Pix2PixTask(Task):
 
     def build_evaluator(self, split: str) -> Any:
         from replicate.data.paired_dataset import PairedImages
-        from replicate.evaluation.fcn_score import FCNScoreEvaluator, Segmenter, frames_of_pairs
+        from replicate.evaluation.fcn_score import FCNScoreEvaluator, frames_of_pairs, load_segmenter
 
         segmenter = self.segmenter()
         if segmenter is None:
@@ -423,6 +427,7 @@ class Pix2PixTask(Task):
                               "the FCN-score reads the split's gtFine labelIds: name its gtFine folder")
         pairs = PairedImages(Path(data.root), data.splits[split].pairs)   # the loader's order
         frames = frames_of_pairs([label for label, _ in pairs.samples], Path(data.root) / str(labels))
-        evaluator = FCNScoreEvaluator(Segmenter(weights.path, "cuda" if torch.cuda.is_available() else "cpu"), frames)
+        evaluator = FCNScoreEvaluator(load_segmenter(weights.path, "cuda" if torch.cuda.is_available() else "cpu"),
+                                      frames)
         evaluator.instrument = {"path": str(weights.path), "sha256": digest, "source": weights.source}
         return evaluator

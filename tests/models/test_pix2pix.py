@@ -167,7 +167,7 @@ def test_full_tier_requires_the_fcn_segmenter_file(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path / "data"))
     task, _ = make_task(tmp_path, ["tier=full"])
     for hook in (task.prepare_data, lambda: task.build_evaluator("val")):
-        with pytest.raises(DataError, match="fcn_resnet50_cityscapes.pth"):
+        with pytest.raises(DataError, match="fcn-8s-cityscapes.caffemodel"):
             hook()
 
 
