@@ -83,7 +83,8 @@ def test_the_smoke_tier_keeps_its_pipeline(model):
 @pytest.mark.parametrize("seed", [0, 3])
 def test_each_process_draws_the_references_grouped_batches(tmp_path, monkeypatch, seed):
     """Same permutations as the reference's samplers: its DistributedSampler seeded with the
-    job's seed * SEED_STRIDE (the product's epoch seeds), so the batches compare exactly."""
+    job's seed * SEED_STRIDE (the product's epoch seeds; for seed 0 the reference's own default,
+    seed 0 + epoch), so the batches compare exactly."""
     annotations = write_train_layout(tmp_path / "data" / "coco2017")
     task, recipe = full_task(tmp_path, "faster_rcnn", monkeypatch)
     train = task.build_dataset("train", train=True)
