@@ -1,7 +1,8 @@
 """xingyizhou/CenterNet's test-time procedure, restated for tests from its documented behaviour
 (src/lib/detectors/base_detector.py pre_process, ctdet.py, models/decode.py ctdet_decode,
 utils/post_process.py ctdet_post_process, datasets/dataset/coco.py convert_eval_format) with the
-same library it uses, OpenCV: the affine warp, its inverse and the results file's rounding. The
+same library it uses, OpenCV: the affine warp, its inverse and the results file's rounding; and
+its training targets (datasets/sample/ctdet.py, utils/image.py; commit 4c50fd3a46bd). The
 product's CenterNet path is compared with this on the same inputs; nothing here is imported by
 the product.
 
@@ -164,3 +165,69 @@ def colour_aug(bgr01: np.ndarray, order: list[int], alphas: list[float], lightin
     eig_vec = np.array([[-0.58752847, -0.69563484, 0.41340352], [-0.5832747, 0.00994535, -0.81221408],
                         [-0.56089297, 0.71832671, 0.41158938]], dtype=np.float32)
     return image + eig_vec @ (eig_val * lighting)
+
+
+def _gaussian_radius(height: float, width: float, min_overlap: float = 0.7) -> float:
+    """utils/image.py gaussian_radius (CornerNet's three quadratic roots; the smallest)."""
+    roots = []
+    for a, b, c in ((1, height + width, width * height * (1 - min_overlap) / (1 + min_overlap)),
+                    (4, 2 * (height + width), (1 - min_overlap) * width * height),
+                    (4 * min_overlap, -2 * min_overlap * (height + width), (min_overlap - 1) * width * height)):
+        roots.append((b + np.sqrt(b ** 2 - 4 * a * c)) / 2)
+    return min(roots)
+
+
+def _draw_umich_gaussian(heatmap: np.ndarray, x: int, y: int, radius: int) -> None:
+    """utils/image.py draw_umich_gaussian: a (2r+1)^2 gaussian of sigma (2r+1)/6, negligible tails
+    zeroed, maxed into the heatmap around (x, y) where it fits."""
+    diameter = 2 * radius + 1
+    sigma = diameter / 6
+    ys, xs = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+    kernel = np.exp(-(xs * xs + ys * ys) / (2 * sigma * sigma))
+    kernel[kernel < np.finfo(kernel.dtype).eps * kernel.max()] = 0
+    height, width = heatmap.shape
+    left, right = min(x, radius), min(width - x, radius + 1)
+    top, bottom = min(y, radius), min(height - y, radius + 1)
+    patch = heatmap[y - top:y + bottom, x - left:x + right]
+    piece = kernel[radius - top:radius + bottom, radius - left:radius + right]
+    if min(piece.shape) > 0 and min(patch.shape) > 0:
+        np.maximum(patch, piece, out=patch)
+
+
+def ctdet_train_targets(anns: list[dict], width: int, channel_of: dict[int, int], num_classes: int,
+                        scale: float, cx: float, cy: float, flip: bool, size: int = 512,
+                        max_objs: int = 128) -> dict[str, np.ndarray]:
+    """src/lib/datasets/sample/ctdet.py CTDetDataset.__getitem__'s training targets for given
+    draws (scale ``s``, centre ``c`` before the flip, flip): ``anns`` are every annotation of the
+    image as ``coco.getAnnIds(imgIds=[img_id])`` returns them, crowd regions included (no
+    iscrowd argument); the first ``max_objs`` are drawn: box corners flipped, through the output
+    affine, clipped to [0, out - 1], and where still of positive size a gaussian at the int
+    centre with wh, ind, reg and reg_mask in slot k."""
+    out = size // DOWN_RATIO
+    centre = np.array([cx, cy], dtype=np.float32)
+    if flip:
+        centre[0] = width - centre[0] - 1
+    trans_output = affine(centre, scale, out, out)
+    hm = np.zeros((num_classes, out, out), dtype=np.float32)
+    wh, reg = np.zeros((max_objs, 2), dtype=np.float32), np.zeros((max_objs, 2), dtype=np.float32)
+    ind, reg_mask = np.zeros(max_objs, dtype=np.int64), np.zeros(max_objs, dtype=np.uint8)
+    for k, ann in enumerate(anns[:max_objs]):
+        x, y, w, h = ann["bbox"]
+        box = np.array([x, y, x + w, y + h], dtype=np.float32)
+        if flip:
+            box[[0, 2]] = width - box[[2, 0]] - 1
+        box[:2] = trans_output @ np.array([box[0], box[1], 1.0])
+        box[2:] = trans_output @ np.array([box[2], box[3], 1.0])
+        box[[0, 2]] = np.clip(box[[0, 2]], 0, out - 1)
+        box[[1, 3]] = np.clip(box[[1, 3]], 0, out - 1)
+        bh, bw = box[3] - box[1], box[2] - box[0]
+        if bh > 0 and bw > 0:
+            radius = max(0, int(_gaussian_radius(np.ceil(bh), np.ceil(bw))))
+            ct = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], dtype=np.float32)
+            ct_int = ct.astype(np.int32)
+            _draw_umich_gaussian(hm[channel_of[ann["category_id"]]], int(ct_int[0]), int(ct_int[1]), radius)
+            wh[k] = bw, bh
+            ind[k] = ct_int[1] * out + ct_int[0]
+            reg[k] = ct - ct_int
+            reg_mask[k] = 1
+    return {"hm": hm, "wh": wh, "reg": reg, "ind": ind, "reg_mask": reg_mask}

@@ -116,6 +116,14 @@ class RecipeConfig:
     warmup_power: Optional[float] = None
     grad_clip: Optional[float] = None
     aspect_ratio_group_factor: Optional[int] = None  # batch images of similar shape (detection)
+    # The reference's data-parallel processes, each grouping its DistributedSampler share of the
+    # epoch alone (torchvision references: 8 GPUs x 2 images); None: one. Grouping only.
+    sampler_processes: Optional[int] = None
+    # Train only on images with a box wider and taller than 1 px, crowd included (torchvision
+    # references' get_coco(image_set="train"): _coco_remove_images_without_annotations)
+    skip_unannotated_images: bool = False
+    # Crowd regions as training objects (CenterNet's ctdet sample reads every annotation)
+    train_on_crowd: bool = False
     eval_every: Optional[int] = None     # steps between curve evaluations (None: early check + end)
     checkpoint_every: int = 100
     log_every: int = 10

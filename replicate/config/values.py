@@ -134,6 +134,11 @@ def check_recipe(recipe: Any, key: str) -> None:
     for name in ("grad_clip", "recipe_batch_size", "eval_every", "eval_batches", "aspect_ratio_group_factor",
                  "decay_start"):
         _optional_positive(recipe.get(name), f"{key}.{name}")
+    processes = recipe.get("sampler_processes")
+    _optional_positive(processes, f"{key}.sampler_processes")
+    if processes is not None:
+        require(recipe.batch_size % processes == 0, f"{key}.sampler_processes",
+                f"batch_size {recipe.batch_size} does not split evenly over {processes} processes")
     _positive(recipe.log_every, f"{key}.log_every")
     for i, milestone in enumerate(recipe.milestones):
         _positive(milestone, f"{key}.milestones[{i}]")

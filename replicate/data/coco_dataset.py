@@ -79,15 +79,24 @@ def _check_annotations(coco: COCO, path: Path) -> None:
                                        "an image of the file, or category_id is missing")
 
 
+def has_usable_annotation(anns: Sequence[dict]) -> bool:
+    """Whether torchvision's detection reference trains on an image with these annotations
+    (references/detection/coco_utils.py, _coco_remove_images_without_annotations): one box, crowd
+    or not, of any category, wider and taller than 1 px. Its keypoint clause (10 visible
+    keypoints) belongs to the person_keypoints files, which no task here trains on."""
+    return any(a["bbox"][2] > 1 and a["bbox"][3] > 1 for a in anns)
+
+
 class CocoDetection(Dataset):
     """Images and detection targets from a COCO-format annotation file.
 
     Items are ``(image, target)``: image float32[3,H,W] in [0, 1]; target has ``boxes``
     float32[N,4] (x1, y1, x2, y2 in pixels), ``labels`` int64[N] (COCO category ids, as
     torchvision's COCO models use them), ``image_id`` int, ``area`` float32[N], ``iscrowd``
-    int64[N] and, with ``with_masks``, ``masks`` uint8[N,H,W]. Crowd annotations and degenerate
-    boxes are left out of targets (evaluation reads them from ``.coco``). Images without
-    annotations are kept (evaluation needs every image).
+    int64[N] and, with ``with_masks``, ``masks`` uint8[N,H,W]. Degenerate boxes are left out of
+    targets, and crowd annotations too unless ``with_crowd`` (evaluation reads them from
+    ``.coco``). Images without annotations are kept (evaluation needs every image) unless
+    ``skip_unannotated``.
 
     Attributes:
         coco: The pycocotools COCO object (ground truth for evaluation).
@@ -99,7 +108,8 @@ class CocoDetection(Dataset):
 
     def __init__(self, root: str | Path, images: str, annotations: str, *,
                  transforms: Transform | None = None, shuffle_labels_seed: int | None = None,
-                 with_masks: bool = False, category_ids: Sequence[int] | None = None):
+                 with_masks: bool = False, category_ids: Sequence[int] | None = None,
+                 with_crowd: bool = False, skip_unannotated: bool = False):
         """Loads the annotations and checks that every referenced image exists.
 
         Args:
@@ -111,6 +121,10 @@ class CocoDetection(Dataset):
                 ``derangement(n, seed)[i]`` (boxes and masks rescaled to image i's size).
             with_masks: Add instance masks to targets.
             category_ids: Keep only these categories in targets (default: all in the file).
+            with_crowd: Crowd annotations are objects of the targets (``iscrowd`` 1), as
+                CenterNet's training sample has them.
+            skip_unannotated: Only images :func:`has_usable_annotation` accepts, as
+                torchvision's detection reference trains (its get_coco(image_set="train")).
 
         Raises:
             DataError: The annotation file or an image is missing, or the JSON is invalid.
@@ -121,6 +135,8 @@ class CocoDetection(Dataset):
         self.annotation_file = self.root / annotations
         self.coco = _load_coco(self.annotation_file)
         self.image_ids: list[int] = sorted(self.coco.imgs)
+        if skip_unannotated:
+            self.image_ids = [i for i in self.image_ids if has_usable_annotation(self.coco.imgToAnns.get(i, []))]
         known = set(self.coco.cats)
         if category_ids is not None and not set(category_ids) <= known:
             raise ConfigError("category_ids", f"{sorted(set(category_ids) - known)} not in "
@@ -129,6 +145,7 @@ class CocoDetection(Dataset):
         self._keep = set(self.category_ids)
         self.transforms = transforms
         self.with_masks = with_masks
+        self.with_crowd = with_crowd
         self._check_images()
         n = len(self.image_ids)
         self._source = (list(range(n)) if shuffle_labels_seed is None
@@ -172,7 +189,7 @@ class CocoDetection(Dataset):
         # Scale from the annotated size: differs only for shuffled labels (or a resized file).
         sx, sy = width / info["width"], height / info["height"]
         anns = [a for a in self.coco.imgToAnns.get(source_id, [])
-                if not a.get("iscrowd", 0) and a["category_id"] in self._keep]
+                if (self.with_crowd or not a.get("iscrowd", 0)) and a["category_id"] in self._keep]
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         boxes[:, 0::2] = (boxes[:, 0::2] * sx).clamp(0, width)
@@ -183,7 +200,7 @@ class CocoDetection(Dataset):
             "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)[keep],
             "area": torch.tensor([a["area"] * sx * sy for a in anns],
                                  dtype=torch.float32)[keep],
-            "iscrowd": torch.zeros(int(keep.sum()), dtype=torch.int64),
+            "iscrowd": torch.tensor([int(a.get("iscrowd", 0)) for a in anns], dtype=torch.int64)[keep],
         }
         if self.with_masks:
             target["masks"] = self._masks(anns, info, height, width)[keep]

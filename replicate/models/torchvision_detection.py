@@ -122,11 +122,14 @@ class TorchvisionDetection(Task):
 
         data = self.ctx.data_cfg
         paths = data.splits[split]
+        recipe = self.ctx.tier_cfg.get("recipe")
         return CocoDetection(
             Path(data.root), paths.images, paths.annotations,
             transforms=RandomHorizontalFlip(0.5, generator=self.ctx.seed) if train else None,
             shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None,
-            with_masks=self.with_masks)
+            with_masks=self.with_masks,
+            # the reference's training set (full tier); the smoke recipe keeps every image
+            skip_unannotated=bool(train and recipe is not None and recipe.get("skip_unannotated_images", False)))
 
     def training_step(self, model: nn.Module, batch: Any) -> dict[str, Any]:
         images, targets = batch

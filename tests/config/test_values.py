@@ -33,6 +33,8 @@ BAD = {
     # consistency
     "batch larger than the data": (["datasets.shapes.num_train=3"],
                                    f"{R}.batch_size: 4 is larger than the 3 training images of datasets.shapes"),
+    "batch not split over sampling processes": ([f"{R}.sampler_processes=3"],
+                                                f"{R}.sampler_processes: batch_size 4 does not split evenly over 3"),
     "suite lists a seed twice": (["suite.entries.0.seeds=[0,0]"], "suite.entries[0].seeds: seed(s) [0] listed twice"),
     "suite lists an entry twice": (["suite=smoke", "suite.entries.1.model=faster_rcnn"],
                                    "suite.entries[1]: repeats suite.entries[0]"),

@@ -11,6 +11,8 @@ def test_groups_follow_the_references_log_bins():
     # factor 3: bin edges 2**linspace(-1, 1, 7) = 0.5 ... 2; portrait, square and landscape split.
     groups = aspect_ratio_groups([0.4, 0.75, 1.0, 1.33, 3.0], 3)
     assert groups == [0, 2, 4, 5, 7]
+    # factor 0: the one bin edge 1.0, bisect_right (pytorch/vision group_by_aspect_ratio.py)
+    assert aspect_ratio_groups([0.5, 1.0, 1.5], 0) == [0, 1, 1]
 
 
 def test_every_batch_holds_one_group_and_no_index_twice():

@@ -350,7 +350,9 @@ class CenterNetTask(Task):
             transforms = RandomHorizontalFlip(0.5, generator=self.ctx.seed)
         dataset = CocoDetection(
             Path(data.root), paths.images, paths.annotations, transforms=transforms,
-            shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None)
+            shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None,
+            # the reference's ctdet sample draws crowd regions as objects (full tier)
+            with_crowd=bool(train and recipe is not None and recipe.get("train_on_crowd", False)))
         self._category_ids = list(dataset.category_ids)
         return dataset
 
