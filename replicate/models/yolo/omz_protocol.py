@@ -124,32 +124,53 @@ def nms_keep(boxes: torch.Tensor, scores: torch.Tensor, overlap: float = NMS_OVE
     return nms(widened, scores, overlap)
 
 
+def diou_overlap(a: torch.Tensor, b: torch.Tensor, beta: float = DIOU_BETA) -> torch.Tensor:
+    """The checker's DIoU-NMS overlap of every box of ``a`` [K, 4] with every box of ``b`` [M, 4]:
+    IoU (+1 boundaries) - (centre distance^2 / enclosing diagonal^2)^beta, the distance terms
+    without the boundary pixel, as ``DIoUNMS.diou_nms`` computes it (symmetric in its operands, so
+    its value does not depend on which box is the kept one)."""
+    ax1, ay1, ax2, ay2 = (v[:, None] for v in a.unbind(1))
+    bx1, by1, bx2, by2 = (v[None] for v in b.unbind(1))
+    inter = ((torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1) + BOUNDARY).clamp(min=0)
+             * (torch.minimum(ay2, by2) - torch.maximum(ay1, by1) + BOUNDARY).clamp(min=0))
+    union = (ax2 - ax1 + BOUNDARY) * (ay2 - ay1 + BOUNDARY) + (bx2 - bx1 + BOUNDARY) * (by2 - by1 + BOUNDARY) - inter
+    iou = torch.where(union != 0, inter / torch.where(union != 0, union, 1.0), 0.0)
+    del inter, union
+    diagonal = ((torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1)) ** 2
+                + (torch.maximum(ay2, by2) - torch.minimum(ay1, by1)) ** 2 + 1e-16)
+    distance = ((bx2 + bx1) - (ax2 + ax1)) ** 2 / 4 + ((by2 + by1) - (ay2 + ay1)) ** 2 / 4
+    return iou - (distance / diagonal) ** beta
+
+
+DIOU_BLOCK = 256   # candidates resolved together: bounds the [kept, block] overlap matrix's memory
+
+
 def diou_nms_keep(boxes: torch.Tensor, scores: torch.Tensor, overlap: float = NMS_OVERLAP,
                   beta: float = DIOU_BETA) -> torch.Tensor:
     """The checker's ``DIoUNMS.diou_nms`` (include_boundaries): greedy by descending score, a box
-    dropped when IoU (+1 boundaries) - (centre distance^2 / enclosing diagonal^2)^beta exceeds
-    ``overlap``; the distance terms without the boundary pixel, as there. torchvision has no
-    DIoU-NMS (its distance_box_iou is IoU - d^2/c^2, without the power and the boundary)."""
-    boxes, scores = boxes.cpu(), scores.cpu()
-    x1, y1, x2, y2 = boxes.unbind(1)
-    areas = (x2 - x1 + BOUNDARY) * (y2 - y1 + BOUNDARY)
+    dropped when its :func:`diou_overlap` with a kept one exceeds ``overlap``. torchvision has no
+    DIoU-NMS (its distance_box_iou is IoU - d^2/c^2, without the power and the boundary pixel).
+
+    The same greedy result, computed by blocks of the score order: a block's boxes are first
+    checked against every box kept before it (one matrix), then against each other in order.
+    A box is kept exactly when no higher-scored kept box overlaps it by more than ``overlap``,
+    as in the checker's loop, which drops the boxes a kept one overlaps as it goes.
+    """
     order = scores.argsort(descending=True)
-    keep = []
-    while order.numel() > 0:
-        i, rest = order[0], order[1:]
-        keep.append(int(i))
-        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest]) + BOUNDARY).clamp(min=0)
-        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest]) + BOUNDARY).clamp(min=0)
-        inter = w * h
-        union = areas[i] + areas[rest] - inter
-        iou = torch.where(union != 0, inter / torch.where(union != 0, union, 1.0), 0.0)
-        cw = torch.maximum(x2[i], x2[rest]) - torch.minimum(x1[i], x1[rest])
-        ch = torch.maximum(y2[i], y2[rest]) - torch.minimum(y1[i], y1[rest])
-        diagonal = cw ** 2 + ch ** 2 + 1e-16
-        distance = (((x2[rest] + x1[rest]) - (x2[i] + x1[i])) ** 2 / 4
-                    + ((y2[rest] + y1[rest]) - (y2[i] + y1[i])) ** 2 / 4)
-        order = rest[iou - (distance / diagonal) ** beta <= overlap]
-    return torch.tensor(keep, dtype=torch.long)
+    ranked = boxes[order]
+    kept = torch.empty(0, dtype=torch.long, device=boxes.device)
+    for start in range(0, len(ranked), DIOU_BLOCK):
+        block = ranked[start:start + DIOU_BLOCK]
+        alive = torch.ones(len(block), dtype=torch.bool, device=boxes.device)
+        if kept.numel():
+            alive &= ~(diou_overlap(ranked[kept], block, beta) > overlap).any(0)
+        within = (diou_overlap(block, block, beta) > overlap).cpu().numpy()
+        alive_np = alive.cpu().numpy()
+        for i in range(len(block) - 1):   # the block's own boxes, in score order
+            if alive_np[i]:
+                alive_np[i + 1:] &= ~within[i, i + 1:]
+        kept = torch.cat((kept, start + torch.from_numpy(alive_np).to(boxes.device).nonzero(as_tuple=True)[0]))
+    return order[kept]
 
 
 NMS_KINDS = {"nms": nms_keep, "diou_nms": diou_nms_keep}

@@ -158,16 +158,19 @@ class DarknetYoloPipeline:
         """
         if self.category_ids is None or self.annotated_ids is None:
             raise RuntimeError("build_dataset() must build the eval split before predictions are made")
-        nms_kind = str(self.ctx.tier_cfg.test.nms)
-        detections = omz.postprocess(outputs, heads, input_hw, [omz.original_size(t) for t in targets], nms_kind)
+        scored = [i for i, t in enumerate(targets) if int(t["image_id"]) in self.annotated_ids]
+        index = torch.tensor(scored, dtype=torch.long)
+        detections = omz.postprocess([out[index.to(out.device)] for out in outputs], heads, input_hw,
+                                     [omz.original_size(targets[i]) for i in scored], str(self.ctx.tier_cfg.test.nms))
+        found = dict(zip(scored, detections))
         categories = torch.tensor(self.category_ids, dtype=torch.int64)
         preds = []
-        for det, target in zip(detections, targets):
-            image_id = int(target["image_id"])
-            shown = slice(None) if image_id in self.annotated_ids else slice(0)
+        none = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+        for i, target in enumerate(targets):
+            det = found.get(i, none)
             labels = categories.to(det["labels"].device)[det["labels"]]
-            preds.append({"image_id": image_id, "boxes": det["boxes"].float()[shown],
-                          "scores": det["scores"].float()[shown], "labels": labels[shown]})
+            preds.append({"image_id": int(target["image_id"]), "boxes": det["boxes"].float(),
+                          "scores": det["scores"].float(), "labels": labels})
         return preds
 
     def build_evaluator(self, split: str) -> Any:
