@@ -168,6 +168,10 @@ class ReleasedCheckpointConfig:
     directory: str = "${oc.env:ZOO_DATA_ROOT,/data}/checkpoints"
 
 
+EVAL_PROTOCOLS = ("darknet", "omz_accuracy_checker")
+OMZ_NMS_KINDS = ("nms", "diou_nms")
+
+
 @dataclass
 class TestOptionsConfig:
     """How the reference implementation tests, where it differs from training-time batching.
@@ -185,6 +189,13 @@ class TestOptionsConfig:
     # Darknet: letterbox the evaluation images (pjreddie's validate_detector always does) or
     # stretch them; None: the cfg's [net] letter_box, AlexeyAB's rule (default: stretch).
     letter_box: Optional[bool] = None
+    # YOLO: whose evaluation the tier restates, one of EVAL_PROTOCOLS: "darknet" (its detector
+    # validation: letterbox or stretch, thresh 0.005, NMS 0.45; replicate/models/yolo/loss.py) or
+    # "omz_accuracy_checker" (Open Model Zoo's accuracy checker, which measured the yolov3/yolov4
+    # val2017 claims; replicate/models/yolo/omz_protocol.py); None: darknet.
+    protocol: Optional[str] = None
+    # omz_accuracy_checker: the checker config's NMS postprocessor, one of OMZ_NMS_KINDS
+    nms: Optional[str] = None
 
 
 @dataclass

@@ -8,7 +8,16 @@ from importlib.util import find_spec
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from replicate.config.schema import CompareWith, Direction, Framework, Optimizer, RootConfig, Schedule
+from replicate.config.schema import (
+    EVAL_PROTOCOLS,
+    OMZ_NMS_KINDS,
+    CompareWith,
+    Direction,
+    Framework,
+    Optimizer,
+    RootConfig,
+    Schedule,
+)
 from replicate.config.selection import chosen_framework, chosen_reference
 from replicate.config.values import check_recipe, require, validate_values
 from replicate.errors import ConfigError
@@ -135,6 +144,21 @@ def _validate_claim_tolerance(cfg: DictConfig, claim, key: str) -> None:
                 f"keep it inside or {why}")
 
 
+def _validate_test_protocol(test, key: str) -> None:
+    """The evaluation protocol and what it needs: the accuracy checker names its NMS and
+    stretches the image (a letterbox is darknet's)."""
+    if test.protocol is not None:
+        _one_of(test.protocol, EVAL_PROTOCOLS, f"{key}.protocol")
+    if test.protocol == "omz_accuracy_checker":
+        require(test.nms is not None, f"{key}.nms", f"required with protocol omz_accuracy_checker: "
+                                                    f"one of {', '.join(OMZ_NMS_KINDS)}")
+        _one_of(test.nms, OMZ_NMS_KINDS, f"{key}.nms")
+        require(test.letter_box is None, f"{key}.letter_box", "the accuracy checker stretches the image: "
+                                                              "letter_box is darknet's, leave it unset")
+    else:
+        require(test.nms is None, f"{key}.nms", "only with protocol omz_accuracy_checker")
+
+
 def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
     key = f"model.tiers.{name}"
     _one_of(name, TIERS, key)
@@ -148,6 +172,7 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
             "must be 1 with test.keep_resolution (each image keeps its own size)")
     require(tier.test.result_decimals is None or tier.test.result_decimals >= 0, f"{key}.test.result_decimals",
             f"{tier.test.result_decimals} must be >= 0")
+    _validate_test_protocol(tier.test, f"{key}.test")
     if tier.claim_split is not None:
         splits = sorted({c.split for c in cfg.model.claims})
         _one_of(tier.claim_split, splits, f"{key}.claim_split")

@@ -50,12 +50,22 @@ def test_eval_input_and_boxes_equal_darknets(in_h, in_w, letter_box):
                                    atol=1e-4)
 
 
-def test_the_yolov3_eval_tier_letterboxes_as_pjreddies_darknet(tmp_path):
+def test_the_darknet_protocol_letterboxes_when_the_tier_asks(tmp_path):
+    """The eval tiers evaluate as their claims' accuracy checker (tests/models/test_omz_protocol.py);
+    darknet's geometry stays for the smoke tier (the cfg's letter_box: none, a stretch) and for a
+    tier that names protocol darknet with pjreddie's letterbox."""
     from replicate.config.compose import compose_config
+    from replicate.models.yolo.omz_protocol import OmzResize
+    from replicate.resolved import make_spec
+    from replicate.runner.worker import build_task
 
-    for model, expected in (("yolov3", True), ("yolov4", None)):
-        cfg = compose_config([f"model={model}", "tier=eval", f"results_dir={tmp_path}"])
-        assert cfg.model.tiers.eval.test.letter_box is expected
+    darknet = ["model.tiers.eval.test.protocol=darknet", "model.tiers.eval.test.nms=null",
+               "model.tiers.eval.test.letter_box=true"]
+    for tier, extra, kind, letter_box in (("eval", [], OmzResize, None), ("eval", darknet, ResizeForEval, True),
+                                          ("smoke", [], ResizeForEval, False)):
+        cfg = compose_config(["model=yolov3", f"tier={tier}", f"results_dir={tmp_path}", *extra])
+        transform = build_task(make_spec(cfg, None), cfg).pipeline.eval_transform()
+        assert type(transform) is kind and getattr(transform, "letter_box", None) == letter_box, (tier, extra)
 
 
 @pytest.mark.parametrize("scale_x_y", [1.0, 1.1])

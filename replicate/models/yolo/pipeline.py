@@ -25,6 +25,8 @@ from replicate.models.darknet.augment import AugmentConfig, ResizeForEval, YoloT
 from replicate.models.darknet.cfg_parser import DarknetGraph, parse_cfg, resolve_cfg
 from replicate.models.darknet.weights import WeightsInfo
 from replicate.models.task import Task, TaskContext
+from replicate.models.yolo import omz_protocol as omz
+from replicate.models.yolo.omz_protocol import OmzResize
 from replicate.weights_file import checked_tier_file
 
 ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
@@ -42,11 +44,13 @@ class DarknetYoloPipeline:
     Attributes:
         ctx: The job's TaskContext.
         category_ids: The dataset's category ids in class-index order (set by build_dataset).
+        annotated_ids: The eval split's images with at least one annotation (set by build_dataset).
     """
 
     def __init__(self, ctx: TaskContext):
         self.ctx = ctx
         self.category_ids: Optional[list[int]] = None
+        self.annotated_ids: Optional[set[int]] = None
 
     def arch(self, variant: str) -> Any:
         arch = self.ctx.model_cfg.variants[variant].arch
@@ -99,18 +103,33 @@ class DarknetYoloPipeline:
         overrides = {k: extra[k] for k in AUGMENT_KEYS if k in extra}
         return AugmentConfig.from_cfg(graph.net, graph.yolo_layers[-1].options, overrides)
 
+    @property
+    def omz_protocol(self) -> bool:
+        """The tier evaluates as Open Model Zoo's accuracy checker (replicate/models/yolo/omz_protocol.py),
+        not as darknet (the default)."""
+        return self.ctx.tier_cfg.test.protocol == "omz_accuracy_checker"
+
+    def eval_transform(self) -> Any:
+        """How an evaluation image reaches the network size: the checker's stretch, or darknet's
+        letterbox or stretch (the tier's test.letter_box, else the cfg's [net] letter_box)."""
+        if self.omz_protocol:
+            return OmzResize(self.ctx.input_size)
+        letter_box = self.augment_config().letter_box
+        if self.ctx.tier_cfg.test.letter_box is not None:   # the tier evaluates as its reference does
+            letter_box = bool(self.ctx.tier_cfg.test.letter_box)
+        return ResizeForEval(self.ctx.input_size, letter_box)
+
     def build_dataset(self, split: str, *, train: bool) -> Any:
         from replicate.data.coco_dataset import CocoDetection
 
         data = self.ctx.data_cfg
         paths = data.splits[split]
         augment = self.augment_config()
-        letter_box = augment.letter_box
-        if self.ctx.tier_cfg.test.letter_box is not None:   # the tier evaluates as its reference does
-            letter_box = bool(self.ctx.tier_cfg.test.letter_box)
         base = CocoDetection(Path(data.root), paths.images, paths.annotations,
-                             transforms=None if train else ResizeForEval(self.ctx.input_size, letter_box),
+                             transforms=None if train else self.eval_transform(),
                              shuffle_labels_seed=self.ctx.seed if (train and self.ctx.shuffle_labels) else None)
+        if not train:   # the checker scores only the images with an annotation (crowd included)
+            self.annotated_ids = {int(i) for i, anns in base.coco.imgToAnns.items() if anns}
         classes = self.num_classes(self.ctx.variant)
         if len(base.category_ids) != classes:
             raise ConfigError(f"model.variants.{self.ctx.variant}.arch.classes",
@@ -130,6 +149,29 @@ class DarknetYoloPipeline:
         images = torch.stack([image for image, _ in items])
         targets = [{**t, "classes": self.class_index(t["labels"])} for _, t in items]
         return images, targets
+
+    def omz_predictions(self, outputs: list[torch.Tensor], heads: list, input_hw: tuple[int, int],
+                        targets: list[dict]) -> list[dict]:
+        """Predictions in the evaluator's format under the accuracy checker's protocol, from the raw
+        [yolo] maps ([B, A*(5+C), H, W], either build's, as torch tensors): original-image pixels,
+        COCO category ids; an image without annotations gets none (the checker does not score it).
+        """
+        if self.category_ids is None or self.annotated_ids is None:
+            raise RuntimeError("build_dataset() must build the eval split before predictions are made")
+        scored = [i for i, t in enumerate(targets) if int(t["image_id"]) in self.annotated_ids]
+        index = torch.tensor(scored, dtype=torch.long)
+        detections = omz.postprocess([out[index.to(out.device)] for out in outputs], heads, input_hw,
+                                     [omz.original_size(targets[i]) for i in scored], str(self.ctx.tier_cfg.test.nms))
+        found = dict(zip(scored, detections))
+        categories = torch.tensor(self.category_ids, dtype=torch.int64)
+        preds = []
+        none = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+        for i, target in enumerate(targets):
+            det = found.get(i, none)
+            labels = categories.to(det["labels"].device)[det["labels"]]
+            preds.append({"image_id": int(target["image_id"]), "boxes": det["boxes"].float(),
+                          "scores": det["scores"].float(), "labels": labels})
+        return preds
 
     def build_evaluator(self, split: str) -> Any:
         from replicate.evaluation.coco import CocoEvaluator

@@ -113,6 +113,9 @@ class YoloTfTask(YoloPipelineTask):
         tf = tensorflow()
         images = tf.convert_to_tensor(arrays["images"])
         outputs = model(images, training=False)
+        if self.pipeline.omz_protocol:   # the torch build's protocol code, on these maps as NCHW
+            maps = [torch.from_numpy(np.asarray(out)).permute(0, 3, 1, 2) for out in outputs]
+            return self.pipeline.omz_predictions(maps, list(model.yolo_heads), tuple(images.shape[1:3]), targets)
         detections = postprocess(outputs, list(model.yolo_heads), tuple(images.shape[1:3]))
         categories = np.asarray(self.category_ids or [], dtype=np.int64)
         preds = []
