@@ -367,8 +367,12 @@ def _create_engine(url: URL) -> Engine:
             # Each new connection to :memory: would see a fresh, empty database.
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         elif not database.startswith("file:"):
+            # Only the last folder (results_dir, whose parent the config check found): a store
+            # URL naming a folder that is not there is refused, never created with its parents.
             try:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                Path(database).expanduser().parent.mkdir(exist_ok=True)
+            except FileNotFoundError:
+                raise ConfigError(URL_KEY, f"the folder of {database} does not exist") from None
             except OSError as exc:
                 raise ConfigError(URL_KEY, f"cannot create the folder of {database}: {exc.strerror}") from None
     try:
