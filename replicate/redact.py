@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 # Config keys whose values must never be recorded (matched case-insensitively, anywhere in the key).
@@ -116,6 +116,11 @@ def one_line(text: str) -> str:
     escapes, as ``repr`` writes them, so an error is always the single line the CLI promises."""
     text = redact_text(str(text))
     return "".join(repr(ch)[1:-1] if (ord(ch) < 32 or ord(ch) == 127) else ch for ch in text)
+
+
+def redacting(echo: Callable[[str], None]) -> Callable[[str], None]:
+    """``echo`` that redacts each line first (progress and error lines of a run)."""
+    return lambda line: echo(redact_text(str(line)))
 
 
 def _redacted_strings(value: Any) -> Any:

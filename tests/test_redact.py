@@ -100,3 +100,20 @@ def test_one_rule_redacts_a_credential_in_each_form_and_keeps_the_rest(monkeypat
     assert redact_text("driver said: bad password p@ss/word") == "driver said: bad password <redacted>"
     assert holds_credential(f"store.url={PG_URL}") and not holds_credential("store.url=sqlite:///r/zoo.db")
     assert one_line(f"a\nb {PG_URL}") == "a\\nb postgresql+psycopg://zoo:<redacted>@db.internal:5432/zoo"
+
+
+def test_the_stores_own_error_and_a_runs_echo_hide_a_query_password():
+    """Not only the CLI's line: the store's message (echoed by a run, kept in a spool note) and
+    every line a run echoes are redacted at the source."""
+    import pytest
+
+    from replicate.errors import ConfigError
+    from replicate.redact import redacting
+    from replicate.store.results_store import ResultStore
+
+    with pytest.raises(ConfigError) as raised:   # nothing listens on port 1 of the loopback
+        ResultStore(f"postgresql+psycopg://zoo@127.0.0.1:1/zoo?password={PASSWORD}")
+    assert PASSWORD not in str(raised.value) and "127.0.0.1" in str(raised.value)
+    lines: list[str] = []
+    redacting(lines.append)(f"store {PG_URL}: down; spooled")
+    assert lines == [f"store postgresql+psycopg://zoo:{REDACTED}@db.internal:5432/zoo: down; spooled"]
