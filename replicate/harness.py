@@ -24,7 +24,7 @@ from replicate.jobs import ERROR, INFRA, PASS, Failure, JobResult, verdict_count
 from replicate.loggers import RunLogger, log_suite_end, make_logger
 from replicate.plan import plan_suite
 from replicate.records import GroupRecord, group_record, job_record
-from replicate.redact import redacted_overrides
+from replicate.redact import redacted_overrides, redacting
 from replicate.resolved import ResolvedJob, resolve_job
 from replicate.scheduling import Scheduler
 from replicate.scheduling.deadlines import Deadline, job_deadlines, longest_first
@@ -120,6 +120,7 @@ class SuiteRun:
 
     def __init__(self, root: DictConfig, suite_id: Optional[str], echo: Echo = print,
                  logger: Optional[RunLogger] = None):
+        echo = redacting(echo)   # a store's or a dataset's error, echoed, never shows a credential
         self.root, self.suite_id, self.echo, self.logger = root, suite_id, echo, logger
         self.sinks: list[JobSink] = [ConsoleSink(echo), *([LoggerSink(logger)] if logger is not None else [])]
         self.store = open_store(root)

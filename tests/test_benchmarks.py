@@ -61,8 +61,10 @@ def test_a_reader_that_fails_fails_the_benchmark():
 
 
 def test_the_harness_overhead_is_a_ratio_of_both_loops_and_sees_an_injected_overhead():
-    """Each run in a process of its own; a harness made to busy-wait as long as its step (100%
-    overhead) must show well above 1x, so the figure cannot pass whatever the harness costs."""
+    """Each run in a process of its own; a harness made to busy-wait three times as long as its
+    step (300% overhead, 4x ideally) must show well above 1x, so the figure cannot pass whatever
+    the harness costs. The 1.4 bound leaves a margin of almost 3x, which a loaded machine's noise
+    (0.744 read for an ideal 0.5 at 100%, issue 29) stays inside."""
     from benchmarks.harness_overhead import TARGET, ratio_for
     from benchmarks.isolated import ratio_of_minima
 
@@ -70,8 +72,8 @@ def test_the_harness_overhead_is_a_ratio_of_both_loops_and_sees_an_injected_over
     tiny = ["datasets.shapes.num_train=16", "datasets.shapes.num_val=8"]
     plain = ratio_for("yolov4", steps=6, repeats=1, overrides=tiny, echo=lambda _: None)
     assert plain.value > 0 and plain.target == TARGET and "fastest of 2 each" in plain.detail
-    slowed = ratio_for("yolov4", steps=6, repeats=1, overrides=tiny, echo=lambda _: None, inject=1.0)
-    assert slowed.value > 1.4 and not slowed.ok and "100% injected" in slowed.name
+    slowed = ratio_for("yolov4", steps=6, repeats=1, overrides=tiny, echo=lambda _: None, inject=3.0)
+    assert slowed.value > 1.4 and not slowed.ok and "300% injected" in slowed.name
 
 
 @pytest.mark.slow   # about 1 minute: three fresh processes each import TensorFlow and trace the step
@@ -196,13 +198,15 @@ def test_the_other_reference_loops_detect_on_every_image_in_coco_ids(model, tmp_
 
 
 def test_the_eval_throughput_sees_an_injected_overhead(tmp_path):
-    """A harness made to busy-wait as long as each batch takes (100% overhead) must read well
-    below 1x: the figure cannot pass whatever the harness costs."""
+    """A harness made to busy-wait three times as long as each batch takes (300% overhead, 0.25x
+    ideally) must read well below 1x: the figure cannot pass whatever the harness costs. At 100%
+    (0.5x ideally) a loaded 2-core machine read 0.744 against the 0.7 bound (issue 29); at 300%
+    the bound is almost 3x the ideal, a margin that noise of that size stays inside."""
     from benchmarks.eval_throughput import TARGET, ratio_for, write_data
 
     slowed = ratio_for("faster_rcnn", write_data(tmp_path, 2), input_size=128, repeats=1, echo=lambda _: None,
-                       inject=1.0)
-    assert slowed.value < 0.7 and not slowed.ok and slowed.target == TARGET and "100% injected" in slowed.name
+                       inject=3.0)
+    assert slowed.value < 0.7 and not slowed.ok and slowed.target == TARGET and "300% injected" in slowed.name
 
 
 def test_the_eval_throughput_refuses_a_model_without_an_eval_tier(capsys):

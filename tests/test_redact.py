@@ -81,3 +81,39 @@ def test_a_suite_with_secrets_in_its_config_stores_none_of_them(results_dir, sha
     out = capsys.readouterr().out
     assert job["job_id"] in out and PASSWORD not in out and API_KEY not in out
 
+
+
+def test_one_rule_redacts_a_credential_in_each_form_and_keeps_the_rest(monkeypatch):
+    from replicate.redact import environment_secrets, holds_credential, one_line, redact_text
+
+    monkeypatch.delenv("ZOO_STORE_URL", raising=False)
+    query = "postgresql+psycopg://zoo@db:5432/zoo?sslmode=require&password=S3cretPW&sslpassword=K3yPass&x=1"
+    assert redact_text(query) == ("postgresql+psycopg://zoo@db:5432/zoo?sslmode=require&password=<redacted>"
+                                  "&sslpassword=<redacted>&x=1")
+    # libpq's keyword/value form; a path (passfile, sslkey) is not a secret and is kept
+    assert redact_text("host=db password=S3cretPW passfile=/run/pgpass sslkey=/k.pem") == (
+        "host=db password=<redacted> passfile=/run/pgpass sslkey=/k.pem")
+    assert redact_text("access_token=abc num_tokens=4") == "access_token=<redacted> num_tokens=4"
+    # a Secret's value from the environment, wherever it appears, percent-encoded or not
+    monkeypatch.setenv("ZOO_STORE_URL", "postgresql://zoo:p%40ss%2Fword@db/zoo")
+    assert set(environment_secrets()) >= {"p%40ss%2Fword", "p@ss/word"}
+    assert redact_text("driver said: bad password p@ss/word") == "driver said: bad password <redacted>"
+    assert holds_credential(f"store.url={PG_URL}") and not holds_credential("store.url=sqlite:///r/zoo.db")
+    assert one_line(f"a\nb {PG_URL}") == "a\\nb postgresql+psycopg://zoo:<redacted>@db.internal:5432/zoo"
+
+
+def test_the_stores_own_error_and_a_runs_echo_hide_a_query_password():
+    """Not only the CLI's line: the store's message (echoed by a run, kept in a spool note) and
+    every line a run echoes are redacted at the source."""
+    import pytest
+
+    from replicate.errors import ConfigError
+    from replicate.redact import redacting
+    from replicate.store.results_store import ResultStore
+
+    with pytest.raises(ConfigError) as raised:   # nothing listens on port 1 of the loopback
+        ResultStore(f"postgresql+psycopg://zoo@127.0.0.1:1/zoo?password={PASSWORD}")
+    assert PASSWORD not in str(raised.value) and "127.0.0.1" in str(raised.value)
+    lines: list[str] = []
+    redacting(lines.append)(f"store {PG_URL}: down; spooled")
+    assert lines == [f"store postgresql+psycopg://zoo:{REDACTED}@db.internal:5432/zoo: down; spooled"]

@@ -29,7 +29,9 @@ def _parse(items: Sequence[str]) -> tuple[Override, ...]:
             lines = [ln.strip() for ln in str(exc).splitlines()
                      if ln.strip() and not ln.startswith(("Error parsing", "See "))]
             reason = lines[0] if lines else "see Hydra's override grammar"
-            raise ConfigError(item, f"not a valid override ({reason})") from None
+            key, value = item.split("=", 1)
+            quote = f"; a value holding '=' or spaces is quoted: {key}='...'" if "=" in value or " " in value else ""
+            raise ConfigError(key, f"{value!r} is not a valid override value ({reason}){quote}") from None
     return tuple(parsed)
 
 

@@ -9,6 +9,7 @@ path that is not a readable file, a device this machine lacks, an id unsafe in a
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -56,6 +57,35 @@ def check_suite_id(suite_id: Optional[str], key: str = "suite_id") -> None:
         require(SUITE_ID.fullmatch(str(suite_id)) is not None, key, f"{suite_id!r}: allowed: {SUITE_ID_RULE}")
 
 
+def check_results_dir(folder: Path) -> None:
+    """results_dir is a writable folder, or one that can be made in an existing writable folder:
+    a mistyped parent is refused rather than created (with everything the run writes in it)."""
+    if folder.exists():
+        require(folder.is_dir(), "results_dir", f"{str(folder)!r} is a file, not a folder")
+        require(os.access(folder, os.W_OK | os.X_OK), "results_dir", f"{str(folder)!r} is not writable")
+        return
+    parent = folder.absolute().parent
+    require(parent.is_dir(), "results_dir", f"{str(folder)!r}: its parent {str(parent)!r} is not a folder "
+                                            f"(results_dir is created only inside an existing one)")
+    require(os.access(parent, os.W_OK | os.X_OK), "results_dir",
+            f"{str(folder)!r} cannot be created: {str(parent)!r} is not writable")
+
+
+def _check_sqlite_folder(cfg: DictConfig) -> None:
+    """A SQLite store's folder must exist, or be results_dir (created under its existing parent):
+    the store never creates folders elsewhere."""
+    url = str(cfg.store.get("url") or "")
+    if not url.startswith("sqlite:///"):
+        return
+    database = url[len("sqlite:///"):].split("?", 1)[0]
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    folder = Path(database).expanduser().absolute().parent
+    results = Path(str(cfg.results_dir)).expanduser().absolute()
+    require(folder.is_dir() or folder == results, "store.url",
+            f"the folder {str(folder)!r} of the SQLite store does not exist (it is created only as results_dir)")
+
+
 def validate_values(cfg: DictConfig) -> None:
     """Check the values of the job ``cfg`` describes (its data, device, files) and the run's; every
     tier's recipe is checked with the model (validate.py calls :func:`check_recipe`)."""
@@ -67,9 +97,14 @@ def validate_values(cfg: DictConfig) -> None:
     require(not (cfg.device == "cpu" and cfg.hardware.accelerator == "gpu"), "device",
             f"cpu with hardware={cfg.hardware.name}: the job would hold and be billed for GPUs it does not "
             f"use; use device=auto or a cpu profile")
+    require(bool(str(cfg.results_dir or "").strip()), "results_dir",
+            "is empty: the store, data, checkpoints and reports would land in / and the current folder; "
+            "give a folder (default: results)")
     if not cfg.scheduler.get("address"):   # on a Ray cluster the workers' volumes and GPUs decide
         _check_checkpoint(cfg.checkpoint)
         _check_device(cfg)
+        check_results_dir(Path(str(cfg.results_dir)).expanduser())
+        _check_sqlite_folder(cfg)
     _check_run_settings(cfg)
     if cfg.tier.name not in cfg.model.tiers:
         return  # the selection check names the missing tier

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ UNDEFINED = -1.0
 
 # The key of a results entry that carries the geometry each IoU type is computed on.
 _GEOMETRY_KEY = {"bbox": "bbox", "segm": "segmentation"}
+# An annotation or detections file read whole: COCO's largest (instances_train2017.json) is 0.45 GB.
+MAX_JSON_BYTES = 2 * 1024**3
 _GT_DICT_NAME = "<ground-truth dict>"
 _MASK_THRESHOLD = 0.5
 
@@ -108,15 +111,9 @@ def write_results(results: Sequence[Mapping[str, Any]], path: str | Path) -> Pat
 
 
 def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a directory, expected a JSON file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(path, f"not valid JSON ({e})") from None
+    from replicate.json_files import read_json
+
+    return read_json(path, max_bytes=MAX_JSON_BYTES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,15 +200,18 @@ def validate_results(results: Any, name: str, gt_data: Mapping[str, Any], iou_ty
                 name, f"detection {i}: category_id {det['category_id']!r} not in ground truth"
             )
         if iou_type == "bbox" and not _is_box(det["bbox"]):
-            raise DataError(name, f"detection {i}: bbox must be 4 numbers [x, y, w, h]")
+            raise DataError(name, f"detection {i}: bbox must be 4 numbers [x, y, w, h], finite, got {det['bbox']!r}")
+        if not _is_number(det["score"]):
+            raise DataError(name, f"detection {i}: score must be a finite number, got {det['score']!r}")
 
 
 def _is_box(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
+    return isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (JSON's NaN and Infinity parse as floats; a bool is no number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ def suite_plan(overrides: Sequence[str], values: dict[str, Any] | None = None) -
     from replicate.config.overrides import Overrides
 
     values = values or {}
+    _refuse_credentials([*values.get("suiteOverrides", []), *overrides])
     given = Overrides.parse(overrides)
     parsed = Overrides.parse([*values.get("suiteOverrides", []),
                               *([f"suite={values['suite']}"] if not given.has("suite") and values.get("suite") else []),
@@ -63,6 +64,21 @@ def suite_plan(overrides: Sequence[str], values: dict[str, Any] | None = None) -
     root = compose_config(parsed)
     hardware = sorted({str(e.hardware) for e in root.suite.entries})
     return SuitePlan(str(root.suite.name), hardware, parsed.without("suite").as_list())
+
+
+def _refuse_credentials(overrides: Sequence[str]) -> None:
+    """An override is rendered into the RayJob's entrypoint, readable by anyone who can read the
+    RayJob: a credential there is refused (before parsing: a parse error would echo it), naming
+    the Secret the chart takes instead."""
+    from replicate.redact import holds_credential, is_secret_name
+
+    for item in overrides:
+        key = str(item).split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+        if is_secret_name(key.rsplit(".", 1)[-1]) or holds_credential(str(item)):
+            where = ("wandb.apiKeySecret (the W&B API key)" if key.startswith("logger")
+                     else "store.existingSecret (the store URL)")
+            raise ConfigError(key, "holds a credential, which the RayJob would show to anyone who can read it: "
+                                   f"put it in a Secret and name it in the chart values: {where}")
 
 
 def default_name(suite: str, now: dt.datetime | None = None) -> str:

@@ -62,11 +62,21 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(item, "--set takes KEY=VALUE (e.g. rayJob.backoffLimit=1)")
         key, raw = item.split("=", 1)
+        where = f"--set {key}"
+        if not key or any(not part for part in key.split(".")) or any(ch in key for ch in "\n\r\t "):
+            raise ConfigError(where, "the key is dotted names (e.g. rayJob.backoffLimit)")
         node = out
         *parents, leaf = key.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw) if raw else ""
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(where, f"{part} was set to a value by an earlier --set")
+            node = child
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            reason = getattr(exc, "problem", None) or exc
+            raise ConfigError(where, f"the value is not one YAML value ({reason})") from None
     return out
 
 

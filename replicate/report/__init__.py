@@ -7,20 +7,21 @@ lazily so that importing this package stays cheap.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from replicate.paths import path_component
 
-def safe_name(name: str) -> str:
-    """``name`` usable as a file name (registry names and suite ids already are)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)) or "_"
+
+def safe_name(name: str, what: str = "name") -> str:
+    """``name`` usable as a file name (replicate/paths.py; registry names and suite ids already are)."""
+    return path_component(name, what)
 
 
 def default_report_dir(results_dir: str | Path, suite_id: str) -> Path:
     """Where a suite's report lands by default: ``<results_dir>/reports/<suite_id>/`` (the id made
     safe as a folder name)."""
-    return Path(results_dir) / "reports" / safe_name(suite_id)
+    return Path(results_dir) / "reports" / safe_name(suite_id, "suite id")
 
 
 def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:

@@ -10,13 +10,14 @@ from typing import Any
 
 from replicate.errors import ResourceUnavailable, StorageError
 from replicate.jobs import Failure, JobResult, JobSpec
+from replicate.paths import path_component
 from replicate.resolved import ResolvedJob
 from replicate.runner import attempts
 from replicate.runner import checkpoint as ckpt
 
 
 def checkpoint_dir(cfg: Any, job_id: str) -> Path:
-    return Path(cfg.results_dir) / "checkpoints" / job_id
+    return Path(cfg.results_dir) / "checkpoints" / path_component(job_id, "job id")
 
 
 def pick_device(requested: str, hardware: Any, world_size: int = 1) -> str:

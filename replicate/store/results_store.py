@@ -24,6 +24,7 @@ from sqlalchemy.pool import StaticPool
 
 from replicate.errors import ConfigError, StoreError
 from replicate.jobs import GROUP_IDENTITY, INFRA, OUTCOMES
+from replicate.redact import redact_text
 from replicate.store.tables import (
     GROUP_KEY,
     JOB_DEFAULTS,
@@ -89,7 +90,8 @@ class ResultStore:
     def __init__(self, url: str, **ignored: Any):
         self.url = str(url)
         parsed = _parse_url(self.url)
-        self._safe_url = parsed.render_as_string(hide_password=True)
+        # SQLAlchemy hides the userinfo password only; a ?password= parameter needs the redaction rule.
+        self._safe_url = redact_text(parsed.render_as_string(hide_password=True))
         self._engine = _create_engine(parsed)
         self._sqlite_path = _sqlite_file(parsed)
         try:
@@ -343,8 +345,6 @@ def _sqlite_file(url: URL) -> Optional[Path]:
 
 def _parse_url(url: str) -> URL:
     """Parse ``url``, turning SQLAlchemy's errors into a ConfigError naming ``store.url``."""
-    from replicate.redact import redact_text
-
     # An unencoded "@" in the password makes the parser split there: part of the password would
     # become the host and be printed. The URL is never echoed with its password.
     if "@" in url.split("://", 1)[-1].split("@", 1)[-1].split("/", 1)[0]:
@@ -367,14 +367,18 @@ def _create_engine(url: URL) -> Engine:
             # Each new connection to :memory: would see a fresh, empty database.
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         elif not database.startswith("file:"):
+            # Only the last folder (results_dir, whose parent the config check found): a store
+            # URL naming a folder that is not there is refused, never created with its parents.
             try:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                Path(database).expanduser().parent.mkdir(exist_ok=True)
+            except FileNotFoundError:
+                raise ConfigError(URL_KEY, f"the folder of {database} does not exist") from None
             except OSError as exc:
                 raise ConfigError(URL_KEY, f"cannot create the folder of {database}: {exc.strerror}") from None
     try:
         return create_engine(url, **kwargs)
     except (ArgumentError, ImportError) as exc:   # unknown dialect, driver not installed
-        safe = url.render_as_string(hide_password=True)
+        safe = redact_text(url.render_as_string(hide_password=True))
         raise ConfigError(URL_KEY, f"unsupported database URL {safe!r}: {exc}") from exc
 
 

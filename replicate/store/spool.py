@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from replicate.errors import StoreError
+from replicate.errors import DataError, StoreError
 from replicate.jobs import GROUP_IDENTITY
+from replicate.json_files import read_json
+from replicate.paths import path_component
 
 SPOOL = "spool"
 KINDS = ("job", "group")
+# A record is a config, metrics and curves: kilobytes. A file far larger was not written here.
+MAX_RECORD_BYTES = 64 * 1024**2
 
 
 def spool_dir(results_dir: str | Path) -> Path:
@@ -33,7 +36,7 @@ def put(directory: Path, kind: str, record: Mapping[str, Any]) -> Path:
     if kind not in KINDS:
         raise ValueError(f"spool kind {kind!r} not in {KINDS}")
     key = record.get("job_id") or "-".join(str(record.get(k, "")) for k in ("suite_id", *GROUP_IDENTITY))
-    name = f"{kind}-{re.sub(r'[^A-Za-z0-9._-]', '_', str(key))[:180]}.json"
+    name = f"{kind}-{path_component(str(key)[:180], 'spooled record id')}.json"
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:
@@ -60,12 +63,17 @@ def drain(directory: Path, store: Any, echo: Callable[[str], None]) -> int:
     written = 0
     for path in pending(directory):
         try:
-            entry = json.loads(path.read_text())
+            entry = read_json(path, max_bytes=MAX_RECORD_BYTES)
             kind, record = entry["kind"], entry["record"]
             save = {"job": store.save_job, "group": store.save_group}[kind]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            os.replace(path, path.with_suffix(".unreadable"))
-            echo(f"spool: {path} is not a spooled record ({type(exc).__name__}); set aside")
+        except (DataError, KeyError, TypeError) as exc:   # never blocks the files after it
+            reason = str(exc).removeprefix(f"{path}: ") if isinstance(exc, DataError) else type(exc).__name__
+            try:
+                os.replace(path, path.with_suffix(".unreadable"))
+            except OSError as move:
+                echo(f"spool: {path} is not a spooled record ({reason}) and cannot be set aside ({move.strerror})")
+                continue
+            echo(f"spool: {path} is not a spooled record ({reason}); set aside")
             continue
         try:
             save(record)

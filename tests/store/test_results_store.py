@@ -99,9 +99,13 @@ def test_downgrade_to_base_drops_every_table(store, db_url):
 
 def test_migrations_work_from_any_working_directory_and_create_the_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with ResultStore("sqlite:///results/nested/zoo.db") as opened:
+    with ResultStore("sqlite:///results/zoo.db") as opened:     # results_dir, made in an existing folder
         opened.save_job(job())
-    assert (tmp_path / "results" / "nested" / "zoo.db").is_file()
+    assert (tmp_path / "results" / "zoo.db").is_file()
+    # A folder whose parent is missing is refused, never created with its parents.
+    with pytest.raises(ConfigError, match="does not exist"):
+        ResultStore("sqlite:///missing/nested/zoo.db")
+    assert not (tmp_path / "missing").exists()
 
 
 def test_in_memory_store_keeps_its_schema_across_connections():

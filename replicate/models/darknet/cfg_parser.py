@@ -256,8 +256,31 @@ def typed_options(section: Section, source: str) -> dict[str, Any]:
         if key not in schema:
             raise ConfigError(where, f"[{section.name}] unsupported option {key!r}; supported: "
                                      f"{', '.join(sorted(schema))}")
-        typed[key] = _convert(schema[key], value, where, key)
+        typed[key] = _in_range(section.name, key, _convert(schema[key], value, where, key), where)
     return typed
+
+
+# Darknet reads every integer with atoi into a C int; a value past it is no layer darknet builds.
+C_INT_MAX = 2**31 - 1
+# The least value of an option below which no layer has a shape (a stride of 0 divides by zero,
+# a negative size or filter count has no meaning); options not listed are bounded by C int alone.
+MINIMUM = {"filters": 1, "size": 1, "stride": 1, "stride_x": 1, "stride_y": 1, "groups": 1, "dilation": 1,
+           "pad": 0, "padding": 0, "batch_normalize": 0, "output": 1, "width": 1, "height": 1, "channels": 1,
+           "batch": 1, "subdivisions": 1, "classes": 1, "num": 1}
+
+
+def _in_range(section: str, key: str, value: Any, where: str) -> Any:
+    """``value`` of ``[section] key``, refused (naming section, key and line) outside darknet's
+    C int or below the option's :data:`MINIMUM`."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(where, f"[{section}] {key}={item} is not a finite number")
+        if isinstance(item, int) and abs(item) > C_INT_MAX:
+            raise ConfigError(where, f"[{section}] {key}={item} is outside darknet's int range "
+                                     f"(|value| <= {C_INT_MAX})")
+        if isinstance(item, int) and key in MINIMUM and item < MINIMUM[key]:
+            raise ConfigError(where, f"[{section}] {key}={item} is below {MINIMUM[key]}")
+    return value
 
 
 # ------------------------------------------------------------------- classes override
