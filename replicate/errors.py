@@ -39,6 +39,11 @@ class NumericalError(ZooError):
     """A loss or metric became NaN or Inf during training."""
 
 
+class ScheduleError(ZooError):
+    """The learning rate an optimizer applied is not the recipe's schedule at that step
+    (replicate/runner/schedule_check.py): training runs another recipe than the one it claims."""
+
+
 class SplitLeak(ZooError):
     """The split a job evaluates on shares its images with the split it trains on: the metric
     would measure memorisation (replicate/data/leakage.py)."""

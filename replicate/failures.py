@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import traceback
 
-from replicate.errors import DataError, NumericalError, ResourceUnavailable, SplitLeak, StorageError
+from replicate.errors import DataError, NumericalError, ResourceUnavailable, ScheduleError, SplitLeak, StorageError
 from replicate.jobs import Failure
 
 
@@ -24,6 +24,8 @@ def classify(exc: BaseException, stage: str) -> Failure:
         return Failure("infrastructure", "crash", message, tb)
     if isinstance(exc, SplitLeak):   # the evaluation reads what training saw: a wrong metric, not a crash
         return Failure("evaluation", "incorrect functionality", message, tb)
+    if isinstance(exc, ScheduleError):   # the optimizer ran another schedule than the recipe's
+        return Failure("training", "incorrect functionality", str(exc), tb)
     if isinstance(exc, DataError):
         return Failure("data pipeline", "crash", message, tb)
     if isinstance(exc, NumericalError):

@@ -31,6 +31,8 @@ from replicate.failures import is_oom
 from replicate.jobs import JobResult
 from replicate.runner import attempts
 from replicate.runner import checkpoint as ckpt
+from replicate.runner.optim import scaled_lr, total_steps
+from replicate.runner.schedule_check import RecipeSchedule, check_step
 from replicate.verdict import EarlyCheck, early_loss, weight_drift
 from replicate.weights_file import verify, weights_for
 
@@ -60,6 +62,7 @@ class BaseLoop(abc.ABC):
     """Runs one job of a Task: setup -> train (optional) -> evaluate -> JobResult."""
 
     label_suffix = ""  # appended to the progress label, so a log line tells the frameworks apart
+    lr_float32 = False  # the framework keeps the learning rate in a float32 variable (Keras)
 
     def __init__(self, task: Any, cfg: Any, ctx: RunContext, result: JobResult):
         self.task, self.cfg, self.ctx, self.result = task, cfg, ctx, result
@@ -76,6 +79,10 @@ class BaseLoop(abc.ABC):
         self.train_s = 0.0        # training seconds (logging, checkpoints, evaluations excluded)
         self.label = ""
         self.initial_weights: Optional[list[Any]] = None  # until the early check has measured the drift
+        # The learning rates the optimizers applied in the last step, read from them by train_step
+        # (by optimizer name, one per parameter group), and the recipe's schedule they are held to.
+        self.applied_lr: dict[str, list[float]] = {}
+        self.schedule: Optional[RecipeSchedule] = None
 
     # ------------------------------------------------------------------ hooks
     @abc.abstractmethod
@@ -169,6 +176,7 @@ class BaseLoop(abc.ABC):
         bar = tqdm(total=self.steps, initial=self.step, desc=self.label, file=sys.stderr, disable=not self.ctx.progress,
                    mininterval=2.0, dynamic_ncols=True)
         data = self.batches()
+        self.schedule = self.recipe_schedule()
         self.initial_weights = self.load_initial_weights(early_step)
         self.enter_training()
         if self.step == early_step and self.wants_eval(early_step) and self.curve_eval(early_step):
@@ -202,9 +210,20 @@ class BaseLoop(abc.ABC):
                     break
         self.train_s += time.perf_counter() - tick
 
+    def recipe_schedule(self) -> RecipeSchedule:
+        """The recipe's schedule, computed afresh from the recipe (not taken from the loop's
+        scheduler), so a loop that builds its schedule wrongly is caught by the check in ``log``."""
+        recipe = self.tier.recipe
+        steps, per_unit = total_steps(recipe, len(self.train_set), self.cfg.tier.schedule_fraction)
+        return RecipeSchedule(scaled_lr(recipe)[0], steps, per_unit, recipe, float32=self.lr_float32)
+
     def log(self, values: dict[str, float], bar: tqdm) -> None:
-        self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), "lr": self.current_lr(),
-                                  **values})
+        point = {"step": self.step, "train_s": round(self.train_s, 3), "lr": self.current_lr(), **values}
+        if self.applied_lr:   # the rate the first optimizer's first group used; check_step holds every one
+            point["lr_applied"] = next(iter(self.applied_lr.values()))[0]
+        self.result.curve.append(point)
+        if self.applied_lr and self.schedule is not None:
+            check_step(self.step, self.applied_lr, self.schedule)
         bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
         tenth = max(1, self.steps // 10)
         if bar.disable and (self.step // tenth) != ((self.step - self.tier.recipe.log_every) // tenth):

@@ -28,6 +28,7 @@ from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
 from replicate.runner.batch_order import BatchOrder
 from replicate.runner.optim import lr_factor, scaled_lr, total_steps
+from replicate.runner.schedule_check import keras_applied
 
 
 def build_tf_optimizer(tf: Any, recipe: Any, lr: float) -> Any:
@@ -72,6 +73,7 @@ class TfLoop(BaseLoop):
     """Runs one job of a TensorFlow task: setup -> train (optional) -> evaluate -> JobResult."""
 
     label_suffix = "/tf"
+    lr_float32 = True   # Keras keeps the rate in a float32 variable
 
     def __init__(self, task: Any, cfg: Any, ctx: RunContext, result: JobResult, num_threads: int | None = None):
         from replicate.runner.strategy import make_strategy
@@ -196,6 +198,7 @@ class TfLoop(BaseLoop):
     def train_step(self, batch: Any) -> dict[str, float]:
         self.optimizer.learning_rate.assign(self.current_lr())
         out = self.compiled_step(self._inputs(batch[0]))
+        self.applied_lr = keras_applied(self.optimizer)   # the variable the compiled step read
         values = {k: float(v) for k, v in out.items()}
         self.check_finite(values["loss"])
         self.result.images_seen += self.task.batch_size_of(batch)

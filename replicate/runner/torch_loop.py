@@ -26,6 +26,7 @@ from replicate.runner.base_loop import BaseLoop, RunContext
 from replicate.runner.batch_order import job_batch_order
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 from replicate.runner.prefetch import prefetched
+from replicate.runner.schedule_check import torch_applied
 
 
 def seed_everything(seed: int) -> None:
@@ -164,6 +165,7 @@ class TorchLoop(BaseLoop):
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tier.recipe.grad_clip)
             self.scaler.step(optimizer)
             self.scaler.update()
+        self.applied_lr = torch_applied(self.optimizers)   # the rates this step used, before the schedulers move
         for sched in self.schedulers.values():
             sched.step()
         values = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
