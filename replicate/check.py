@@ -18,6 +18,7 @@ import torch
 from replicate.config.compose import compose_config
 from replicate.config.overrides import Overrides
 from replicate.config.schema import Optimizer
+from replicate.entry_checks import check_input_size
 from replicate.resolved import resolve_job
 from replicate.runner.norm_statistics import running_statistics, statistics_moved
 from replicate.runner.torch_loop import seed_everything
@@ -54,6 +55,7 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     report.add("config", True,
                f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")
     spec = resolve_job(cfg, None).spec
+    check_input_size(cfg, spec.framework, spec.variant)   # before a model is built at that size
     task = build_task(spec, cfg)   # the registered implementation of the job's framework
     framework = spec.framework
     _check_param_count(task, cfg, report)

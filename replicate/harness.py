@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from replicate.config.compose import compose_config
 from replicate.config.infra import build
+from replicate.entry_checks import check_checkpoints, check_input_sizes
 from replicate.errors import ConfigError, DataError, StoreError
 from replicate.jobs import ERROR, INFRA, PASS, Failure, JobResult, verdict_counts
 from replicate.loggers import RunLogger, log_suite_end, make_logger
@@ -190,6 +191,7 @@ class SuiteRun:
         if out.skipped:
             hint = "" if ERROR in rerun else "; --retry-failed runs the ERROR ones again"
             self.echo(f"suite {self.suite_id}: {len(out.skipped)} finished job(s) skipped (already in the store{hint})")
+        check_input_sizes(runnable)   # a config error: exit 2, nothing recorded
         broken = preflight_data(runnable, self.echo, keep_going=missing_data_is_infra)
         for job in [j for j in runnable if data_of(j).root in broken]:
             data = data_of(job)
@@ -201,6 +203,7 @@ class SuiteRun:
             self.record(job, JobResult(job_id=job.job_id, infra=True, failure=Failure(
                 "infrastructure", "crash", unweighted[job.job_id])), out, len(jobs))
         runnable = [j for j in runnable if j.job_id not in unweighted]
+        check_checkpoints(runnable)   # checkpoint= loads into the model, else exit 2 naming the file
         if runnable:
             scheduler = open_scheduler(self.root)
             try:

@@ -161,6 +161,15 @@ def paper_inference(generator: nn.Module) -> Iterator[None]:
         generator.train(was_training)
 
 
+def unet_levels(arch: Any) -> int:
+    """The U-Net's ``num_downs``: from ``generator`` (``unet_<size>``: log2(size) levels) unless
+    ``num_downs`` overrides it."""
+    name = str(arch.get("generator", "unet_256"))
+    if not name.startswith("unet_") or not name[5:].isdigit():
+        raise ConfigError("arch.generator", f"{name!r} is not allowed; allowed: unet_<size>, e.g. unet_256")
+    return int(arch.get("num_downs") or round(math.log2(int(name[5:]))))
+
+
 def build_pix2pix(arch: Any, channels: int = 3) -> Pix2Pix:
     """Builds both networks from a variant's ``arch`` (keys as the reference's options).
 
@@ -168,11 +177,7 @@ def build_pix2pix(arch: Any, channels: int = 3) -> Pix2Pix:
     log2(size)); ``num_downs`` may override it. The discriminator sees source and image stacked
     (2 * channels), as the reference's conditional D does.
     """
-    name = str(arch.get("generator", "unet_256"))
-    if not name.startswith("unet_") or not name[5:].isdigit():
-        raise ConfigError("arch.generator", f"{name!r} is not allowed; allowed: unet_<size>, e.g. unet_256")
-    num_downs = int(arch.get("num_downs") or round(math.log2(int(name[5:]))))
-    generator = UnetGenerator(channels, channels, num_downs, int(arch.get("ngf", 64)),
+    generator = UnetGenerator(channels, channels, unet_levels(arch), int(arch.get("ngf", 64)),
                               use_dropout=bool(arch.get("dropout", True)))
     discriminator = NLayerDiscriminator(2 * channels, int(arch.get("ndf", 64)), int(arch.get("n_layers", 3)))
     init_weights(generator)
@@ -304,6 +309,11 @@ class Pix2PixTask(Task):
         return super().prepare_data()
 
     # ------------------------------------------------------------------- model
+    @classmethod
+    def input_size_multiple(cls, model_cfg: Any, variant: str) -> Optional[int]:
+        """2**num_downs: each U-Net level halves the image and its skip joins it again."""
+        return 2 ** unet_levels(model_cfg.variants[variant].arch)
+
     def build_model(self, variant: str) -> Pix2Pix:
         return build_pix2pix(self.ctx.model_cfg.variants[variant].arch)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Protocol
+from typing import Any, ClassVar, Iterable, Optional, Protocol
 
 from omegaconf import DictConfig
 
@@ -132,6 +132,14 @@ class Task(abc.ABC):
         check replays the output through ``predict`` and compares: an encoding and a decoding
         that disagree (an offset measured from another origin, anchors read the other way round)
         cannot be learnt away."""
+        return None
+
+    @classmethod
+    def input_size_multiple(cls, model_cfg: DictConfig, variant: str) -> Optional[int]:
+        """What every ``input_size`` of ``variant`` must be a multiple of: the network's total
+        downsampling where feature maps of different strides are joined, or targets laid out on
+        its output grid (any other size fails mid-run on a tensor size mismatch). None: any size
+        (the model resizes its input itself). Read from the config only: nothing is built."""
         return None
 
     def load_checkpoint(self, model: Any, path: Any) -> bool:

@@ -111,12 +111,27 @@ def load_state_file(model: torch.nn.Module, path: Path) -> None:
         raise DataError(str(path), "holds no state dict of tensors")
     # DataParallel-trained files prefix every key with "module."
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    mismatch = first_mismatch(model.state_dict(), state)
+    if mismatch is not None:
+        raise DataError(str(path), f"does not fit the model: {mismatch}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         # torch lists the missing and unexpected keys on the lines after its header: one line here
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)
         raise DataError(str(path), f"does not fit the model: {detail[:300]}") from None
+
+
+def first_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """The first key (in the model's order, then the file's) that the model lacks, the file
+    lacks, or whose shape differs, with how many others mismatch; None when every key fits."""
+    problems = [f"key {k!r}: shape {list(state[k].shape)} in the file, {list(v.shape)} in the model"
+                if k in state else f"key {k!r} is missing from the file"
+                for k, v in expected.items() if k not in state or state[k].shape != v.shape]
+    problems += [f"key {k!r} is not in the model" for k in state if k not in expected]
+    if not problems:
+        return None
+    return problems[0] + (f" (and {len(problems) - 1} more mismatching keys)" if len(problems) > 1 else "")
 
 
 def load_latest(directory: Path) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import torch
 from replicate.config.compose import compose_config
 from replicate.errors import DataError, StorageError
 from replicate.failures import classify
-from replicate.harness import run_one
+from replicate.harness import open_store, run_one
 from replicate.resolved import make_spec
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.worker import checkpoint_dir
@@ -47,9 +47,13 @@ def test_a_crafted_checkpoint_argument_is_refused_naming_it_and_runs_nothing(res
                                                                              tmp_path):
     marker = tmp_path / "ran"
     bad = _crafted(tmp_path / "weights.pt", marker)
-    (row,) = run_one(_common(results_dir, shapes_root, tiny) + [f"checkpoint={bad}"], echo=lambda _: None).jobs
-    assert row["verdict"] == "ERROR" and str(bad) in row["failure_message"] and "refused" in row["failure_message"]
+    common = _common(results_dir, shapes_root, tiny)
+    # Refused before anything is scheduled (replicate/entry_checks.py): exit 2, no job row.
+    with pytest.raises(DataError, match="refused") as refused:
+        run_one(common + [f"checkpoint={bad}"], echo=lambda _: None)
+    assert str(bad) in str(refused.value)
     assert not marker.exists()
+    assert open_store(compose_config(common)).jobs() == []
     torch.load(bad, weights_only=False)  # the file really runs code when loaded the unsafe way
     assert marker.exists()
 

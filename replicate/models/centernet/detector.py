@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -309,6 +309,12 @@ class CenterNetTask(Task):
             return len(data.classes)
         raise ConfigError(f"model.variants.{self.ctx.variant}.arch.num_classes",
                           f"must be set for {data.kind} data (COCO: 80 object categories)")
+
+    @classmethod
+    def input_size_multiple(cls, model_cfg: Any, variant: str) -> Optional[int]:
+        """The trunk's total stride (32): the heads' grid is the input / down_ratio, as the
+        targets are laid out; the reference pads test images to this multiple (``--keep_res``)."""
+        return trunk_stride(model_cfg.variants[variant].arch)
 
     def build_model(self, variant: str) -> nn.Module:
         arch = self.ctx.model_cfg.variants[variant].arch

@@ -199,6 +199,17 @@ class YoloPipelineTask(Task):
     def build_evaluator(self, split: str) -> Any:
         return self.pipeline.build_evaluator(split)
 
+    @classmethod
+    def input_size_multiple(cls, model_cfg: Any, variant: str) -> Optional[int]:
+        """The cfg's total downsampling (the largest stride of any layer: 32 for yolov3/yolov4):
+        its routes join upsampled maps with earlier ones of twice the size."""
+        key = f"model.variants.{variant}.arch.cfg"
+        cfg_name = model_cfg.variants[variant].arch.get("cfg")
+        if not cfg_name:
+            raise ConfigError(key, "required: the darknet cfg file of this variant")
+        graph = parse_cfg(resolve_cfg(str(cfg_name), key))
+        return int(max(layer.stride for layer in graph.layers))
+
     def differential_check(self) -> Optional[tuple[bool, str]]:
         from replicate.models.registry import frameworks_of
 

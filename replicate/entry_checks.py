@@ -1,0 +1,64 @@
+"""Inputs checked where they enter: before any job is scheduled, so a bad one is exit 2 with one
+line naming it, never an ERROR row in the store.
+
+* ``model.tiers.<tier>.input_size`` is a multiple of what the job's Task declares
+  (:meth:`~replicate.models.task.Task.input_size_multiple`: the network's total downsampling);
+  another size would fail mid-run on a tensor size mismatch. A ConfigError naming the key.
+* A ``checkpoint=`` file loads into the job's model as the job loads it (the Task's own format,
+  else the torch loop's state dict, read as data only): the model is built on the CPU, nothing
+  runs through it. A DataError naming the file and the first key that does not fit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from replicate.errors import ConfigError
+from replicate.models.task import Task
+from replicate.resolved import ResolvedJob
+
+
+def check_input_size(cfg: Any, framework: str, variant: str) -> None:
+    """The job's tier's ``input_size`` against the multiple its model declares for ``variant``."""
+    from replicate.models.registry import get_task_class
+
+    tier = cfg.tier.name
+    size = int(cfg.model.tiers[tier].input_size)
+    task_class: type[Task] = get_task_class(cfg.model.name, framework)
+    multiple = task_class.input_size_multiple(cfg.model, variant)
+    if multiple is not None and size % multiple:
+        nearest = [n for n in (size // multiple * multiple, (size // multiple + 1) * multiple) if n > 0]
+        raise ConfigError(f"model.tiers.{tier}.input_size",
+                          f"{size} is not a multiple of {multiple}, the total stride of {cfg.model.name}'s "
+                          f"{variant} variant (nearest: {', '.join(map(str, nearest))})")
+
+
+def check_input_sizes(jobs: Sequence[ResolvedJob]) -> None:
+    for job in jobs:
+        check_input_size(job.cfg, job.spec.framework, job.spec.variant)
+
+
+def check_checkpoints(jobs: Sequence[ResolvedJob]) -> None:
+    """Each distinct (model build, ``checkpoint=`` file) once: the file loads into the model.
+
+    Only the torch loop's state dicts and the Tasks' own formats are checked here; a TensorFlow
+    job's file is still checked where the job loads it.
+    """
+    from replicate.runner.checkpoint import load_state_file
+    from replicate.runner.worker import build_task
+
+    seen: set[tuple[str, str, str, int, str]] = set()
+    for job in jobs:
+        if not job.cfg.checkpoint or job.spec.framework != "torch":
+            continue
+        path = Path(str(job.cfg.checkpoint)).expanduser()
+        build = (job.spec.model, job.spec.framework, job.spec.variant,
+                 int(job.cfg.model.tiers[job.cfg.tier.name].input_size), str(path))
+        if build in seen:
+            continue
+        seen.add(build)
+        task = build_task(job.spec, job.cfg)
+        model = task.build_model(job.spec.variant)
+        if not task.load_checkpoint(model, path):
+            load_state_file(model, path)
