@@ -8,10 +8,18 @@ and AlexeyAB/darknet ``src/yolo_layer.c`` (YOLO licence). Re-implemented, not co
 Darknet writes gradients ("deltas") directly; the losses here are chosen so that their gradients
 equal those deltas (divided by the batch size, as darknet divides its update by the batch):
 
-* objectness and classes: ``target - sigmoid(z)`` = gradient of BCE-with-logits;
+* objectness and classes: ``target - sigmoid(z)`` = gradient of BCE-with-logits, objectness times
+  ``obj_normalizer``; classes carry no ``cls_normalizer`` (AlexeyAB applies it only together with
+  ``counters_per_class``, which is refused here); label smoothing as darknet's
+  ``y (1 - eps) + eps / 2``;
 * x, y with ``iou_loss=mse``: ``scale * (t - sigmoid(z))`` = ``scale`` x BCE-with-logits gradient,
   ``scale = 2 - w*h`` (pjreddie); w, h: ``scale * (t - z)`` = gradient of ``scale * (t - z)^2 / 2``;
-* ``iou_loss=ciou/diou/giou/iou`` (AlexeyAB): ``iou_normalizer`` x (1 - IoU variant) of the box;
+* ``iou_loss=ciou/diou/giou/iou`` (AlexeyAB): no autograd through the decoding. The loss value is
+  ``iou_normalizer`` x (1 - IoU variant); its backward (iou_deltas.DarknetBoxLoss) returns
+  ``delta_yolo_box``'s deltas on the raw outputs: ``dx_box_iou`` on x, y, times ``exp(t)`` on w, h,
+  times ``iou_normalizer``, each clipped to ``max_delta`` (darknet clips no other delta); with
+  ``iou_thresh`` < 1 a cell's summed box deltas are divided by its number of positive class
+  deltas (``averages_yolo_deltas``), and a cell's class targets are the union of its truths';
 * a prediction whose best IoU with any ground truth exceeds ``ignore_thresh`` gets no
   objectness gradient; each truth is assigned to its best anchor over all anchors (and, with
   ``iou_thresh`` < 1, to every anchor above it), in the cell holding its centre, if that anchor is
@@ -20,23 +28,16 @@ equal those deltas (divided by the batch size, as darknet divides its update by 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import (
-    batched_nms,
-    box_convert,
-    box_iou,
-    complete_box_iou_loss,
-    distance_box_iou_loss,
-    generalized_box_iou_loss,
-)
+from torchvision.ops import batched_nms, box_convert, box_iou
 
 from replicate.errors import ConfigError
 from replicate.models.darknet.cfg_parser import YOLO_DEFAULTS, DarknetGraph, Layer
+from replicate.models.yolo.iou_deltas import DarknetBoxLoss
 
 # Detection thresholds for mAP, as AlexeyAB detector.c validate_detector_map uses them.
 MAP_CONF_THRESH = 0.005
@@ -63,9 +64,9 @@ class YoloHead:
     iou_loss: str
     iou_normalizer: float
     obj_normalizer: float
-    cls_normalizer: float
+    cls_normalizer: float          # parsed; unused: darknet applies it only with counters_per_class
     label_smooth_eps: float
-    max_delta: float
+    max_delta: float               # clips the IoU box deltas only, as darknet
     new_coords: bool
 
     @property
@@ -226,17 +227,20 @@ def assign(gt: torch.Tensor, head: YoloHead, shape: tuple[int, ...], input_hw: t
     return rows, local[anchor], gy, gx
 
 
-def _box_loss(p: torch.Tensor, gt: torch.Tensor, head: YoloHead, cell: tuple, pred_xywh: torch.Tensor,
-              input_hw: tuple[int, int]) -> torch.Tensor:
+def _box_loss(p: torch.Tensor, gt: torch.Tensor, head: YoloHead, cell: tuple, input_hw: tuple[int, int],
+              divisor: torch.Tensor) -> torch.Tensor:
     rows, a, gy, gx = cell
     b = gt[rows, 0].long()
     if head.iou_loss != "mse":
-        pred = box_convert(pred_xywh[b, a, gy, gx], "cxcywh", "xyxy")
-        truth = box_convert(gt[rows, 2:6], "cxcywh", "xyxy")
-        fn = {"ciou": complete_box_iou_loss, "diou": distance_box_iou_loss,
-              "giou": generalized_box_iou_loss}.get(head.iou_loss)
-        loss = fn(pred, truth, reduction="none") if fn else 1 - box_iou(pred, truth).diagonal()
-        return head.iou_normalizer * loss.sum()
+        # darknet's IoU deltas on the raw outputs, in fractions of the network input as darknet's boxes
+        size = p.new_tensor((input_hw[1], input_hw[0]))
+        anchors = head.masked_anchors.to(p.device, p.dtype)[a] / size
+        truth = gt[rows, 2:6].to(p.dtype) / size.repeat(2)
+        grid_xy = torch.stack((gx, gy), -1).to(p.dtype)
+        loss = DarknetBoxLoss.apply(p[b, a, gy, gx, :4], grid_xy, anchors, truth, (p.shape[3], p.shape[2]),
+                                    divisor, head.iou_loss, head.scale_x_y, head.iou_normalizer,
+                                    head.max_delta, head.new_coords, MAX_LOG_WH)
+        return loss.sum()
     h, w = p.shape[2], p.shape[3]
     z = p[b, a, gy, gx]
     scale = 2 - gt[rows, 4] * gt[rows, 5] / (input_hw[0] * input_hw[1])
@@ -263,16 +267,44 @@ def _bce(z: torch.Tensor, target: torch.Tensor, head: YoloHead) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(z, target, reduction="none")
 
 
+def _class_terms(p: torch.Tensor, gt: torch.Tensor, head: YoloHead, cell: tuple):
+    """Class logits, their targets, and each truth row's box-delta divisor.
+
+    Targets are darknet's ``y (1 - eps) + eps / 2``. For the IoU losses (AlexeyAB) a cell-anchor
+    holding several truths gets one multi-hot target, as ``delta_yolo_class`` sets its class deltas
+    once; with ``iou_thresh`` < 1 its box deltas are divided by its number of positive class deltas
+    (``averages_yolo_deltas``). The mse path keeps one target per truth row (its smoke reference was
+    measured so).
+    """
+    rows, a, gy, gx = cell
+    b = gt[rows, 0].long()
+    classes = gt[rows, 1].long()
+    eps = head.label_smooth_eps
+    off, on = eps / 2, 1 - eps / 2
+    divisor = torch.ones(len(rows), dtype=p.dtype, device=p.device)
+    if head.iou_loss == "mse":
+        target = F.one_hot(classes, head.classes).to(p.dtype) * (on - off) + off
+        return p[b, a, gy, gx, 5:], target, divisor
+    _, anchors, h, w, _ = p.shape
+    flat = ((b * anchors + a) * h + gy) * w + gx
+    cells, inverse = flat.unique(return_inverse=True)
+    target = p.new_full((len(cells), head.classes), off)
+    target[inverse, classes] = on
+    cb, ca, cy, cx = cells // (anchors * h * w), cells // (h * w) % anchors, cells // w % h, cells % w
+    logits = p[cb, ca, cy, cx, 5:]
+    if head.iou_thresh < 1:
+        with torch.no_grad():
+            positive = (target > _probabilities(p[cb, ca, cy, cx], head)[:, 1:]).sum(1)
+        divisor = positive.clamp(min=1).to(p.dtype)[inverse]
+    return logits, target, divisor
+
+
 def layer_loss(raw: torch.Tensor, gt: torch.Tensor, head: YoloHead, input_hw: tuple[int, int],
                batch: int) -> dict[str, torch.Tensor]:
     """Box, objectness and class loss of one [yolo] layer (sums; the caller divides by batch)."""
-    if head.max_delta != math.inf and raw.requires_grad:
-        # AlexeyAB clips each delta to +-max_delta; our gradients are deltas / batch
-        limit = head.max_delta / batch
-        raw.register_hook(lambda g: g.clamp(-limit, limit))
     p = split_map(raw, head)
-    pred_xywh = decode_xywh(p, head, input_hw)
     with torch.no_grad():
+        pred_xywh = decode_xywh(p, head, input_hw)
         truths = [box_convert(gt[gt[:, 0] == b, 2:6], "cxcywh", "xyxy") for b in range(batch)]
         ignore = _ignore_mask(box_convert(pred_xywh, "cxcywh", "xyxy"), truths, head.ignore_thresh)
     obj_target = torch.zeros_like(p[..., 4])
@@ -283,10 +315,9 @@ def layer_loss(raw: torch.Tensor, gt: torch.Tensor, head: YoloHead, input_hw: tu
     obj_target[b, a, gy, gx] = 1.0
     weight[b, a, gy, gx] = 1.0
     obj = head.obj_normalizer * (_bce(p[..., 4], obj_target, head) * weight).sum()
-    eps = head.label_smooth_eps
-    cls_target = F.one_hot(gt[rows, 1].long(), head.classes).to(p.dtype) * (1 - eps) + eps / head.classes
-    cls = head.cls_normalizer * _bce(p[b, a, gy, gx, 5:], cls_target, head).sum()
-    box = _box_loss(p, gt, head, cell, pred_xywh, input_hw) if len(rows) else p.sum() * 0
+    logits, cls_target, divisor = _class_terms(p, gt, head, cell)
+    cls = _bce(logits, cls_target, head).sum()
+    box = _box_loss(p, gt, head, cell, input_hw, divisor) if len(rows) else p.sum() * 0
     return {"box": box, "obj": obj, "cls": cls}
 
 

@@ -119,9 +119,10 @@ def layer_loss(tf: Any, raw: Any, gt_xywh: Any, gt_cls: Any, valid: Any, head: Y
     obj = head.obj_normalizer * tf.reduce_sum(bce(labels=obj_target, logits=p[..., 4]) * weight)
     z = tf.gather_nd(p, cell)                                                       # [B, T, A, 5+C]
     eps = head.label_smooth_eps
-    cls_target = tf.one_hot(gt_cls, head.classes) * (1 - eps) + eps / head.classes   # [B, T, C]
+    cls_target = tf.one_hot(gt_cls, head.classes) * (1 - eps) + eps / 2   # darknet's smoothing, [B, T, C]
     cls_target = tf.broadcast_to(cls_target[:, :, None, :], tf.shape(z[..., 5:]))
-    cls = head.cls_normalizer * tf.reduce_sum(tf.reduce_sum(bce(labels=cls_target, logits=z[..., 5:]), -1) * hitf)
+    # no cls_normalizer: darknet applies it only with counters_per_class (refused, as in loss.py)
+    cls = tf.reduce_sum(tf.reduce_sum(bce(labels=cls_target, logits=z[..., 5:]), -1) * hitf)
     box = _box_loss(tf, z, gt_xywh, head, (gy, gx), shape[1:3], input_hw, hitf)
     return {"box": box, "obj": obj, "cls": cls}
 
