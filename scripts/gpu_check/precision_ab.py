@@ -207,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dry = args.dry_run
     models = [m.strip() for m in (args.models or ",".join(DRY_RUN_MODELS if dry else MODELS)).split(",") if m.strip()]
-    args.images = args.images or (4 if dry else 300)
+    args.images = args.images if args.images is not None else (4 if dry else 300)
     args.warmup = args.warmup if args.warmup is not None else (1 if dry else 5)
     args.hardware = args.hardware or ("cpu" if dry else "h100x1")
     args.input_size = args.input_size or (DRY_RUN_INPUT_SIZE if dry else None)
-    if min(args.images, args.warmup + 1) < 1:
-        parser.error("--images must be >= 1 and --warmup >= 0")
+    if args.images < 1 or args.warmup < 0:
+        parser.error("--images must be >= 1 and --warmup >= 0")   # exit 2
 
     work = Path(tempfile.mkdtemp(prefix="zoo-precision-ab-"))
     real = None if dry else real_subset(Path(args.data_root), args.images, work / "data")
