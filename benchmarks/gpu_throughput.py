@@ -1,14 +1,15 @@
 """GPU throughput per model, through the harness's own training step and evaluation path.
 
-On a machine with NVIDIA GPUs, per model (the full variant at its full tier's input size, or
-its eval tier's where it has no full tier; the recipe's batch per GPU capped by
-``--max-batch``): training images/s in fp32 and in the loop's precision (fp16 autocast on
-CUDA), evaluation images/s (data, forward, post-processing, COCO encoding:
-``BaseLoop.predict_into``), peak GPU memory, and for the Darknet models the model FLOPs utilisation
-of a training step (3 x darknet's forward FLOPs per image, replicate/models/darknet/flops.py, over the
-GPU's peak). Inputs are the synthetic shapes data at that size (no COCO on the machine);
-throughput does not depend on what the pixels show. Published inference speeds are printed
-beside ours where the papers give them (other GPUs, batch 1: a context, not a target).
+On a machine with NVIDIA GPUs, per model (the full variant at its full tier's input size, or its
+eval tier's where it has no full tier; the recipe's batch per GPU capped by ``--max-batch``):
+training images/s in fp32 and in amp (fp16 autocast and a GradScaler on CUDA; every tier's default
+is fp32, its reference's), evaluation images/s in amp (data, forward, post-processing, COCO
+encoding: ``BaseLoop.predict_into``), peak GPU memory, and for the Darknet models the model FLOPs
+utilisation of a training step (3 x darknet's forward FLOPs per image,
+replicate/models/darknet/flops.py, over the GPU's peak). Inputs are the synthetic shapes data at
+that size (no COCO on the machine); throughput does not depend on what the pixels show. Published
+inference speeds are printed beside ours where the papers give them (other GPUs, batch 1: a
+context, not a target).
 
 ``--dry-run`` (any CPU, seconds): the small variants at the smoke size, two steps each, so the
 script cannot rot; the JSON has the same shape. Writes ``--out`` (default
@@ -74,11 +75,20 @@ def _loop(model: str, dry_run: bool, results_dir: str, max_batch: int) -> Any:
     return loop, size, batch
 
 
+def use_precision(loop: Any, amp: bool) -> None:
+    """Switch a built loop between fp32 and amp (fp16 autocast and a GradScaler, on CUDA only), as
+    TorchLoop decides it from the job's precision: one loop, both measured."""
+    from replicate.runner.mixed_precision import MixedPrecision
+
+    loop.fp16 = amp and loop.device.type == "cuda"
+    loop.mixed = MixedPrecision.for_device(loop.fp16, loop.device.type)
+
+
 def _train_rate(loop: Any, steps: int, warmup: int, amp: bool) -> tuple[float, Optional[int]]:
     """Images per second of the harness's train step, and the peak GPU memory (None on a CPU)."""
     import torch
 
-    loop.amp = amp and loop.device.type == "cuda"
+    use_precision(loop, amp)
     cuda = loop.device.type == "cuda"
     data = loop.batches()
     loop.enter_training()

@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from replicate.precision import declared_deviations
+
 
 def model_rows() -> list[dict[str, Any]]:
     """One row per registered model: frameworks, variants, tiers (each with what it is compared
@@ -54,7 +56,8 @@ def tier_row(model: DictConfig, name: str, datasets: DictConfig) -> dict[str, An
     return {"tier": name, "variant": tier.variant, "data": tier.data,
             "evaluated_split": split.published_as if split is not None and split.published_as else tier.eval_split,
             "compared_with": compared,   # None: nothing to compare with (MEASURED)
-            "deviations": list(tier.deviations) if tier.deviations is not None else None,
+            "deviations": declared_deviations(tier.deviations, tier.precision),
+            "precision": tier.precision,
             # what a lab places under $ZOO_DATA_ROOT/checkpoints/ for this tier: the released
             # checkpoint it scores (eval tiers), the pretrained trunk it starts from (training
             # tiers), the network its metric is measured with

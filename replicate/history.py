@@ -34,7 +34,7 @@ SERIES_KEY = GROUP_KEY[1:]
 # the second only restates the key-by-key config diff.
 ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "environment": ("python", "torch", "torchvision", "tensorflow", "tensorflow-cpu", "numpy", "cuda",
-                    "cudnn", "driver", "accelerator", "ray"),
+                    "cudnn", "driver", "accelerator", "ray", "precision"),
     "git": ("git_commit", "git_dirty"),
     "dataset": ("dataset_hash",),
 }

@@ -14,8 +14,10 @@ from typing import Any, Optional, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from replicate.config.schema import Precision
 from replicate.config.selection import chosen_framework, chosen_variant
 from replicate.jobs import PLACEMENT_KEYS, JobSpec, group_key
+from replicate.precision import chosen_precision
 from replicate.redact import recorded_config
 from replicate.verdict import EarlyCheck, Target, early_check_for, target_for
 
@@ -96,6 +98,14 @@ def config_hash(cfg: DictConfig) -> str:
     if data.get("defect") is None:
         data.pop("defect", None)
     tier = data["model"]["tiers"][data["tier"]["name"]]
+    # The precision the job asks for, wherever it was set (``precision=amp`` or the tier's key),
+    # hashes as the tier's; fp32, every reference's, hashes as the key's absence, so jobs keep the
+    # hashes they had before precision was a setting.
+    tier["precision"] = chosen_precision(cfg)
+    data.pop("precision", None)
+    for each in data["model"]["tiers"].values():
+        if each.get("precision") == Precision.FP32:
+            each.pop("precision")
     dataset = dict(data["datasets"][tier["data"]])
     dataset.pop("root", None)
     data["datasets"] = {tier["data"]: dataset}

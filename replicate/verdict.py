@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from replicate.config.schema import Direction
 from replicate.config.selection import chosen_reference
 from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, OFF_CURVE, PASS, Failure, JobResult
+from replicate.precision import chosen_precision, declared_deviations
 
 # What people read for each target kind. A smoke reference is a measurement of this very
 # implementation, not anyone's claim: calling it a claim would overstate what a PASS proves.
@@ -129,7 +130,7 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
 
         return Target("claim", claim.metric, float(claim.value), float(claim.tolerance), claim.tolerance_kind,
                       claim.direction, claim.source, split=claim.split,
-                      deviations=list(tier.deviations) if tier.deviations is not None else None, trained=trained,
+                      deviations=declared_deviations(tier.deviations, chosen_precision(cfg)), trained=trained,
                       also=[judged(c) for c in other_claims(cfg.model.claims, claim, variant, int(tier.input_size))],
                       instrument=[judged(c) for c in instrument_claims(cfg.model.claims, claim.split, variant)])
     primary = next(c for c in cfg.model.claims if c.primary)

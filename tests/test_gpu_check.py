@@ -31,3 +31,15 @@ def test_the_process_group_script_runs_the_data_parallel_path_on_gloo(tmp_path):
     assert report["failure"] is None and report["all_reduce"] == [3.0] * 4 and report["world_size"] == 1
     forced = report["forced_ddp"]   # the DDP wrap and the loss averaging, on a group of one
     assert forced["ok"] and forced["failure"] is None and forced["steps_done"] > 0
+
+
+def test_the_precision_script_measures_each_eval_tier_in_fp32_and_amp(tmp_path):
+    report = _script("precision_ab.py", "--dry-run", "--models", "centernet", "--images", "2",
+                     out=tmp_path / "precision.json")
+    fp32, amp = report["rows"]
+    assert (fp32["precision"], amp["precision"]) == ("fp32", "amp") and report["images"] == fp32["images"] == 2
+    assert fp32["weights"] == "random" and fp32["metric"] == "bbox_AP" and amp["images_per_s"] > 0
+    # on a CPU the loop autocasts nothing, whatever the job asks: the same numbers, the same boxes
+    assert fp32["ran"] == amp["ran"] == "fp32"
+    assert amp["metrics"] == fp32["metrics"] and amp["delta"] == 0.0
+    assert amp["detections_amp"] == amp["detections_fp32"] > 0 and amp["share_iou_095"] == 1.0

@@ -33,6 +33,13 @@ class Schedule(StrEnum):
     CONSTANT = "constant"
 
 
+class Precision(StrEnum):
+    """The arithmetic a torch job trains and evaluates in (replicate/precision.py decides)."""
+
+    FP32 = "fp32"
+    AMP = "amp"      # fp16 autocast and a GradScaler, on CUDA only (a CPU job runs fp32)
+
+
 class Direction(StrEnum):
     """Which way a metric is better."""
 
@@ -230,6 +237,13 @@ class ModelTierConfig:
     # The instrument a tier's metric is measured with, where it is a network (pix2pix FCN-score:
     # the lab's Cityscapes segmenter, under $ZOO_DATA_ROOT/checkpoints; its hash is recorded).
     segmenter: Optional[ReleasedCheckpointConfig] = None
+    # fp32 | amp (Precision). fp32 is every reference's: torchvision references/detection/train.py
+    # (--amp is store_true, off by default; evaluate() in engine.py has no autocast), CenterNet
+    # (src/main.py, src/test.py, base_trainer.py, base_detector.py: no autocast or half), darknet
+    # (pjreddie: no half-precision path; AlexeyAB's Makefile: CUDNN_HALF=0) and pix2pix
+    # (models/pix2pix_model.py: plain fp32 optimize_parameters). amp is a deviation, declared
+    # beside the verdict on its own (replicate/precision.py), never listed by hand.
+    precision: str = Precision.FP32
 
 
 @dataclass
@@ -383,3 +397,6 @@ class RootConfig:
     # Data-parallel workers of a training job (Ray Train, DDP; replicate/runner/data_parallel.py).
     # None: one per GPU of a GPU profile, else 1 (one process, as every smoke job runs).
     workers: Optional[int] = None
+    # fp32 | amp for every tier of the job (``precision=amp`` on the command line); None: the
+    # tier's ``precision`` (replicate/config/selection.py: chosen_precision).
+    precision: Optional[str] = None

@@ -15,6 +15,7 @@ from replicate.config.schema import (
     Direction,
     Framework,
     Optimizer,
+    Precision,
     RootConfig,
     Schedule,
 )
@@ -29,6 +30,7 @@ ACCELERATORS = ("cpu", "gpu", "tpu")
 OPTIMIZERS = tuple(Optimizer)
 SCHEDULES = tuple(Schedule)
 COMPARE_WITH = tuple(CompareWith)
+PRECISIONS = tuple(Precision)
 MAX_TOLERANCE = 0.5
 
 
@@ -57,6 +59,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _validate_darknet_cfgs(cfg)
     _validate_framework_references(cfg)
     _validate_selection(cfg)
+    _validate_precision(cfg)
     _validate_defect(cfg)
     _validate_hardware(cfg)
     _validate_framework_installed(cfg)  # after the hardware: a TPU profile's refusal names the cause
@@ -166,6 +169,7 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
     _one_of(tier.data, list(cfg.datasets), f"{key}.data")
     if tier.recipe is not None:
         _validate_recipe(tier.recipe, f"{key}.recipe")
+    _one_of(tier.precision, PRECISIONS, f"{key}.precision")
     require(tier.eval_batch_size is None or tier.eval_batch_size >= 1, f"{key}.eval_batch_size",
             f"{tier.eval_batch_size} must be >= 1")
     require(not tier.test.keep_resolution or tier.eval_batch_size == 1, f"{key}.eval_batch_size",
@@ -262,6 +266,17 @@ def _validate_selection(cfg: DictConfig) -> None:
         require(tier.deviations is not None, f"{key}.deviations",
                  "a tier judged against a published claim lists its deviations from the reference "
                  "recipe and evaluation ([] when there are none)")
+
+
+def _validate_precision(cfg: DictConfig) -> None:
+    """The job-wide ``precision`` is one of Precision; amp only where a loop implements it (the
+    TensorFlow loop has no mixed-precision path: it runs fp32, its references' arithmetic)."""
+    from replicate.precision import chosen_precision, precision_key
+
+    if cfg.get("precision") is not None:
+        _one_of(cfg.precision, PRECISIONS, "precision")
+    require(not (chosen_precision(cfg) == Precision.AMP and chosen_framework(cfg) == Framework.TENSORFLOW),
+            precision_key(cfg), "amp: the TensorFlow loop runs fp32 only; allowed with framework=tensorflow: fp32")
 
 
 def _validate_defect(cfg: DictConfig) -> None:

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from replicate.errors import ConfigError
 from replicate.models.registry import register_model
 from replicate.models.task import Task
+from replicate.runner.mixed_precision import MixedPrecision
 from replicate.weights_file import WeightsFile, checked_tier_file
 
 # What G translates (recipe.extra.translation). label_to_photo is the paper's Cityscapes task.
@@ -383,23 +384,34 @@ class Pix2PixTask(Task):
         return {"G": build(recipe, model.generator.parameters(), lr),
                 "D": build(recipe, model.discriminator.parameters(), lr)}
 
-    def training_step(self, model: Pix2Pix, batch: Any,
-                      optimizers: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        """The reference's ``optimize_parameters``: D on a detached fake, then G against the updated D."""
+    def training_step(self, model: Pix2Pix, batch: Any, optimizers: Optional[dict[str, Any]] = None,
+                      mixed: Optional[MixedPrecision] = None) -> dict[str, Any]:
+        """The reference's ``optimize_parameters``: D on a detached fake, then G against the updated D.
+
+        Under amp (``mixed``, the loop's) each network's forward pass runs in autocast, each loss is
+        scaled before its backward pass and each optimizer steps through the scaler, in the
+        reference's order; the loop updates the scale once after both steps (PyTorch's AMP recipe
+        for several models, losses and optimizers). In fp32 these are the plain operations.
+        """
         assert optimizers is not None   # manual_optimization: the loop passes them
+        mixed = mixed or MixedPrecision.for_device(False, "cpu")   # called alone: plain fp32
         source, real = self.source_target(batch)
-        fake = model.generator(source)
+        with mixed.autocast():
+            fake = model.generator(source)
         optimizers["D"].zero_grad(set_to_none=True)
-        loss_d = discriminator_loss(model, source, real, fake.detach())
-        loss_d.backward()
-        optimizers["D"].step()
+        with mixed.autocast():
+            loss_d = discriminator_loss(model, source, real, fake.detach())
+        mixed.backward(loss_d)
+        mixed.step(optimizers["D"])
         model.discriminator.requires_grad_(False)  # G's step must not accumulate D gradients
         try:
             optimizers["G"].zero_grad(set_to_none=True)
-            loss_gan, loss_l1 = generator_losses(model, source, real, fake, float(self.extra.get("lambda_l1", 100.0)))
-            loss_g = loss_gan + loss_l1
-            loss_g.backward()
-            optimizers["G"].step()
+            with mixed.autocast():
+                loss_gan, loss_l1 = generator_losses(model, source, real, fake,
+                                                     float(self.extra.get("lambda_l1", 100.0)))
+                loss_g = loss_gan + loss_l1
+            mixed.backward(loss_g)
+            mixed.step(optimizers["G"])
         finally:
             model.discriminator.requires_grad_(True)
         return {"loss": loss_g.detach(), "loss_G_GAN": loss_gan.detach(), "loss_G_L1": loss_l1.detach(),

@@ -46,8 +46,9 @@ class Task(abc.ABC):
 
     name: ClassVar[str]
     framework: ClassVar[str] = "torch"   # set by register_model: the framework its steps run in
-    # True: training_step(model, batch, optimizers) steps its own optimizers (GANs); the loop
-    # still schedules, checkpoints and guards the returned losses.
+    # True: training_step(model, batch, optimizers, mixed) steps its own optimizers (GANs), through
+    # ``mixed`` (replicate/runner/mixed_precision.py: autocast, scaled backward, scaler steps); the
+    # loop still updates the scale, schedules, checkpoints and guards the returned losses.
     manual_optimization: ClassVar[bool] = False
 
     def __init__(self, ctx: TaskContext):
@@ -70,7 +71,8 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def training_step(self, model: Any, batch: Any) -> dict[str, Any]:
         """Losses of one batch; ``loss`` is the one optimized, others are logged. A task with
-        ``manual_optimization`` also takes ``optimizers`` and steps them itself (GANs)."""
+        ``manual_optimization`` also takes ``optimizers`` and the loop's MixedPrecision and steps them
+        itself (GANs)."""
 
     @abc.abstractmethod
     def predict(self, model: Any, batch: Any) -> list[dict]:

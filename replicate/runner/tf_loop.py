@@ -87,6 +87,9 @@ class TfLoop(BaseLoop):
         # into an INFRA result (replicate.failures.classify), the cluster's fault, not the model's.
         self.strategy = make_strategy(cfg.hardware, self.tf)
         self.result.environment["tf_strategy"] = type(self.strategy).__name__
+        # No Keras mixed-precision policy is set: float32 throughout, as darknet (validation refuses
+        # precision=amp for TensorFlow jobs).
+        self.result.environment["precision"] = "fp32"
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:

@@ -1,7 +1,8 @@
 """The PyTorch training and evaluation loop every torch Task runs through.
 
-Optimizer and schedule from the recipe, linear LR scaling, AMP and channels-last on CUDA, and
-the DataLoader; the rest (atomic checkpoints every N steps with resume from the latest, a NaN/Inf
+Optimizer and schedule from the recipe, linear LR scaling, the job's precision (fp32, or fp16
+autocast with a GradScaler where it asks for amp and runs on CUDA), channels-last on CUDA, and the
+DataLoader; the rest (atomic checkpoints every N steps with resume from the latest, a NaN/Inf
 guard, a progress bar, the learning curve, the 25% early check against the reference curve) is
 replicate/runner/base_loop.py's, shared with the TensorFlow loop.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -21,9 +22,11 @@ from torch.utils.data import DataLoader
 from replicate.errors import ConfigError
 from replicate.jobs import JobResult
 from replicate.models.task import Task
+from replicate.precision import autocasts, chosen_precision
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
 from replicate.runner.batch_order import job_batch_order
+from replicate.runner.mixed_precision import MixedPrecision
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 from replicate.runner.prefetch import prefetched
 from replicate.runner.schedule_check import torch_applied
@@ -52,7 +55,12 @@ class TorchLoop(BaseLoop):
         # num_threads: the worker set torch's intra-op threads before building the loop (run_job).
         super().__init__(task, cfg, ctx, result)
         self.device = torch.device(ctx.device)
-        self.amp = self.device.type == "cuda"
+        self.on_cuda = self.device.type == "cuda"
+        # fp16 autocast only where the job asks for amp and runs on CUDA; recorded with the result
+        # (its environment), so a report shows the arithmetic the numbers came from
+        self.fp16 = autocasts(chosen_precision(cfg), self.device.type)
+        self.mixed = MixedPrecision.for_device(self.fp16, self.device.type)
+        self.result.environment["precision"] = "amp" if self.fp16 else "fp32"
         # What the training step calls: the model, or its DDP wrapper with several workers.
         self.train_model: Any = None
 
@@ -67,7 +75,7 @@ class TorchLoop(BaseLoop):
         self.dataset_hash = self.task.prepare_data()
         self.ctx.stage = "modeling"
         self.model = self.task.build_model(self.task.ctx.variant).to(self.device)
-        if self.amp:
+        if self.on_cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.load_job_weights()
 
@@ -86,7 +94,7 @@ class TorchLoop(BaseLoop):
         stream where the uninterrupted job had it.
         """
         workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
-        common: dict[str, Any] = dict(num_workers=workers, pin_memory=self.amp)
+        common: dict[str, Any] = dict(num_workers=workers, pin_memory=self.on_cuda)
         if batches is not None:
             private = torch.Generator().manual_seed(self.cfg.seed) if mid_epoch else None
             return DataLoader(dataset, batch_sampler=batches, generator=private, collate_fn=self.task.collate, **common)
@@ -101,7 +109,6 @@ class TorchLoop(BaseLoop):
         self.optimizers = self.task.configure_optimizers(self.model, recipe, lr, build_optimizer)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, self.steps, per_unit, recipe))
                            for k, o in self.optimizers.items()}
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not self.task.manual_optimization)
         self.result.steps_planned = self.steps
         self.step, self.train_s = 0, 0.0
         self.train_model = self.model
@@ -124,7 +131,7 @@ class TorchLoop(BaseLoop):
         return {"model": self.model.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "scaler": self.scaler.state_dict(), "rng": {"torch": torch.get_rng_state()}}
+                "scaler": self.mixed.scaler.state_dict(), "rng": {"torch": torch.get_rng_state()}}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -132,7 +139,7 @@ class TorchLoop(BaseLoop):
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
-        self.scaler.load_state_dict(state["scaler"])
+        self.mixed.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
 
     def batches(self) -> Iterator[Any]:
@@ -148,23 +155,22 @@ class TorchLoop(BaseLoop):
 
     def train_step(self, batch: Any) -> dict[str, float]:
         batch = to_device(batch, self.device)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        if self.task.manual_optimization:  # the task steps its own optimizers (GANs)
-            with autocast:
-                out = self.task.training_step(self.model, batch, self.optimizers)
+        mixed = self.mixed
+        if self.task.manual_optimization:  # the task steps its own optimizers (GANs), through ``mixed``
+            out = self.task.training_step(self.model, batch, self.optimizers, mixed)
         else:
             optimizer = self.optimizers["main"]
             optimizer.zero_grad(set_to_none=True)
-            with autocast:
+            with mixed.autocast():   # the forward pass only: backward runs outside autocast
                 out = self.task.training_step(self.train_model, batch)
             if not self.data_parallel:   # several workers judge the averaged loss below, together
                 self.check_finite(out["loss"])
-            self.scaler.scale(out["loss"]).backward()
+            mixed.backward(out["loss"])
             if self.tier.recipe.grad_clip:
-                self.scaler.unscale_(optimizer)
+                mixed.unscale(optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tier.recipe.grad_clip)
-            self.scaler.step(optimizer)
-            self.scaler.update()
+            mixed.step(optimizer)
+        mixed.update()   # once per iteration, after every optimizer's step
         self.applied_lr = torch_applied(self.optimizers)   # the rates this step used, before the schedulers move
         for sched in self.schedulers.values():
             sched.step()
@@ -187,7 +193,6 @@ class TorchLoop(BaseLoop):
     # -------------------------------------------------------------- evaluate
     @contextmanager
     def inference(self) -> Iterator[None]:
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         if self.data_parallel:
             # Batch norm's running statistics are each worker's own: evaluate everywhere with rank
             # 0's, so every worker measures the same metric and takes the same early decision.
@@ -197,7 +202,7 @@ class TorchLoop(BaseLoop):
                 dist.broadcast(buffer, src=0)
         self.model.eval()
         try:
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), self.mixed.autocast():
                 yield
         finally:
             self.model.train()

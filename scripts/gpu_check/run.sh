@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One-shot GPU check (run once on a machine with one NVIDIA GPU, from the repository root, with
 # the wheels of .whl/ carried along). Each step is bounded by `timeout`; a failed step does not stop
-# the next. Logs and JSON go to $OUT (8 files at most); a summary table ends the output.
+# the next. Logs and JSON go to $OUT (10 files at most); a summary table ends the output.
 #   bash scripts/gpu_check/run.sh
 # Local dry run on a CPU (no wheel install; small sizes, gloo, hardware=cpu):
 #   GPU_CHECK_LOCAL=1 OUT=/tmp/out PY=.venv/bin/python bash scripts/gpu_check/run.sh
+# Only some steps (the machine's checks always run):
+#   GPU_CHECK_STEPS="precision_ab" bash scripts/gpu_check/run.sh
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to the output folder}
@@ -14,6 +16,8 @@ LOCAL=${GPU_CHECK_LOCAL:-0}
 STEPS=$(mktemp)
 START=$SECONDS
 BUDGET=${GPU_CHECK_BUDGET_S:-460}   # the whole script, summary included; each step's timeout is cut to fit
+WANTED=" ${GPU_CHECK_STEPS:-gpu_throughput smoke_on_cuda nccl_world1 precision_ab} "
+wanted() { [[ "$WANTED" == *" $1 "* ]]; }
 
 step() {  # step NAME LOGFILE TIMEOUT_S command...
   local name=$1 log=$2 limit=$3; shift 3
@@ -58,7 +62,8 @@ print('hydra', hydra.__version__, 'omegaconf', omegaconf.__version__, 'faster_co
 "
 
 # ---- 2. throughput benchmark (benchmarks/gpu_throughput.py, data sets pre-generated in parallel)
-if [ "$LOCAL" = 1 ]; then
+if ! wanted gpu_throughput; then :
+elif [ "$LOCAL" = 1 ]; then
   step gpu_throughput 02_gpu_throughput.log 300 "$PY" scripts/gpu_check/gpu_throughput_cached.py --dry-run \
     --models "${GPU_CHECK_MODELS:-yolov4,pix2pix}" --out "$OUT/gpu.json"
 else
@@ -67,7 +72,8 @@ else
 fi
 
 # ---- 3. the product's job path on CUDA (run_job, no Ray), every torch smoke job, hardware=h100x1
-if [ "$LOCAL" = 1 ]; then
+if ! wanted smoke_on_cuda; then :
+elif [ "$LOCAL" = 1 ]; then
   step smoke_on_cuda 03_smoke_on_cuda.log 300 "$PY" scripts/gpu_check/smoke_on_cuda.py --hardware cpu \
     --models "${GPU_CHECK_MODELS:-yolov4,pix2pix}" --out "$OUT/smoke_on_cuda.json"
 else
@@ -75,11 +81,22 @@ else
 fi
 
 # ---- 4. NCCL process group of one rank + run_job(rank=0, world_size=1), and the DDP path forced on
-if [ "$LOCAL" = 1 ]; then
+if ! wanted nccl_world1; then :
+elif [ "$LOCAL" = 1 ]; then
   step nccl_world1 04_nccl_world1.log 200 "$PY" scripts/gpu_check/nccl_world1.py --backend gloo --hardware cpu \
     --out "$OUT/nccl_world1.json"
 else
   step nccl_world1 04_nccl_world1.log 75 "$PY" scripts/gpu_check/nccl_world1.py --out "$OUT/nccl_world1.json"
+fi
+
+# ---- 5. each eval tier in fp32 and in amp on the same images: metric, images/s, box agreement
+if ! wanted precision_ab; then :
+elif [ "$LOCAL" = 1 ]; then
+  step precision_ab 05_precision_ab.log 300 "$PY" scripts/gpu_check/precision_ab.py --dry-run \
+    --out "$OUT/precision_ab.json"
+else
+  step precision_ab 05_precision_ab.log 300 "$PY" scripts/gpu_check/precision_ab.py \
+    --images "${GPU_CHECK_IMAGES:-300}" --out "$OUT/precision_ab.json"
 fi
 
 printf 'total\t-\t%s\n' "$((SECONDS - START))" >> "$STEPS"

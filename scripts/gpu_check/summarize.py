@@ -74,6 +74,15 @@ def main(out: Path, steps_tsv: Path) -> None:
             why = forced.get("error") or (forced.get("failure") or {}).get("message") or ""
             print(f"forced DDP (data_parallel patched on, world 1): {'ok' if forced.get('ok') else 'FAIL'} "
                   f"steps={forced.get('steps_done')} img/s={num(forced.get('throughput'))} {short(why, 200)}")
+
+    precision = load(out / "precision_ab.json")
+    print(f"\n[precision_ab] {precision.get('_missing') or ''}")
+    if "rows" in precision:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from precision_ab import table  # standard library only, as this script
+
+        print(f"{precision.get('images')} images, hardware={precision.get('hardware')}")
+        print(table(precision["rows"]))
     print("=" * 100)
 
 

@@ -36,7 +36,7 @@ START = datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)
 ENVIRONMENT = {
     "python": "3.11.7", "platform": "Linux-6.18.44-x86_64-with-glibc2.36", "torch": "2.14.1",
     "torchvision": "0.29.1", "tensorflow-cpu": None, "tensorflow": None, "ray": "2.60.0", "numpy": "2.4.6",
-    "cuda": "13.0", "cudnn": 92400, "driver": None, "accelerator": "cpu",
+    "cuda": "13.0", "cudnn": 92400, "driver": None, "accelerator": "cpu", "precision": "fp32",
     "git_commit": "fd17026d86daad437a29280f5b411dac2e058130", "git_dirty": False,
     "dataset_hash": "1fe32c78db9037c112cccdd1075055ce94e56040ecdad33565d8c8d8f98737c3",
 }
