@@ -98,12 +98,24 @@ class Task(abc.ABC):
         """What the optimizer updates."""
         return [p for p in model.parameters() if p.requires_grad]
 
-    def configure_optimizers(self, model: Any, recipe: Any, lr: float, build: Any) -> dict[str, Any]:
-        """Optimizers by name; ``build(recipe, params, lr)`` makes one from the recipe.
+    def decayed_parameters(self, model: Any, recipe: Any) -> Optional[list]:
+        """The parameters (torch) or variables (TensorFlow) the recipe's weight decay applies to,
+        for both frameworks' loops; None: every one the optimizer updates.
 
-        One optimizer named "main" by default; GANs return one per network.
+        Default None, what the other references do: torchvision's references/detection/train.py
+        decays every parameter unless --norm-weight-decay (its recipes here do not set it);
+        CenterNet and pix2pix train with Adam and no decay. The darknet family narrows it
+        (replicate/models/yolo/pipeline.py).
         """
-        return {"main": build(recipe, self.parameter_groups(model), lr)}
+        return None
+
+    def configure_optimizers(self, model: Any, recipe: Any, lr: float, build: Any) -> dict[str, Any]:
+        """Optimizers by name; ``build(recipe, params, lr, decayed)`` makes one from the recipe.
+
+        One optimizer named "main" by default, decaying :meth:`decayed_parameters`; GANs return
+        one per network.
+        """
+        return {"main": build(recipe, self.parameter_groups(model), lr, self.decayed_parameters(model, recipe))}
 
     def check_loss(self, model: Any, batch: Any) -> Any:
         """A differentiable loss of every trainable parameter, for ``replicate check``.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import torch
 
@@ -23,12 +23,26 @@ def scaled_lr(recipe: Any) -> tuple[float, dict[str, Any]]:
                 "batch_size": batch, "recipe_batch_size": int(ref)}
 
 
-def build_optimizer(recipe: Any, params: Iterable, lr: float) -> torch.optim.Optimizer:
+def decay_groups(params: Iterable, decayed: Iterable) -> list[dict[str, Any]]:
+    """``params`` as optimizer groups: those in ``decayed`` take the recipe's weight decay, the
+    others none (``weight_decay`` 0 in their group). Empty groups are left out."""
+    chosen = {id(p) for p in decayed}
+    params = list(params)
+    groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) in chosen]},
+                                    {"params": [p for p in params if id(p) not in chosen], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(recipe: Any, params: Iterable, lr: float,
+                    decayed: Optional[Iterable] = None) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``params``; weight decay on ``decayed`` only when given
+    (Task.decayed_parameters), else on every parameter."""
     name = recipe.optimizer
+    groups: Any = list(params) if decayed is None else decay_groups(params, decayed)
     if name == Optimizer.SGD:
-        return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     cls = torch.optim.Adam if name == Optimizer.ADAM else torch.optim.AdamW
-    return cls(params, lr=lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
+    return cls(groups, lr=lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
 
 
 def lr_factor(step: int, total_steps: int, steps_per_unit: float, recipe: Any) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, ContextManager, Iterator
+from typing import Any, ContextManager, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -31,20 +31,34 @@ from replicate.runner.optim import lr_factor, scaled_lr, total_steps
 from replicate.runner.schedule_check import keras_applied
 
 
-def build_tf_optimizer(tf: Any, recipe: Any, lr: float) -> Any:
-    """The Keras optimizer of a recipe, with torch's conventions (eps 1e-8; L2 decay in the step)."""
+def build_tf_optimizer(tf: Any, recipe: Any, lr: float, undecayed: Sequence[Any] = ()) -> Any:
+    """The Keras optimizer of a recipe, with torch's conventions (eps 1e-8; L2 decay in the step,
+    torch_style_gradients). AdamW decays in Keras: ``undecayed`` variables are excluded there."""
     opt = tf.keras.optimizers
     if recipe.optimizer == Optimizer.SGD:
         return opt.SGD(learning_rate=lr, momentum=float(recipe.momentum))
     betas = tuple(float(b) for b in recipe.betas)
     if recipe.optimizer == Optimizer.ADAMW:
-        return opt.AdamW(learning_rate=lr, weight_decay=float(recipe.weight_decay), beta_1=betas[0],
-                         beta_2=betas[1], epsilon=1e-8)
+        adamw = opt.AdamW(learning_rate=lr, weight_decay=float(recipe.weight_decay), beta_1=betas[0],
+                          beta_2=betas[1], epsilon=1e-8)
+        if undecayed:
+            adamw.exclude_from_weight_decay(var_list=list(undecayed))
+        return adamw
     return opt.Adam(learning_rate=lr, beta_1=betas[0], beta_2=betas[1], epsilon=1e-8)
 
 
-def torch_style_gradients(tf: Any, recipe: Any, grads: list, variables: list, replicas: int = 1) -> list:
-    """torch's update on the global batch: L2 (coupled) decay added once, the aggregate clipped.
+def decay_mask(decayed: Optional[Sequence[Any]], variables: Sequence[Any]) -> Optional[list[bool]]:
+    """Which of ``variables`` take weight decay (Task.decayed_parameters); None: all of them."""
+    if decayed is None:
+        return None
+    chosen = {id(v) for v in decayed}
+    return [id(v) in chosen for v in variables]
+
+
+def torch_style_gradients(tf: Any, recipe: Any, grads: list, variables: list, replicas: int = 1,
+                          decayed: Optional[Sequence[bool]] = None) -> list:
+    """torch's update on the global batch: L2 (coupled) decay added once, on the variables
+    ``decayed`` marks (decay_mask; None: all), the aggregate clipped.
 
     Keras sums the replicas' gradients inside ``apply_gradients``, after this runs, so decay
     added per replica would count n times and a per-replica clip would bound the wrong norm.
@@ -60,7 +74,7 @@ def torch_style_gradients(tf: Any, recipe: Any, grads: list, variables: list, re
     if replicas > 1:
         kept = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, kept)
     if decay:
-        kept = [g + decay * variables[i] for g, i in zip(kept, present)]
+        kept = [g + decay * variables[i] if decayed is None or decayed[i] else g for g, i in zip(kept, present)]
     if clip:
         kept, _ = tf.clip_by_global_norm(kept, clip)
     out = list(grads)
@@ -137,9 +151,12 @@ class TfLoop(BaseLoop):
                               f"{self.cfg.hardware.name}")
         self.steps, self.per_unit = total_steps(recipe, len(self.train_set), self.cfg.tier.schedule_fraction)
         self.base_lr, self.result.lr_scaling = scaled_lr(recipe)
+        variables = self.model.trainable_variables
+        self.decayed = decay_mask(self.task.decayed_parameters(self.model, recipe), variables)
+        undecayed = [v for v, d in zip(variables, self.decayed or []) if not d]
         with self.strategy.scope():
-            self.optimizer = build_tf_optimizer(self.tf, recipe, self.base_lr)
-            self.optimizer.build(self.model.trainable_variables)
+            self.optimizer = build_tf_optimizer(self.tf, recipe, self.base_lr, undecayed)
+            self.optimizer.build(variables)
         self.result.steps_planned = self.steps
         self.step, self.train_s = 0, 0.0
         self.compiled_step = self.tf.function(self._distributed_step, autograph=False, reduce_retracing=True)
@@ -154,7 +171,7 @@ class TfLoop(BaseLoop):
             # each replica's loss is a mean over its share; Keras sums the replicas' gradients
             loss = out["loss"] / self.strategy.num_replicas_in_sync
         grads = torch_style_gradients(self.tf, self.tier.recipe, tape.gradient(loss, variables), variables,
-                                      self.strategy.num_replicas_in_sync)
+                                      self.strategy.num_replicas_in_sync, self.decayed)
         self.optimizer.apply_gradients(zip(grads, variables))
         return out
 

@@ -71,6 +71,9 @@ class LinearTask:
     def load_checkpoint(self, model: Any, path: Path) -> bool:
         return False
 
+    def decayed_parameters(self, model: Any, recipe: Any) -> None:
+        return None   # Task's default: the recipe's decay on every variable
+
     def build_model(self, variant: str) -> Any:
         keras = tensorflow().keras
         hidden = {"small": 4, "wide": 5}[variant]

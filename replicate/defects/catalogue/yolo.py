@@ -83,17 +83,31 @@ def stretch_with_uniform_box_scale(image: Any, boxes: Any, rect: tuple[float, fl
     return image, boxes
 
 
+def place_with_uniform_box_scale(image: Any, boxes: Any, placement: Any, out_hw: tuple[int, int]) -> tuple[Any, Any]:
+    """pjreddie's placement of the image (its aspect ratio jittered), with the boxes scaled by the
+    width's factor on both axes, as if the resize had kept the aspect ratio."""
+    from replicate.models.darknet.augment import place_image
+
+    canvas, moved = place_image(image, boxes, placement, out_hw)
+    scale = float(placement.nw) / image.shape[-1]
+    moved = moved.clone()
+    moved[:, 1::2] = (boxes[:, 1::2] * scale + float(placement.dy)) / out_hw[0]
+    return canvas, moved
+
+
 @register("box_scale_ignores_aspect", ("yolov3", "yolov4", "yolov3/tensorflow"), stage="data",
           type="data pipeline", description="jittered crops are stretched to the input size, their boxes scaled "
                                             "as if the aspect ratio were kept")
 def box_scale_ignores_aspect(task: Any, cfg: Any) -> None:
     """The jitter augmentation stretches each random crop to the square network input (darknet's
-    resize ignores the aspect ratio), but the boxes are mapped with one scale factor, as a
-    letterbox resize would: their heights are off by the crop's aspect change, up to 2 x jitter."""
+    resize ignores the aspect ratio; pjreddie's resizes the image to a jittered aspect ratio), but
+    the boxes are mapped with one scale factor, as a letterbox resize would: their heights are off
+    by the aspect change, up to 2 x jitter. Both darknets' hooks are replaced, whichever runs."""
 
     def stretched(dataset: Any, train: bool) -> Any:
         if train:
             dataset.resize = stretch_with_uniform_box_scale
+            dataset.place = place_with_uniform_box_scale
         return dataset
 
     after_build_dataset(task, stretched)

@@ -1,7 +1,17 @@
 """Darknet-style detection data augmentation and resizing on tensors.
 
-What AlexeyAB/darknet ``src/data.c`` load_data_detection does (YOLOv4, arXiv:2004.10934, Sec. 3.3;
-YOLO licence), re-implemented on torch tensors:
+Two darknets, two ``load_data_detection`` (``src/data.c``), chosen by ``AugmentConfig.augmentation``
+(the variant's ``arch.augmentation``). ``pjreddie`` (YOLOv3, arXiv:1804.02767; public domain / YOLO
+licence), as at the YOLOv3 release (commit e84933bf, 2018-03-25, the code its weights were trained
+with): the aspect ratio jittered by ``jitter``, the whole image resized by a scale uniform in
+[.25, 2] (the longer side against the network's) and placed at a random offset on a grey (.5)
+canvas (``place_image``: nearest pixel, cut where it leaves the canvas), colour distorted on the
+whole canvas (``random_distort_image``), flipped half of the time, boxes moved by ``correct_boxes``
+and dropped below .001 of the canvas (``fill_truth_detection``). pjreddie's later HEAD fixed the
+scale at 1 (2018-08-03) and samples bilinearly (2018-03-28); the release is what YOLOv3 trained on.
+
+``alexeyab`` (the default; YOLOv4, arXiv:2004.10934, Sec. 3.3; YOLO licence), re-implemented on
+torch tensors:
 
 * jitter: crop a box whose sides move by up to ``jitter`` x the image size in each direction
   (outside the image is grey), then stretch it to the network size (scale and aspect jitter);
@@ -20,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -29,6 +40,10 @@ from replicate.data.augment_random import AugmentationRandom
 
 GREY = 0.5            # darknet fills outside the image with .5
 MIN_BOX_PX = 2.0      # boxes thinner than this after cropping are dropped (no usable target)
+ALEXEYAB, PJREDDIE = "alexeyab", "pjreddie"   # whose load_data_detection (see the module docstring)
+AUGMENTATIONS = (ALEXEYAB, PJREDDIE)
+PJREDDIE_SCALE = (0.25, 2.0)   # pjreddie data.c at the YOLOv3 release: scale = rand_uniform(.25, 2)
+PJREDDIE_MIN_BOX = 0.001       # fill_truth_detection drops w or h below .001 of the canvas
 
 
 @dataclass
@@ -42,15 +57,17 @@ class AugmentConfig:
     flip: bool = True
     mosaic: float = 0.0          # probability of a mosaic sample
     letter_box: bool = False
+    augmentation: str = ALEXEYAB  # whose load_data_detection: ALEXEYAB or PJREDDIE
 
     @classmethod
-    def from_cfg(cls, net: dict, last_yolo: dict, overrides: Optional[dict] = None) -> "AugmentConfig":
+    def from_cfg(cls, net: dict, last_yolo: dict, overrides: Optional[dict] = None,
+                 augmentation: str = ALEXEYAB) -> "AugmentConfig":
         """From [net] (hue, saturation, exposure, flip, mosaic, letter_box) and the last [yolo]'s
         jitter (darknet reads the jitter of the network's last layer)."""
         values: dict[str, Any] = dict(jitter=float(last_yolo.get("jitter", 0.2)), hue=float(net.get("hue", 0.0)),
                       saturation=float(net.get("saturation", 1.0)), exposure=float(net.get("exposure", 1.0)),
                       flip=bool(net.get("flip", 1)), mosaic=float(bool(net.get("mosaic", 0))),
-                      letter_box=bool(net.get("letter_box", 0)))
+                      letter_box=bool(net.get("letter_box", 0)), augmentation=augmentation)
         values.update(overrides or {})
         return cls(**values)
 
@@ -100,8 +117,10 @@ def distort_colour(image: torch.Tensor, rng: _Random, cfg: AugmentConfig) -> tor
     return image.clamp(0, 1)
 
 
-def _keep_boxes(target: dict, boxes: torch.Tensor) -> dict:
-    keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PX) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PX)
+def _keep_boxes(target: dict, boxes: torch.Tensor, keep: Optional[torch.Tensor] = None) -> dict:
+    """``target`` with ``boxes``, less those ``keep`` drops (default: thinner than MIN_BOX_PX)."""
+    if keep is None:
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PX) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PX)
     out = {k: v for k, v in target.items() if k not in ("masks",)}
     out["boxes"] = boxes[keep]
     for key in ("labels", "area", "iscrowd"):
@@ -141,6 +160,99 @@ def mosaic(items: list[tuple[torch.Tensor, dict]], size: int, rng: _Random,
     return canvas, _keep_boxes(out, out["boxes"])
 
 
+@dataclass(frozen=True)
+class CanvasPlacement:
+    """pjreddie's draw: the whole image resized to ``nw`` x ``nh`` with its corner at (``dx``,
+    ``dy``) on the canvas, in float32 as darknet holds them (``place_image`` truncates each to int)."""
+
+    nw: np.float32
+    nh: np.float32
+    dx: np.float32
+    dy: np.float32
+
+
+def _rand_uniform(rng: AugmentationRandom, low: float | np.floating, high: float | np.floating) -> np.float32:
+    """darknet ``rand_uniform`` (utils.c) in float32: reversed bounds are swapped, u*(max-min)+min."""
+    low32, high32 = np.float32(low), np.float32(high)
+    if high32 < low32:
+        low32, high32 = high32, low32
+    return np.float32(rng.uniform(0.0, 1.0)) * (high32 - low32) + low32
+
+
+def draw_placement(rng: AugmentationRandom, width: int, height: int, out_hw: tuple[int, int],
+                   jitter: float) -> CanvasPlacement:
+    """pjreddie ``load_data_detection``'s geometry draws: aspect ratio, scale, offset."""
+    w, h = np.float32(out_hw[1]), np.float32(out_hw[0])
+    dw, dh = np.float32(jitter) * np.float32(width), np.float32(jitter) * np.float32(height)
+    jittered_w = np.float32(width) + _rand_uniform(rng, -dw, dw)
+    new_ar = jittered_w / (np.float32(height) + _rand_uniform(rng, -dh, dh))
+    scale = _rand_uniform(rng, *PJREDDIE_SCALE)
+    if new_ar < 1:
+        nh = scale * h
+        nw = nh * new_ar
+    else:
+        nw = scale * w
+        nh = nw / new_ar
+    return CanvasPlacement(nw, nh, _rand_uniform(rng, 0, w - nw), _rand_uniform(rng, 0, h - nh))
+
+
+def place_image(image: torch.Tensor, boxes: torch.Tensor, placement: CanvasPlacement,
+                out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """pjreddie ``place_image`` (image.c, YOLOv3 release) on a grey canvas, and the boxes (xyxy,
+    source pixels) as ``correct_boxes`` moves them, before its flip and clamp: fractions of the
+    canvas, ``left * (nw / w) - (-dx / w)``. The image lands at the truncated integer size and
+    offset (C's float-to-int arguments), each pixel the source's at ``int(x / nw_int * W)``."""
+    _, height, width = image.shape
+    nw, nh, dx, dy = (int(v) for v in (placement.nw, placement.nh, placement.dx, placement.dy))
+    cols = ((torch.arange(nw, dtype=torch.float32) / nw) * width).to(torch.long)
+    rows = ((torch.arange(nh, dtype=torch.float32) / nh) * height).to(torch.long)
+    placed = image.index_select(1, rows).index_select(2, cols)
+    canvas = image.new_full((image.shape[0], *out_hw), GREY)
+    x0, x1 = max(dx, 0), min(dx + nw, out_hw[1])
+    y0, y1 = max(dy, 0), min(dy + nh, out_hw[0])
+    if x1 > x0 and y1 > y0:   # set_pixel writes only inside the canvas
+        canvas[:, y0:y1, x0:x1] = placed[:, y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+    w, h = np.float32(out_hw[1]), np.float32(out_hw[0])
+    # float32 values as Python floats (exact): the tensor arithmetic stays float32
+    sx, sy = float(placement.nw / w), float(placement.nh / h)
+    shift_x, shift_y = float(-placement.dx / w), float(-placement.dy / h)
+    relative = boxes.to(torch.float32) / torch.tensor([width, height, width, height], dtype=torch.float32)
+    moved = torch.stack((relative[:, 0] * sx - shift_x, relative[:, 1] * sy - shift_y,
+                         relative[:, 2] * sx - shift_x, relative[:, 3] * sy - shift_y), 1)
+    return canvas, moved
+
+
+# How pjreddie's placement becomes the canvas: (image, boxes xyxy, placement, out (h, w)) ->
+# (canvas, boxes as fractions of the canvas before flip and clamp); place_image by default.
+Place = Callable[[torch.Tensor, torch.Tensor, CanvasPlacement, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]]
+
+
+def flip_and_clamp(relative: torch.Tensor, flip: bool) -> torch.Tensor:
+    """The rest of pjreddie ``correct_boxes``: left = 1 - right on a flip, then every side
+    constrained to [0, 1]."""
+    if flip:
+        relative = torch.stack((1 - relative[:, 2], relative[:, 1], 1 - relative[:, 0], relative[:, 3]), 1)
+    return relative.clamp(0, 1)
+
+
+def pjreddie_item(image: torch.Tensor, target: dict, out_hw: tuple[int, int], rng: _Random,
+                  cfg: AugmentConfig, place: Place = place_image) -> tuple[torch.Tensor, dict]:
+    """One image as pjreddie ``load_data_detection`` makes it: placed, colour on the whole canvas,
+    flipped half of the time (pjreddie has no flip switch), boxes in canvas pixels."""
+    _, height, width = image.shape
+    placement = draw_placement(rng, width, height, out_hw, cfg.jitter)
+    canvas, relative = place(image, target["boxes"], placement, out_hw)
+    canvas = distort_colour(canvas, rng, cfg)
+    flip = rng.uniform(0, 1) < 0.5
+    if flip:
+        canvas = canvas.flip(-1)
+    relative = flip_and_clamp(relative, flip)
+    sides = relative[:, 2:] - relative[:, :2]   # fill_truth_detection: w or h below .001 is no truth
+    keep = (sides >= PJREDDIE_MIN_BOX).all(1)
+    size = torch.tensor([out_hw[1], out_hw[0], out_hw[1], out_hw[0]], dtype=torch.float32)
+    return canvas, _keep_boxes(target, relative * size, keep)
+
+
 class YoloTrainSet(Dataset):
     """Training items: jittered/flipped/colour-distorted (or mosaic) images at ``size`` x ``size``.
 
@@ -151,11 +263,14 @@ class YoloTrainSet(Dataset):
         seed: Seed of the augmentation draws.
 
     Attributes:
-        resize: How a jittered crop becomes the training image (:data:`Resize`); darknet's
-            stretch by default, replaceable per dataset.
+        resize: How a jittered crop becomes the training image (:data:`Resize`, AlexeyAB's
+            augmentation); darknet's stretch by default, replaceable per dataset.
+        place: How pjreddie's placement becomes the canvas (:data:`Place`); its place_image
+            by default, replaceable per dataset.
     """
 
     resize = staticmethod(crop_resize)
+    place = staticmethod(place_image)
 
     def __init__(self, base: Any, size: int, cfg: AugmentConfig, seed: int):
         self.base, self.size, self.cfg, self.rng = base, size, cfg, _Random(seed)
@@ -172,6 +287,8 @@ class YoloTrainSet(Dataset):
             others = [self.rng.index(len(self.base)) for _ in range(3)]
             return mosaic([self.base[i] for i in [index, *others]], self.size, self.rng, self.cfg, self.resize)
         image, target = self.base[index]
+        if self.cfg.augmentation == PJREDDIE:
+            return pjreddie_item(image, target, (self.size, self.size), self.rng, self.cfg, self.place)
         return jitter_item(image, target, (self.size, self.size), self.rng, self.cfg, self.resize)
 
 

@@ -7,12 +7,15 @@ Variants name a cfg in their ``arch``: ``cfg`` (file name, searched in $ZOO_DARK
 among the cfgs the package carries, replicate/models/darknet/cfg/; validation refuses a name found nowhere,
 replicate/config/validate.py), ``classes`` (fixed count; default: the dataset's),
 ``width_multiple`` (filters x this, for CPU-sized variants), ``scale_anchors``
-(rescale the cfg's anchors to the tier's input size), ``bn_momentum`` (default darknet's 0.01)
-and ``objectness_prior`` (initial objectness probability; default: darknet's plain init).
+(rescale the cfg's anchors to the tier's input size), ``bn_momentum`` (default darknet's 0.01),
+``objectness_prior`` (initial objectness probability; default: darknet's plain init) and
+``augmentation`` (whose darknet's load_data_detection trains it: ``alexeyab``, the default, or
+``pjreddie``; replicate/models/darknet/augment.py).
 """
 
 from __future__ import annotations
 
+import abc
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -20,8 +23,16 @@ from typing import Any, Optional
 
 import torch
 
+from replicate.config.schema import Optimizer
 from replicate.errors import ConfigError, DataError
-from replicate.models.darknet.augment import AugmentConfig, ResizeForEval, YoloTrainSet
+from replicate.models.darknet.augment import (
+    ALEXEYAB,
+    AUGMENTATIONS,
+    PJREDDIE,
+    AugmentConfig,
+    ResizeForEval,
+    YoloTrainSet,
+)
 from replicate.models.darknet.cfg_parser import DarknetGraph, parse_cfg, resolve_cfg
 from replicate.models.darknet.weights import WeightsInfo
 from replicate.models.task import Task, TaskContext
@@ -29,7 +40,7 @@ from replicate.models.yolo import omz_protocol as omz
 from replicate.models.yolo.omz_protocol import OmzResize
 from replicate.weights_file import checked_tier_file
 
-ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior")
+ARCH_KEYS = ("cfg", "classes", "width_multiple", "scale_anchors", "bn_momentum", "objectness_prior", "augmentation")
 AUGMENT_KEYS = ("jitter", "hue", "saturation", "exposure", "flip", "mosaic", "letter_box")
 
 
@@ -96,12 +107,20 @@ class DarknetYoloPipeline:
                                        "a trunk file (darknet partial) fills the first ones only")
 
     def augment_config(self) -> AugmentConfig:
-        """Augmentation from the cfg's [net] and last [yolo]; recipe.extra may override a key."""
+        """Augmentation from the cfg's [net] and last [yolo], done as the variant's
+        ``arch.augmentation`` darknet does it; recipe.extra may override a strength."""
         graph = self.graph(self.ctx.variant)
         recipe = self.ctx.tier_cfg.get("recipe")
         extra = dict(recipe.extra) if recipe is not None and recipe.get("extra") else {}
         overrides = {k: extra[k] for k in AUGMENT_KEYS if k in extra}
-        return AugmentConfig.from_cfg(graph.net, graph.yolo_layers[-1].options, overrides)
+        key = f"model.variants.{self.ctx.variant}.arch.augmentation"
+        augmentation = str(self.arch(self.ctx.variant).get("augmentation", ALEXEYAB))
+        if augmentation not in AUGMENTATIONS:
+            raise ConfigError(key, f"{augmentation!r} is not one of {', '.join(AUGMENTATIONS)}")
+        config = AugmentConfig.from_cfg(graph.net, graph.yolo_layers[-1].options, overrides, augmentation)
+        if config.augmentation == PJREDDIE and config.mosaic > 0:
+            raise ConfigError(key, "pjreddie's load_data_detection has no mosaic; the cfg asks for one")
+        return config
 
     @property
     def omz_protocol(self) -> bool:
@@ -182,12 +201,26 @@ class DarknetYoloPipeline:
 
 class YoloPipelineTask(Task):
     """What the PyTorch and TensorFlow YOLO builds share: the composed pipeline (datasets,
-    category ids, evaluator) and the torch-vs-TensorFlow differential check. Each build adds its
-    model, batches and steps."""
+    category ids, evaluator), darknet's weight-decay rule and the torch-vs-TensorFlow
+    differential check. Each build adds its model, batches and steps."""
 
     def __init__(self, ctx: TaskContext):
         super().__init__(ctx)
         self.pipeline = DarknetYoloPipeline(ctx)
+
+    @abc.abstractmethod
+    def conv_kernels(self, model: Any) -> list:
+        """The kernel of every [convolutional] layer of ``model``, in this build's framework."""
+
+    def decayed_parameters(self, model: Any, recipe: Any) -> Optional[list]:
+        """Darknet's rule, the same in pjreddie's and AlexeyAB's: with SGD, ``decay`` applies to
+        the weights of [convolutional] layers only, not to their biases or batch-norm scales
+        (``update_convolutional_layer``, CPU and GPU; ``update_connected_layer`` likewise, a
+        layer no detection build here has). Darknet's Adam (``adam_update_gpu``) decays the
+        biases and scales too: every parameter."""
+        if recipe.optimizer != Optimizer.SGD:
+            return None
+        return self.conv_kernels(model)
 
     @property
     def category_ids(self) -> Optional[list[int]]:

@@ -57,6 +57,9 @@ class YoloTfTask(YoloPipelineTask):
     def parameter_groups(self, model: Any) -> Any:
         return model.trainable_variables
 
+    def conv_kernels(self, model: Any) -> list:
+        return [block.conv.kernel for _, block in model.conv_blocks()]
+
     def load_checkpoint(self, model: Any, path: Path) -> bool:
         """Load a Darknet ``.weights`` file (strict); other files are left to the loop."""
         if Path(path).suffix != ".weights":

@@ -75,6 +75,9 @@ class DarknetYoloTask(YoloPipelineTask):
     def graph(self, variant: str) -> DarknetGraph:
         return self.pipeline.graph(variant)
 
+    def conv_kernels(self, model: YoloDetector) -> list:
+        return [block.conv.weight for _, block in model.net.conv_blocks()]
+
     # ---------------------------------------------------------------- model
     def build_model(self, variant: str) -> YoloDetector:
         arch, graph = self.pipeline.arch(variant), self.pipeline.graph(variant)
