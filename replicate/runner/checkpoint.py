@@ -111,15 +111,16 @@ def load_state_file(model: torch.nn.Module, path: Path) -> None:
         raise DataError(str(path), "holds no state dict of tensors")
     # DataParallel-trained files prefix every key with "module."
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    mismatch = first_mismatch(model.state_dict(), state)
-    if mismatch is not None:
-        raise DataError(str(path), f"does not fit the model: {mismatch}")
+    # The model's own loader decides what fits (torchvision's FrozenBatchNorm2d drops the
+    # released files' num_batches_tracked, which its state_dict lacks); on a misfit the message
+    # names the first mismatching key, else torch's own lines.
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         # torch lists the missing and unexpected keys on the lines after its header: one line here
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)
-        raise DataError(str(path), f"does not fit the model: {detail[:300]}") from None
+        mismatch = first_mismatch(model.state_dict(), state)
+        raise DataError(str(path), f"does not fit the model: {mismatch or detail[:300]}") from None
 
 
 def first_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
@@ -128,7 +129,9 @@ def first_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Ten
     problems = [f"key {k!r}: shape {list(state[k].shape)} in the file, {list(v.shape)} in the model"
                 if k in state else f"key {k!r} is missing from the file"
                 for k, v in expected.items() if k not in state or state[k].shape != v.shape]
-    problems += [f"key {k!r} is not in the model" for k in state if k not in expected]
+    # a module's loader may drop a counter its state_dict lacks (FrozenBatchNorm2d): not a misfit
+    problems += [f"key {k!r} is not in the model" for k in state
+                 if k not in expected and not k.endswith("num_batches_tracked")]
     if not problems:
         return None
     return problems[0] + (f" (and {len(problems) - 1} more mismatching keys)" if len(problems) > 1 else "")
