@@ -103,6 +103,7 @@ def test_the_gan_steps_both_optimizers_through_the_scaler_as_the_amp_recipe(init
 def test_an_enabled_scaler_without_overflow_steps_exactly_as_fp32(results_dir, shapes_root, tiny):
     """Scaling by a power of two and unscaling is exact: amp's scaler alone changes no update."""
     plain = _pix2pix(results_dir, shapes_root, tiny)
+    (results_dir / "scaled").mkdir(parents=True)   # results_dir is created only inside an existing folder
     scaled = _pix2pix(results_dir / "scaled", shapes_root, tiny)
     scaled.model.load_state_dict(plain.model.state_dict())
     scaled.mixed = MixedPrecision(None, torch.amp.GradScaler("cpu", init_scale=2.0**12))
