@@ -60,6 +60,9 @@ def test_a_reader_that_fails_fails_the_benchmark():
     assert _timed("history", lambda: 0) >= 0
 
 
+# A timing ratio, however wide its margin, belongs outside the default run on a shared machine
+# (`make test-slow`): the README's test command must stay green on a loaded 2-core VM.
+@pytest.mark.slow
 def test_the_harness_overhead_is_a_ratio_of_both_loops_and_sees_an_injected_overhead():
     """Each run in a process of its own; a harness made to busy-wait three times as long as its
     step (300% overhead, 4x ideally) must show well above 1x, so the figure cannot pass whatever
@@ -197,6 +200,9 @@ def test_the_other_reference_loops_detect_on_every_image_in_coco_ids(model, tmp_
         assert all(r["bbox"][2] >= 0 and r["bbox"][3] >= 0 for r in results)
 
 
+# A timing ratio, however wide its margin, belongs outside the default run on a shared machine
+# (`make test-slow`): the README's test command must stay green on a loaded 2-core VM.
+@pytest.mark.slow
 def test_the_eval_throughput_sees_an_injected_overhead(tmp_path):
     """A harness made to busy-wait three times as long as each batch takes (300% overhead, 0.25x
     ideally) must read well below 1x: the figure cannot pass whatever the harness costs. At 100%
