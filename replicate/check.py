@@ -56,6 +56,10 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
                f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")
     spec = resolve_job(cfg, None).spec
     check_input_size(cfg, spec.framework, spec.variant)   # before a model is built at that size
+    from replicate.runner.numeric_threads import apply_job_threads
+    from replicate.scheduling.resources import job_threads
+
+    apply_job_threads(job_threads(cfg))   # the thread pools the job will run on
     task = build_task(spec, cfg)   # the registered implementation of the job's framework
     framework = spec.framework
     _check_param_count(task, cfg, report)

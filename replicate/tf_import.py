@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from replicate.errors import ConfigError
+from replicate.errors import ConfigError, ResourceUnavailable
 
 INSTALL_HINT = "pip install -e '.[tensorflow]' (tensorflow-cpu 2.21)"
 
@@ -19,12 +19,15 @@ def tensorflow(num_threads: Optional[int] = None) -> Any:
     """The ``tensorflow`` module, imported on first use with a bounded thread pool.
 
     Args:
-        num_threads: intra-op threads (default: $OMP_NUM_THREADS, else 2). TF's default pool is
-            one thread per core for intra- *and* inter-op work; on a shared 2-core machine running
-            torch in the same process that oversubscribes the cores.
+        num_threads: intra-op threads (default: $OMP_NUM_THREADS, which a job sets from its plan,
+            else 1, the smoke tier's count). TF's own default pool is one thread per core for
+            intra- *and* inter-op work; on a shared 2-core machine running torch in the same
+            process that oversubscribes the cores.
 
     Raises:
         ConfigError: TensorFlow is not installed (key ``framework``).
+        ResourceUnavailable: ``num_threads`` was asked for and TensorFlow already runs in this
+            process with another count.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ info lines would bury the progress output
     _load_triton_first()
@@ -32,12 +35,20 @@ def tensorflow(num_threads: Optional[int] = None) -> Any:
         import tensorflow as tf
     except ImportError:
         raise ConfigError("framework", f"tensorflow is not installed; {INSTALL_HINT}") from None
-    threads = num_threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 2
+    threads = num_threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 1
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
-        pass  # the runtime is already initialised: its pools are fixed for this process
+        # The runtime is already initialised: its pools are fixed for this process. A caller that
+        # asks for a count (a job, from its plan) must get it, or its numbers silently change.
+        held = tf.config.threading.get_intra_op_parallelism_threads()
+        if num_threads and held != num_threads:
+            raise ResourceUnavailable(
+                f"TensorFlow already runs in this process with {held} intra-op thread(s) and the job's "
+                f"plan asks for {num_threads} (its pools cannot change once it has run): run TensorFlow "
+                f"jobs of different num_threads under Ray (scheduler=local), where each gets its own "
+                f"process") from None
     return tf
 
 

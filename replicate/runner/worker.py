@@ -120,10 +120,11 @@ def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num
                 (directory / name).unlink(missing_ok=True)
         ckpt.write_json(directory / "worker.json", {"pid": os.getpid(), "started": time.time()})
         attempts.begin(directory)
-        import torch
+        from replicate.runner.numeric_threads import apply_job_threads
+        from replicate.scheduling.resources import job_threads
 
-        if num_threads:
-            torch.set_num_threads(int(num_threads))
+        num_threads = num_threads or job_threads(cfg)   # the plan's count, whoever calls
+        result.environment.update(apply_job_threads(num_threads))
         set_determinism(bool(cfg.tier.get("deterministic")))
         ctx.device = pick_device(cfg.device, cfg.hardware, ctx.world_size)
         result = build_loop(spec, cfg, ctx, result, num_threads).run()

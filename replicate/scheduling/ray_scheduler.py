@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 from replicate.errors import ResourceUnavailable
 from replicate.jobs import Failure, JobResult
 from replicate.resolved import ResolvedJob
+from replicate.runner.numeric_threads import PROCESS_WIDE_POOLS
 from replicate.scheduling import OnResult
 from replicate.scheduling.deadlines import Deadline
 from replicate.scheduling.resources import check_fits, job_threads, task_options
@@ -177,9 +178,10 @@ class RayScheduler:
             groups = ThreadPoolExecutor(max_workers=max(1, sum(j.workers > 1 for j in jobs)))
             running = {groups.submit(run_resolved, job, progress=False, num_threads=job_threads(job.cfg)): job
                        for job in jobs if job.workers > 1}
-            remote = ray.remote(execute_on_worker)
+            shared, own_process = ray.remote(execute_on_worker), ray.remote(max_calls=1)(execute_on_worker)
             pending: dict[Any, Pending] = {}
             for job in [j for j in jobs if j.workers == 1]:
+                remote = own_process if job.spec.framework in PROCESS_WIDE_POOLS else shared
                 ref = remote.options(**task_options(job.cfg), max_retries=self.max_retries, retry_exceptions=False,
                                      name=job.job_id).remote(job.to_wire(), job_threads(job.cfg))
                 deadline = (deadlines or {}).get(job.job_id) or Deadline(self.job_timeout_s, "scheduler.job_timeout_s")
