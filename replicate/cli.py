@@ -94,8 +94,8 @@ def _main(argv: Sequence[str] | None) -> int:
         # A library may catch the Terminated our handler raised and raise a plain KeyboardInterrupt
         # of its own (Ray's wait does): the flag still says which signal it was.
         if isinstance(exc, Terminated) or _TERMINATED.is_set():
-            print("terminated (SIGTERM): finished jobs are in the store and running ones checkpointed; re-run the "
-                  "same suite id to resume", file=sys.stderr)
+            print("terminated (SIGTERM): finished jobs are in the store, running ones stopped at a checkpointed "
+                  "step; re-run the same suite id to resume", file=sys.stderr)
             return 143
         print("interrupted: finished jobs are in the store; re-run the same suite id to resume", file=sys.stderr)
         return 130

@@ -24,6 +24,7 @@ from replicate.runner import checkpoint as ckpt
 
 ATTEMPTS = "attempts.json"
 FINISHED = "finished"   # the cause of an attempt that ran to its end
+STOPPED = "stopped by signal"   # closed by itself on SIGTERM/Ctrl-C: not lost, nothing to bill as dead
 
 
 def read(job_dir: Path) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from replicate.runner import attempts
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.optim import scaled_lr, total_steps
 from replicate.runner.schedule_check import RecipeSchedule, check_step
+from replicate.runner.stop_request import StopRequest, deferred_stops
 from replicate.verdict import EarlyCheck, early_loss, weight_drift
 from replicate.weights_file import verify, weights_for
 
@@ -52,6 +53,7 @@ class RunContext:
     # calibration replay of a recorded draw's first quarter (replicate calibrate --early-only).
     stop_at_early: bool = False
     stage: str = "environment"              # where the loop is; read by the failure classifier
+    stopped_by: str = ""                    # the signal that stopped training at a checkpointed step
     # Data parallelism (replicate/runner/data_parallel.py): this worker's rank among world_size;
     # 1 worker runs the single-process path unchanged.
     rank: int = 0
@@ -184,16 +186,23 @@ class BaseLoop(abc.ABC):
             bar.close()
             return
         try:
-            self._train_steps(recipe, early_step, data, bar)
+            with deferred_stops() as stop:
+                self._train_steps(recipe, early_step, data, bar, stop)
         finally:   # also on Ctrl-C/SIGTERM: the bar's last state is not redrawn at exit
             bar.close()
 
-    def _train_steps(self, recipe: Any, early_step: int, data: Iterator[Any], bar: tqdm) -> None:
+    def _train_steps(self, recipe: Any, early_step: int, data: Iterator[Any], bar: tqdm, stop: StopRequest) -> None:
         tick = time.perf_counter()
         while self.step < self.steps:
             values = self.train_step(next(data))
             self.step += 1
             bar.update(1)
+            if stop.requested:   # SIGTERM/Ctrl-C during the step: keep it, then stop
+                self.train_s += time.perf_counter() - tick
+                ckpt.save(self.ctx.checkpoint_dir, self.state())
+                self.result.steps_done, self.result.times.train_s = self.step, self.train_s
+                self.ctx.stopped_by = stop.name
+                raise stop.exception()
             # train_s counts training only: the clock stops for logging, checkpoints and evaluations
             if self.step % recipe.log_every == 0 or self.step == self.steps:
                 self.train_s, tick = self.train_s + time.perf_counter() - tick, time.perf_counter()

@@ -3,6 +3,7 @@ failure is classified and returned in the JobResult, so one broken model never s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -128,6 +129,9 @@ def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num
         set_determinism(bool(cfg.tier.get("deterministic")))
         ctx.device = pick_device(cfg.device, cfg.hardware, ctx.world_size)
         result = build_loop(spec, cfg, ctx, result, num_threads).run()
+    except KeyboardInterrupt:   # SIGTERM/Ctrl-C: the job stops unfinished; its record says how
+        _close_stopped(directory, ctx, result)
+        raise
     except Exception as exc:  # noqa: BLE001 - every model failure becomes a classified result
         result.failure = classify(exc, ctx.stage)
         result.infra = result.infra or result.failure.stage == "infrastructure"  # INFRA, not ERROR
@@ -143,6 +147,18 @@ def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num
         except Exception as exc:  # noqa: BLE001 - the result stands; only the marker is missing
             result.environment["done_marker"] = str(exc)
     return result
+
+
+def _close_stopped(directory: Path, ctx: Any, result: JobResult) -> None:
+    """Close the attempt a signal stopped: at the step it checkpointed when the loop stopped at a
+    step boundary (the resume starts there), else (a signal outside training, or a second one)
+    at its last heartbeat, with nothing promised."""
+    if ctx.stopped_by:
+        cause = f"{attempts.STOPPED}: {ctx.stopped_by} at step {result.steps_done}, checkpointed there"
+    else:
+        cause = f"{attempts.STOPPED} during {ctx.stage}: resumes from its last checkpoint"
+    with contextlib.suppress(StorageError):   # an unwritable volume: the next attempt closes it as lost
+        attempts.finish(directory, result.steps_done, result.times.train_s, cause)
 
 
 def _close_attempt(directory: Path, result: JobResult) -> None:

@@ -186,7 +186,11 @@ class RayScheduler:
                                      name=job.job_id).remote(job.to_wire(), job_threads(job.cfg))
                 deadline = (deadlines or {}).get(job.job_id) or Deadline(self.job_timeout_s, "scheduler.job_timeout_s")
                 pending[ref] = Pending(job, submitted=time.time(), deadline=deadline)
-            self.collect(pending, on_result, running)
+            try:
+                self.collect(pending, on_result, running)
+            except KeyboardInterrupt:   # SIGTERM/Ctrl-C of the driver: the workers stop cleanly first
+                stop_running(list(pending))
+                raise
             groups.shutdown()
         finally:
             if started:
@@ -244,6 +248,25 @@ class RayScheduler:
         except rex.RayTaskError as exc:  # run_job never raises for model failures: a harness defect
             return with_attempts(job, JobResult(job_id=job.job_id, failure=Failure("environment", "crash",
                                                                                    _short(exc))))
+
+
+# How long a stopped driver waits for its running jobs to checkpoint their step and stop; a job
+# whose step takes longer is killed with the cluster and resumes from its previous checkpoint.
+# Kubernetes' default grace period after SIGTERM is 30 s.
+STOP_GRACE_S = 20.0
+
+
+def stop_running(refs: list[Any]) -> None:
+    """Ask every running job to stop at its next step boundary (Ray's cancel without force raises
+    SIGINT's handler in the worker: replicate/runner/stop_request.py) and wait for them a while."""
+    import ray
+
+    for ref in refs:
+        with contextlib.suppress(Exception):   # finished meanwhile, or already gone
+            ray.cancel(ref, force=False)
+    if refs:
+        with contextlib.suppress(Exception):
+            ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
 
 
 def with_attempts(job: ResolvedJob, result: JobResult) -> JobResult:
