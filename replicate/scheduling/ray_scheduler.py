@@ -110,6 +110,18 @@ def _check_reachable(address: str) -> None:
                                   f"({reason}, {CONNECT_TIMEOUT_S:.0f} s timeout)") from None
 
 
+class _DefaultTokenNotice(logging.Filter):
+    """Drops Ray's notice that a cluster it starts has token authentication on by default: said at
+    every local start, it came before a bad input's one error line. The notice that a cluster runs
+    *without* authentication is security news and stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled for this Ray cluster")
+
+
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DefaultTokenNotice())
+
+
 class RayScheduler:
     """Runs resolved jobs as Ray tasks with resources from their hardware profiles."""
 

@@ -169,3 +169,16 @@ def test_a_stale_worker_record_is_not_taken_for_the_start(tmp_path):
     record.write_text(json.dumps({"pid": 1, "started": entry.submitted + 2.5}))
     entry.look_for_start()
     assert entry.queue_s == pytest.approx(2.5)
+
+
+def test_a_bad_input_that_reaches_a_fresh_local_ray_is_said_in_exactly_one_line(results_dir):
+    """No Ray notice before the error line (the default token-authentication notice was one)."""
+    import subprocess
+    import sys
+
+    results_dir.mkdir()
+    done = subprocess.run([sys.executable, "-m", "replicate.cli", "run", "model=faster_rcnn", "hardware=h100x1",
+                           f"results_dir={results_dir}", *NO_VERDICT], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
