@@ -89,14 +89,11 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
 def _check_checkpoint(task: Any, model: Any, path: Path, framework: str, report: CheckReport) -> None:
     """``checkpoint=``: the file loads into this model (a format the task knows, else the loop's)."""
     from replicate.errors import DataError
+    from replicate.runner.worker import loop_class
 
     try:
         if not task.load_checkpoint(model, path):
-            if framework != "torch":
-                raise DataError(str(path), "not a weights format the TensorFlow build reads here")
-            from replicate.runner.checkpoint import load_state_file
-
-            load_state_file(model, path)
+            loop_class(framework).load_state_into(model, path)
     except DataError as exc:
         report.add("checkpoint", False, str(exc)[:300])
         return

@@ -5,8 +5,8 @@ line naming it, never an ERROR row in the store.
   (:meth:`~replicate.models.task.Task.input_size_multiple`: the network's total downsampling);
   another size would fail mid-run on a tensor size mismatch. A ConfigError naming the key.
 * A ``checkpoint=`` file loads into the job's model as the job loads it (the Task's own format,
-  else the torch loop's state dict, read as data only): the model is built on the CPU, nothing
-  runs through it. A DataError naming the file and the first key that does not fit.
+  else the job's loop's own, read as data only): the model is built on the CPU, nothing runs
+  through it. A DataError naming the file and the first key that does not fit.
 """
 
 from __future__ import annotations
@@ -40,17 +40,17 @@ def check_input_sizes(jobs: Sequence[ResolvedJob]) -> None:
 
 
 def check_checkpoints(jobs: Sequence[ResolvedJob]) -> None:
-    """Each distinct (model build, ``checkpoint=`` file) once: the file loads into the model.
-
-    Only the torch loop's state dicts and the Tasks' own formats are checked here; a TensorFlow
-    job's file is still checked where the job loads it.
-    """
-    from replicate.runner.checkpoint import load_state_file
-    from replicate.runner.worker import build_task
+    """Each distinct (model build, ``checkpoint=`` file) once: the file loads into the model, in
+    the Task's own format or else the job's loop's (torch state dict, TensorFlow-loop checkpoint).
+    A TensorFlow model is built with the job's thread pools (replicate/runner/numeric_threads.py):
+    TensorFlow fixes them in this process the first time it runs."""
+    from replicate.runner.numeric_threads import apply_job_threads
+    from replicate.runner.worker import build_task, loop_class
+    from replicate.scheduling.resources import job_threads
 
     seen: set[tuple[str, str, str, int, str]] = set()
     for job in jobs:
-        if not job.cfg.checkpoint or job.spec.framework != "torch":
+        if not job.cfg.checkpoint:
             continue
         path = Path(str(job.cfg.checkpoint)).expanduser()
         build = (job.spec.model, job.spec.framework, job.spec.variant,
@@ -58,7 +58,8 @@ def check_checkpoints(jobs: Sequence[ResolvedJob]) -> None:
         if build in seen:
             continue
         seen.add(build)
+        apply_job_threads(job_threads(job.cfg))
         task = build_task(job.spec, job.cfg)
         model = task.build_model(job.spec.variant)
         if not task.load_checkpoint(model, path):
-            load_state_file(model, path)
+            loop_class(job.spec.framework).load_state_into(model, path)

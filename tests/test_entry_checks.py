@@ -118,3 +118,40 @@ def test_input_size_off_the_stride_exits_2_naming_the_key(command, common, capsy
 def test_each_model_declares_its_input_size_multiple(model, variant, multiple):
     cfg = compose_config([f"model={model}"])
     assert get_task_class(model).input_size_multiple(cfg.model, variant) == multiple
+
+
+TF = ["model=yolov3", "framework=tensorflow"]
+
+
+def _tf_loop_checkpoint(folder: Path, common: list[str], wrong_shape: bool) -> Path:
+    """A TensorFlow-loop checkpoint of the job's own model (one array of another shape if asked),
+    in the loop's layout: ``latest.pt`` with the step and the model's arrays in order."""
+    cfg = compose_config([*TF, *common])
+    spec = resolve_job(cfg, None).spec
+    arrays = [torch.from_numpy(w.numpy()) for w in build_task(spec, cfg).build_model(spec.variant).weights]
+    if wrong_shape:
+        arrays[0] = torch.zeros(1, 1, 1, 1)
+    folder.mkdir()
+    torch.save({"step": 4, "tf_model": arrays}, folder / "latest.pt")
+    return folder / "latest.pt"
+
+
+@pytest.mark.parametrize("make, named", [
+    (lambda folder, common: _text(folder / "latest.pt", {}), "not a readable checkpoint"),
+    (lambda folder, common: _wrong_keys(folder / "torch.pt", {}), "not a TensorFlow-loop checkpoint"),
+    (lambda folder, common: _tf_loop_checkpoint(folder / "other", common, wrong_shape=True),
+     "the checkpoint's array (1, 1, 1, 1)"),
+])
+def test_a_tensorflow_job_s_bad_checkpoint_exits_2_naming_the_file(make, named, common, tmp_path, capsys):
+    path = make(tmp_path, common)
+    assert main(["run", *TF, f"checkpoint={path}", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and named in err, err
+    assert _job_rows(common, capsys) == []
+
+
+def test_a_tensorflow_job_s_own_loop_checkpoint_is_accepted(common, tmp_path, capsys):
+    path = _tf_loop_checkpoint(tmp_path / "own", common, wrong_shape=False)
+    main(["run", *TF, f"checkpoint={path}", "--json", *common])
+    (job,) = json.loads(capsys.readouterr().out)["jobs"]
+    assert job["failure_stage"] is None and job["environment"]["weights"]["path"] == str(path)

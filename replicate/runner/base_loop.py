@@ -131,9 +131,12 @@ class BaseLoop(abc.ABC):
     def predict_batch(self, batch: Any) -> list[dict]:
         """The task's predictions of one batch, on the host, for the evaluator."""
 
+    @staticmethod
     @abc.abstractmethod
-    def load_loop_checkpoint(self, path: Path) -> None:
-        """Load weights from a file in this framework's own format (``load_weights`` tried the task's)."""
+    def load_state_into(model: Any, path: Path) -> None:
+        """Load weights from a file in this framework's own format into ``model`` (``load_weights``
+        tried the task's first); a DataError naming the file when it does not fit. Static: the
+        entry check (replicate/entry_checks.py) loads a ``checkpoint=`` file before any job runs."""
 
     def enter_training(self) -> None:
         """Called when training (re)starts; a framework with train/eval modes switches here."""
@@ -152,7 +155,7 @@ class BaseLoop(abc.ABC):
     def load_weights(self, path: Path) -> None:
         """A weights file in a format the task knows (e.g. Darknet .weights), else this loop's own."""
         if not self.task.load_checkpoint(self.model, path):
-            self.load_loop_checkpoint(path)
+            self.load_state_into(self.model, path)
 
     # ------------------------------------------------------------------ train
     def build_train_set(self) -> None:

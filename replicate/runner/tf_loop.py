@@ -117,11 +117,12 @@ class TfLoop(BaseLoop):
             self.model = self.task.build_model(self.task.ctx.variant)
         self.load_job_weights()
 
-    def load_loop_checkpoint(self, path: Path) -> None:
+    @staticmethod
+    def load_state_into(model: Any, path: Path) -> None:
         state = ckpt.load_latest(path.parent) if path.name == ckpt.LATEST else None
         if state is None or "tf_model" not in state:
             raise DataError(str(path), "not a TensorFlow-loop checkpoint or a Darknet .weights file")
-        self._assign(self.model.weights, state["tf_model"], path)
+        TfLoop._assign(model.weights, state["tf_model"], path)
 
     @staticmethod
     def _assign(variables: list, values: list, source: Path) -> None:

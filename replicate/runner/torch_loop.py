@@ -79,8 +79,9 @@ class TorchLoop(BaseLoop):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.load_job_weights()
 
-    def load_loop_checkpoint(self, path: Path) -> None:
-        ckpt.load_state_file(self.model, path)
+    @staticmethod
+    def load_state_into(model: Any, path: Path) -> None:
+        ckpt.load_state_file(model, path)
 
     def loader(self, dataset: Any, batch_size: int = 1, batches: Optional[list[list[int]]] = None,
                mid_epoch: bool = False) -> DataLoader:

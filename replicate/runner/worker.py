@@ -7,7 +7,7 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replicate.errors import ResourceUnavailable, StorageError
 from replicate.jobs import Failure, JobResult, JobSpec
@@ -15,6 +15,9 @@ from replicate.paths import path_component
 from replicate.resolved import ResolvedJob
 from replicate.runner import attempts
 from replicate.runner import checkpoint as ckpt
+
+if TYPE_CHECKING:   # the loops import torch or TensorFlow: only a job's own framework is imported
+    from replicate.runner.base_loop import BaseLoop
 
 
 def checkpoint_dir(cfg: Any, job_id: str) -> Path:
@@ -181,7 +184,7 @@ LOOPS = {"torch": ("replicate.runner.torch_loop", "TorchLoop"),
          "tensorflow": ("replicate.runner.tf_loop", "TfLoop")}
 
 
-def loop_class(framework: str) -> type:
+def loop_class(framework: str) -> type[BaseLoop]:
     """The BaseLoop subclass that runs ``framework``'s steps."""
     import importlib
 
@@ -191,7 +194,8 @@ def loop_class(framework: str) -> type:
 
 def build_loop(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, num_threads: int | None = None) -> Any:
     """The job's Task in its framework's loop."""
-    return loop_class(spec.framework)(build_task(spec, cfg), cfg, ctx, result, num_threads)
+    loop: Any = loop_class(spec.framework)   # each loop's constructor also takes the job's threads
+    return loop(build_task(spec, cfg), cfg, ctx, result, num_threads)
 
 
 def build_task(spec: JobSpec, cfg: Any) -> Any:
