@@ -40,6 +40,7 @@ def test_a_year_of_history_is_written_through_the_record_path_and_read_by_every_
     assert all(r.value > 0 for r in ratios)
 
 
+@pytest.mark.slow   # the same year on SQLite stays in the default run
 def test_the_year_of_history_runs_on_postgresql(postgres, tmp_path):
     """Every reader through the CLI on a PostgreSQL URL (its = ? & survive the override)."""
     from benchmarks.year_of_history import measure_store
@@ -116,6 +117,7 @@ def test_the_coco_benchmark_compares_both_evaluators_on_the_same_files():
     assert ratios["speed vs pycocotools"].value > 0 and ratios["peak memory vs pycocotools"].value > 0
 
 
+@pytest.mark.slow   # a minute of jobs run twice
 def test_the_scheduling_benchmark_times_the_same_jobs_both_ways(tiny):
     """In a process of its own: it starts and stops local Rays, which must not touch this session's."""
     import subprocess

@@ -20,7 +20,9 @@ CASES = {   # model: (torchvision builder, released file, claimed box AP, metric
 }
 
 
-@pytest.mark.parametrize("model", sorted(CASES))
+# faster_rcnn by default; mask_rcnn and retinanet (25 s together) in the slow run
+@pytest.mark.parametrize("model", [m if m == "faster_rcnn" else pytest.param(m, marks=pytest.mark.slow)
+                                   for m in sorted(CASES)])
 def test_a_torchvision_eval_tier_runs_end_to_end_on_a_coco_layout(model, tmp_path, monkeypatch):
     import torchvision.models.detection as detection
 

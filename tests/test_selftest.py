@@ -112,6 +112,7 @@ def test_the_preflight_check_builds_the_task_with_the_defect(results_dir, shapes
     assert clean.ok and set(failed) == {"gradients"} and "box_predictor.bbox_pred" in failed["gradients"]
 
 
+@pytest.mark.slow   # minutes of jobs; the default run tests each part (catalogue, marking, preflight) on its own
 def test_selftest_of_two_defects_and_their_clean_control_end_to_end(results_dir, ray_local, capsys):
     """The real smoke tier: yolov4 with its learning rate 10x (flagged) and with
     class indices reported as COCO category ids (the evaluator refuses them), and the clean job."""

@@ -33,9 +33,12 @@ def _checkpointed_step(results_dir: Path) -> int:
 
 
 # local: a Ray cluster started by the driver; postgresql: the store on a real server (tests/conftest.py)
+# Ctrl-C's and PostgreSQL's cases (30 s each) in the slow run; Ctrl-C's path differs only in the
+# exception raised (tests/runner/test_stop_request.py)
 @pytest.mark.parametrize("scheduler, database, signum, code", [
     ("inline", "sqlite", signal.SIGTERM, 143), ("local", "sqlite", signal.SIGTERM, 143),
-    ("inline", "postgresql", signal.SIGTERM, 143), ("inline", "sqlite", signal.SIGINT, 130)])
+    pytest.param("inline", "sqlite", signal.SIGINT, 130, marks=pytest.mark.slow),
+    pytest.param("inline", "postgresql", signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_a_signal_stops_a_suite_cleanly_at_a_checkpointed_step_and_the_job_resumes_there(
         scheduler, database, signum, code, results_dir, shapes_root, tiny, request):
     url = request.getfixturevalue("pg_url") if database == "postgresql" else f"sqlite:///{results_dir / 'zoo.db'}"
@@ -76,7 +79,7 @@ def test_a_signal_stops_a_suite_cleanly_at_a_checkpointed_step_and_the_job_resum
     assert row["lost_s"] < 1.0   # the stopped attempt's training all counts: only the restart's setup is lost
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def test_a_driver_killed_outright_loses_nothing_and_the_rerun_resumes_its_job(database, results_dir, shapes_root,
                                                                               tiny, request):
     """SIGKILL (an evicted pod, the OOM killer): no handler runs. The store keeps no half row, the

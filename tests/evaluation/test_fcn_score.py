@@ -184,6 +184,7 @@ def assert_scored_and_uncalibrated(row: dict, segmenter: Path) -> None:
     assert len(row["environment"]["instrument"]["sha256"]) == 64
 
 
+@pytest.mark.slow   # the segmenter's score is tested against the reference's restatement in the default run
 def test_the_full_tier_runs_end_to_end_with_the_labs_segmenter(tmp_path, monkeypatch):
     """Two training steps of the full U-Net, then the FCN-score of every val frame by the protocol,
     with a random segmenter in the lab's format (the alternative to the authors' FCN-8s):

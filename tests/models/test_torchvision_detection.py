@@ -30,7 +30,9 @@ def test_the_eval_tier_resizes_and_normalises_as_torchvision(model, tmp_path):
     assert torch.equal(mine.tensors, reference.tensors)
 
 
-@pytest.mark.parametrize("model", sorted(BUILDERS))
+# faster_rcnn by default; the other two (35 s together) in the slow run
+@pytest.mark.parametrize("model", [m if m == "faster_rcnn" else pytest.param(m, marks=pytest.mark.slow)
+                                   for m in sorted(BUILDERS)])
 def test_a_released_torchvision_checkpoint_loads_exactly(model, tmp_path):
     """The released .pth is the state dict of torchvision's builder: every key and shape of it
     loads into the eval tier's model, none missing, none unexpected (strict), and the two then

@@ -145,6 +145,7 @@ def test_a_job_runs_on_two_ray_train_workers_and_rank_zero_keeps_its_files(ray_l
     assert [p["loss"] for p in other["curve"] if "loss" in p] == [p["loss"] for p in result.curve if "loss" in p]
 
 
+@pytest.mark.slow   # 30 s; the two-worker run above stays in the default run
 def test_a_suite_job_with_workers_runs_data_parallel_beside_the_others(ray_local, results_dir, tiny):
     """workers=2: the Ray scheduler starts the job's worker group from the driver; the store gets
     one row for it, as for any job."""
@@ -170,6 +171,7 @@ def test_workers_follow_the_gpus_of_the_profile_unless_given():
     assert workers("tier=eval", "hardware=a100x8") == 1          # nothing trains
 
 
+@pytest.mark.slow   # a minute of a killed Ray Train group; single-process resume is in the default run
 def test_a_killed_worker_restarts_the_group_and_it_resumes_from_rank_zero(ray_local, results_dir, tiny):
     """SIGKILL rank 1 after rank 0's first checkpoint: Ray Train restarts the group, rank 0
     resumes from its checkpoint (a restart is counted) and rank 1 from a copy of it."""

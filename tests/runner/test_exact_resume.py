@@ -19,7 +19,8 @@ from replicate.runner.worker import build_loop
 
 MODELS = [["model=faster_rcnn"], ["model=retinanet"], ["model=mask_rcnn"], ["model=centernet"],
           ["model=yolov3"], ["model=yolov4"], ["model=pix2pix"],
-          pytest.param(["model=yolov3", "framework=tensorflow"], id="yolov3-tensorflow")]
+          pytest.param(["model=yolov3", "framework=tensorflow"], id="yolov3-tensorflow",
+                       marks=pytest.mark.slow)]   # 40 s; tests/runner/test_tf_loop.py resumes a TF job mid-run
 
 
 class Killed(BaseException):

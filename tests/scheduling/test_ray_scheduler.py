@@ -123,6 +123,7 @@ def test_a_job_holds_as_many_cpus_as_it_runs_threads():
         check_fits("cpu", task_options(compose_config(["model=yolov4", "num_threads=3"])), [{"CPU": 2.0}])
 
 
+@pytest.mark.slow   # 20 s of two jobs one after the other
 def test_queue_time_is_recorded_apart_and_the_timeout_counts_from_the_start(ray_local, results_dir, tiny):
     """Two jobs that each hold both CPUs run one after the other: the second waited for the
     first, and that wait is its queue time, not part of its wall time or cost."""

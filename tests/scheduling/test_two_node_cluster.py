@@ -151,6 +151,7 @@ def _job_running_past_a_checkpoint(checkpoints: Path, timeout: float = 240) -> P
     raise AssertionError("no job was seen training past a checkpoint")
 
 
+@pytest.mark.slow   # a minute; the two-node cluster's refusals below stay in the default run
 def test_a_killed_node_is_retried_elsewhere_and_a_fake_gpu_node_is_infra(cluster, tmp_path, tiny):
     results = tmp_path / "results"   # absolute, on the disk every node of this machine shares
     recipe = "model.tiers.smoke.recipe"
@@ -203,6 +204,7 @@ def _can_unshare() -> bool:
     return shutil.which("unshare") is not None and subprocess.run(probe, capture_output=True).returncode == 0
 
 
+@pytest.mark.slow   # 20 s; the wrong-token refusal stays in the default run
 def test_a_node_without_the_shared_results_dir_is_refused_with_one_line(cluster, tmp_path, tiny):
     """A node that sees its own disk at results_dir would retry jobs from scratch and keep their
     results to itself: the suite stops at its start, exit 2, naming results_dir and the node."""
