@@ -44,6 +44,16 @@ class ScheduleError(ZooError):
     (replicate/runner/schedule_check.py): training runs another recipe than the one it claims."""
 
 
+class PathInvariantBroken(ZooError):
+    """The path the job runs breaks what any correct model's does (replicate/runner/path_invariants.py):
+    evaluating changes the model, depends on its batch mates or differs when repeated, or a step
+    runs in the other mode. ``stage`` says where (evaluation, training)."""
+
+    def __init__(self, stage: str, message: str):
+        self.stage = stage
+        super().__init__(message)
+
+
 class SplitLeak(ZooError):
     """The split a job evaluates on shares its images with the split it trains on: the metric
     would measure memorisation (replicate/data/leakage.py)."""

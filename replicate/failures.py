@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import traceback
 
-from replicate.errors import DataError, NumericalError, ResourceUnavailable, ScheduleError, SplitLeak, StorageError
+from replicate.errors import (
+    DataError,
+    NumericalError,
+    PathInvariantBroken,
+    ResourceUnavailable,
+    ScheduleError,
+    SplitLeak,
+    StorageError,
+)
 from replicate.jobs import Failure
 
 
@@ -24,6 +32,8 @@ def classify(exc: BaseException, stage: str) -> Failure:
         return Failure("infrastructure", "crash", message, tb)
     if isinstance(exc, SplitLeak):   # the evaluation reads what training saw: a wrong metric, not a crash
         return Failure("evaluation", "incorrect functionality", message, tb)
+    if isinstance(exc, PathInvariantBroken):   # a defect on the job's own path: wrong numbers, not a crash
+        return Failure(exc.stage, "incorrect functionality", str(exc), tb)
     if isinstance(exc, ScheduleError):   # the optimizer ran another schedule than the recipe's
         return Failure("training", "incorrect functionality", str(exc), tb)
     if isinstance(exc, DataError):

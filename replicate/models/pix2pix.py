@@ -425,6 +425,9 @@ class Pix2PixTask(Task):
         return loss_gan + loss_l1 + discriminator_loss(model, source, real, fake.detach())
 
     # -------------------------------------------------------------- evaluation
+    def evaluation_is_stochastic(self) -> bool:
+        return bool(self.extra.get("paper_inference", False))   # dropout on, the test batch's statistics
+
     def predict(self, model: Pix2Pix, batch: Any) -> list[dict]:
         source, real = self.source_target(batch)
         if self.extra.get("paper_inference", False):

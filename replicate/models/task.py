@@ -134,6 +134,11 @@ class Task(abc.ABC):
             return None
         return [coco.imgs[i]["width"] / coco.imgs[i]["height"] for i in ids]
 
+    def evaluation_is_stochastic(self) -> bool:
+        """True when evaluating samples by design (dropout kept on, the batch's statistics): the
+        path invariants then hold evaluation to leaving the model unchanged only."""
+        return False
+
     def differential_check(self) -> Any:
         """(ok, detail) of comparing this model's framework implementations, for ``replicate
         check``; None: there is only one implementation."""

@@ -26,12 +26,13 @@ from tqdm import tqdm
 from replicate.config.schema import EARLY_FRACTION
 from replicate.data.augment_random import augmentation_random
 from replicate.data.leakage import check_no_leak
-from replicate.errors import DataError, NumericalError
+from replicate.errors import DataError, NumericalError, PathInvariantBroken
 from replicate.failures import is_oom
 from replicate.jobs import JobResult
 from replicate.runner import attempts
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.optim import scaled_lr, total_steps
+from replicate.runner.path_invariants import check_evaluation_path, preserved_random_streams
 from replicate.runner.schedule_check import RecipeSchedule, check_step
 from replicate.runner.stop_request import StopRequest, deferred_stops
 from replicate.verdict import EarlyCheck, early_loss, weight_drift
@@ -131,6 +132,15 @@ class BaseLoop(abc.ABC):
     def predict_batch(self, batch: Any) -> list[dict]:
         """The task's predictions of one batch, on the host, for the evaluator."""
 
+    @abc.abstractmethod
+    def state_snapshot(self) -> dict[str, Any]:
+        """Every parameter and buffer of the model as host arrays by name (a copy)."""
+
+    def mode_problem(self, training: bool) -> str:
+        """What is wrong with the model's mode for a training step (``training``) or an evaluated
+        batch; empty when nothing is, or when the framework keeps no mode on the model."""
+        return ""
+
     @staticmethod
     @abc.abstractmethod
     def load_state_into(model: Any, path: Path) -> None:
@@ -200,6 +210,9 @@ class BaseLoop(abc.ABC):
             values = self.train_step(next(data))
             self.step += 1
             bar.update(1)
+            problem = self.mode_problem(training=True)
+            if problem:
+                raise PathInvariantBroken("training", f"training step {self.step} ran with {problem}")
             if stop.requested:   # SIGTERM/Ctrl-C during the step: keep it, then stop
                 self.train_s += time.perf_counter() - tick
                 ckpt.save(self.ctx.checkpoint_dir, self.state())
@@ -407,7 +420,8 @@ class BaseLoop(abc.ABC):
             return int(self.tier.recipe.batch_size)
         return 1 if self.cfg.hardware.accelerator == "cpu" else 8
 
-    def predict_into(self, evaluator: Any, max_batches: Optional[int] = None) -> int:
+    def predict_into(self, evaluator: Any, max_batches: Optional[int] = None,
+                     batch_size: Optional[int] = None) -> int:
         """The evaluation path up to the scoring: each batch of the evaluation split loaded,
         predicted and handed to ``evaluator.update`` (COCO encoding for the detectors). What
         benchmarks/eval_throughput.py times against each reference's own loop. Returns the
@@ -417,10 +431,21 @@ class BaseLoop(abc.ABC):
         images = 0
         with self.inference():
             # islice: stop before loading a batch past max_batches, not after
-            for batch in itertools.islice(self.eval_batches(self.val_set, self.eval_batch_size()), max_batches):
+            batches = self.eval_batches(self.val_set, batch_size or self.eval_batch_size())
+            for batch in itertools.islice(batches, max_batches):
+                problem = self.mode_problem(training=False)
+                if problem:
+                    raise PathInvariantBroken("evaluation", f"evaluating with {problem}")
                 evaluator.update(self.predict_batch(batch))
                 images += self.task.batch_size_of(batch)
         return images
+
+    def check_evaluation_path(self) -> None:
+        """The evaluation invariants (replicate/runner/path_invariants.py) on this loop's own path,
+        with every random stream put back afterwards: the job then trains exactly as unchecked."""
+        self.ctx.stage = "evaluation"
+        with preserved_random_streams():
+            self.result.environment["evaluation_path"] = check_evaluation_path(self)
 
     # -------------------------------------------------------------------- run
     def run(self) -> JobResult:
@@ -431,6 +456,7 @@ class BaseLoop(abc.ABC):
         if self.cfg.tier.trains:
             self.build_training()
             self.resume()
+            self.check_evaluation_path()
             self.result.times.setup_s = time.perf_counter() - self.start
             self.train()
             self.result.steps_done = self.step
@@ -438,6 +464,7 @@ class BaseLoop(abc.ABC):
             if self.train_s > 0:
                 self.result.throughput = self.result.images_seen / self.train_s
         else:
+            self.check_evaluation_path()
             self.result.times.setup_s = time.perf_counter() - self.start
         self.result.environment["dataset_hash"] = self.dataset_hash
         if self.result.early_check.get("aborted"):
@@ -446,6 +473,9 @@ class BaseLoop(abc.ABC):
             self.result.metrics = ({k: v for k, v in self.result.curve[-1].items() if k not in ("step", "train_s")}
                                    if evaluated else {})
         else:
+            checked = self.result.environment.get("evaluation_path", {})
+            if self.cfg.tier.trains and not checked.get("values_compared", 1):
+                self.check_evaluation_path()   # nothing was predicted at the start: again, trained
             self.result.metrics = self.evaluate(self.tier.recipe.eval_batches if self.tier.recipe else None)
             if self.cfg.tier.trains:
                 self.result.curve.append({"step": self.step, "train_s": round(self.train_s, 3), **self.result.metrics})

@@ -236,6 +236,11 @@ class TfLoop(BaseLoop):
     def predict_batch(self, batch: Any) -> list[dict]:
         return self.task.predict(self.model, batch)
 
+    def state_snapshot(self) -> dict[str, Any]:
+        # Keras has no mode on the model (each call says training=): a batch norm called in training
+        # mode during evaluation shows here, as its moving statistics move.
+        return {f"{index}:{w.path}": np.array(w.numpy(), copy=True) for index, w in enumerate(self.model.weights)}
+
 
 def tf_preflight(task: Any, model: Any, batch: Any, recipe: Any, steps: int,
                  drop: float) -> list[tuple[str, bool, str]]:

@@ -217,6 +217,15 @@ class TorchLoop(BaseLoop):
     def predict_batch(self, batch: Any) -> list[dict]:
         return to_device(self.task.predict(self.model, to_device(batch, self.device)), "cpu")
 
+    def state_snapshot(self) -> dict[str, Any]:
+        return {name: value.detach().cpu().numpy().copy() for name, value in self.model.state_dict().items()}
+
+    def mode_problem(self, training: bool) -> str:
+        if training:
+            return "" if self.model.training else "the model in inference mode (model.eval() left on)"
+        on = [name or type(self.model).__name__ for name, m in self.model.named_modules() if m.training]
+        return f"{len(on)} module(s) in training mode ({', '.join(on[:3])})" if on else ""
+
 
 def averaged_over_workers(values: dict[str, float], device: Any) -> dict[str, float]:
     """The logged values as the mean of every worker's: one curve, and the same NaN and
