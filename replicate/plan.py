@@ -18,6 +18,11 @@ def default_suite_id(name: str) -> str:
     return f"{name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d}"
 
 
+# What each entry of a suite sets for its jobs: the same key on the command line would be dropped
+# without a word, so it is refused (the key in the entry beside it).
+ENTRY_KEYS = {"model": "model", "tier": "tier", "hardware": "hardware", "seed": "seeds"}
+
+
 def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[ResolvedJob]]:
     """Expand the suite of ``root`` into jobs; global overrides apply to every job.
 
@@ -26,10 +31,15 @@ def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[Re
     """
     from replicate.models.registry import registered_names
 
+    given = Overrides.parse(overrides)
+    for key, entry_key in ENTRY_KEYS.items():
+        if given.has(key):
+            raise ConfigError(key, f"{key}={given.value(key)} does not apply to a suite: its entries set each job's "
+                                   f"{key} (suite.entries[*].{entry_key}); edit conf/suite/{root.suite.name}.yaml, "
+                                   f"pass suite.entries=[...], or run one job with `replicate run {key}=...`")
     suite_id = root.suite_id or default_suite_id(root.suite.name)
     registered = set(registered_names())
-    per_entry = ("model", "tier", "hardware", "suite", "suite_id", "seed")
-    passthrough = Overrides.parse(overrides).without(*per_entry).as_list()
+    passthrough = given.without("suite", "suite_id").as_list()
     jobs: list[ResolvedJob] = []
     for entry in root.suite.entries:
         for seed in entry.seeds:

@@ -160,3 +160,26 @@ def test_read_commands_take_flags_not_config_groups(command, given, flag, capsys
     assert main([command, given, f"results_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag in err[0] and err[0].startswith(f"error: {given.split('=')[0]}:"), err
+
+
+@pytest.mark.parametrize("override, entry_key", [("seed=7", "seeds"), ("model=yolov4", "model"),
+                                                 ("tier=full", "tier"), ("hardware=h100x1", "hardware")])
+def test_a_per_entry_key_given_to_suite_exits_2_naming_it(override, entry_key, results_dir, capsys):
+    """A suite's entries set each job's model, tier, hardware and seeds: the same key on the command
+    line used to be dropped without a word."""
+    results_dir.mkdir()
+    assert main(["suite", "suite=smoke", override, f"results_dir={results_dir}"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    key = override.split("=")[0]
+    assert line.startswith(f"error: {key}: {override} does not apply to a suite") and f"entries[*].{entry_key}" in line
+    assert not (results_dir / "zoo.db").exists()   # refused before anything is recorded
+
+
+def test_keys_that_apply_to_every_job_of_a_suite_are_still_taken(results_dir):
+    from replicate.config.compose import compose_config
+    from replicate.plan import plan_suite
+
+    overrides = ["suite=smoke", "num_threads=2", "framework=torch", "suite_id=x"]
+    suite_id, jobs = plan_suite(compose_config(overrides), overrides)
+    assert suite_id == "x" and {job.cfg.num_threads for job in jobs} == {2}
+    assert {job.spec.framework for job in jobs} == {"torch"}
