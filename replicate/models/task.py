@@ -134,6 +134,12 @@ class Task(abc.ABC):
             return None
         return [coco.imgs[i]["width"] / coco.imgs[i]["height"] for i in ids]
 
+    def reference_settings(self, model: Any, variant: str) -> tuple[list[str], dict[str, Any]]:
+        """(settings of ``model`` that differ from its reference's code undeclared, deviations the
+        variant declares): post-processing and target assignment (replicate/models/reference_settings.py).
+        Nothing to compare by default."""
+        return [], {}
+
     def evaluation_is_stochastic(self) -> bool:
         """True when evaluating samples by design (dropout kept on, the batch's statistics): the
         path invariants then hold evaluation to leaving the model unchanged only."""

@@ -72,6 +72,12 @@ class TorchvisionDetection(Task):
     iou_types: tuple[str, ...] = ("bbox",)
     detector: ClassVar[Callable[..., nn.Module]]   # FasterRCNN, MaskRCNN or RetinaNet
 
+    def reference_settings(self, model: Any, variant: str) -> tuple[list[str], dict[str, Any]]:
+        from replicate.models.reference_settings import compare_with_reference
+
+        declared = dict(self.ctx.model_cfg.variants[variant].arch.get("detector_kwargs") or {})
+        return compare_with_reference(model, self.detector, declared)   # type: ignore[arg-type]
+
     def num_classes(self, arch: Any) -> int:
         """The variant's own count if it names one (the published count is for it), else the data's."""
         if arch.get("num_classes") is not None:

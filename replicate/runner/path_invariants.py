@@ -105,6 +105,12 @@ def _largest_change(first: list[dict[str, Any]], second: list[dict[str, Any]],
 def check_evaluation_path(loop: Any) -> dict[str, Any]:
     """The three evaluation invariants, through ``loop.predict_into``; what was compared, for the
     job's record. Raises PathInvariantBroken on a breach."""
+    problems, deviations = loop.task.reference_settings(loop.model, loop.task.ctx.variant)
+    if problems:
+        raise PathInvariantBroken("evaluation", "post-processing or target assignment differs from the "
+                                                f"reference's: {'; '.join(problems)}")
+    if deviations:
+        loop.result.environment["declared_deviations"] = deviations
     batch = min(int(loop.eval_batch_size()), MAX_IMAGES)
     images = max(batch, 2)
     before = loop.state_snapshot()

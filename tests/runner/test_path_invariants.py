@@ -176,3 +176,29 @@ def test_the_checks_leave_training_bit_identical(model, results_dir, shapes_root
     unchecked = _run(model, results_dir / "unchecked", shapes_root, tiny)
     assert [p.get("loss") for p in checked["curve"]] == [p.get("loss") for p in unchecked["curve"]]
     assert checked["metrics"] == unchecked["metrics"]
+
+
+@pytest.mark.parametrize("model, attribute, value, said", [
+    ("faster_rcnn", "roi_heads.score_thresh", 0.3, "roi_heads.score_thresh is 0.3, torchvision's FasterRCNN"),
+    ("mask_rcnn", "roi_heads.nms_thresh", 0.7, "roi_heads.nms_thresh is 0.7, torchvision's MaskRCNN"),
+    ("retinanet", "detections_per_img", 100, "detections_per_img is 100, torchvision's RetinaNet"),
+    ("faster_rcnn", "rpn.proposal_matcher.high_threshold", 0.6, "rpn.proposal_matcher.high_threshold is 0.6"),
+])
+def test_a_detector_setting_off_the_reference_is_named(model, attribute, value, said, results_dir, shapes_root,
+                                                       tiny):
+    """A post-processing or anchor-matching setting changed on the way (here on the built model)
+    is compared with the torchvision constructor's own default: named before any training."""
+    import operator
+
+    loop = _loop([f"model={model}"], results_dir, shapes_root, tiny)
+    owner, name = attribute.rsplit(".", 1) if "." in attribute else ("", attribute)
+    setattr(operator.attrgetter(owner)(loop.model) if owner else loop.model, name, value)
+    error = _broken(loop, "differs from the reference's")
+    assert said in str(error)
+
+
+def test_a_setting_the_variant_declares_is_a_recorded_deviation(results_dir, shapes_root, tiny):
+    loop = _loop(["model=faster_rcnn", "+model.variants.small.arch.detector_kwargs={box_score_thresh: 0.1}"],
+                 results_dir, shapes_root, tiny)
+    loop.check_evaluation_path()
+    assert loop.result.environment["declared_deviations"] == {"box_score_thresh": {"value": 0.1, "reference": 0.05}}
