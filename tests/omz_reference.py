@@ -68,30 +68,9 @@ def adapter(layers: list[np.ndarray], masked_anchors: list[list[float]], classes
     return {k: np.asarray(v, dtype=np.int64 if k == "labels" else np.float64) for k, v in out.items()}
 
 
-def nms(x1, y1, x2, y2, scores, thresh, include_boundaries=True):
-    """``NMS.nms``: greedy, over all boxes whatever their label."""
-    b = 1 if include_boundaries else 0
-    areas = (x2 - x1 + b) * (y2 - y1 + b)
-    order = scores.argsort()[::-1]
-    keep = []
-    while order.size > 0:
-        i = order[0]
-        keep.append(i)
-        xx1 = np.maximum(x1[i], x1[order[1:]])
-        yy1 = np.maximum(y1[i], y1[order[1:]])
-        xx2 = np.minimum(x2[i], x2[order[1:]])
-        yy2 = np.minimum(y2[i], y2[order[1:]])
-        w = np.maximum(0.0, xx2 - xx1 + b)
-        h = np.maximum(0.0, yy2 - yy1 + b)
-        intersection = w * h
-        union = areas[i] + areas[order[1:]] - intersection
-        overlap = np.divide(intersection, union, out=np.zeros_like(intersection, dtype=float), where=union != 0)
-        order = order[np.where(overlap <= thresh)[0] + 1]
-    return keep
-
-
-def diou_nms(x1, y1, x2, y2, scores, thresh, include_boundaries=True):
-    """``DIoUNMS.diou_nms``: IoU (with the boundary pixel) minus (d / c) ** 0.6."""
+def _greedy(x1, y1, x2, y2, scores, thresh, include_boundaries, penalty):
+    """The loop ``NMS.nms`` and ``DIoUNMS.diou_nms`` share: the best box is kept, and every other
+    whose IoU (with the boundary pixel) less ``penalty`` of the pair exceeds ``thresh`` is dropped."""
     b = 1 if include_boundaries else 0
     areas = (x2 - x1 + b) * (y2 - y1 + b)
     order = scores.argsort()[::-1]
@@ -103,15 +82,27 @@ def diou_nms(x1, y1, x2, y2, scores, thresh, include_boundaries=True):
         w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + b)
         h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + b)
         intersection = w * h
+        union = areas[i] + areas[rest] - intersection
+        overlap = np.divide(intersection, union, out=np.zeros_like(intersection, dtype=float), where=union != 0)
+        order = order[np.where(overlap - penalty(i, rest) <= thresh)[0] + 1]
+    return keep
+
+
+def nms(x1, y1, x2, y2, scores, thresh, include_boundaries=True):
+    """``NMS.nms``: greedy, over all boxes whatever their label."""
+    return _greedy(x1, y1, x2, y2, scores, thresh, include_boundaries, lambda i, rest: 0.0)
+
+
+def diou_nms(x1, y1, x2, y2, scores, thresh, include_boundaries=True):
+    """``DIoUNMS.diou_nms``: IoU (with the boundary pixel) minus (d / c) ** 0.6."""
+    def centre_distance(i, rest):
         cw = np.maximum(x2[i], x2[rest]) - np.minimum(x1[i], x1[rest])
         ch = np.maximum(y2[i], y2[rest]) - np.minimum(y1[i], y1[rest])
         c_area = cw ** 2 + ch ** 2 + 1e-16
         d_area = ((x2[rest] + x1[rest]) - (x2[i] + x1[i])) ** 2 / 4 + ((y2[rest] + y1[rest]) - (y2[i] + y1[i])) ** 2 / 4
-        union = areas[i] + areas[rest] - intersection
-        overlap = np.divide(intersection, union, out=np.zeros_like(intersection, dtype=float),
-                            where=union != 0) - pow(d_area / c_area, 0.6)
-        order = order[np.where(overlap <= thresh)[0] + 1]
-    return keep
+        return pow(d_area / c_area, 0.6)
+
+    return _greedy(x1, y1, x2, y2, scores, thresh, include_boundaries, centre_distance)
 
 
 def accuracy_checker(layers: list[np.ndarray], masked_anchors: list[list[float]], classes: int, input_size: int,
