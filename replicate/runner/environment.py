@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,14 @@ def numeric_variant(num_threads: int | None = None) -> dict[str, Any]:
     """What decides a CPU job's floating-point path: the ATen kernel set that ran, threads, env."""
     import torch
 
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "num_threads": num_threads or torch.get_num_threads(),
-            **{name.lower(): os.environ.get(name) for name in NUMERIC_ENV}}
+    variant = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "num_threads": num_threads or torch.get_num_threads(),
+               **{name.lower(): os.environ.get(name) for name in NUMERIC_ENV}}
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:   # a TensorFlow job: the pools it ran on (fixed once TensorFlow has run)
+        variant.update(tf_intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+                       tf_inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads())
+    return variant
 
 
 def fingerprint(*, config_hash: str, dataset_hash: str | None, device: str,

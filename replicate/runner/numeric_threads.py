@@ -23,7 +23,7 @@ PROCESS_WIDE_POOLS = frozenset({"tensorflow"})
 
 def apply_job_threads(threads: int) -> dict[str, Any]:
     """Set every thread pool that decides this job's numbers to ``threads`` (TensorFlow's
-    inter-op pool to 1) and return what now holds, for the job's environment record.
+    inter-op pool to 1, when it is first imported) and return torch's, for the job's record.
 
     Raises:
         ResourceUnavailable: TensorFlow already runs in this process with another pool size
@@ -38,11 +38,10 @@ def apply_job_threads(threads: int) -> dict[str, Any]:
     # loader's worker processes: they then read the plan's count, not the launcher's.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    held: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
-    if "tensorflow" in sys.modules:   # a torch job never imports TensorFlow for this
+    if "tensorflow" in sys.modules:   # imported already: its pools must hold this count (else raises)
         from replicate.tf_import import tensorflow
 
-        tf = tensorflow(threads)
-        held.update(tf_intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
-                    tf_inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads())
-    return held
+        tensorflow(threads)
+    # TensorFlow's pools, once it has run, are recorded with the job's environment
+    # (replicate/runner/environment.py numeric_variant).
+    return {"torch_threads": torch.get_num_threads()}

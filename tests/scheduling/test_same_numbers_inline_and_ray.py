@@ -17,6 +17,8 @@ def _numbers(result) -> dict:
     rows = {(row["model"], row["framework"]): row for row in result.jobs}
     assert len(rows) == 8 and {row["verdict"] for row in rows.values()} == {"MEASURED"}, \
         {key: (row["verdict"], row.get("failure_message")) for key, row in rows.items()}
+    tf_pools = rows["yolov3", "tensorflow"]["environment"]
+    assert (tf_pools["tf_intra_op_threads"], tf_pools["tf_inter_op_threads"]) == (1, 1)   # recorded
     return {key: (row["metrics"], [p.get("loss") for p in row["curve"]],
                   row["environment"]["omp_num_threads"], row["environment"]["torch_threads"])
             for key, row in rows.items()}
