@@ -75,6 +75,7 @@ def test_draws_run_side_by_side_only_while_their_threads_fit():
     assert peak[0] == 4 and done[-2:] != []   # wider than the budget: it runs (alone), it is not starved
 
 
+@pytest.mark.slow   # 30 s of replayed draws; each draw's numeric variant stays in the default run
 def test_replaying_the_first_quarter_adds_the_drift_and_refuses_a_draw_it_does_not_retrace(results_dir, tiny):
     from replicate.calibrate import replay_early
 

@@ -69,6 +69,7 @@ def test_targets_that_do_not_decode_to_the_boxes_fail_the_round_trip(model, defe
     assert not broken["targets"]["ok"] and "disagree" in broken["targets"]["detail"], broken["targets"]
 
 
+@pytest.mark.slow   # 25 s; a job's step in inference mode is named by tests/runner/test_path_invariants.py
 def test_training_in_inference_mode_fails_the_statistics_check(tmp_path):
     """The Keras model called with training=False in its training step: batch norm's moving
     statistics never move. The clean TensorFlow build updates every one of them."""

@@ -122,6 +122,7 @@ def test_a_batch_that_does_not_split_evenly_is_refused_naming_the_key(tmp_path):
     assert err.value.key == "model.tiers.smoke.recipe.batch_size"
 
 
+@pytest.mark.slow   # 40 s; two workers' step against one worker's stays in the default run
 def test_a_job_runs_on_two_ray_train_workers_and_rank_zero_keeps_its_files(ray_local, results_dir, tiny):
     """The launcher: a registered model's smoke job on 2 gloo workers through Ray Train's
     TorchTrainer; rank 0 owns the job's directory, rank 1 works in ranks/1/."""

@@ -67,7 +67,8 @@ def _kill_when_checkpointed(checkpoints: Path, killed: dict) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])   # postgresql: a real server (tests/conftest.py)
+# postgresql: a real server (tests/conftest.py), in the slow run
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(ray_local, results_dir, tiny, database, request):
     url = request.getfixturevalue("pg_url") if database == "postgresql" else f"sqlite:///{results_dir}/zoo.db"
     killed: dict = {}

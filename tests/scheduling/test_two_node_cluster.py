@@ -230,6 +230,9 @@ def test_a_node_without_the_shared_results_dir_is_refused_with_one_line(cluster,
     assert not list(results.glob(".shared-check-*"))          # the probe's file is gone
 
 
+# slow: 40 s with the two-node cluster's start; a refused address stays in the default run
+# (tests/scheduling/test_ray_scheduler.py)
+@pytest.mark.slow
 def test_a_wrong_cluster_token_is_one_line_exit_2_in_seconds(cluster, tmp_path, tiny):
     """Token authentication refuses the driver: not a traceback after Ray's retries."""
     env = {**cluster.env, "RAY_AUTH_TOKEN": secrets.token_hex(16)}
