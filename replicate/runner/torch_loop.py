@@ -192,15 +192,18 @@ class TorchLoop(BaseLoop):
         return [p.detach().cpu() for p in self.model.parameters() if p.requires_grad]
 
     # -------------------------------------------------------------- evaluate
-    @contextmanager
-    def inference(self) -> Iterator[None]:
+    def buffers_from_rank_zero(self) -> None:
+        """Batch norm's running statistics are each worker's own: evaluation uses rank 0's
+        everywhere, so every worker measures the same metric and takes the same early decision."""
         if self.data_parallel:
-            # Batch norm's running statistics are each worker's own: evaluate everywhere with rank
-            # 0's, so every worker measures the same metric and takes the same early decision.
             import torch.distributed as dist
 
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, src=0)
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        self.buffers_from_rank_zero()
         self.model.eval()
         try:
             with torch.no_grad(), self.mixed.autocast():
@@ -218,6 +221,9 @@ class TorchLoop(BaseLoop):
         return to_device(self.task.predict(self.model, to_device(batch, self.device)), "cpu")
 
     def state_snapshot(self) -> dict[str, Any]:
+        # A data-parallel worker's buffers become rank 0's as evaluation starts (by design): the
+        # snapshot is of that state, so only what evaluating itself writes counts as a change.
+        self.buffers_from_rank_zero()
         return {name: value.detach().cpu().numpy().copy() for name, value in self.model.state_dict().items()}
 
     def mode_problem(self, training: bool) -> str:
