@@ -39,6 +39,7 @@ def test_every_smoke_implementation_gives_the_same_numbers_inline_and_under_ray(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)   # the smoke suite twice: about 20 minutes on 2 cores
 def test_the_whole_smoke_suite_gives_the_same_numbers_inline_and_under_ray(ray_local, results_dir):
     inline, on_ray = _both(results_dir, "logger=none")
     assert inline == on_ray
