@@ -21,6 +21,10 @@ from replicate.config.schema import Optimizer
 from replicate.entry_checks import check_input_size
 from replicate.resolved import resolve_job
 from replicate.runner.norm_statistics import running_statistics, statistics_moved
+
+# the batch-invariance rule's one home: every job applies it on its own path too
+from replicate.runner.path_invariants import ATOL as BATCH_INVARIANCE_ATOL
+from replicate.runner.path_invariants import TOP_SCORES as BATCH_INVARIANCE_TOP
 from replicate.runner.torch_loop import seed_everything
 from replicate.runner.worker import build_task
 from replicate.visual import write_sample_grid
@@ -138,8 +142,6 @@ def _check_shapes(task: Any, model: Any, batch: Any, report: CheckReport) -> Non
 # a different kernel path for another batch size (measured: 1e-8 to 0 on the seven models), far
 # below what batch statistics do to them (2e-3 for yolov3's untrained scores, which sit near
 # its 0.01 objectness prior).
-BATCH_INVARIANCE_ATOL = 1e-5
-BATCH_INVARIANCE_TOP = 20   # the best scores only: the tail is cut at a threshold that noise can cross
 
 
 def _check_batch_invariance(task: Any, model: Any, dataset: Any, report: CheckReport) -> None:

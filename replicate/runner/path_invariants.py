@@ -7,8 +7,9 @@ Before training (and before an eval tier scores), on the first images of the eva
 * **evaluating leaves the model unchanged**: every parameter and buffer (batch norm's running
   statistics included) bit-identical afterwards;
 * **evaluating twice gives the same predictions**;
-* **an image's predictions do not depend on its batch mates**: a batch of two against each image
-  alone (the best scores, as ``replicate check`` compares them).
+* **an image's predictions do not depend on its batch mates**: the job's own first evaluation
+  batch against each of its images alone (the best scores; ``replicate check`` applies the same
+  rule to a batch of two).
 
 During the job: the model is in inference mode at every evaluated batch and in training mode
 after every training step (the loop's framework says what its mode is: ``BaseLoop.mode_problem``).

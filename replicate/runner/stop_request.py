@@ -44,7 +44,11 @@ class StopRequest:
 
     def exception(self) -> KeyboardInterrupt:
         """What the stop raises once the step is checkpointed: the CLI's 143 or 130."""
-        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
+        return _stop_exception(self.signum)
+
+
+def _stop_exception(signum: Optional[int]) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 @contextlib.contextmanager
@@ -64,7 +68,7 @@ def deferred_stops() -> Iterator[StopRequest]:
             handler = previous.get(signum)
             if callable(handler):
                 handler(signum, frame)
-            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+            raise _stop_exception(signum)
         request.signum = signum
 
     for signum in SIGNALS:
