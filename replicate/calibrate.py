@@ -114,7 +114,7 @@ def calibrate(overrides: Sequence[str], draws: Sequence[Draw], *, cpus: int = 2,
         raise ConfigError("model.tiers.smoke.recipe.steps", "calibration needs a step count, not epochs")
     out = out or Path(probe.results_dir) / "calibration" / f"{probe.model.name}-{framework}.json"
     asked = list(overrides)   # what the user typed: the recorded command shows these
-    overrides = [*overrides, *_shared_data(probe, echo)]
+    overrides = [*overrides, *prepared_data(probe, echo)]
     digest = _draw_hash(probe)
     record = _load_record(out, digest)
     todo = [d for d in draws if d.label not in record["draws"]]
@@ -161,7 +161,7 @@ def replay_early(overrides: Sequence[str], *, cpus: int = 2, out: Optional[Path]
     known = variants_for(framework)
     out = out or Path(probe.results_dir) / "calibration" / f"{probe.model.name}-{framework}-early.json"
     asked = " ".join(overrides)   # what the user typed: the recorded source shows these
-    overrides = [*overrides, *_shared_data(probe, echo)]
+    overrides = [*overrides, *prepared_data(probe, echo)]
     record = _load_record(out, _draw_hash(probe), EARLY_DRAW_KEYS)
     todo = [d for d in draws if d.label not in record["draws"]]
     echo(f"replay {probe.model.name} ({framework}): first quarter of {len(draws)} recorded draws, "
@@ -187,7 +187,7 @@ def replay_early(overrides: Sequence[str], *, cpus: int = 2, out: Optional[Path]
 
 def _draw_hash(cfg: Any) -> str:
     """What decides a draw's result: the job's config without the recorded smoke references (which
-    the draws themselves produce: pasting a new block must not discard the draws behind it)."""
+    calibrations themselves produce: pasting a new block must not discard the draws behind it)."""
     from omegaconf import DictConfig, OmegaConf, open_dict
 
     bare = OmegaConf.create(plain(cfg))
@@ -195,10 +195,11 @@ def _draw_hash(cfg: Any) -> str:
     with open_dict(bare):
         bare.model.tiers.smoke.reference = None
         bare.model.tiers.smoke.framework_references = {}
+        bare.model.tiers.smoke.evaluation_references = {}
     return config_hash(bare)
 
 
-def _shared_data(cfg: Any, echo: Callable[[str], None]) -> list[str]:
+def prepared_data(cfg: Any, echo: Callable[[str], None]) -> list[str]:
     """Prepare the tier's dataset once, here, and point every draw at it (draws run in parallel,
     each in a scratch results_dir: without this each would generate, or race on, its own copy)."""
     from replicate.data.prepare import prepare_dataset
@@ -237,13 +238,15 @@ def run_within_cpus(draws: Sequence[Draw], run: Callable[[Draw], dict[str, Any]]
             done(*future.result())
 
 
-def run_draw(overrides: Sequence[str], draw: Draw, env: dict[str, str], *, early_only: bool = False) -> dict[str, Any]:
+def run_draw(overrides: Sequence[str], draw: Draw, env: dict[str, str], *, early_only: bool = False,
+             results_dir: Optional[Path] = None) -> dict[str, Any]:
     """One draw in a fresh process (ATen picks its kernels when torch loads); ``early_only``: its
-    first quarter only, up to the early check (replay_early)."""
+    first quarter only, up to the early check (replay_early). ``results_dir``: where the job writes
+    (its checkpoints kept for the caller); default a scratch folder removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="zoo-calibrate-") as tmp:
         result_file = Path(tmp) / "draw.json"
         args = {"overrides": [*overrides, "tier=smoke", "tier.compare_with=none", f"seed={draw.seed}",
-                              f"results_dir={tmp}", "logger=none"],
+                              f"results_dir={results_dir or tmp}", "logger=none"],
                 "threads": draw.threads, "out": str(result_file), "early_only": early_only}
         child_env = {**os.environ, **env, "OMP_NUM_THREADS": str(draw.threads)}
         proc = subprocess.run([sys.executable, "-m", "replicate.calibration_draw", json.dumps(args)],

@@ -78,6 +78,7 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     if weights is not None:
         _check_checkpoint(task, model, weights.path, framework, report)
     PREFLIGHTS[framework].run(task, model, dataset, batch, cfg, report)
+    _check_evaluation_reference(spec, cfg, report)
     differential = task.differential_check()  # torch vs TensorFlow, for two-framework models
     if differential is not None:
         report.add("differential", *differential)
@@ -88,6 +89,36 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     for item in report.checks:
         echo(f"{'ok  ' if item['ok'] else 'FAIL'} {item['check']:<12} {item['detail']}")
     return report
+
+
+def _check_evaluation_reference(spec: Any, cfg: Any, report: CheckReport) -> None:
+    """The smoke tier's calibrated evaluation weights, scored through the job's own loop and
+    evaluation, as every smoke job does before it trains (replicate/runner/evaluation_reference.py)."""
+    import tempfile
+
+    from replicate.errors import DataError, EvaluationPathChanged
+    from replicate.jobs import JobResult
+    from replicate.runner.base_loop import RunContext
+    from replicate.runner.evaluation_reference import judge, reference_for
+    from replicate.runner.worker import build_loop
+
+    recorded = reference_for(cfg)
+    if recorded is None:
+        return   # an eval or full tier: its metric is judged against the paper, not fixed weights
+    with tempfile.TemporaryDirectory(prefix="zoo-check-") as scratch:
+        loop = build_loop(spec, cfg, RunContext(checkpoint_dir=Path(scratch), progress=False), JobResult(spec.job_id))
+        loop.setup()
+        try:
+            judged = judge(loop, recorded)
+        except (EvaluationPathChanged, DataError) as exc:
+            report.add("evaluation", False, str(exc))
+            return
+    if not judged["judged"]:
+        report.add("evaluation", True, f"not judged: {judged['why']}")
+        return
+    metric = next(iter(judged["recorded"]))
+    report.add("evaluation", True, f"the calibrated evaluation weights score {metric} {judged['measured'][metric]:.6g} "
+                                   f"on {judged['images']} images, as recorded")
 
 
 def _check_checkpoint(task: Any, model: Any, path: Path, framework: str, report: CheckReport) -> None:

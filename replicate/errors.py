@@ -54,6 +54,14 @@ class PathInvariantBroken(ZooError):
         super().__init__(message)
 
 
+class EvaluationPathChanged(PathInvariantBroken):
+    """The smoke tier's calibrated evaluation weights no longer score what they scored at
+    calibration through the job's evaluation path (replicate/runner/evaluation_reference.py)."""
+
+    def __init__(self, message: str):
+        super().__init__("evaluation", message)
+
+
 class SplitLeak(ZooError):
     """The split a job evaluates on shares its images with the split it trains on: the metric
     would measure memorisation (replicate/data/leakage.py)."""

@@ -75,12 +75,31 @@ def _share(part: int, whole: int) -> Optional[float]:
     return part / whole if whole else None
 
 
+def written_before_checks(name: Optional[str]) -> bool:
+    """Whether the catalogue's defect ``name`` was written before the checks were looked at with
+    it in mind (replicate/defects/registry.py); False for one no longer in the catalogue."""
+    from replicate.defects import get_defect
+    from replicate.errors import ConfigError
+
+    try:
+        return bool(name) and get_defect(str(name)).written_before_checks is not None
+    except ConfigError:
+        return False
+
+
+def _half(defects: list[Mapping[str, Any]]) -> dict[str, Any]:
+    flagged = sum(1 for r in defects if r["flagged"])
+    return {"defects": len(defects), "flagged": flagged, "flagged_share": _share(flagged, len(defects))}
+
+
 def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The selftest's headline numbers.
 
     ``flagged_share``: flagged defects over measured ones (INFRA left out); ``controls_pass_share``:
     clean controls that PASS over measured ones; ``training_max_cost_share``: the largest cost
-    share at which a training-stage defect was caught (None if none was); counts by ``caught_at``.
+    share at which a training-stage defect was caught (None if none was); counts by ``caught_at``;
+    ``not_tuned`` and ``tuned``: the same count for the defects written before the checks were
+    looked at with them in mind (the power on defects nobody tuned the checks to) and for the rest.
     """
     rows = list(rows)
     defects = [r for r in rows if r["role"] == DEFECT and r["caught_at"] != NOT_MEASURED]
@@ -98,4 +117,6 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "caught_at": {where: sum(1 for r in rows if r["role"] == DEFECT and r["caught_at"] == where)
                       for where in CAUGHT_AT},
         "not_measured": sum(1 for r in rows if r["role"] == DEFECT and r["caught_at"] == NOT_MEASURED),
+        "not_tuned": _half([r for r in defects if written_before_checks(r.get("defect"))]),
+        "tuned": _half([r for r in defects if not written_before_checks(r.get("defect"))]),
     }

@@ -106,3 +106,26 @@ def test_the_selftest_seed_is_no_calibration_seed():
     defaults = getattr(calibrate, "DEFAULT_SEEDS", {})
     for seeds in (defaults.values() if isinstance(defaults, dict) else [defaults]):
         assert SELFTEST_SEED not in seeds
+
+
+def test_the_summary_reports_the_defects_written_before_the_checks_apart(monkeypatch):
+    """The power on defects nobody tuned the checks to is counted apart from the rest, by the
+    catalogue's own record of when each was written."""
+    import replicate.power as power
+
+    blind = {"blind_a", "blind_b", "blind_c"}
+    monkeypatch.setattr(power, "written_before_checks", lambda name: name in blind)
+    rows = [{**_row(DEFECT, BELOW, True, FINAL_VERDICT), "defect": "blind_a"},
+            {**_row(DEFECT, PASS, False, MISSED), "defect": "blind_b"},
+            {**_row(DEFECT, INFRA, False, NOT_MEASURED), "defect": "blind_c"},   # not measured: left out
+            {**_row(DEFECT, EARLY_ABORT, True, EARLY_CHECK, share=0.3), "defect": "old_one"}]
+    summary = summarize(rows)
+    assert summary["not_tuned"] == {"defects": 2, "flagged": 1, "flagged_share": 0.5}
+    assert summary["tuned"] == {"defects": 1, "flagged": 1, "flagged_share": 1.0}
+
+
+def test_the_catalogue_says_which_defects_were_written_before_the_checks():
+    from replicate.power import written_before_checks
+
+    assert not written_before_checks("lr_10x")            # written after seeing what the checks let through
+    assert not written_before_checks("no_such_defect") and not written_before_checks(None)

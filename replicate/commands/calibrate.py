@@ -25,6 +25,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--early-only", action="store_true",
                         help="replay the recorded draws' first quarter to add their weight drift at the early "
                              "check (early_drift_draws); checks that each replay retraces its draw")
+    parser.add_argument("--evaluation-reference", action="store_true",
+                        help="train the smoke job once, keep its weights, and record what they score through the "
+                             "evaluation under each variant and thread count (evaluation_references)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="with --evaluation-reference: the first N evaluation images scored (default 128)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1,
                         help="draws run side by side while their threads fit in this many CPUs (default: all)")
     return parser
@@ -59,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--cpus", f"{args.cpus} must be >= 1")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants \
         else list(variants_for(framework))
+    if args.evaluation_reference:
+        return _evaluation_reference(args, framework, seeds, variants, threads, echo)
+    if args.images is not None:
+        raise ConfigError("--images", "only with --evaluation-reference")
     draws = plan_draws(seeds, variants, threads, crossed=args.crossed)
     if len(draws) < MIN_DRAWS and not args.early_only:
         echo(f"warning: {len(draws)} draws; a recorded reference should have at least {MIN_DRAWS}")
@@ -76,4 +85,27 @@ def run(args: argparse.Namespace) -> int:
               f"std/mean {summary['cv']} (false alarm {probe.tier.false_alarm} per job)")
         print(f"# record under {parent}:")
         print(yaml.safe_dump({key: block}, sort_keys=False, width=200, default_flow_style=None))
+    return 0
+
+
+def _evaluation_reference(args: argparse.Namespace, framework: str, seeds: list[int], variants: list[str],
+                          threads: list[int], echo: Any) -> int:
+    """Train, export and score the evaluation weights; print the block and where the file goes."""
+    import yaml
+
+    from replicate.calibrate_evaluation import DEFAULT_IMAGES, calibrate_evaluation_reference
+    from replicate.errors import ConfigError
+    from replicate.runner.evaluation_reference import WEIGHTS_DIR
+
+    if args.early_only or args.crossed:
+        raise ConfigError("--evaluation-reference", "takes neither --early-only nor --crossed")
+    images = args.images if args.images is not None else DEFAULT_IMAGES
+    block = calibrate_evaluation_reference(args.overrides, variants, threads, seed=seeds[0], images=images,
+                                           cpus=args.cpus, echo=echo)
+    if args.json:
+        print_json({"evaluation_reference": block, "framework": framework})
+        return 0
+    print(f"# copy the weights file written above ({block['weights']}) into {WEIGHTS_DIR}, then record under "
+          "model.tiers.smoke.evaluation_references:")
+    print(yaml.safe_dump({framework: block}, sort_keys=False, width=200, default_flow_style=None))
     return 0

@@ -120,4 +120,8 @@ def summary_line(summary: dict[str, Any]) -> str:
              else f"training-stage defects caught at <= {_percent(worst)} of a run's cost")
     if summary.get("not_measured"):
         line += f"; {summary['not_measured']} not measured (INFRA)"
+    for key, what in (("not_tuned", "written before the checks"), ("tuned", "written after seeing the checks")):
+        half = summary.get(key) or {}
+        if half.get("defects"):
+            line += f"; {what}: {half['flagged']}/{half['defects']} ({_percent(half['flagged_share'])})"
     return line

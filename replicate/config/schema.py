@@ -164,6 +164,24 @@ class ReferenceConfig:
 
 
 @dataclass
+class EvaluationReferenceConfig:
+    """Fixed weights, trained once at calibration and shipped with the project, and what they
+    scored through the evaluation path on the first ``images`` evaluation images under every
+    numeric variant measured (replicate/runner/evaluation_reference.py). A smoke job scores them
+    again through its own evaluation before training: evaluation alone, with no training noise,
+    so a change of post-processing, preprocessing or scoring shows at once."""
+
+    weights: str = MISSING            # file name under replicate/models/evaluation_weights/
+    sha256: str = MISSING             # of that file
+    dataset_hash: str = MISSING       # the data they were scored on (a job on other data is not judged)
+    images: int = MISSING             # the first N images of the tier's evaluation split
+    metrics: dict[str, float] = field(default_factory=dict)    # as measured under the first variant
+    tolerance: dict[str, float] = field(default_factory=dict)  # per metric: the largest gap allowed
+    labels: list[str] = field(default_factory=list)            # the numeric variants measured
+    source: str = MISSING             # command and date it was measured with
+
+
+@dataclass
 class ReleasedCheckpointConfig:
     """The published checkpoint an eval tier scores: what a lab places under
     ``$ZOO_DATA_ROOT/checkpoints/`` (nothing is downloaded), and how to recognise it."""
@@ -219,6 +237,9 @@ class ModelTierConfig:
     # framework -> its own recorded reference (measured on that implementation); a job of that
     # framework compares with it instead of ``reference`` (which belongs to the first framework)
     framework_references: dict[str, ReferenceConfig] = field(default_factory=dict)
+    # framework -> fixed weights and what they score through the evaluation path (smoke tier):
+    # evaluation judged apart from training noise (replicate/runner/evaluation_reference.py)
+    evaluation_references: dict[str, EvaluationReferenceConfig] = field(default_factory=dict)
     claim_split: Optional[str] = None  # the claim split this tier's eval split stands for
     # Images per evaluation batch; None: the recipe's batch size (8 without a recipe). Batching
     # pads images to the batch's largest, which a reference that evaluates one image at a time

@@ -4,6 +4,7 @@ rules types cannot say. Every failure is one ConfigError naming the key and what
 from __future__ import annotations
 
 from importlib.util import find_spec
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -195,6 +196,24 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
         _validate_reference(tier.reference, f"{key}.reference")
     for framework, ref in tier.framework_references.items():
         _validate_reference(ref, f"{key}.framework_references.{framework}")
+    for framework, ref in tier.evaluation_references.items():
+        _validate_evaluation_reference(ref, f"{key}.evaluation_references.{framework}")
+
+
+def _validate_evaluation_reference(ref, key: str) -> None:
+    """Fixed evaluation weights: a plain file name (read from the project's own folder, never a
+    path elsewhere), a positive image count, and a tolerance for every recorded metric."""
+    name = str(ref.weights)
+    require(name == Path(name).name and name not in ("", ".", "..") and name.endswith(".pt"), f"{key}.weights",
+            f"{name!r} must be a .pt file name in replicate/models/evaluation_weights/, not a path")
+    require(len(str(ref.sha256)) == 64 and all(c in "0123456789abcdef" for c in str(ref.sha256)), f"{key}.sha256",
+            "must be the file's 64-digit lowercase hex sha256")
+    require(int(ref.images) >= 1, f"{key}.images", f"{ref.images} must be >= 1")
+    require(len(ref.metrics) > 0, f"{key}.metrics", "records no metric")
+    for metric in ref.metrics:
+        value = ref.tolerance.get(metric)
+        require(value is not None and float(value) > 0, f"{key}.tolerance.{metric}",
+                "every recorded metric needs a positive tolerance (replicate calibrate --evaluation-reference)")
 
 
 def _validate_reference(ref, key: str) -> None:
@@ -295,6 +314,8 @@ def _validate_framework_references(cfg: DictConfig) -> None:
     tier = cfg.model.tiers[cfg.tier.name]
     for framework in tier.framework_references:
         _one_of(framework, list(cfg.model.frameworks), f"model.tiers.{cfg.tier.name}.framework_references")
+    for framework in tier.evaluation_references:
+        _one_of(framework, list(cfg.model.frameworks), f"model.tiers.{cfg.tier.name}.evaluation_references")
 
 
 def _validate_framework_installed(cfg: DictConfig) -> None:

@@ -31,6 +31,7 @@ from replicate.failures import is_oom
 from replicate.jobs import JobResult
 from replicate.runner import attempts
 from replicate.runner import checkpoint as ckpt
+from replicate.runner.evaluation_reference import check_evaluation_reference
 from replicate.runner.optim import scaled_lr, total_steps
 from replicate.runner.path_invariants import check_evaluation_path, preserved_random_streams
 from replicate.runner.schedule_check import RecipeSchedule, check_step
@@ -135,6 +136,10 @@ class BaseLoop(abc.ABC):
     @abc.abstractmethod
     def state_snapshot(self) -> dict[str, Any]:
         """Every parameter and buffer of the model as host arrays by name (a copy)."""
+
+    @abc.abstractmethod
+    def assign_snapshot(self, snapshot: dict[str, Any]) -> None:
+        """Put a ``state_snapshot`` (every array, by name, in the model's dtypes) back into the model."""
 
     def mode_problem(self, training: bool) -> str:
         """What is wrong with the model's mode for a training step (``training``) or an evaluated
@@ -447,6 +452,13 @@ class BaseLoop(abc.ABC):
         with preserved_random_streams():
             self.result.environment["evaluation_path"] = check_evaluation_path(self)
 
+    def check_evaluation_reference(self) -> None:
+        """The tier's calibrated evaluation weights scored through this loop's evaluation, once per
+        attempt before training (replicate/runner/evaluation_reference.py); the model and every
+        random stream are put back afterwards."""
+        self.ctx.stage = "evaluation"
+        self.result.environment["evaluation_reference"] = check_evaluation_reference(self)
+
     # -------------------------------------------------------------------- run
     def run(self) -> JobResult:
         self.setup()
@@ -457,6 +469,7 @@ class BaseLoop(abc.ABC):
             self.build_training()
             self.resume()
             self.check_evaluation_path()
+            self.check_evaluation_reference()
             self.result.times.setup_s = time.perf_counter() - self.start
             self.train()
             self.result.steps_done = self.step
@@ -465,6 +478,7 @@ class BaseLoop(abc.ABC):
                 self.result.throughput = self.result.images_seen / self.train_s
         else:
             self.check_evaluation_path()
+            self.check_evaluation_reference()
             self.result.times.setup_s = time.perf_counter() - self.start
         self.result.environment["dataset_hash"] = self.dataset_hash
         if self.result.early_check.get("aborted"):

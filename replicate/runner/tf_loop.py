@@ -241,6 +241,10 @@ class TfLoop(BaseLoop):
         # mode during evaluation shows here, as its moving statistics move.
         return {f"{index}:{w.path}": np.array(w.numpy(), copy=True) for index, w in enumerate(self.model.weights)}
 
+    def assign_snapshot(self, snapshot: dict[str, Any]) -> None:
+        for index, weight in enumerate(self.model.weights):
+            weight.assign(snapshot[f"{index}:{weight.path}"])
+
 
 def tf_preflight(task: Any, model: Any, batch: Any, recipe: Any, steps: int,
                  drop: float) -> list[tuple[str, bool, str]]:

@@ -226,6 +226,11 @@ class TorchLoop(BaseLoop):
         self.buffers_from_rank_zero()
         return {name: value.detach().cpu().numpy().copy() for name, value in self.model.state_dict().items()}
 
+    def assign_snapshot(self, snapshot: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for name, value in self.model.state_dict().items():   # in place: optimizer and DDP keep their tensors
+                value.copy_(torch.as_tensor(np.array(snapshot[name], copy=True)))   # np.ascontiguousarray makes 0-d 1-d
+
     def mode_problem(self, training: bool) -> str:
         if training:
             return "" if self.model.training else "the model in inference mode (model.eval() left on)"
