@@ -241,6 +241,53 @@ def _(clean, bad):
     assert losses[0] != pytest.approx(losses[1])
 
 
+# ------------------------------------------------------ written blind, 2026-12-07
+@probe("score_thresh_from_demo")
+def _(clean, bad):
+    assert [_seeded_model(job).roi_heads.score_thresh for job in (clean, bad)] == [0.05, 0.7]
+
+
+@probe("box_head_matcher_rpn_thresholds")
+def _(clean, bad):
+    matchers = [_seeded_model(job).roi_heads.proposal_matcher for job in (clean, bad)]
+    assert (matchers[0].high_threshold, matchers[1].high_threshold) == (0.5, 0.7)
+    assert matchers[1].low_threshold == 0.3
+
+
+@probe("retinanet_score_nms_swapped")
+def _(clean, bad):
+    ours, theirs = _seeded_model(clean), _seeded_model(bad)
+    assert (theirs.score_thresh, theirs.nms_thresh) == (ours.nms_thresh, ours.score_thresh) == (0.5, 0.05)
+
+
+@probe("mask_binarised_as_logits")
+def _(clean, bad):
+    model = _seeded_model(clean)
+    model.eval()
+    model.roi_heads.score_thresh = 0.0   # an untrained model: keep whatever it detects
+    batch = _detection_batch(clean, False)
+    with torch.no_grad():
+        ours, theirs = (job.task.predict(model, batch) for job in (clean, bad))
+    assert len(ours[0]["masks"]) > 0
+    assert int((theirs[0]["masks"]).sum()) > int((ours[0]["masks"] > 0.5).sum())
+
+
+@probe("ignore_thresh_from_truth_thresh")
+def _(clean, bad):
+    ours, theirs = (_seeded_model(job).heads for job in (clean, bad))
+    assert all(h.ignore_thresh < 1 for h in ours) and all(h.ignore_thresh == 1.0 for h in theirs)
+
+
+@probe("discriminator_unconditioned")
+def _(clean, bad):
+    ours, theirs = _seeded_model(clean).discriminator, _seeded_model(bad).discriminator
+    x = torch.randn(1, ours.model[0].in_channels, 64, 64)
+    changed = x.clone()
+    changed[:, : x.shape[1] // 2] += 1   # another input image, the same output image
+    with torch.no_grad():
+        assert _differs(ours(x), ours(changed)) and not _differs(theirs(x), theirs(changed))
+
+
 # -------------------------------------------------------------------------------------- the tests
 def test_every_defect_has_a_probe():
     assert set(PROBES) == set(CATALOGUE)
