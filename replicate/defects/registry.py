@@ -11,10 +11,10 @@ pipeline, and what kind of mistake it is).
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import pkgutil
 from dataclasses import dataclass
-import datetime as dt
 from typing import Any, Callable, Optional, Sequence
 
 from replicate.errors import ConfigError
