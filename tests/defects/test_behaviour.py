@@ -241,6 +241,139 @@ def _(clean, bad):
     assert losses[0] != pytest.approx(losses[1])
 
 
+# ------------------------------------------------------ written blind, 2026-12-07
+@probe("score_thresh_from_demo")
+def _(clean, bad):
+    assert [_seeded_model(job).roi_heads.score_thresh for job in (clean, bad)] == [0.05, 0.7]
+
+
+@probe("box_head_matcher_rpn_thresholds")
+def _(clean, bad):
+    matchers = [_seeded_model(job).roi_heads.proposal_matcher for job in (clean, bad)]
+    assert (matchers[0].high_threshold, matchers[1].high_threshold) == (0.5, 0.7)
+    assert matchers[1].low_threshold == 0.3
+
+
+@probe("retinanet_score_nms_swapped")
+def _(clean, bad):
+    ours, theirs = _seeded_model(clean), _seeded_model(bad)
+    assert (theirs.score_thresh, theirs.nms_thresh) == (ours.nms_thresh, ours.score_thresh) == (0.5, 0.05)
+
+
+@probe("mask_binarised_as_logits")
+def _(clean, bad):
+    model = _seeded_model(clean)
+    model.eval()
+    model.roi_heads.score_thresh = 0.0   # an untrained model: keep whatever it detects
+    batch = _detection_batch(clean, False)
+    with torch.no_grad():
+        ours, theirs = (job.task.predict(model, batch) for job in (clean, bad))
+    assert len(ours[0]["masks"]) > 0
+    assert int((theirs[0]["masks"]).sum()) > int((ours[0]["masks"] > 0.5).sum())
+
+
+@probe("ignore_thresh_from_truth_thresh")
+def _(clean, bad):
+    ours, theirs = (_seeded_model(job).heads for job in (clean, bad))
+    assert all(h.ignore_thresh < 1 for h in ours) and all(h.ignore_thresh == 1.0 for h in theirs)
+
+
+@probe("discriminator_unconditioned")
+def _(clean, bad):
+    ours, theirs = _seeded_model(clean).discriminator, _seeded_model(bad).discriminator
+    x = torch.randn(1, ours.model[0].in_channels, 64, 64)
+    changed = x.clone()
+    changed[:, : x.shape[1] // 2] += 1   # another input image, the same output image
+    with torch.no_grad():
+        assert _differs(ours(x), ours(changed)) and not _differs(theirs(x), theirs(changed))
+
+
+# ------------------------------------------------------ written blind, 2026-12-07 (second half)
+@probe("centernet_wh_off_weights_swapped")
+def _(clean, bad):
+    ours, theirs = clean.task.loss_settings(), bad.task.loss_settings()
+    assert ours["wh_weight"] != ours["off_weight"]
+    assert (theirs["wh_weight"], theirs["off_weight"]) == (ours["off_weight"], ours["wh_weight"])
+    batch = clean.task.collate(_items(clean, "train", True, 2))
+    model = _seeded_model(clean)
+    losses = [float(job.task.training_step(model, batch)["loss"].detach()) for job in (clean, bad)]
+    assert losses[0] != pytest.approx(losses[1])
+
+
+@probe("centernet_top_k_from_demo")
+def _(clean, bad):
+    model = _seeded_model(clean)
+    model.eval()
+    batch = clean.task.eval_collate(_items(clean, "val", False, 2))
+    _items(bad, "val", False, 1)   # a task learns its category ids from the dataset it builds
+    with torch.no_grad():
+        ours, theirs = (job.task.predict(model, batch) for job in (clean, bad))
+    assert len(ours[0]["scores"]) > 10 and len(theirs[0]["scores"]) == 10
+    assert torch.equal(theirs[0]["scores"], ours[0]["scores"][:10])
+
+
+def _tf_model(job):
+    from replicate.tf_import import tensorflow
+
+    tensorflow().keras.utils.set_random_seed(0)
+    return job.task.build_model(job.task.ctx.variant)
+
+
+@probe("keras_bn_momentum_torch_sense")
+def _(clean, bad):
+    from replicate.tf_import import tensorflow
+
+    tf = tensorflow()
+    models = [_tf_model(job) for job in (clean, bad)]
+    momenta = [[b.bn.momentum for _, b in m.conv_blocks() if b.bn is not None] for m in models]
+    assert all(k > 0.5 for k in momenta[0]) and momenta[1] == pytest.approx([1 - k for k in momenta[0]])
+    arrays, _ = clean.task.collate(_items(clean, "train", True, 2))
+    images = tf.convert_to_tensor(arrays["images"])
+    for model in models:
+        model(images, training=True)   # one training-mode pass updates the moving statistics
+    first = [next(b.bn for _, b in m.conv_blocks() if b.bn is not None) for m in models]
+    assert _differs(torch.from_numpy(first[0].moving_mean.numpy()), torch.from_numpy(first[1].moving_mean.numpy()))
+
+
+@probe("channels_last_transposed")
+def _(clean, bad):
+    items = _items(clean, "train", True, 2)
+    _items(bad, "train", True, 1)   # a task learns its category ids from the dataset it builds
+    (ours, _), (theirs, _) = clean.task.collate(items), bad.task.collate(items)
+    assert _differs(torch.from_numpy(ours["images"]), torch.from_numpy(theirs["images"]))
+    assert torch.equal(torch.from_numpy(theirs["images"]), torch.from_numpy(ours["images"]).transpose(1, 2))
+    assert torch.equal(torch.from_numpy(ours["boxes"]), torch.from_numpy(theirs["boxes"]))
+
+
+@probe("bgr_at_evaluation")
+def _(clean, bad):
+    ours, theirs = _items(clean, "val", False, 2), _items(bad, "val", False, 2)
+    assert all(torch.equal(b[0], a[0].flip(0)) and _differs(a[0], b[0]) for a, b in zip(ours, theirs))
+    assert not _differs(_items(clean, "train", True)[0][0], _items(bad, "train", True)[0][0])
+
+
+@probe("warmup_integer_division")
+def _(clean, bad):
+    from replicate.runner.optim import lr_factor
+
+    recipe = _recipe(clean)
+    model = _seeded_model(clean)
+    applied = []
+    for job in (clean, bad):
+        optimizer = job.task.configure_optimizers(model, recipe, 0.01, build_optimizer)["main"]
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, 1000, 1.0, recipe))
+        rates = []
+        for _ in range(recipe.warmup_steps + 2):
+            optimizer.step()   # no gradients: only the rate it ran with matters
+            rates.append(optimizer.param_groups[0]["lr"])
+            schedule.step()
+        applied.append(rates)
+    half = recipe.warmup_steps // 2
+    assert applied[1][half] == pytest.approx(0.01 * recipe.warmup_factor)
+    assert applied[0][half] > 100 * applied[1][half]
+    assert applied[0][-1] == pytest.approx(applied[1][-1]) == pytest.approx(0.01)
+
+
 # -------------------------------------------------------------------------------------- the tests
 def test_every_defect_has_a_probe():
     assert set(PROBES) == set(CATALOGUE)
