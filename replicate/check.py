@@ -107,8 +107,8 @@ def _check_evaluation_reference(spec: Any, cfg: Any, report: CheckReport) -> Non
         return   # an eval or full tier: its metric is judged against the paper, not fixed weights
     with tempfile.TemporaryDirectory(prefix="zoo-check-") as scratch:
         loop = build_loop(spec, cfg, RunContext(checkpoint_dir=Path(scratch), progress=False), JobResult(spec.job_id))
-        loop.setup()
         try:
+            loop.setup()   # a bad checkpoint= file fails here too (the checkpoint check names it)
             judged = judge(loop, recorded)
         except (EvaluationPathChanged, DataError) as exc:
             report.add("evaluation", False, str(exc))

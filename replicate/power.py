@@ -17,8 +17,11 @@ SELFTEST_SEED = 1000
 
 # Where a defect was caught, in the order a run reaches them.
 PREFLIGHT, EARLY_CHECK, FINAL_VERDICT, MISSED = "pre-flight", "25% check", "final verdict", "missed"
+# An ERROR before the schedule ended: a check on the job's own path (reference settings, the
+# schedule, the evaluation path) stopped it there, at what the job had cost by then.
+DURING_RUN = "during the run"
 NOT_MEASURED = "not measured"   # INFRA: the cluster failed the job; it says nothing about the defect
-CAUGHT_AT = (PREFLIGHT, EARLY_CHECK, FINAL_VERDICT, MISSED, NOT_MEASURED)
+CAUGHT_AT = (PREFLIGHT, DURING_RUN, EARLY_CHECK, FINAL_VERDICT, MISSED, NOT_MEASURED)
 FLAGGING_VERDICTS = (EARLY_ABORT, BELOW, ABOVE, OFF_CURVE, ERROR)   # PASS and MEASURED flag nothing
 DEFECT, CONTROL = "defect", "control"
 
@@ -54,7 +57,8 @@ def catch(verdict: Optional[str], *, caught_by_preflight: bool, preflight_s: flo
 
     Returns:
         pre-flight: share = the check's time over a full run; 25% check (EARLY_ABORT): the job's
-        time over a full run (else its share of steps); final verdict (BELOW, ABOVE, OFF_CURVE, ERROR): the
+        time over a full run (else its share of steps); during the run (ERROR before the last
+        step): the same; final verdict (BELOW, ABOVE, OFF_CURVE, ERROR): the
         whole run, 1.0; missed (PASS or MEASURED): no share; INFRA: not measured.
     """
     if caught_by_preflight:
@@ -64,6 +68,9 @@ def catch(verdict: Optional[str], *, caught_by_preflight: bool, preflight_s: flo
         if share is None and steps_planned:
             share = cost_share(steps_done, steps_planned)
         return Catch(True, EARLY_CHECK, share)
+    if verdict == ERROR and steps_planned and steps_done < steps_planned:
+        share = cost_share(job_wall_s, control_wall_s)
+        return Catch(True, DURING_RUN, share if share is not None else cost_share(steps_done, steps_planned))
     if verdict in FLAGGING_VERDICTS:
         return Catch(True, FINAL_VERDICT, 1.0)
     if verdict is None or verdict == INFRA:

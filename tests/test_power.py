@@ -9,6 +9,7 @@ from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, PA
 from replicate.power import (
     CONTROL,
     DEFECT,
+    DURING_RUN,
     EARLY_CHECK,
     FINAL_VERDICT,
     MISSED,
@@ -46,6 +47,16 @@ def test_an_early_abort_without_a_control_falls_back_to_its_share_of_steps():
 def test_a_final_verdict_costs_the_whole_run(verdict):
     assert catch(verdict, caught_by_preflight=False, job_wall_s=50.0, control_wall_s=120.0) == \
         Catch(True, FINAL_VERDICT, 1.0)
+
+
+def test_an_error_before_the_last_step_costs_what_the_job_had_spent():
+    """A check on the job's own path (the schedule, a reference setting) stopped it at step 10."""
+    found = catch(ERROR, caught_by_preflight=False, job_wall_s=37.0, control_wall_s=370.0, steps_done=10,
+                  steps_planned=600)
+    assert found == Catch(True, DURING_RUN, 0.1)
+    assert catch(ERROR, caught_by_preflight=False, steps_done=150, steps_planned=600) == Catch(True, DURING_RUN, 0.25)
+    assert catch(ERROR, caught_by_preflight=False, job_wall_s=370.0, control_wall_s=370.0, steps_done=600,
+                 steps_planned=600) == Catch(True, FINAL_VERDICT, 1.0)
 
 
 @pytest.mark.parametrize("verdict", [PASS, MEASURED])

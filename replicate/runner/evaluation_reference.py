@@ -13,7 +13,9 @@ over kernels and threads, a few orders of magnitude below the training band. The
 weights and every random stream are put back afterwards: the job then trains exactly as
 unchecked (the smoke references are bit-exact).
 
-The weights file stores every array of the model's state (float ones rounded to float16, which
+The metric is computed as mid-run evaluations compute theirs, over the ground truth of the whole
+split (so it reads about a quarter of the full metric): a fingerprint of the evaluation path, not
+a score. The weights file stores every array of the model's state (float ones rounded to float16, which
 halves what the repository carries; the recorded metrics are those of the rounded weights).
 """
 

@@ -141,7 +141,8 @@ def test_check_of_the_tensorflow_implementation(tmp_path, shapes_root, tiny):
                         f"datasets.shapes.root={shapes_root}", *data], echo=print)
     assert report.ok, [c for c in report.checks if not c["ok"]]
     names = [c["check"] for c in report.checks]
-    assert names == ["config", "params", "splits", "shapes", "gradients", "overfit", "statistics", "differential"]
+    assert names == ["config", "params", "splits", "shapes", "gradients", "overfit", "statistics", "evaluation",
+                     "differential"]
     assert "tensorflow" in report.checks[names.index("overfit")]["detail"]
 
 
