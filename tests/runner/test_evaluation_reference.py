@@ -16,11 +16,8 @@ from omegaconf import OmegaConf, open_dict
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError, DataError, EvaluationPathChanged
 from replicate.failures import classify
-from replicate.jobs import JobResult
-from replicate.resolved import make_spec
 from replicate.runner import evaluation_reference as reference
-from replicate.runner.base_loop import RunContext
-from replicate.runner.worker import build_loop
+from tests.runner.loops import set_up_loop
 
 SHIPPED = reference.WEIGHTS_DIR
 SMOKE = [("faster_rcnn", "torch"), ("retinanet", "torch"), ("mask_rcnn", "torch"), ("centernet", "torch"),
@@ -75,13 +72,7 @@ def _loop(model: str, framework: str, results_dir: Path, data_root: Path):
 
 
 def _loop_on(overrides: list[str], results_dir: Path, data_root: Path, extra: list[str]):
-    cfg = compose_config([*overrides, f"results_dir={results_dir}", f"datasets.shapes.root={data_root}",
-                          "logger=none", *extra])
-    spec = make_spec(cfg, None)
-    loop = build_loop(spec, cfg, RunContext(checkpoint_dir=results_dir / "job", progress=False),
-                      JobResult(spec.job_id), num_threads=1)
-    loop.setup()
-    return loop
+    return set_up_loop([*overrides, "logger=none", *extra], results_dir, data_root)
 
 
 def _record(loop, images: int = 16) -> dict:

@@ -9,26 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from replicate.config.compose import compose_config
 from replicate.errors import PathInvariantBroken
 from replicate.failures import classify
-from replicate.jobs import JobResult
-from replicate.resolved import make_spec
-from replicate.runner.base_loop import RunContext
-from replicate.runner.worker import build_loop
+from tests.runner.loops import set_up_loop
 
 SMOKE = [["model=faster_rcnn"], ["model=retinanet"], ["model=mask_rcnn"], ["model=centernet"],
          ["model=yolov3"], ["model=yolov4"], ["model=pix2pix"], ["model=yolov3", "framework=tensorflow"]]
 
 
 def _loop(model: list[str], results_dir: Path, shapes_root: Path, tiny: list[str]):
-    cfg = compose_config([*model, f"results_dir={results_dir}", f"datasets.shapes.root={shapes_root}",
-                          "tier.compare_with=none", *tiny])
-    spec = make_spec(cfg, None)
-    loop = build_loop(spec, cfg, RunContext(checkpoint_dir=results_dir / "job", progress=False),
-                      JobResult(spec.job_id), num_threads=1)
-    loop.setup()
-    return loop
+    return set_up_loop([*model, "tier.compare_with=none", *tiny], results_dir, shapes_root)
 
 
 @pytest.mark.parametrize("model", SMOKE, ids=lambda m: "-".join(x.split("=")[1] for x in m))
