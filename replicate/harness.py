@@ -180,7 +180,7 @@ class SuiteRun:
         done_ids = self.store.finished_job_ids(self.suite_id, rerun) if (skip_finished and self.suite_id) else set()
         runnable = []
         for job in jobs:
-            if job.job_id in done_ids:
+            if job.job_id in done_ids and not self.code_changed(job):
                 out.skipped.append(job.job_id)
             elif job.problem:
                 self.record(job, JobResult(job_id=job.job_id,
@@ -220,10 +220,24 @@ class SuiteRun:
         out.groups = self.judge_groups(jobs, out) if judge_groups else []
         return out
 
+    def code_changed(self, job: ResolvedJob) -> bool:
+        """Whether the code that computes ``job`` differs from the code its stored row was
+        computed by (a row from before these hashes were recorded counts as changed): the skip
+        of a finished job is keyed by its config and its code, so an edited model runs again."""
+        row = self.store.get_job(job.job_id) or {}
+        recorded = row.get("environment") or {}
+        changed = [key for key, value in job_code(job).items() if recorded.get(key) != value]
+        if changed:
+            said = ", ".join(key.replace("_", " ") for key in changed)
+            self.echo(f"job {job.job_id}: {said} changed since its stored result: running it again")
+        return bool(changed)
+
     def record(self, job: ResolvedJob, result: JobResult, out: SuiteResult, total: int) -> None:
         """Judge a finished job, store its row (spooled if the store is down) and tell the sinks."""
         if job.job_id in self.deadlines:   # what the job was allowed, beside what it took
             result.environment.setdefault("deadline", self.deadlines[job.job_id].to_dict())
+        for key, value in job_code(job).items():   # what computed it (the skip key's second half)
+            result.environment.setdefault(key, value)
         verdict, failure = judge_job(result, job.target)
         self.results[job.job_id] = result
         record = job_record(job.spec, result, verdict, failure, job.target, job.hardware)
@@ -266,6 +280,18 @@ class SuiteRun:
             failure = Failure(row["failure_stage"], row["failure_impact"], row.get("failure_message") or "")
         return JobResult(job_id=row["job_id"], metrics=row.get("metrics") or {}, failure=failure,
                          early_check=row.get("early_check") or {}, infra=row["verdict"] == INFRA)
+
+
+def job_code(job: ResolvedJob) -> dict[str, Optional[str]]:
+    """The hashes of the model code, harness code and packages that compute ``job``."""
+    from replicate.models.registry import get_task_class
+    from replicate.runner.code_fingerprint import code_fingerprint
+
+    try:
+        module: Optional[str] = get_task_class(job.spec.model, job.spec.framework).__module__
+    except ConfigError:   # a model config without an implementation (job.problem says so)
+        module = None
+    return code_fingerprint(module)
 
 
 def data_of(job: ResolvedJob) -> DictConfig:

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from replicate.config.schema import Direction
 from replicate.jobs import MEASURED, PASS, PLACEMENT_KEYS
+from replicate.runner.code_fingerprint import KEYS as CODE_KEYS
 from replicate.store.tables import GROUP_KEY
 
 # A group's identity across suites (the store's group key without the suite).
@@ -38,6 +39,8 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "git": ("git_commit", "git_dirty"),
     "dataset": ("dataset_hash",),
 }
+# What computed the job (CODE_KEYS, replicate/runner/code_fingerprint.py) is known for every job the
+# harness recorded, even one that never started, so it is compared apart from the worker's environment.
 
 # Config keys that say where, when and how a job was scheduled, not what it computes, plus
 # ``seed``: jobs of different seeds are compared only when no common seed exists.
@@ -109,8 +112,8 @@ def metric_series(groups: Iterable[Mapping[str, Any]]) -> dict[tuple, list[Point
 
 @dataclass
 class Change:
-    """One difference between the last PASS and now; ``section`` is environment, git, dataset or
-    config; ``key`` is a fingerprint key or a dotted config key."""
+    """One difference between the last PASS and now; ``section`` is environment, git, dataset, code
+    or config; ``key`` is a fingerprint key or a dotted config key."""
 
     section: str
     key: str
@@ -207,17 +210,28 @@ def what_changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Ch
     not compared: every key would look changed (see :func:`unrecorded`).
     """
     changes = []
-    if before.get("environment") and after.get("environment"):
-        changes += environment_diff(before["environment"], after["environment"])
+    old_env, new_env = before.get("environment") or {}, after.get("environment") or {}
+    if _worker_ran(old_env) and _worker_ran(new_env):
+        changes += environment_diff(old_env, new_env)
+    if all(key in env for key in CODE_KEYS for env in (old_env, new_env)):
+        changes += [Change("code", key, old_env[key], new_env[key])
+                    for key in CODE_KEYS if old_env[key] != new_env[key]]
     if before.get("config") and after.get("config"):
         changes += [Change("config", key, old, new) for key, old, new in config_diff(before["config"], after["config"])]
     return changes
 
 
+def _worker_ran(environment: Mapping[str, Any]) -> bool:
+    """The job's worker recorded what it ran on (keys beyond the driver's own: its deadline and code)."""
+    return any(key not in (*CODE_KEYS, "deadline") for key in environment)
+
+
 def unrecorded(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
     """What :func:`what_changed` could not compare, e.g. ``environment of job X``."""
-    return [f"{part} of job {job['job_id']}" for part in ("environment", "config") for job in (before, after)
-            if not job.get(part)]
+    recorded = {"environment": lambda job: _worker_ran(job.get("environment") or {}),
+                "config": lambda job: bool(job.get("config"))}
+    return [f"{part} of job {job['job_id']}" for part, has in recorded.items() for job in (before, after)
+            if not has(job)]
 
 
 def environment_diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]:
