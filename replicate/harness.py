@@ -27,6 +27,7 @@ from replicate.plan import plan_suite
 from replicate.records import GroupRecord, group_record, job_record
 from replicate.redact import redacted_overrides, redacting
 from replicate.resolved import ResolvedJob, resolve_job
+from replicate.runner.code_fingerprint import code_changes, job_code
 from replicate.scheduling import Scheduler
 from replicate.scheduling.deadlines import Deadline, job_deadlines, longest_first
 from replicate.store import spool
@@ -225,8 +226,7 @@ class SuiteRun:
         computed by (a row from before these hashes were recorded counts as changed): the skip
         of a finished job is keyed by its config and its code, so an edited model runs again."""
         row = self.store.get_job(job.job_id) or {}
-        recorded = row.get("environment") or {}
-        changed = [key for key, value in job_code(job).items() if recorded.get(key) != value]
+        changed = code_changes(row.get("environment") or {}, job_code(job.spec.model, job.spec.framework))
         if changed:
             said = ", ".join(key.replace("_", " ") for key in changed)
             self.echo(f"job {job.job_id}: {said} changed since its stored result: running it again")
@@ -236,7 +236,8 @@ class SuiteRun:
         """Judge a finished job, store its row (spooled if the store is down) and tell the sinks."""
         if job.job_id in self.deadlines:   # what the job was allowed, beside what it took
             result.environment.setdefault("deadline", self.deadlines[job.job_id].to_dict())
-        for key, value in job_code(job).items():   # what computed it (the skip key's second half)
+        # what computed it (the skip key's second half)
+        for key, value in job_code(job.spec.model, job.spec.framework).items():
             result.environment.setdefault(key, value)
         verdict, failure = judge_job(result, job.target)
         self.results[job.job_id] = result
@@ -280,18 +281,6 @@ class SuiteRun:
             failure = Failure(row["failure_stage"], row["failure_impact"], row.get("failure_message") or "")
         return JobResult(job_id=row["job_id"], metrics=row.get("metrics") or {}, failure=failure,
                          early_check=row.get("early_check") or {}, infra=row["verdict"] == INFRA)
-
-
-def job_code(job: ResolvedJob) -> dict[str, Optional[str]]:
-    """The hashes of the model code, harness code and packages that compute ``job``."""
-    from replicate.models.registry import get_task_class
-    from replicate.runner.code_fingerprint import code_fingerprint
-
-    try:
-        module: Optional[str] = get_task_class(job.spec.model, job.spec.framework).__module__
-    except ConfigError:   # a model config without an implementation (job.problem says so)
-        module = None
-    return code_fingerprint(module)
 
 
 def data_of(job: ResolvedJob) -> DictConfig:

@@ -106,6 +106,10 @@ def config_hash(cfg: DictConfig) -> str:
     for each in data["model"]["tiers"].values():
         if each.get("precision") == Precision.FP32:
             each.pop("precision")
+    # How a cost is shown (its currency, whether the price is a placeholder) decides nothing a job
+    # computes: left out, so jobs keep the hashes they had before these keys.
+    for shown in ("currency", "price_placeholder"):
+        data["hardware"].pop(shown, None)
     dataset = dict(data["datasets"][tier["data"]])
     dataset.pop("root", None)
     data["datasets"] = {tier["data"]: dataset}

@@ -61,9 +61,17 @@ def _rayjob(args: argparse.Namespace, namespace: str) -> dict[str, Any]:
 
 
 def _render(args: argparse.Namespace) -> int:
+    """The manifest, headed by the suite's plan as YAML comments (what runs, what each job is
+    judged against, its cost): ``kubectl apply`` ignores them, the lab reads them."""
     import yaml
 
-    print(yaml.safe_dump(_rayjob(args, args.namespace or "default"), sort_keys=False, width=1000), end="")
+    from replicate.plan_estimate import plan_of_suite
+
+    manifest = _rayjob(args, args.namespace or "default")
+    suite = manifest["metadata"]["labels"]["zoo-replicate/suite"]
+    _, _, lines = plan_of_suite([f"suite={suite}", *[o for o in args.overrides if not o.startswith("suite=")]])
+    print("".join(f"# {line}\n" for line in lines), end="")
+    print(yaml.safe_dump(manifest, sort_keys=False, width=1000), end="")
     return 0
 
 

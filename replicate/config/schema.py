@@ -325,6 +325,8 @@ class HardwareConfig:
     count: int = MISSING
     price_per_accelerator_hour: float = MISSING
     price_source: str = MISSING
+    currency: str = MISSING           # ISO 4217 code of the price (USD, EUR, ...)
+    price_placeholder: bool = True    # the price is not yet the lab's own rate: every cost view says so
     ray: RayResources = field(default_factory=RayResources)
     node_selector: dict[str, str] = field(default_factory=dict)
     expected_images_per_s: Optional[float] = None

@@ -339,6 +339,8 @@ def _validate_hardware(cfg: DictConfig) -> None:
     _one_of(hw.accelerator, ACCELERATORS, "hardware.accelerator")
     require(hw.count >= 1, "hardware.count", f"{hw.count} must be >= 1")
     require(hw.price_per_accelerator_hour >= 0, "hardware.price_per_accelerator_hour", "must be >= 0")
+    require(isinstance(hw.currency, str) and len(hw.currency) == 3 and hw.currency.isascii() and hw.currency.isupper(),
+            "hardware.currency", f"{hw.currency!r} is not an ISO 4217 code (three capital letters, e.g. USD, EUR)")
     if hw.accelerator == "tpu":
         require("tensorflow" in cfg.model.frameworks, "hardware",
                  f"'{hw.name}' is a TPU profile but model '{cfg.model.name}' has no TensorFlow implementation "

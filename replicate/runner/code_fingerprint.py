@@ -22,7 +22,7 @@ import importlib.metadata
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import replicate
 
@@ -134,6 +134,24 @@ def code_fingerprint(task_module: Optional[str]) -> dict[str, Optional[str]]:
     so no model code)."""
     return {"model_code": _model_hash(task_module) if task_module else None,
             "harness_code": _harness_hash(), "packages_hash": packages_hash()}
+
+
+def job_code(model: str, framework: str) -> dict[str, Optional[str]]:
+    """The hashes of the code that computes a job of ``model`` in ``framework``."""
+    from replicate.errors import ConfigError
+    from replicate.models.registry import get_task_class
+
+    try:
+        module: Optional[str] = get_task_class(model, framework).__module__
+    except ConfigError:   # a model config without an implementation (the job is an ERROR row)
+        module = None
+    return code_fingerprint(module)
+
+
+def code_changes(recorded: Mapping[str, object], current: Mapping[str, Optional[str]]) -> list[str]:
+    """The keys whose hash differs between a stored job's environment and ``current`` (all of
+    them for a row recorded before the hashes were)."""
+    return [key for key, value in current.items() if recorded.get(key) != value]
 
 
 def forget() -> None:

@@ -45,6 +45,15 @@ def test_nightly_rayjob_validates_and_has_one_group_per_profile(capsys, crd_vali
         assert container["securityContext"]["runAsNonRoot"] is True
 
 
+def test_render_heads_the_manifest_with_the_plan(capsys, crd_validator):
+    assert main(["k8s", "render", "suite=nightly"]) == 0
+    out = capsys.readouterr().out
+    head = [line for line in out.splitlines() if line.startswith("#")]
+    assert head[0].startswith("# plan of suite nightly-") and any("against the paper" in line for line in head)
+    assert sum(" eval on h100x1" in line for line in head) == 6   # the six detectors (tests/test_plan.py)
+    crd_validator(yaml.safe_load(out))   # the comments leave the manifest as it was
+
+
 def test_tpu_suite_gets_a_tpu_worker_group(capsys, crd_validator):
     job = _render(capsys, "suite=smoke", TPU_SUITE, "--set", "workerGroups.tpu_v4_8.enabled=true")
     crd_validator(job)
