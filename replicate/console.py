@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from replicate.defects import defect_of
+from replicate.formatting import currency_of, priced
 from replicate.formatting import duration as _duration
-from replicate.formatting import money
 from replicate.jobs import MEASURED, PASS
 from replicate.verdict import target_label
 
@@ -58,7 +58,7 @@ def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
         table.add_row(model_label(row), row["tier"], row["hardware"], str(row["seed"]),
                       f"[{VERDICT_STYLES.get(verdict, 'white')}]{verdict}[/]", row.get("metric_name") or "-",
                       _fmt(row.get("metric_value")), _compared_with(row), _duration(row.get("wall_s")),
-                      money(row.get("cost")), failure)
+                      priced(row.get("cost"), currency_of(row)), failure)
     terminal().print(table)
     for row in rows:
         if row.get("failure_message") and row["verdict"] != PASS:

@@ -4,7 +4,7 @@ so a cost or a duration looks the same wherever it is shown."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Iterable, Mapping, Optional
 
 # Cents hide what matters for small amounts: a smoke job on a 0.10/h profile costs ~0.001-0.01.
 SIGNIFICANT = 3
@@ -21,6 +21,28 @@ def money(value: Optional[float], missing: str = "-") -> str:
         return f"{value:,.2f}"
     decimals = min(MAX_DECIMALS, SIGNIFICANT - 1 - math.floor(math.log10(abs(value))))
     return f"{value:.{decimals}f}"
+
+
+def priced(value: Optional[float], currency: Optional[str], missing: str = "-") -> str:
+    """An amount with its currency (``0.00308 USD``); one recorded without a currency says so."""
+    if value is None:
+        return missing
+    return f"{money(value)} {currency}" if currency else f"{money(value)} (currency not recorded)"
+
+
+def currency_of(job: Mapping[str, Any]) -> Optional[str]:
+    """The currency a job row's cost is in: its hardware profile's, as the job recorded it."""
+    return ((job.get("config") or {}).get("hardware") or {}).get("currency")
+
+
+def price_note(rows: Iterable[Mapping[str, Any]]) -> Optional[str]:
+    """Where the prices behind ``rows`` come from, and whether they are placeholders (rows with
+    ``price_source`` and ``price_placeholder``); None when no row recorded a price source."""
+    seen = sorted({(r["price_source"], bool(r.get("price_placeholder"))) for r in rows if r.get("price_source")})
+    if not seen:
+        return None
+    return "prices: " + "; ".join(source + (" - placeholders, not yet the lab's own rates" if placeholder else "")
+                                  for source, placeholder in seen)
 
 
 def duration(seconds: Optional[float], missing: str = "-") -> str:

@@ -22,13 +22,33 @@ from replicate.verdict import target_label
 GROUP_COLUMNS = GROUP_IDENTITY
 
 LEADERBOARD_KEYS = (
-    "model", "variant", "framework", "tier", "hardware", "metric_name", "direction", "target_kind",
-    "target_label", "target_value", "target_source", "deviations", "band_low", "band_high", "mean", "std", "seeds",
-    "delta",
-    "delta_pct", "verdict", "failure_stage", "failure_impact", "accelerator_hours", "cost", "wall_s",
+    "model", "variant", "framework", "tier", "hardware", "section", "metric_name", "direction", "target_kind",
+    "target_label", "target_value", "target_source", "tolerance", "tolerance_kind", "deviations", "band_low",
+    "band_high", "mean", "std", "seeds", "note", "delta",
+    "delta_pct", "verdict", "failure_stage", "failure_impact", "accelerator_hours", "cost", "currency",
+    "price_source", "price_placeholder", "wall_s",
     "time_to_quality_s", "lost_s", "early_abort_saved_cost", "previous_suite_id", "previous_mean",
     "previous_verdict", "trend",
 )
+
+# The leaderboard's two questions, by what a group is compared with: did it reproduce the paper
+# (a claim), and is this implementation still what it was (the canary: its own reference).
+PAPER, CANARY = "against the paper", "canary"
+SECTION_TITLES = {PAPER: "Against the paper", CANARY: "Canary: this implementation against its own reference"}
+
+
+def section_of(target_kind: Optional[str]) -> str:
+    """Which of the two the group answers; a group with nothing to compare with is a canary."""
+    return PAPER if target_kind == "claim" else CANARY
+
+
+def prices_of(jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The currency, price source and placeholder flag the jobs' hardware profile recorded; None
+    each where a job recorded none (a row from before currencies) or the jobs disagree."""
+    seen = {(hw.get("currency"), hw.get("price_source"), hw.get("price_placeholder"))
+            for hw in ((j.get("config") or {}).get("hardware") or {} for j in jobs)}
+    currency, source, placeholder = seen.pop() if len(seen) == 1 else (None, None, None)
+    return {"currency": currency, "price_source": source, "price_placeholder": placeholder}
 
 
 class UnknownSuite(UserInputError):
@@ -77,13 +97,14 @@ def _time_to_quality(jobs: list[dict[str, Any]]) -> Optional[float]:
 
 
 def _previous(history: list[dict[str, Any]], suite_id: str) -> dict[tuple, dict[str, Any]]:
-    """For each group key, its verdict in the latest suite before ``suite_id`` (history is
+    """For each group key, the latest suite before ``suite_id`` that measured it (history is
     oldest first, so later entries overwrite earlier ones)."""
     previous: dict[tuple, dict[str, Any]] = {}
     for group in history:
         if group["suite_id"] == suite_id:
             break
-        previous[group_key(group)] = group
+        if group.get("mean") is not None:   # a night that measured nothing is no baseline for a trend
+            previous[group_key(group)] = group
     return previous
 
 
@@ -97,9 +118,15 @@ def target_columns(group: dict[str, Any]) -> dict[str, Any]:
         "metric_name": group.get("metric_name") or target.get("metric"), "direction": target.get("direction"),
         "target_kind": target.get("kind"), "target_label": target_label(target.get("kind")),
         "target_value": value, "target_source": target.get("source"), "deviations": target.get("deviations"),
+        "tolerance": target.get("tolerance") if value is not None else None,
+        "tolerance_kind": target.get("tolerance_kind") if value is not None else None,
         "band_low": target.get("low"), "band_high": target.get("high"), "delta": delta,
         "delta_pct": None if delta is None or not value else 100.0 * delta / value,
     }
+
+
+def row_kind(group: dict[str, Any]) -> Optional[str]:
+    return (group.get("compared_with") or {}).get("kind")
 
 
 def leaderboard_rows(store: Any, suite_id: str, *, jobs: Optional[list[dict[str, Any]]] = None,
@@ -128,8 +155,8 @@ def leaderboard_rows(store: Any, suite_id: str, *, jobs: Optional[list[dict[str,
         before = previous.get(group_key(group)) or {}
         mean, before_mean = group.get("mean"), before.get("mean")
         row = {c: group[c] for c in GROUP_COLUMNS}
-        row.update(target_columns(group))
-        row.update(mean=mean, std=group.get("std"), seeds=list(group.get("seeds") or []),
+        row.update(target_columns(group), section=section_of(row_kind(group)), **prices_of(jobs))
+        row.update(mean=mean, std=group.get("std"), seeds=list(group.get("seeds") or []), note=group.get("noise_note"),
                    verdict=group["verdict"], failure_stage=group.get("failure_stage"),
                    failure_impact=group.get("failure_impact"), **job_costs(jobs),
                    time_to_quality_s=_time_to_quality(jobs), previous_suite_id=before.get("suite_id"),
@@ -158,7 +185,7 @@ def cost_summary(store: Any, suite_id: str) -> dict[str, Any]:
     passes = sum(1 for g in groups if g["verdict"] == PASS)
     measured = sum(1 for g in groups if g["verdict"] == MEASURED)
     return {"suite_id": suite_id, "jobs": len(jobs), "groups": len(groups), "passes": passes,
-            "measured": measured, **totals, "cost_per_pass": _per_pass(totals["cost"], passes)}
+            "measured": measured, **totals, "cost_per_pass": _per_pass(totals["cost"], passes), **prices_of(jobs)}
 
 
 def model_costs(store: Any, suite_id: Optional[str] = None) -> list[dict[str, Any]]:
@@ -188,5 +215,6 @@ def model_costs(store: Any, suite_id: Optional[str] = None) -> list[dict[str, An
         totals = job_costs(by_model[model])
         rows.append({"model": model, "jobs": len(by_model[model]),
                      "suites": len({j["suite_id"] for j in by_model[model] if j.get("suite_id")}),
-                     "passes": passes[model], **totals, "cost_per_pass": _per_pass(totals["cost"], passes[model])})
+                     "passes": passes[model], **totals, "cost_per_pass": _per_pass(totals["cost"], passes[model]),
+                     **prices_of(by_model[model])})
     return rows

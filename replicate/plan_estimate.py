@@ -10,13 +10,13 @@ use), and at most what its deadline allows. Costs carry the profile's currency a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig
 
 from replicate.errors import ConfigError, StoreError
-from replicate.formatting import duration, money
+from replicate.formatting import duration, price_note, priced
 from replicate.resolved import ResolvedJob
 from replicate.runner.code_fingerprint import code_changes, job_code
 from replicate.scheduling.deadlines import Deadline, job_deadlines
@@ -135,10 +135,10 @@ def _job_lines(job: PlannedJob) -> list[str]:
     model = job.model if job.framework == "torch" else f"{job.model} ({job.framework})"
     judged = job.target or "no band"
     source = f" ({job.target_source})" if job.target_source and job.kind == "claim" else ""
-    cost = (f"expected {money(job.expected_cost)} {job.currency} ({duration(job.expected_s)})"
+    cost = (f"expected {priced(job.expected_cost, job.currency)} ({duration(job.expected_s)})"
             if job.expected_cost is not None else "no earlier run")
     return [f"- {model} {job.tier} on {job.hardware}, seed {job.seed}: {job.status}; {judged}{source}",
-            f"    cost: {cost}; at most {money(job.cost_bound)} {job.currency} ({job.basis})"]
+            f"    cost: {cost}; at most {priced(job.cost_bound, job.currency)} ({job.basis})"]
 
 
 def plan_lines(suite_id: str, planned: Sequence[PlannedJob], history_note: Optional[str] = None) -> list[str]:
@@ -158,11 +158,10 @@ def plan_lines(suite_id: str, planned: Sequence[PlannedJob], history_note: Optio
             expected = "expected: unknown (no job has an earlier run)"
         else:
             unknown = f", {int(total['unknown'])} job(s) without an earlier run" if total["unknown"] else ""
-            expected = f"expected {money(total['expected'])} {currency}{unknown}"
-        lines.append(f"total: {expected}; at most {money(total['bound'])} {currency}")
-    for source, placeholder in sorted({(j.price_source, j.price_placeholder) for j in planned}):
-        lines.append(f"prices: {source}" + (" - placeholders, not yet the lab's own rates" if placeholder else ""))
-    return lines
+            expected = f"expected {priced(total['expected'], currency)}{unknown}"
+        lines.append(f"total: {expected}; at most {priced(total['bound'], currency)}")
+    note = price_note(asdict(job) for job in planned)
+    return lines + ([note] if note else [])
 
 
 def plan_of_suite(overrides: Sequence[str]) -> tuple[str, list[PlannedJob], list[str]]:

@@ -569,16 +569,23 @@ class GroupVerdict:
 def judge_group(results: list[tuple[int, JobResult, str]], target: Target) -> GroupVerdict:
     """Verdict over seeds from (seed, result, job verdict) triples: the mean decides.
 
-    Errors and infrastructure failures are not averaged away: any of them decides the group.
+    Errors and infrastructure failures are not averaged away: any of them decides the group, which
+    still keeps the mean of the seeds that measured the metric.
     """
     seeds = [s for s, _, _ in results]
+    found = [r.metrics.get(target.metric) if target.metric else None for _, r, _ in results]
+    values = [v for v in found if v is not None]
     for outcome in (INFRA, ERROR, EARLY_ABORT, OFF_CURVE):
         hit = next(((r, v) for _, r, v in results if v == outcome), None)
         if hit:
+            # The group fails, but keeps what its seeds measured (the leaderboard's value and its
+            # place in the trend); an early abort has no final metric, so it has no mean.
             failure = hit[0].failure or judge_job(hit[0], target)[1]
-            return GroupVerdict(outcome, None, None, seeds, failure, None)
-    found = [r.metrics.get(target.metric) if target.metric else None for _, r, _ in results]
-    values = [v for v in found if v is not None]
+            mean = statistics.fmean(values) if values else None
+            std = statistics.stdev(values) if len(values) > 1 else None
+            partial = (f"mean of the {len(values)} of {len(found)} seeds that measured {target.metric}"
+                       if values and len(values) < len(found) else None)
+            return GroupVerdict(outcome, mean, std, seeds, failure, partial)
     if len(values) < len(found):
         verdict, failure = judge_value(None, target)
         return GroupVerdict(verdict, None, None, seeds, failure, None)

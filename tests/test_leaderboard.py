@@ -149,3 +149,31 @@ def test_smoke_reference_rows_are_labelled_reference_and_measured_is_no_pass(tmp
     # The MEASURED group is counted apart and is not a PASS: cost per PASS is over the one PASS.
     assert (summary["passes"], summary["measured"]) == (1, 1)
     assert summary["cost_per_pass"] == pytest.approx(4.0)
+
+
+def test_a_failing_group_keeps_its_value_and_a_night_that_measured_nothing_is_no_trend_baseline(tmp_path):
+    """The leaderboard of a failing night still shows what was measured and how it moved; a night
+    whose jobs all crashed (no mean) is skipped as the baseline, not read as a first run."""
+    with ResultStore(f"sqlite:///{tmp_path / 'zoo.db'}") as store:
+        _suite(store, "n1", 0, [_job("n1", "yolov3", 0, value=0.40)], [_group("n1", "yolov3", [0], mean=0.40)])
+        _suite(store, "n2", 1, [_job("n2", "yolov3", 0, verdict="ERROR", value=None)],
+               [_group("n2", "yolov3", [0], verdict="ERROR", mean=None)])
+        _suite(store, "n3", 2, [_job("n3", "yolov3", 0, verdict="OFF_CURVE", value=0.38)],
+               [_group("n3", "yolov3", [0], verdict="OFF_CURVE", mean=0.38)])
+        (row,) = leaderboard_rows(store, "n3")
+    assert row["verdict"] == "OFF_CURVE" and row["mean"] == pytest.approx(0.38)
+    assert row["previous_suite_id"] == "n1" and row["trend"] == pytest.approx(-0.02)
+    assert row["section"] == "against the paper" and (row["tolerance"], row["tolerance_kind"]) == (0.02, "relative")
+
+
+def test_rows_carry_the_currency_and_price_source_their_jobs_recorded(tmp_path):
+    hardware = {"name": "cpu", "currency": "EUR", "price_source": "lab rate 2026", "price_placeholder": False}
+    with ResultStore(f"sqlite:///{tmp_path / 'zoo.db'}") as store:
+        _suite(store, "n1", 0, [_job("n1", "yolov3", 0, config={"hardware": hardware}), _job("n1", "pix2pix", 0)],
+               [_group("n1", "yolov3", [0]), _group("n1", "pix2pix", [0])])
+        rows = {r["model"]: r for r in leaderboard_rows(store, "n1")}
+        costs = cost_summary(store, "n1")
+    assert (rows["yolov3"]["currency"], rows["yolov3"]["price_source"], rows["yolov3"]["price_placeholder"]) == \
+        ("EUR", "lab rate 2026", False)
+    assert rows["pix2pix"]["currency"] is None   # recorded before currencies: shown as "currency not recorded"
+    assert costs["currency"] is None             # the suite's jobs disagree: no one currency to sum in

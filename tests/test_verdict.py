@@ -69,6 +69,18 @@ def test_group_with_an_errored_seed_is_error():
                (1, JobResult("b", failure=Failure("data pipeline", "crash", "missing file")), ERROR)]
     group = judge_group(results, target)
     assert group.verdict == ERROR and group.failure.stage == "data pipeline"
+    # The failed group keeps what was measured (the leaderboard's value and trend), and says of how many seeds.
+    assert group.mean == pytest.approx(37.0) and group.noise_note == "mean of the 1 of 2 seeds that measured bbox_AP"
+
+
+def test_a_group_off_its_curve_keeps_its_mean_and_an_aborted_one_has_none():
+    target = claim()
+    off = [(s, JobResult(f"j{s}", metrics={"bbox_AP": v}), OFF_CURVE) for s, v in enumerate([36.5, 37.5])]
+    group = judge_group(off, target)
+    assert group.verdict == OFF_CURVE and group.mean == pytest.approx(37.0) and group.noise_note is None
+    stopped = Failure("training", "accuracy below expectations", "below the 25% floor")
+    aborted = [(0, JobResult("a", early_check={"aborted": True}, failure=stopped), EARLY_ABORT)]
+    assert judge_group(aborted, target).mean is None
 
 
 def nothing() -> Target:

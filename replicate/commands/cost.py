@@ -60,24 +60,29 @@ def run(args: argparse.Namespace) -> int:
 def _cost_table(title: str, first: str, rows: list[dict[str, Any]], key: str):
     from rich.table import Table
 
-    from replicate.formatting import duration, money
+    from replicate.formatting import duration, priced
 
     table = Table(title=title)
     for col in (first, "jobs", "PASS", "accelerator-h", "cost", "saved by early aborts", "lost to restarts",
                 "cost per PASS"):
         table.add_column(col, justify="left" if col == first else "right")
     for row in rows:
+        currency = row.get("currency")
         table.add_row(str(row[key]), str(row["jobs"]), str(row["passes"]), f"{row['accelerator_hours']:.3f}",
-                      money(row["cost"]), money(row["early_abort_saved_cost"]), duration(row["lost_s"]),
-                      money(row["cost_per_pass"]))
+                      priced(row["cost"], currency), priced(row["early_abort_saved_cost"], currency),
+                      duration(row["lost_s"]), priced(row["cost_per_pass"], currency))
     return table
 
 
 def print_costs(view: dict[str, list[dict[str, Any]]], suite_id: Optional[str]) -> None:
     """The cost view as two rich tables: per suite, then per model."""
     from replicate.console import terminal
+    from replicate.formatting import price_note
 
     console = terminal()
     console.print(_cost_table("cost per suite", "suite", view["suites"], "suite_id"))
     scope = f"suite {suite_id}" if suite_id else "all history"
     console.print(_cost_table(f"cost per model ({scope})", "model", view["models"], "model"))
+    note = price_note([*view["suites"], *view["models"]])
+    if note:
+        console.print(note)

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from replicate.config.schema import Direction
 from replicate.defects import defect_of
-from replicate.formatting import duration, money
+from replicate.formatting import duration, money, price_note, priced
 from replicate.history import (
     Point,
     detect_drift,
@@ -66,7 +66,7 @@ def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:
     index = out_dir / INDEX
     index.write_text(env.get_template("index.html").render(
         suite_id=suite_id, suite=data["suite"], generated=data["generated"], rows=data["rows"],
-        costs=data["costs"], regressions=data["regressions"], drifts=data["drifts"],
+        costs=data["costs"], price_note=data["price_note"], regressions=data["regressions"], drifts=data["drifts"],
         pages={p["model"]: p["file"] for p in pages}, power_page=power_page), encoding="utf-8")
     return index
 
@@ -90,7 +90,8 @@ def collect(store: Any, suite_id: str) -> dict[str, Any]:
                   if (d := detect_drift(key, series[key], directions.get(key, Direction.HIGHER))) is not None]
     rows = leaderboard_rows(store, suite_id, jobs=jobs, history=every)
     suite = next((s for s in store.suites() if s["suite_id"] == suite_id), {"suite_id": suite_id})
-    return {"suite": suite, "rows": rows, "costs": cost_summary(store, suite_id), "jobs": jobs,
+    costs = cost_summary(store, suite_id)
+    return {"suite": suite, "rows": rows, "costs": costs, "price_note": price_note([*rows, costs]), "jobs": jobs,
             "series": series, "regressions": regressions, "drifts": drift_list,
             "models": sorted({r["model"] for r in rows}),
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -158,7 +159,7 @@ def _environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(num=_num, signed=_signed, hours=_hours, duration=lambda s: duration(s, DASH),
-                       money=lambda v: money(v, DASH))
+                       money=lambda v: money(v, DASH), priced=lambda v, currency: priced(v, currency, DASH))
     return env
 
 

@@ -89,8 +89,13 @@ NOTHING = {"kind": "none", "metric": None, "value": None, "tolerance": 0.0, "tol
 
 def _leaderboard_cells(page: str) -> dict[str, str]:
     """Each leaderboard row's HTML, by model."""
-    rows = re.findall(r'<tr class="model-row" data-model="([^"]+)">(.*?)</tr>', page, flags=re.S)
+    rows = re.findall(r'<tr class="model-row" data-model="([^"]+)" data-section="[^"]+">(.*?)</tr>', page, flags=re.S)
     return dict(rows)
+
+
+def _section(page: str, name: str) -> str:
+    """The HTML of one leaderboard section (paper or canary)."""
+    return page.split(f'<section id="{name}">', 1)[1].split("</section>", 1)[0]
 
 
 def test_rows_say_what_they_are_compared_with_and_measured_is_its_own_verdict(store, tmp_path):
@@ -118,6 +123,11 @@ def test_rows_say_what_they_are_compared_with_and_measured_is_its_own_verdict(st
     assert "reference (this" not in cells["yolov4"]
     assert 'class="verdict v-MEASURED">MEASURED</span>' in cells["pix2pix"] and "PASS" not in cells["pix2pix"]
     assert "nothing to compare with" in cells["pix2pix"]
+    # The claim answers the sponsors' question, apart from the canary of this implementation.
+    paper, canary = _section(page, "paper"), _section(page, "canary")
+    assert 'data-model="yolov4"' in paper and 'data-model="faster_rcnn"' not in paper
+    assert 'data-model="faster_rcnn"' in canary and 'data-model="yolov4"' not in canary
+    assert "YOLOv4 paper, Table 8" in paper and "tolerance" in paper
     # The suite's summary counts MEASURED apart from PASS (and the cost per PASS is over 2 PASS).
     assert "(2 PASS, 1 MEASURED: nothing to compare with)" in page
     assert ".v-MEASURED {" in page
@@ -131,7 +141,8 @@ def test_small_costs_show_three_significant_figures(night2_report, store):
     # A smoke group on the cpu profile (0.10/h) costs well under a cent: "0.00" would hide it.
     page = night2_report.read_text(encoding="utf-8")
     for row in leaderboard_rows(store, NIGHT2):
-        assert 0 < row["cost"] < 0.01 and f"<td class=\"n\">{row['cost']:.3g}<div" in page, row["cost"]
+        assert 0 < row["cost"] < 0.01 and f"<td class=\"n cost\">{row['cost']:.3g} USD<div" in page, row["cost"]
+    assert "prices: lab rate (placeholder" in page and "placeholders, not yet the lab&#39;s own rates" in page
 
 
 def test_cli_report_defaults_to_the_latest_suite_under_results(results_root, capsys):
