@@ -26,6 +26,7 @@ from replicate.loggers import RunLogger, log_suite_end, make_logger
 from replicate.plan import plan_suite
 from replicate.records import GroupRecord, group_record, job_record
 from replicate.redact import redacted_overrides, redacting
+from replicate.report.alerts import Alert, report_link, send_alerts, suite_alerts
 from replicate.resolved import ResolvedJob, resolve_job
 from replicate.runner.code_fingerprint import code_changes, job_code
 from replicate.scheduling import Scheduler
@@ -47,6 +48,7 @@ class SuiteResult:
     skipped: list[str] = field(default_factory=list)   # finished before: not run again
     report: Optional[str] = None      # the suite's HTML report (index.html), if one was written
     logged: Optional[str] = None      # where the logger's output went (W&B), if a logger is on
+    alerts: list[str] = field(default_factory=list)   # the titles of the alerts the suite raised
 
     @property
     def verdict_rows(self) -> Sequence[Mapping[str, Any]]:
@@ -147,8 +149,24 @@ class SuiteRun:
         self.store.finish_suite(self.suite_id)
         report = self.write_report()
         result.report = str(report) if report is not None else None
+        alerts = self.alerts(result.report)
+        result.alerts = [alert.title for alert in alerts]
         result.logged = log_suite_end(self.store, self.suite_id, report.parent if report is not None else None,
-                                      self.logger, self.echo)
+                                      self.logger, self.echo, alerts)
+        send_alerts(self.suite_id, alerts, self.echo)
+
+    def alerts(self, report: Optional[str]) -> list[Alert]:
+        """The suite's regressions and drifts as alerts (none when they cannot be read: the
+        report, if written, shows what the store has)."""
+        from replicate.report.pages import findings
+
+        assert self.suite_id is not None
+        try:
+            regressions, drifts = findings(self.store, self.suite_id)
+        except Exception as exc:   # noqa: BLE001 - alerts are a view of the store, never a verdict
+            self.echo(f"alerts: not computed ({type(exc).__name__}: {exc}); the store has every result")
+            return []
+        return suite_alerts(regressions, drifts, self.suite_id, report_link(report))
 
     def write_report(self) -> Optional[Path]:
         """The suite's HTML report where ``replicate report`` writes it by default; its index.html.

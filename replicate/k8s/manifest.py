@@ -170,6 +170,14 @@ def env(values: dict[str, Any], head: bool) -> list[dict[str, Any]]:
     if head and values["wandb"]["enabled"] and secret["name"]:
         items.append({"name": "WANDB_API_KEY",
                       "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}}})
+    alerts = values["alerts"]
+    # Only the driver sends the suite's alerts (replicate/report/alerts.py); the URL holds a token.
+    if head and alerts["webhookSecret"]["name"]:
+        hook = alerts["webhookSecret"]
+        items.append({"name": "ZOO_ALERT_WEBHOOK_URL",
+                      "valueFrom": {"secretKeyRef": {"name": hook["name"], "key": hook["key"]}}})
+    if head and alerts["reportBaseUrl"]:
+        items.append({"name": "ZOO_REPORT_BASE_URL", "value": alerts["reportBaseUrl"]})
     return items
 
 

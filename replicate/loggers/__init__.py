@@ -9,7 +9,7 @@ output lands). ``logger=none`` has no target: no logger at all.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 from omegaconf import DictConfig
 
@@ -24,7 +24,8 @@ class RunLogger(Protocol):
 
     def log_job(self, record: dict[str, Any]) -> None: ...
 
-    def log_suite(self, suite_id: str, rows: list[dict[str, Any]], report_dir: Optional[Path]) -> None: ...
+    def log_suite(self, suite_id: str, rows: list[dict[str, Any]], report_dir: Optional[Path],
+                  alerts: Sequence[Any] = ()) -> None: ...
 
     def where(self) -> str: ...
 
@@ -48,8 +49,9 @@ def make_logger(cfg: DictConfig, echo: Callable[[str], None]) -> Optional[RunLog
 
 
 def log_suite_end(store: Any, suite_id: str, report_dir: Optional[Path], logger: Optional[RunLogger],
-                  echo: Callable[[str], None]) -> Optional[str]:
-    """At suite end: log the leaderboard (and the report folder the harness wrote) to the logger.
+                  echo: Callable[[str], None], alerts: Sequence[Any] = ()) -> Optional[str]:
+    """At suite end: log the leaderboard (and the report folder the harness wrote) to the logger,
+    with the suite's alerts (replicate/report/alerts.py) raised on its leaderboard run.
 
     It cannot fail the suite: the store already holds every result, so a failure to read the
     leaderboard is reported in one line and the suite's verdicts stand.
@@ -66,5 +68,5 @@ def log_suite_end(store: Any, suite_id: str, report_dir: Optional[Path], logger:
     except Exception as exc:   # noqa: BLE001 - the leaderboard is a view of the store
         echo(f"leaderboard: failed ({type(exc).__name__}: {exc}); the store has every result")
         return logger.where()
-    logger.log_suite(suite_id, rows, report_dir)
+    logger.log_suite(suite_id, rows, report_dir, alerts)
     return logger.where()

@@ -18,7 +18,7 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from replicate.defects import defect_of
 from replicate.errors import ConfigError
@@ -178,10 +178,13 @@ class WandbLogger:
         with self._lock:
             self._guarded(self._job_run, record)
 
-    def log_suite(self, suite_id: str, rows: list[dict[str, Any]], report_dir: Optional[Path]) -> None:
-        """Log the suite's leaderboard table (and the report folder as an artifact); never raises."""
+    def log_suite(self, suite_id: str, rows: list[dict[str, Any]], report_dir: Optional[Path],
+                  alerts: Sequence[Any] = ()) -> None:
+        """Log the suite's leaderboard table (and the report folder as an artifact), and raise each
+        alert (``title``, ``text()``) on that run (W&B mails or posts it as the lab set it up);
+        never raises."""
         with self._lock:
-            self._guarded(self._suite_run, suite_id, rows, report_dir)
+            self._guarded(self._suite_run, suite_id, rows, report_dir, alerts)
 
     # Internals ------------------------------------------------------------------------------
 
@@ -236,8 +239,10 @@ class WandbLogger:
 
         self._finish(run, log)
 
-    def _suite_run(self, suite_id: str, rows: list[dict[str, Any]], report_dir: Optional[Path]) -> None:
+    def _suite_run(self, suite_id: str, rows: list[dict[str, Any]], report_dir: Optional[Path],
+                   alerts: Sequence[Any] = ()) -> None:
         import wandb
+        from wandb.sdk.wandb_alerts import AlertLevel   # wandb.AlertLevel at run time; typed here
 
         run = self._init(group=suite_id, job_type="leaderboard", name=f"leaderboard-{suite_id}",
                          config={"suite_id": suite_id})
@@ -252,5 +257,7 @@ class WandbLogger:
                 # immutable: referenced in place under results/, not copied to a staging folder.
                 artifact.add_dir(str(report_dir), policy="immutable")
                 run.log_artifact(artifact)
+            for alert in alerts:
+                run.alert(title=alert.title[:255], text=alert.text(), level=AlertLevel.WARN)
 
         self._finish(run, log)

@@ -16,7 +16,9 @@ from replicate.config.schema import Direction
 from replicate.defects import defect_of
 from replicate.formatting import duration, money, price_note, priced
 from replicate.history import (
+    Drift,
     Point,
+    Regression,
     detect_drift,
     directions_of,
     find_regressions,
@@ -74,11 +76,12 @@ def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:
 # Reading the store ---------------------------------------------------------------------------
 
 
-def collect(store: Any, suite_id: str) -> dict[str, Any]:
-    """Everything the pages show, as plain data (history up to and including ``suite_id``)."""
-    every = store.group_history()
-    history = _history_until(every, suite_id)
-    jobs = store.jobs(suite_id=suite_id)
+def findings(store: Any, suite_id: str, every: Optional[Sequence[Mapping[str, Any]]] = None,
+             jobs: Optional[list[dict[str, Any]]] = None) -> tuple[list[Regression], list[Drift]]:
+    """The regressions of ``suite_id`` (each with what changed since its last PASS) and the drifts
+    of its groups: what the report shows and the alerts tell (one computation for both)."""
+    history = _history_until(store.group_history() if every is None else every, suite_id)
+    jobs = store.jobs(suite_id=suite_id) if jobs is None else jobs
     # First find the regressions, then read only the jobs of their last-PASS suites to diff.
     before = {r.last_pass_suite_id for r in find_regressions(history, suite_id)}
     jobs_before = [job for other in sorted(before) for job in store.jobs(suite_id=other)]
@@ -88,6 +91,16 @@ def collect(store: Any, suite_id: str) -> dict[str, Any]:
     current = {series_key(g) for g in history if g["suite_id"] == suite_id}
     drift_list = [d for key in sorted(current)
                   if (d := detect_drift(key, series[key], directions.get(key, Direction.HIGHER))) is not None]
+    return regressions, drift_list
+
+
+def collect(store: Any, suite_id: str) -> dict[str, Any]:
+    """Everything the pages show, as plain data (history up to and including ``suite_id``)."""
+    every = store.group_history()
+    history = _history_until(every, suite_id)
+    jobs = store.jobs(suite_id=suite_id)
+    regressions, drift_list = findings(store, suite_id, every, jobs)
+    series = metric_series(history)
     rows = leaderboard_rows(store, suite_id, jobs=jobs, history=every)
     suite = next((s for s in store.suites() if s["suite_id"] == suite_id), {"suite_id": suite_id})
     costs = cost_summary(store, suite_id)
