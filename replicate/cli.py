@@ -32,8 +32,8 @@ from replicate.redact import one_line, redact_text
 BROKEN_PIPE = 141
 
 # The subcommands, one module each under replicate/commands/, in the order `--help` lists them.
-COMMANDS = ("run", "suite", "check", "models", "history", "report", "cost", "calibrate", "selftest", "darknet",
-            "evaluate", "k8s")
+COMMANDS = ("run", "suite", "check", "models", "history", "report", "cost", "reference", "calibrate", "selftest",
+            "darknet", "evaluate", "k8s")
 
 
 def _command_modules() -> dict[str, ModuleType]:

@@ -26,6 +26,7 @@ from replicate.loggers import RunLogger, log_suite_end, make_logger
 from replicate.plan import plan_suite
 from replicate.records import GroupRecord, group_record, job_record
 from replicate.redact import redacted_overrides, redacting
+from replicate.reference_runs import PROMOTED, applies, candidate, with_lab_reference
 from replicate.report.alerts import Alert, report_link, send_alerts, suite_alerts
 from replicate.resolved import ResolvedJob, resolve_job
 from replicate.runner.code_fingerprint import code_changes, job_code
@@ -223,6 +224,7 @@ class SuiteRun:
                 "infrastructure", "crash", unweighted[job.job_id])), out, len(jobs))
         runnable = [j for j in runnable if j.job_id not in unweighted]
         check_checkpoints(runnable)   # checkpoint= loads into the model, else exit 2 naming the file
+        runnable = self.with_lab_references(runnable)
         if runnable:
             scheduler = open_scheduler(self.root)
             try:
@@ -238,6 +240,31 @@ class SuiteRun:
                 out.jobs.append(row)
         out.groups = self.judge_groups(jobs, out) if judge_groups else []
         return out
+
+    def with_lab_references(self, jobs: list[ResolvedJob]) -> list[ResolvedJob]:
+        """Each full-tier job with its 25% check from the lab's promoted reference runs
+        (replicate/reference_runs.py); unchanged when none apply or the store cannot say."""
+        if not any(applies(job) for job in jobs):
+            return jobs
+        try:
+            runs = self.store.reference_runs(status=PROMOTED)
+        except StoreError as exc:
+            self.echo(f"reference runs: not read ({exc}); the 25% points are measured, not judged")
+            return jobs
+        return [with_lab_reference(job, runs) for job in jobs]
+
+    def offer_reference(self, job: ResolvedJob, verdict: str, record: Mapping[str, Any]) -> None:
+        """A job that passed its claims becomes a candidate reference run (promoted by hand)."""
+        offer = candidate(job, verdict, record)
+        if offer is None:
+            return
+        try:
+            run_id = self.store.add_reference_run(offer)
+        except StoreError as exc:
+            self.echo(f"reference runs: job {job.job_id} not offered ({exc})")
+            return
+        self.echo(f"job {job.job_id}: candidate reference run {run_id} for the 25% check of its recipe "
+                  f"(replicate reference promote {run_id})")
 
     def code_changed(self, job: ResolvedJob) -> bool:
         """Whether the code that computes ``job`` differs from the code its stored row was
@@ -263,6 +290,7 @@ class SuiteRun:
         try:
             self.store.save_job(record)
             out.jobs.append(self.store.get_job(job.job_id) or dict(record))
+            self.offer_reference(job, verdict, record)
         except StoreError as exc:   # the result outlives the store: spooled, written at the next start
             kept = spool.put(spool.spool_dir(job.cfg.results_dir), "job", record)
             self.echo(f"{exc}; the result is kept in {kept} and written to the store at the next start")

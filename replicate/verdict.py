@@ -372,6 +372,7 @@ class EarlyCheck:
     loss_band: Optional[tuple[float, float]] = None
     drift_band: Optional[tuple[float, float]] = None
     direction: str = Direction.HIGHER
+    source: Optional[str] = None   # where the reference at the fraction came from, when not the config's
 
     @property
     def runs(self) -> bool:

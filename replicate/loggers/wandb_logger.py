@@ -242,7 +242,7 @@ class WandbLogger:
     def _suite_run(self, suite_id: str, rows: list[dict[str, Any]], report_dir: Optional[Path],
                    alerts: Sequence[Any] = ()) -> None:
         import wandb
-        from wandb.sdk.wandb_alerts import AlertLevel   # wandb.AlertLevel at run time; typed here
+        from wandb.sdk.wandb_alerts import AlertLevel  # wandb.AlertLevel at run time; typed here
 
         run = self._init(group=suite_id, job_type="leaderboard", name=f"leaderboard-{suite_id}",
                          config={"suite_id": suite_id})

@@ -319,7 +319,7 @@ class BaseLoop(abc.ABC):
                                  "train_loss": loss, "weight_drift": drift, "reference": early.reference,
                                  "threshold": early.threshold, "loss_band": early.loss_band,
                                  "drift_band": early.drift_band, "aborted": False, "reason": reason,
-                                 "saved_train_s": 0.0}
+                                 "saved_train_s": 0.0, **({"source": early.source} if early.source else {})}
         if early.metric_behind(value):
             check["reason"] = "metric"
         if check["reason"] or self.ctx.stop_at_early:

@@ -31,6 +31,7 @@ from replicate.store.tables import (
     Base,
     GroupVerdict,
     Job,
+    ReferenceRun,
     SelftestRow,
     Suite,
     as_utc,
@@ -298,6 +299,52 @@ class ResultStore:
         with self._sessions() as session:
             return [row_to_dict(row) for row in session.scalars(query)]
 
+    # Reference runs ---------------------------------------------------------------------------
+
+    @_database_errors
+    def add_reference_run(self, record: Mapping[str, Any]) -> int:
+        """Save a reference run (status candidate unless given); its id. A job already recorded
+        as one is not added twice (its existing id is returned).
+
+        Raises:
+            ValueError: a key is not a column, a required one is missing, a value has the wrong
+                type, or the status is not one of :data:`REFERENCE_STATUSES`.
+        """
+        values = _reference_values(record)
+        with self._sessions.begin() as session:
+            if values.get("job_id"):
+                known = session.scalars(select(ReferenceRun.id).where(ReferenceRun.job_id == values["job_id"])).first()
+                if known is not None:
+                    return int(known)
+            row = ReferenceRun(**values)
+            session.add(row)
+            session.flush()
+            return int(row.id)
+
+    @_database_errors
+    def reference_runs(self, *, model: Optional[str] = None, status: Optional[str] = None) -> list[dict]:
+        """Reference runs, oldest first, filtered by model and status."""
+        query = select(ReferenceRun).order_by(ReferenceRun.id)
+        if model is not None:
+            query = query.where(ReferenceRun.model == model)
+        if status is not None:
+            query = query.where(ReferenceRun.status == status)
+        with self._sessions() as session:
+            return [row_to_dict(row) for row in session.scalars(query)]
+
+    @_database_errors
+    def set_reference_status(self, run_id: int, status: str) -> Optional[dict]:
+        """Set a reference run's status; its row after the change, or None when there is no such run."""
+        if status not in REFERENCE_STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(REFERENCE_STATUSES)}")
+        with self._sessions.begin() as session:
+            row = session.get(ReferenceRun, int(run_id))
+            if row is None:
+                return None
+            row.status, row.updated_at = status, utcnow()
+            session.flush()
+            return row_to_dict(row)
+
     def _write_with_retry(self, write) -> None:
         """Run ``write`` in a transaction; retry once if a concurrent writer inserted the row
         between our read and our insert (the retry then finds and updates it)."""
@@ -436,6 +483,22 @@ def _selftest_values(suite_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
     values["preflight"] = values.get("preflight") or {}
     values.setdefault("defect", None)
     return values
+
+
+# What a reference run can be: found and waiting (candidate), in use (promoted), or set aside (retired).
+REFERENCE_STATUSES = ("candidate", "promoted", "retired")
+REFERENCE_REQUIRED = ("model", "variant", "framework", "tier", "hardware", "recipe", "metric_name", "direction",
+                      "fraction", "source")
+
+
+def _reference_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated column values of one reference run."""
+    row = {k: v for k, v in record.items() if k not in ("id", "created_at", "updated_at")}
+    row.setdefault("status", "candidate")
+    _check_keys(row, ReferenceRun, REFERENCE_REQUIRED, "reference run")
+    if row["status"] not in REFERENCE_STATUSES:
+        raise ValueError(f"status {row['status']!r} is not one of {', '.join(REFERENCE_STATUSES)}")
+    return coerce_values(row, ReferenceRun)
 
 
 def _check_keys(record: Mapping[str, Any], model: type[Base], required: Iterable[str], what: str):

@@ -181,6 +181,36 @@ class SelftestRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ReferenceRun(Base):
+    """A run the lab's reference curve is made of: a full-tier job that passed its claims (a
+    candidate until promoted), or a curve transcribed from a published training log (imported).
+    Promoted runs of one (model, variant, framework, hardware, recipe) set the 25% check of that
+    recipe's later jobs (replicate/reference_runs.py)."""
+
+    __tablename__ = "reference_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(SHORT), index=True)   # candidate | promoted | retired
+    model: Mapped[str] = mapped_column(String(ID), index=True)
+    variant: Mapped[str] = mapped_column(String(ID))
+    framework: Mapped[str] = mapped_column(String(SHORT))
+    tier: Mapped[str] = mapped_column(String(SHORT))
+    hardware: Mapped[str] = mapped_column(String(ID))
+    recipe: Mapped[str] = mapped_column(String(ID))   # scheduling.deadlines.recipe_fingerprint of the job's config
+    job_id: Mapped[Optional[str]] = mapped_column(String(ID))   # None for an imported curve
+    metric_name: Mapped[str] = mapped_column(String(ID))
+    direction: Mapped[str] = mapped_column(String(SHORT))
+    fraction: Mapped[float] = mapped_column(Float)               # where the early point was measured
+    early_metric: Mapped[Optional[float]] = mapped_column(Float)
+    early_loss: Mapped[Optional[float]] = mapped_column(Float)
+    early_drift: Mapped[Optional[float]] = mapped_column(Float)
+    final_metric: Mapped[Optional[float]] = mapped_column(Float)
+    final_loss: Mapped[Optional[float]] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(Text)                    # the job and suite, or the published log
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # Records <-> rows ---------------------------------------------------------------------------
 
 

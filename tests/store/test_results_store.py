@@ -15,8 +15,8 @@ from replicate.errors import ConfigError
 from replicate.store.results_store import ResultStore, _alembic_config
 from replicate.store.tables import Base
 
-TABLES = {"suites", "jobs", "group_verdicts", "selftest_rows"}
-HEAD = "0004"   # the newest migration (replicate/store/migrations/versions)
+TABLES = {"suites", "jobs", "group_verdicts", "selftest_rows", "reference_runs"}
+HEAD = "0005"   # the newest migration (replicate/store/migrations/versions)
 
 
 def job(job_id: str = "j1", **overrides) -> dict:

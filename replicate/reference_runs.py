@@ -1,0 +1,126 @@
+"""The lab's reference curves: its own runs that passed their claims (and curves transcribed from a
+published training log), promoted by hand, set the 25% check of later runs of the same recipe.
+
+A job of a tier that trains and is judged against a claim (the full tier), with no defect
+injected, that passes every claim becomes a *candidate*: its metric, training loss and weights'
+drift at the early check, and its final metric and loss. ``replicate reference promote ID`` makes
+it count. The promoted runs of a job's model, variant, framework, hardware profile and recipe
+(``recipe_fingerprint``: the same steps, batch, sizes and data) give that job's early check:
+
+- at least :data:`~replicate.verdict.MIN_REFERENCE_DRAWS` runs: the floor and bands from their
+  spread, by the very functions that build the smoke references' (``draws_bound``,
+  ``draws_band``);
+- 1 to 5: the tier's stated tolerance (``tier.early_check.tolerance``, relative) below their mean
+  metric and around their mean loss and drift: from so few runs a prediction interval is wider
+  than any tolerance (at the early check's share of the default false-alarm budget, 0.004 / 2 / 3
+  one-sided, Student's t is 477 for 2 runs and 6.4 for 6);
+- none: the early point is measured, not judged, and the job's record says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any, Mapping, Optional, Sequence
+
+from replicate.config.schema import Direction
+from replicate.jobs import PASS, JobResult
+from replicate.resolved import ResolvedJob
+from replicate.scheduling.deadlines import recipe_fingerprint
+from replicate.verdict import (
+    MIN_REFERENCE_DRAWS,
+    EarlyCheck,
+    draws_band,
+    draws_bound,
+    early_false_alarm,
+    final_loss,
+)
+
+PROMOTED = "promoted"
+
+
+def applies(job: ResolvedJob) -> bool:
+    """The job's 25% check can come from the lab's runs: it trains, it is judged against a claim,
+    its early check is on, and its config gives no curve at the fraction (the full tier)."""
+    cfg = job.cfg
+    from_config = job.early.threshold is not None and job.early.source is None   # the lab's set a source
+    return bool(cfg.tier.trains) and job.target.kind == "claim" and bool(cfg.tier.early_check.enabled) \
+        and not from_config
+
+
+def recipe_key(job: ResolvedJob) -> dict[str, str]:
+    """What a reference run must share with a job to be its reference."""
+    spec = job.spec
+    # An injected defect is no other recipe: the selftest's job is judged against the clean runs.
+    recipe = recipe_fingerprint({**spec.config, "defect": None})
+    return {"model": spec.model, "variant": spec.variant, "framework": spec.framework, "tier": spec.tier,
+            "hardware": spec.hardware, "recipe": recipe}
+
+
+def candidate(job: ResolvedJob, verdict: str, row: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """The reference run a finished job offers, or None: only a PASS (every claim) of a job the
+    lab's references apply to, with no defect injected, which measured its metric at the early
+    check."""
+    early = row.get("early_check") or {}
+    if verdict != PASS or not applies(job) or job.injected or early.get("metric") is None:
+        return None
+    return {**recipe_key(job), "job_id": job.job_id, "metric_name": job.target.metric,
+            "direction": job.target.direction, "fraction": float(early.get("fraction") or job.early.fraction),
+            "early_metric": early.get("metric"), "early_loss": early.get("train_loss"),
+            "early_drift": early.get("weight_drift"), "final_metric": row.get("metric_value"),
+            "final_loss": final_loss(JobResult(job.job_id, curve=list(row.get("curve") or []),
+                                               steps_done=int(row.get("steps_done") or 0),
+                                               steps_planned=int(row.get("steps_planned") or 0))),
+            "source": f"job {job.job_id} of suite {job.spec.suite_id or '(single run)'}: PASS against "
+                      f"{job.target.metric} {job.target.value} ({job.target.source})"}
+
+
+def matching(job: ResolvedJob, runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The promoted runs that are ``job``'s reference (same recipe key, same fraction and metric)."""
+    key = recipe_key(job)
+    return [r for r in runs if r["status"] == PROMOTED and all(r[k] == v for k, v in key.items())
+            and r["metric_name"] == job.target.metric and abs(float(r["fraction"]) - job.early.fraction) < 1e-9]
+
+
+def _values(runs: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in runs if r.get(key) is not None]
+
+
+def early_check_from(job: ResolvedJob, runs: Sequence[Mapping[str, Any]]) -> EarlyCheck:
+    """``job``'s early check from its promoted reference runs (see the module docstring)."""
+    early = job.early
+    metrics = _values(runs, "early_metric")
+    if not metrics:
+        return dataclasses.replace(early, source="no promoted reference run of this recipe: the 25% point is "
+                                                 "measured, not judged (replicate reference list)")
+    ids = ", ".join(str(r["id"]) for r in runs)
+    mean = statistics.fmean(metrics)
+    if len(metrics) >= MIN_REFERENCE_DRAWS:
+        alarm = early_false_alarm(job.cfg)
+        return dataclasses.replace(
+            early, reference=mean, threshold=draws_bound(metrics, alarm, early.direction),
+            loss_band=draws_band(_values(runs, "early_loss"), alarm),
+            drift_band=draws_band(_values(runs, "early_drift"), alarm),
+            source=f"the spread of {len(metrics)} promoted reference runs of the lab (ids {ids})")
+    tolerance = float(job.cfg.tier.early_check.tolerance)
+    threshold = mean * (1 - tolerance) if early.direction == Direction.HIGHER else mean * (1 + tolerance)
+    return dataclasses.replace(
+        early, reference=mean, threshold=threshold, loss_band=_around(_values(runs, "early_loss"), tolerance),
+        drift_band=_around(_values(runs, "early_drift"), tolerance),
+        source=f"{len(metrics)} promoted reference run(s) of the lab (ids {ids}), the tier's tolerance "
+               f"{tolerance:g} (a band from their spread needs {MIN_REFERENCE_DRAWS})")
+
+
+def _around(values: list[float], tolerance: float) -> Optional[tuple[float, float]]:
+    """Their mean +- ``tolerance`` of it (a relative band); None without values."""
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    return mean * (1 - tolerance), mean * (1 + tolerance)
+
+
+def with_lab_reference(job: ResolvedJob, runs: Sequence[Mapping[str, Any]]) -> ResolvedJob:
+    """``job`` with its early check from the lab's promoted runs, where they apply."""
+    if not applies(job):
+        return job
+    return dataclasses.replace(job, early=early_check_from(job, matching(job, runs)))
