@@ -26,7 +26,7 @@ from replicate.loggers import RunLogger, log_suite_end, make_logger
 from replicate.plan import plan_suite
 from replicate.records import GroupRecord, group_record, job_record
 from replicate.redact import redacted_overrides, redacting
-from replicate.reference_runs import PROMOTED, applies, candidate, with_lab_reference
+from replicate.reference_runs import PROMOTED, applies, candidate, takes_curve, with_lab_reference
 from replicate.report.alerts import Alert, report_link, send_alerts, suite_alerts
 from replicate.resolved import ResolvedJob, resolve_job
 from replicate.runner.code_fingerprint import code_changes, job_code
@@ -242,9 +242,10 @@ class SuiteRun:
         return out
 
     def with_lab_references(self, jobs: list[ResolvedJob]) -> list[ResolvedJob]:
-        """Each full-tier job with its 25% check from the lab's promoted reference runs
-        (replicate/reference_runs.py); unchanged when none apply or the store cannot say."""
-        if not any(applies(job) for job in jobs):
+        """Each full-tier job with its 25% check, and each short-tier job with its target, from the
+        lab's promoted reference runs (replicate/reference_runs.py); unchanged when none apply or
+        the store cannot say."""
+        if not any(applies(job) or takes_curve(job) for job in jobs):
             return jobs
         try:
             runs = self.store.reference_runs(status=PROMOTED)

@@ -20,23 +20,28 @@ it count. The promoted runs of a job's model, variant, framework, hardware profi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import statistics
 from typing import Any, Mapping, Optional, Sequence
 
 from replicate.config.schema import Direction
 from replicate.jobs import PASS, JobResult
 from replicate.resolved import ResolvedJob
-from replicate.scheduling.deadlines import recipe_fingerprint
 from replicate.verdict import (
     MIN_REFERENCE_DRAWS,
     EarlyCheck,
+    Target,
     draws_band,
     draws_bound,
     early_false_alarm,
+    final_false_alarm,
     final_loss,
 )
 
 PROMOTED = "promoted"
+# What a model tier's block records about its references, not how it trains.
+NOT_RECIPE = ("reference", "framework_references", "evaluation_references")
 
 
 def applies(job: ResolvedJob) -> bool:
@@ -48,13 +53,25 @@ def applies(job: ResolvedJob) -> bool:
         and not from_config
 
 
+def recipe_of(config: Mapping[str, Any]) -> str:
+    """The recipe a run follows, as a short hash: its model tier's block (recipe, sizes, variant),
+    the data it reads (not where) and its workers; not the tier's policy, so the short tier's job
+    (the first 25% of the full tier's recipe, ``tiers.short: ${.full}``) shares the full tier's
+    recipe, and not an injected defect (the selftest's job is judged against the clean runs)."""
+    tier = config["tier"]["name"]
+    model_tier = {k: v for k, v in config["model"]["tiers"][tier].items() if k not in NOT_RECIPE}
+    data = dict(config["datasets"].get(model_tier["data"]) or {})
+    data.pop("root", None)
+    parts = {"model_tier": model_tier, "data": data, "workers": config.get("workers"),
+             "variant": config.get("variant")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def recipe_key(job: ResolvedJob) -> dict[str, str]:
     """What a reference run must share with a job to be its reference."""
     spec = job.spec
-    # An injected defect is no other recipe: the selftest's job is judged against the clean runs.
-    recipe = recipe_fingerprint({**spec.config, "defect": None})
-    return {"model": spec.model, "variant": spec.variant, "framework": spec.framework, "tier": spec.tier,
-            "hardware": spec.hardware, "recipe": recipe}
+    return {"model": spec.model, "variant": spec.variant, "framework": spec.framework, "hardware": spec.hardware,
+            "recipe": recipe_of(spec.config)}
 
 
 def candidate(job: ResolvedJob, verdict: str, row: Mapping[str, Any]) -> Optional[dict[str, Any]]:
@@ -64,7 +81,7 @@ def candidate(job: ResolvedJob, verdict: str, row: Mapping[str, Any]) -> Optiona
     early = row.get("early_check") or {}
     if verdict != PASS or not applies(job) or job.injected or early.get("metric") is None:
         return None
-    return {**recipe_key(job), "job_id": job.job_id, "metric_name": job.target.metric,
+    return {**recipe_key(job), "tier": job.spec.tier, "job_id": job.job_id, "metric_name": job.target.metric,
             "direction": job.target.direction, "fraction": float(early.get("fraction") or job.early.fraction),
             "early_metric": early.get("metric"), "early_loss": early.get("train_loss"),
             "early_drift": early.get("weight_drift"), "final_metric": row.get("metric_value"),
@@ -119,8 +136,42 @@ def _around(values: list[float], tolerance: float) -> Optional[tuple[float, floa
     return mean * (1 - tolerance), mean * (1 + tolerance)
 
 
+def curve_target_from(job: ResolvedJob, runs: Sequence[Mapping[str, Any]]) -> Target:
+    """The short tier's target (``compare_with: reference_curve`` without a curve in the config):
+    the promoted runs' metric at the fraction the tier stops at, with the tier's stated tolerance
+    from 1 to 5 runs and the band from their spread from 6; none leaves the job MEASURED."""
+    target = job.target
+    metrics = _values(runs, "early_metric")
+    if not metrics:
+        return target
+    mean = statistics.fmean(metrics)
+    ids = ", ".join(str(r["id"]) for r in runs)
+    if len(metrics) >= MIN_REFERENCE_DRAWS:
+        band = draws_band(metrics, final_false_alarm(job.cfg))
+        source = f"the spread of {len(metrics)} promoted reference runs of the lab (ids {ids})"
+    else:
+        tolerance = float(job.cfg.tier.early_check.tolerance)
+        band = (mean * (1 - tolerance), mean * (1 + tolerance))
+        source = f"{len(metrics)} promoted reference run(s) of the lab (ids {ids}), the tier's tolerance {tolerance:g}"
+    assert band is not None
+    return dataclasses.replace(target, value=mean, tolerance=band[1] - mean, tolerance_kind="absolute",
+                               band=band, source=source)
+
+
+def takes_curve(job: ResolvedJob) -> bool:
+    """The job is judged against a reference curve the config does not record (the short tier)."""
+    return job.target.kind == "reference_curve" and job.target.value is None
+
+
 def with_lab_reference(job: ResolvedJob, runs: Sequence[Mapping[str, Any]]) -> ResolvedJob:
-    """``job`` with its early check from the lab's promoted runs, where they apply."""
+    """``job`` with its early check (full tier) or its target (short tier) from the lab's
+    promoted runs, where they apply."""
+    if takes_curve(job):
+        fraction = float(job.cfg.tier.schedule_fraction)
+        found = [r for r in runs if r["status"] == PROMOTED and abs(float(r["fraction"]) - fraction) < 1e-9
+                 and r["metric_name"] == job.target.metric
+                 and all(r[k] == v for k, v in recipe_key(job).items())]
+        return dataclasses.replace(job, target=curve_target_from(job, found))
     if not applies(job):
         return job
     return dataclasses.replace(job, early=early_check_from(job, matching(job, runs)))

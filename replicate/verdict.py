@@ -111,6 +111,13 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
     tier = cfg.model.tiers[cfg.tier.name]
     kind = cfg.tier.compare_with
     reference = chosen_reference(cfg)
+    if kind == "reference_curve" and (reference is None or str(cfg.tier.schedule_fraction) not in reference.curve):
+        # No curve in the config: the lab's promoted reference runs give it when the job is
+        # scheduled (replicate/reference_runs.py); with none the job is MEASURED.
+        primary = next(c for c in cfg.model.claims if c.primary)
+        return Target("reference_curve", primary.metric, None, 0.0, "relative", primary.direction,
+                      "no promoted reference run of this recipe (replicate reference list)",
+                      split=tier.eval_split)
     if kind in ("reference", "reference_curve"):
         ref = reference
         assert ref is not None   # validation refuses compare_with=reference without one

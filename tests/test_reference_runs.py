@@ -77,8 +77,9 @@ def test_a_pass_promoted_sets_the_25_percent_check_that_stops_a_defect(results_d
 
 
 def _imported(key: dict, early_metric: float, drift: float, source: str) -> dict:
-    return {**key, "metric_name": "bbox_AP", "direction": "higher", "fraction": 0.25, "early_metric": early_metric,
-            "early_loss": 15.9, "early_drift": drift, "final_metric": 0.024, "source": source}
+    return {**key, "tier": "full", "metric_name": "bbox_AP", "direction": "higher", "fraction": 0.25,
+            "early_metric": early_metric, "early_loss": 15.9, "early_drift": drift, "final_metric": 0.024,
+            "source": source}
 
 
 def test_six_promoted_runs_give_the_band_from_their_spread(results_dir, shapes_root, tiny, tmp_path, capsys):
@@ -139,3 +140,27 @@ def test_a_bad_import_is_exit_2_naming_the_file(results_dir, tmp_path, content, 
 def test_reading_without_a_store_is_exit_2_and_creates_none(tmp_path, capsys):
     assert main(["reference", "list", f"results_dir={tmp_path / 'none'}"]) == 2
     assert "no store at" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_the_short_tier_is_judged_against_the_promoted_runs_at_its_fraction(results_dir, shapes_root, tiny):
+    """The short tier's job (here the stand-in's first 25%) has no curve in its config: with no
+    promoted run it is MEASURED; once the full run is promoted, its metric at 25% is the target."""
+    root, job = _job(results_dir, shapes_root, tiny, "night-1")
+    first, _ = _run(root, job, "night-1")
+    short_overrides = ["tier.compare_with=reference_curve", "tier.schedule_fraction=0.25",
+                       "tier.early_check.enabled=false", "model.tiers.smoke.reference=null",
+                       "model.tiers.smoke.framework_references={}"]
+    overrides = ["suite=smoke", ENTRIES, "suite_id=short-1", "scheduler=inline", f"results_dir={results_dir}",
+                 f"datasets.shapes.root={shapes_root}", *tiny, *STEPS, *short_overrides]
+    short_root = compose_config(overrides)
+    _, (short,) = plan_suite(short_root, overrides)
+    assert short.target.kind == "reference_curve" and short.target.value is None
+    unjudged, _ = _run(short_root, short, "short-1")
+    assert unjudged["verdict"] == "MEASURED" and unjudged["steps_planned"] == 2   # 25% of 8 steps
+
+    assert main(["reference", "promote", "1", f"results_dir={results_dir}"]) == 0
+    judged, _ = _run(short_root, short, "short-2")
+    target = judged["compared_with"]
+    assert judged["verdict"] != "MEASURED" and target["value"] == pytest.approx(first["early_check"]["metric"])
+    assert (target["low"], target["high"]) == pytest.approx((0.5 * target["value"], 1.5 * target["value"]))
+    assert "1 promoted reference run(s) of the lab (ids 1)" in target["source"]

@@ -21,7 +21,7 @@ BAD = {
     "claim value not a number": (["model.claims.0.value=high"], "model.claims.0.value: Value 'high'"),
     "TPU for a torch-only model": (["hardware=tpu_v4_8"],
                                    "hardware: 'tpu_v4_8' is a TPU profile but model 'faster_rcnn'"),
-    "tier the model lacks": (["tier=short"], "tier: model 'faster_rcnn' defines no tier 'short'; allowed:"),
+    "tier the model lacks": (["model=pix2pix", "tier=eval"], "tier: model 'pix2pix' defines no tier 'eval'; allowed:"),
     "framework the model lacks": (["framework=tensorflow"], "framework: 'tensorflow' is not allowed; allowed: torch"),
     "unknown optimizer": (["model.tiers.smoke.recipe.optimizer=rmsprop"],
                           "model.tiers.smoke.recipe.optimizer: 'rmsprop'"),
@@ -180,3 +180,16 @@ def test_an_unknown_claim_kind_is_refused():
     with pytest.raises(ConfigError) as err:
         compose_config(["model=yolov3", "model.claims.3.kind=blog"])
     assert err.value.key == "model.claims[3].kind"
+
+
+@pytest.mark.parametrize("model", ["centernet", "faster_rcnn", "mask_rcnn", "pix2pix", "retinanet", "yolov3", "yolov4"])
+def test_every_model_has_a_short_tier_on_its_full_recipe(model):
+    """The short tier: the first 25% of the full recipe, judged against the lab's promoted runs of
+    that recipe (the same recipe key as full), MEASURED until one is promoted."""
+    from replicate.reference_runs import recipe_of
+    from replicate.resolved import resolve_job
+
+    short = resolve_job(compose_config([f"model={model}", "tier=short"]), None)
+    full = resolve_job(compose_config([f"model={model}", "tier=full"]), None)
+    assert short.cfg.tier.schedule_fraction == 0.25 and short.target.kind == "reference_curve"
+    assert short.target.value is None and recipe_of(short.spec.config) == recipe_of(full.spec.config)
