@@ -15,7 +15,7 @@ from replicate.jobs import MEASURED, PASS
 from replicate.verdict import target_label
 
 # MEASURED (nothing to compare with) is neutral grey: neither a PASS's green nor a failure's red.
-VERDICT_STYLES = {"PASS": "green", "MEASURED": "grey70", "BELOW": "red", "ABOVE": "yellow",
+VERDICT_STYLES = {"PASS": "green", "UNCHANGED": "dark_green", "MEASURED": "grey70", "BELOW": "red", "ABOVE": "yellow",
                   "OFF_CURVE": "dark_orange", "EARLY_ABORT": "magenta", "ERROR": "red", "INFRA": "blue"}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
@@ -21,7 +22,7 @@ from replicate.config.compose import compose_config
 from replicate.config.infra import build
 from replicate.entry_checks import check_checkpoints, check_input_sizes
 from replicate.errors import ConfigError, DataError, StoreError
-from replicate.jobs import ERROR, INFRA, PASS, Failure, JobResult, verdict_counts
+from replicate.jobs import ERROR, INFRA, PASS, UNCHANGED, Failure, JobResult, verdict_counts
 from replicate.loggers import RunLogger, log_suite_end, make_logger
 from replicate.plan import plan_suite
 from replicate.records import GroupRecord, group_record, job_record
@@ -31,7 +32,9 @@ from replicate.report.alerts import Alert, report_link, send_alerts, suite_alert
 from replicate.resolved import ResolvedJob, resolve_job
 from replicate.runner.code_fingerprint import code_changes, job_code
 from replicate.scheduling import Scheduler
-from replicate.scheduling.deadlines import Deadline, job_deadlines, longest_first
+from replicate.scheduling.deadlines import Deadline, expected_costs, job_deadlines, longest_first
+from replicate.scheduling.nightly import DEFERRED, Decision, decide
+from replicate.scheduling.nightly import UNCHANGED as UNCHANGED_ACTION
 from replicate.store import spool
 from replicate.store.protocol import JobStore
 from replicate.verdict import judge_job
@@ -47,6 +50,7 @@ class SuiteResult:
     jobs: list[dict[str, Any]] = field(default_factory=list)
     groups: list[GroupRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # finished before: not run again
+    deferred: list[str] = field(default_factory=list)  # left for another night by the budget
     report: Optional[str] = None      # the suite's HTML report (index.html), if one was written
     logged: Optional[str] = None      # where the logger's output went (W&B), if a logger is on
     alerts: list[str] = field(default_factory=list)   # the titles of the alerts the suite raised
@@ -212,7 +216,8 @@ class SuiteRun:
             hint = "" if ERROR in rerun else "; --retry-failed runs the ERROR ones again"
             self.echo(f"suite {self.suite_id}: {len(out.skipped)} finished job(s) skipped (already in the store{hint})")
         check_input_sizes(runnable)   # a config error: exit 2, nothing recorded
-        broken = preflight_data(runnable, self.echo, keep_going=missing_data_is_infra)
+        manifests: dict[str, str] = {}
+        broken = preflight_data(runnable, self.echo, keep_going=missing_data_is_infra, manifests=manifests)
         for job in [j for j in runnable if data_of(j).root in broken]:
             data = data_of(job)
             self.record(job, JobResult(job_id=job.job_id, infra=True, failure=Failure(
@@ -224,6 +229,8 @@ class SuiteRun:
                 "infrastructure", "crash", unweighted[job.job_id])), out, len(jobs))
         runnable = [j for j in runnable if j.job_id not in unweighted]
         check_checkpoints(runnable)   # checkpoint= loads into the model, else exit 2 naming the file
+        if skip_finished:   # a suite: each entry's cadence and the suite's budget decide what runs tonight
+            runnable = self.tonight(runnable, manifests, out, len(jobs))
         runnable = self.with_lab_references(runnable)
         if runnable:
             scheduler = open_scheduler(self.root)
@@ -240,6 +247,43 @@ class SuiteRun:
                 out.jobs.append(row)
         out.groups = self.judge_groups(jobs, out) if judge_groups else []
         return out
+
+    def tonight(self, jobs: list[ResolvedJob], manifests: Mapping[str, str], out: SuiteResult,
+                total: int) -> list[ResolvedJob]:
+        """The jobs to run tonight (replicate/scheduling/nightly.py): an UNCHANGED one is recorded
+        as such, linking its PASS; one the budget leaves out is said and not recorded."""
+        budget = self.root.suite.get("budget") if self.root.get("suite") else None
+        if not jobs or (budget is None and all(job.every_s is None for job in jobs)):
+            return jobs
+        decisions = decide(jobs, self.store, now=datetime.now(timezone.utc),
+                           every={j.job_id: j.every_s for j in jobs}, costs=expected_costs(jobs, self.store, self.root),
+                           budget=None if budget is None else float(budget),
+                           dataset_hashes={j.job_id: manifests.get(data_of(j).root) for j in jobs})
+        runnable = []
+        for job, decision in zip(jobs, decisions):
+            if decision.action == UNCHANGED_ACTION:
+                assert decision.unchanged_of is not None
+                self.record_unchanged(job, decision, out, total)
+            elif decision.action == DEFERRED:
+                out.deferred.append(job.job_id)
+                self.echo(f"job {job.job_id}: {decision.reason}")
+            else:
+                runnable.append(job)
+        return runnable
+
+    def record_unchanged(self, job: ResolvedJob, decision: Decision, out: SuiteResult, total: int) -> None:
+        """Store an UNCHANGED row: the PASS's metrics, a link to it, no cost."""
+        passed = decision.unchanged_of or {}
+        result = JobResult(job_id=job.job_id, metrics=dict(passed.get("metrics") or {}),
+                           environment={**{k: (passed.get("environment") or {}).get(k) for k in ("dataset_hash",)},
+                                        **job_code(job.spec.model, job.spec.framework),
+                                        "unchanged_of": passed.get("job_id"), "unchanged_reason": decision.reason})
+        self.results[job.job_id] = result
+        record = job_record(job.spec, result, UNCHANGED, None, job.target, job.hardware)
+        self.store.save_job(record)
+        out.jobs.append(self.store.get_job(job.job_id) or dict(record))
+        for sink in self.sinks:
+            sink.job(out.jobs[-1], len(out.jobs), total)
 
     def with_lab_references(self, jobs: list[ResolvedJob]) -> list[ResolvedJob]:
         """Each full-tier job with its 25% check, and each short-tier job with its target, from the
@@ -310,6 +354,8 @@ class SuiteRun:
                 continue
             triples = [(m.seed, self.result_of(m.job_id, rows[m.job_id]), rows[m.job_id]["verdict"]) for m in members]
             record = group_record(self.suite_id, vars(members[0].spec), triples, members[0].target)
+            if all(verdict == UNCHANGED for _, _, verdict in triples):   # judged from the PASS it repeats
+                record["noise_note"] = "not run again: every seed unchanged since its PASS (see the jobs)"
             if self.suite_id:
                 try:
                     self.store.save_group(record)
@@ -335,7 +381,8 @@ def data_of(job: ResolvedJob) -> DictConfig:
     return job.cfg.datasets[job.cfg.model.tiers[job.cfg.tier.name].data]
 
 
-def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False) -> dict[str, str]:
+def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False,
+                   manifests: Optional[dict[str, str]] = None) -> dict[str, str]:
     """Check (and generate, if synthetic) every dataset once, before any job is scheduled.
 
     A missing or corrupt file is then a DataError naming it (exit 2) instead of one ERROR per
@@ -343,7 +390,8 @@ def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False
     ``keep_going`` the error is returned instead, per dataset root.
 
     Returns:
-        ``{root: why}`` of the datasets that cannot be used (empty unless ``keep_going``).
+        ``{root: why}`` of the datasets that cannot be used (empty unless ``keep_going``);
+        ``manifests``, when given, gets ``{root: manifest hash}`` of those that can.
     """
     from replicate.data.prepare import prepare_dataset
 
@@ -355,7 +403,10 @@ def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False
             continue
         seen.add(data.root)
         try:
-            echo(f"data {data.name}: {data.root} (manifest {prepare_dataset(data)[:12]})")
+            manifest = prepare_dataset(data)
+            echo(f"data {data.name}: {data.root} (manifest {manifest[:12]})")
+            if manifests is not None:
+                manifests[data.root] = manifest
         except DataError as exc:
             if not keep_going:
                 raise

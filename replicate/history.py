@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from replicate.config.schema import Direction
-from replicate.jobs import MEASURED, PASS, PLACEMENT_KEYS
+from replicate.jobs import MEASURED, PASS, PLACEMENT_KEYS, UNCHANGED
 from replicate.runner.code_fingerprint import KEYS as CODE_KEYS
 from replicate.store.tables import GROUP_KEY
 
@@ -54,8 +54,9 @@ DRIFT_Z = 3.5             # how many standard errors of the difference of means 
 
 def is_failure(verdict: str) -> bool:
     """A verdict that can be a regression: judged and not PASS. MEASURED had nothing to compare
-    with: it proves nothing either way, so it neither regresses nor serves as a PASS baseline."""
-    return verdict not in (PASS, MEASURED)
+    with: it proves nothing either way, so it neither regresses nor serves as a PASS baseline;
+    UNCHANGED repeats a PASS of the same fingerprint."""
+    return verdict not in (PASS, MEASURED, UNCHANGED)
 
 
 def series_key(row: Mapping[str, Any]) -> tuple:

@@ -27,10 +27,15 @@ class Verdict(StrEnum):
     EARLY_ABORT = "EARLY_ABORT"
     ERROR = "ERROR"
     INFRA = "INFRA"
+    # Not run again: the job's fingerprint (config, code, packages, data) equals that of a PASS of
+    # its group and seed inside its entry's cadence (replicate/scheduling/nightly.py); its row
+    # repeats that PASS's metrics, links it (environment.unchanged_of) and costs nothing.
+    UNCHANGED = "UNCHANGED"
 
 
 PASS, MEASURED, BELOW, ABOVE = Verdict.PASS, Verdict.MEASURED, Verdict.BELOW, Verdict.ABOVE
 OFF_CURVE, EARLY_ABORT, ERROR, INFRA = Verdict.OFF_CURVE, Verdict.EARLY_ABORT, Verdict.ERROR, Verdict.INFRA
+UNCHANGED = Verdict.UNCHANGED
 # Root config keys that say where and how a job runs, or which configs the lab admits (``lab``),
 # not what it computes: they stay out of the config hash (so moving results_dir or switching the
 # scheduler does not make finished jobs look new) and out of "what changed" between two runs

@@ -3,6 +3,7 @@ job id and config hash."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Sequence
 
@@ -12,6 +13,7 @@ from replicate.config.compose import compose_config
 from replicate.config.overrides import Overrides
 from replicate.errors import ConfigError
 from replicate.resolved import ResolvedJob, resolve_job
+from replicate.scheduling.nightly import cadence_s
 
 
 def default_suite_id(name: str) -> str:
@@ -37,11 +39,15 @@ def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[Re
             raise ConfigError(key, f"{key}={given.value(key)} does not apply to a suite: its entries set each job's "
                                    f"{key} (suite.entries[*].{entry_key}); edit conf/suite/{root.suite.name}.yaml, "
                                    f"pass suite.entries=[...], or run one job with `replicate run {key}=...`")
+    budget = root.suite.get("budget")
+    if budget is not None and not float(budget) >= 0:
+        raise ConfigError("suite.budget", f"{budget} must be >= 0 (or null: no limit)")
     suite_id = root.suite_id or default_suite_id(root.suite.name)
     registered = set(registered_names())
     passthrough = given.without("suite", "suite_id").as_list()
     jobs: list[ResolvedJob] = []
-    for entry in root.suite.entries:
+    for index, entry in enumerate(root.suite.entries):
+        every = cadence_s(entry.get("every"), f"suite.entries[{index}].every")
         for seed in entry.seeds:
             job_overrides = [f"model={entry.model}", f"tier={entry.tier}", f"hardware={entry.hardware}",
                              f"seed={seed}", f"suite={root.suite.name}", f"suite_id={suite_id}",
@@ -55,5 +61,5 @@ def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[Re
             problem = None
             if entry.model not in registered:
                 problem = f"model '{entry.model}' has a config but no registered implementation yet"
-            jobs.append(resolve_job(cfg, suite_id, problem))
+            jobs.append(dataclasses.replace(resolve_job(cfg, suite_id, problem), every_s=every))
     return suite_id, jobs

@@ -11,6 +11,7 @@ use), and at most what its deadline allows. Costs carry the profile's currency a
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig
@@ -19,7 +20,8 @@ from replicate.errors import ConfigError, StoreError
 from replicate.formatting import duration, price_note, priced
 from replicate.resolved import ResolvedJob
 from replicate.runner.code_fingerprint import code_changes, job_code
-from replicate.scheduling.deadlines import Deadline, job_deadlines
+from replicate.scheduling.deadlines import Deadline, expected_costs, job_deadlines
+from replicate.scheduling.nightly import DEFERRED, RUN, UNCHANGED, decide
 from replicate.verdict import target_label
 
 
@@ -46,9 +48,7 @@ class PlannedJob:
     price_source: str
     price_placeholder: bool
 
-    @property
-    def runs(self) -> bool:
-        return not self.status.startswith("skipped")
+    runs: bool = True            # False: skipped, UNCHANGED or left for another night
 
 
 def _target_text(job: ResolvedJob) -> Optional[str]:
@@ -80,23 +80,43 @@ def plan_jobs(root: DictConfig, jobs: Sequence[ResolvedJob], store: Optional[Any
         for suite_id in suite_ids:
             finished |= store.finished_job_ids(suite_id)
     fallback = Deadline(float(root.scheduler.job_timeout_s), "scheduler.job_timeout_s")
+    tonight = _tonight(root, jobs, store, finished)
     planned = []
     for job in jobs:
         hardware = job.hardware
         rate = int(hardware.count) * float(hardware.price_per_accelerator_hour) / 3600.0
         deadline = deadlines.get(job.job_id, fallback)
+        status = _status(job, store, finished) if store is not None else (
+            "runs" if not job.problem else f"recorded as ERROR: {job.problem}")
+        status, runs = tonight.get(job.job_id, (status, status.startswith("runs")))
         planned.append(PlannedJob(
             job_id=job.job_id, model=job.spec.model, framework=job.spec.framework, tier=job.spec.tier,
             hardware=job.spec.hardware, seed=job.seed, kind=job.target.kind,
             judged_against=target_label(job.target.kind),
             target=_target_text(job), target_source=job.target.source if job.target.value is not None else None,
-            status=_status(job, store, finished) if store is not None else ("runs" if not job.problem else
-                                                                            f"recorded as ERROR: {job.problem}"),
+            status=status, runs=runs,
             expected_s=deadline.expected_s,
             expected_cost=None if deadline.expected_s is None else deadline.expected_s * rate,
             cost_bound=deadline.seconds * rate, basis=deadline.basis, currency=str(hardware.currency),
             price_source=str(hardware.price_source), price_placeholder=bool(hardware.price_placeholder)))
     return planned
+
+
+def _tonight(root: DictConfig, jobs: Sequence[ResolvedJob], store: Optional[Any],
+             finished: set[str]) -> dict[str, tuple[str, bool]]:
+    """Each job's decision for tonight (cadence and budget: replicate/scheduling/nightly.py) as
+    (status, runs), for the jobs a re-run would not skip; empty without a store, a cadence or a
+    budget. The datasets are not verified by a plan: their hashes are compared when the suite runs."""
+    budget = root.suite.get("budget")
+    candidates = [j for j in jobs if j.job_id not in finished and not j.problem]
+    if store is None or not candidates or (budget is None and all(j.every_s is None for j in candidates)):
+        return {}
+    decisions = decide(candidates, store, now=datetime.now(timezone.utc),
+                       every={j.job_id: j.every_s for j in candidates},
+                       costs=expected_costs(list(candidates), store, root),
+                       budget=None if budget is None else float(budget), dataset_hashes={})
+    labels = {RUN: "runs", UNCHANGED: "UNCHANGED", DEFERRED: "not tonight"}
+    return {d.job_id: (f"{labels[d.action]}: {d.reason}", d.action == RUN) for d in decisions}
 
 
 def open_history(root: DictConfig) -> tuple[Optional[Any], Optional[str]]:

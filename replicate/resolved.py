@@ -32,6 +32,7 @@ class ResolvedJob:
         target: What the final metric is compared with, and its band.
         early: The early check's thresholds and bands.
         problem: Why the job cannot run (a model config without an implementation), else None.
+        every_s: The cadence of its suite entry in seconds (None: every run).
     """
 
     spec: JobSpec
@@ -39,6 +40,7 @@ class ResolvedJob:
     target: Target
     early: EarlyCheck
     problem: Optional[str] = None
+    every_s: Optional[float] = None   # its suite entry's cadence (the driver decides; not sent to workers)
 
     @property
     def job_id(self) -> str:

@@ -368,6 +368,9 @@ class SuiteEntry:
     seeds: list[int] = field(default_factory=lambda: [0])
     framework: Optional[str] = None
     overrides: list[str] = field(default_factory=list)
+    # How often the entry must run: Nd or Nh (1d, 7d, 30d); None: every run. Inside its cadence a
+    # job whose fingerprint equals a PASS's is UNCHANGED (replicate/scheduling/nightly.py).
+    every: Optional[str] = None
 
 
 @dataclass
@@ -375,6 +378,8 @@ class SuiteConfig:
     name: str = MISSING
     description: str = ""
     entries: list[SuiteEntry] = MISSING
+    # Most a run of the suite may cost, in its hardware profiles' currency; None: no limit.
+    budget: Optional[float] = None
 
 
 @dataclass
