@@ -304,3 +304,32 @@ def test_a_job_run_with_a_suite_id_is_reported_under_that_suite(results_dir, sha
     index = Path(capsys.readouterr().out.strip().splitlines()[-1].split()[-1])
     text = index.read_text(encoding="utf-8")
     assert row["verdict"] == "MEASURED" and "yolov4" in text and "v-MEASURED" in text
+
+
+def test_the_paper_section_keeps_a_failing_claim_with_its_value_and_trend_in_chromium(store, tmp_path):
+    """yolov4 judged against a claim on both nights (PASS, then BELOW): it stands in the paper
+    section with its measured value, its trend against night 1 and its cost in USD; the smoke
+    groups are the canary. Rendered by headless Chromium (screenshot in the test artifacts)."""
+    claim = {"kind": "claim", "source": "Bochkovskiy et al. 2020, Table 8 (stand-in for this test)"}
+    with ResultStore(f"sqlite:///{tmp_path / 'zoo.db'}") as mixed:
+        for night in (NIGHT1, NIGHT2):
+            mixed.upsert_suite(night, "nightly", {})
+            for job in store.jobs(suite_id=night):
+                target = {**job["compared_with"], **claim} if job["model"] == "yolov4" else job["compared_with"]
+                mixed.save_job({**job, "compared_with": target})
+            for group in store.groups(night):
+                target = {**group["compared_with"], **claim} if group["model"] == "yolov4" else group["compared_with"]
+                mixed.save_group({**group, "compared_with": target})
+        index = write_report(mixed, NIGHT2, tmp_path / "report")
+        (yolo,) = [r for r in leaderboard_rows(mixed, NIGHT2) if r["model"] == "yolov4"]
+    page = index.read_text(encoding="utf-8")
+    paper, canary = _section(page, "paper"), _section(page, "canary")
+    assert yolo["verdict"] == "BELOW" and yolo["mean"] is not None and yolo["trend"] < 0
+    row = _leaderboard_cells(paper)["yolov4"]
+    assert f"{yolo['mean']:.4g}" in row and "▼" in row and f"{NIGHT1}: PASS" in row and " USD" in row
+    assert "Bochkovskiy et al. 2020, Table 8" in row and "tolerance" in row
+    assert set(_leaderboard_cells(canary)) == {"faster_rcnn", "pix2pix"}
+    binary = _chromium()
+    dom = _run_chromium(binary, "--dump-dom", index.as_uri())
+    assert 'id="paper"' in dom and 'data-section="against the paper"' in dom
+    _screenshot(binary, index, tmp_path / "leaderboard-paper-and-canary.png", 1400)
