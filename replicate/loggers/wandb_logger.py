@@ -117,11 +117,23 @@ def table_row(row: dict[str, Any]) -> list[Any]:
 
 
 def suite_summary(suite_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The leaderboard run's summary: the suite, its model groups and their verdict counts.
+    """The leaderboard run's summary: the suite, its model groups and their verdict counts, those
+    against the paper apart from the canary, and the cost with its currency and per PASS.
     MEASURED (nothing to compare with) is counted apart from the passes: it is never one."""
+    from replicate.leaderboard import PAPER
+
     counts = verdict_counts(rows)
+    paper = [r for r in rows if r.get("section") == PAPER]
+    paper_passes = sum(r["verdict"] == PASS for r in paper)
+    cost = sum(float(r.get("cost") or 0.0) for r in rows)
+    currencies = {r.get("currency") for r in rows}
     return {"suite_id": suite_id, "models": len(rows), "passes": counts.get(PASS, 0),
-            "measured": counts.get(MEASURED, 0), "verdicts": counts}
+            "measured": counts.get(MEASURED, 0), "verdicts": counts,
+            # the two questions apart: did it reproduce the paper, and is the canary green
+            "paper_groups": len(paper), "paper_passes": paper_passes,
+            "canary_groups": len(rows) - len(paper), "canary_passes": counts.get(PASS, 0) - paper_passes,
+            "cost": cost, "cost_per_pass": cost / counts[PASS] if counts.get(PASS) else None,
+            "currency": currencies.pop() if len(currencies) == 1 else None}
 
 
 class WandbLogger:

@@ -205,6 +205,18 @@ def test_the_leaderboard_counts_measured_apart_from_pass_and_labels_what_rows_co
     assert cells["b"]["compared with"] == "nothing to compare with"
 
 
+def test_the_summary_says_what_reproduced_the_paper_apart_from_the_canary_and_what_it_cost():
+    row = dict.fromkeys(LEADERBOARD_KEYS) | {"seeds": [0], "currency": "USD"}
+    rows = [row | {"model": "a", "verdict": "PASS", "section": "against the paper", "cost": 3.0},
+            row | {"model": "b", "verdict": "BELOW", "section": "against the paper", "cost": 2.0},
+            row | {"model": "c", "verdict": "PASS", "section": "canary", "cost": 1.0}]
+    summary = suite_summary("s", rows)
+    assert (summary["paper_groups"], summary["paper_passes"], summary["canary_groups"], summary["canary_passes"]) \
+        == (2, 1, 1, 1)
+    assert summary["cost"] == 6.0 and summary["cost_per_pass"] == 3.0 and summary["currency"] == "USD"
+    assert suite_summary("s", [rows[1]])["cost_per_pass"] is None   # nothing passed: no cost per PASS
+
+
 def test_an_unwritable_folder_is_reported_and_never_raises(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
