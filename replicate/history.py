@@ -86,6 +86,7 @@ class Point:
     band_high: Optional[float]
     target: Optional[float]
     spread: Optional[float]       # the reference's measured seed noise, when the target has one
+    target_kind: Optional[str] = None   # claim | reference | reference_curve | none
 
 
 def _point(group: Mapping[str, Any]) -> Point:
@@ -93,7 +94,7 @@ def _point(group: Mapping[str, Any]) -> Point:
     return Point(suite_id=group["suite_id"], created_at=group.get("suite_created_at") or group.get("created_at"),
                  verdict=group["verdict"], mean=group.get("mean"), std=group.get("std"),
                  seeds=list(group.get("seeds") or []), band_low=target.get("low"), band_high=target.get("high"),
-                 target=target.get("value"), spread=target.get("spread"))
+                 target=target.get("value"), spread=target.get("spread"), target_kind=target.get("kind"))
 
 
 def metric_series(groups: Iterable[Mapping[str, Any]]) -> dict[tuple, list[Point]]:

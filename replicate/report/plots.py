@@ -143,7 +143,8 @@ def trend(path: Path, points: Sequence[Point], metric: Optional[str], title: str
 def trend_figure(points: Sequence[Point], metric: Optional[str], title: str, drift: Optional[Drift] = None,
                  regressed: Sequence[str] = ()):
     """The group's seed mean per suite (error bars: seed std), coloured by verdict, over the band
-    each suite was judged against; the drifted stretch is shaded, regressions circled. Only
+    each suite was judged against and its claim (or reference) as a dashed line; the drifted
+    stretch is shaded, regressions circled. Only
     :func:`suite_ticks` suites are labelled."""
     fig = _figure((10, 3.6))
     ax = fig.subplots()
@@ -155,6 +156,11 @@ def trend_figure(points: Sequence[Point], metric: Optional[str], title: str, dri
         edges = [e for x in xs for e in (x - 0.5, x + 0.5)]
         ax.fill_between(edges, [v for v in lows for _ in (0, 1)], [v for v in highs for _ in (0, 1)],
                         color=BAND_COLOUR, alpha=0.18, label="band")
+    targets = [(x, p.target) for x, p in zip(xs, points) if p.target is not None]
+    if targets:   # the number each suite was judged against: the paper's claim, or the reference
+        claimed = any(p.target_kind == "claim" for p in points)
+        ax.step([x for x, _ in targets], [v for _, v in targets], where="mid", color="#0969da", linewidth=1.2,
+                linestyle="--", label="claim" if claimed else "reference")
     measured = [(x, p) for x, p in zip(xs, points) if p.mean is not None]
     if measured:
         ax.plot([x for x, _ in measured], [p.mean for _, p in measured], color="#57606a", linewidth=1)

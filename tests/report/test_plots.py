@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,17 @@ def test_drawings_made_in_worker_processes_are_the_ones_made_here(tmp_path):
     assert forked == [f"{n}.png" for n in range(5)]
     for name in forked:
         assert (tmp_path / "forked" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+
+
+def test_the_trend_draws_the_claim_it_was_judged_against_and_a_failing_night_keeps_its_point():
+    points = [dataclasses.replace(p, target_kind="claim", target=37.0) for p in _points(NIGHTS[:4])]
+    points[-1] = dataclasses.replace(points[-1], verdict="BELOW", mean=30.0)   # the failing night keeps its value
+    ax = plots.trend_figure(points, "bbox_AP", "faster_rcnn").axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "claim" in labels and "band" in labels
+    (claim,) = [line for line in ax.get_lines() if line.get_label() == "claim"]
+    assert set(claim.get_ydata()) == {37.0}
+    plotted = [y for line in ax.get_lines() if line.get_label() != "claim" for y in line.get_ydata()]
+    assert 30.0 in plotted
+    reference = plots.trend_figure(_points(NIGHTS[:2]), "bbox_AP", "smoke").axes[0]
+    assert "reference" in reference.get_legend_handles_labels()[1]
