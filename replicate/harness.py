@@ -278,12 +278,7 @@ class SuiteRun:
                            environment={**{k: (passed.get("environment") or {}).get(k) for k in ("dataset_hash",)},
                                         **job_code(job.spec.model, job.spec.framework),
                                         "unchanged_of": passed.get("job_id"), "unchanged_reason": decision.reason})
-        self.results[job.job_id] = result
-        record = job_record(job.spec, result, UNCHANGED, None, job.target, job.hardware)
-        self.store.save_job(record)
-        out.jobs.append(self.store.get_job(job.job_id) or dict(record))
-        for sink in self.sinks:
-            sink.job(out.jobs[-1], len(out.jobs), total)
+        self.record(job, result, out, total, verdict=UNCHANGED)
 
     def with_lab_references(self, jobs: list[ResolvedJob]) -> list[ResolvedJob]:
         """Each full-tier job with its 25% check, and each short-tier job with its target, from the
@@ -322,14 +317,16 @@ class SuiteRun:
             self.echo(f"job {job.job_id}: {said} changed since its stored result: running it again")
         return bool(changed)
 
-    def record(self, job: ResolvedJob, result: JobResult, out: SuiteResult, total: int) -> None:
-        """Judge a finished job, store its row (spooled if the store is down) and tell the sinks."""
+    def record(self, job: ResolvedJob, result: JobResult, out: SuiteResult, total: int,
+               verdict: Optional[str] = None) -> None:
+        """Judge a finished job (``verdict``: already decided, e.g. UNCHANGED), store its row
+        (spooled if the store is down) and tell the sinks."""
         if job.job_id in self.deadlines:   # what the job was allowed, beside what it took
             result.environment.setdefault("deadline", self.deadlines[job.job_id].to_dict())
         # what computed it (the skip key's second half)
         for key, value in job_code(job.spec.model, job.spec.framework).items():
             result.environment.setdefault(key, value)
-        verdict, failure = judge_job(result, job.target)
+        verdict, failure = judge_job(result, job.target) if verdict is None else (verdict, None)
         self.results[job.job_id] = result
         record = job_record(job.spec, result, verdict, failure, job.target, job.hardware)
         try:
