@@ -93,7 +93,7 @@ def plan_jobs(root: DictConfig, jobs: Sequence[ResolvedJob], store: Optional[Any
             job_id=job.job_id, model=job.spec.model, framework=job.spec.framework, tier=job.spec.tier,
             hardware=job.spec.hardware, seed=job.seed, kind=job.target.kind,
             judged_against=target_label(job.target.kind),
-            target=_target_text(job), target_source=job.target.source if job.target.value is not None else None,
+            target=_target_text(job), target_source=job.target.source,
             status=status, runs=runs,
             expected_s=deadline.expected_s,
             expected_cost=None if deadline.expected_s is None else deadline.expected_s * rate,
@@ -153,8 +153,8 @@ SECTIONS = (("claim", "against the paper (or the zoo's published number)"),
 
 def _job_lines(job: PlannedJob) -> list[str]:
     model = job.model if job.framework == "torch" else f"{job.model} ({job.framework})"
-    judged = job.target or "no band"
-    source = f" ({job.target_source})" if job.target_source and job.kind == "claim" else ""
+    judged = job.target or f"not judged: {job.target_source or 'nothing to compare with'}"
+    source = f" ({job.target_source})" if job.target and job.target_source and job.kind == "claim" else ""
     cost = (f"expected {priced(job.expected_cost, job.currency)} ({duration(job.expected_s)})"
             if job.expected_cost is not None else "no earlier run")
     return [f"- {model} {job.tier} on {job.hardware}, seed {job.seed}: {job.status}; {judged}{source}",
