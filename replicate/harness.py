@@ -50,7 +50,7 @@ class SuiteResult:
     jobs: list[dict[str, Any]] = field(default_factory=list)
     groups: list[GroupRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)   # finished before: not run again
-    deferred: list[str] = field(default_factory=list)  # left for another night by the budget
+    deferred: list[str] = field(default_factory=list)  # "job id: why", left for another night by the budget
     report: Optional[str] = None      # the suite's HTML report (index.html), if one was written
     logged: Optional[str] = None      # where the logger's output went (W&B), if a logger is on
     alerts: list[str] = field(default_factory=list)   # the titles of the alerts the suite raised
@@ -154,15 +154,15 @@ class SuiteRun:
         self.store.finish_suite(self.suite_id)
         report = self.write_report()
         result.report = str(report) if report is not None else None
-        alerts = self.alerts(result.report)
+        alerts = self.alerts(result.report, result.deferred)
         result.alerts = [alert.title for alert in alerts]
         result.logged = log_suite_end(self.store, self.suite_id, report.parent if report is not None else None,
                                       self.logger, self.echo, alerts)
         send_alerts(self.suite_id, alerts, self.echo)
 
-    def alerts(self, report: Optional[str]) -> list[Alert]:
-        """The suite's regressions and drifts as alerts (none when they cannot be read: the
-        report, if written, shows what the store has)."""
+    def alerts(self, report: Optional[str], deferred: Sequence[str] = ()) -> list[Alert]:
+        """The suite's regressions, drifts and the jobs its budget left out, as alerts (the first
+        two not when they cannot be read: the report, if written, shows what the store has)."""
         from replicate.report.pages import findings
 
         assert self.suite_id is not None
@@ -170,8 +170,8 @@ class SuiteRun:
             regressions, drifts = findings(self.store, self.suite_id)
         except Exception as exc:   # noqa: BLE001 - alerts are a view of the store, never a verdict
             self.echo(f"alerts: not computed ({type(exc).__name__}: {exc}); the store has every result")
-            return []
-        return suite_alerts(regressions, drifts, self.suite_id, report_link(report))
+            regressions, drifts = [], []
+        return suite_alerts(regressions, drifts, self.suite_id, report_link(report), deferred)
 
     def write_report(self) -> Optional[Path]:
         """The suite's HTML report where ``replicate report`` writes it by default; its index.html.
@@ -265,7 +265,7 @@ class SuiteRun:
                 assert decision.unchanged_of is not None
                 self.record_unchanged(job, decision, out, total)
             elif decision.action == DEFERRED:
-                out.deferred.append(job.job_id)
+                out.deferred.append(f"{job.job_id}: {decision.reason}")
                 self.echo(f"job {job.job_id}: {decision.reason}")
             else:
                 runnable.append(job)

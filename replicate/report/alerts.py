@@ -1,6 +1,7 @@
-"""Alerts: when a suite ends with a regression (a group that passed before and does not now) or a
-drift (a sustained shift beyond the measured seed noise), one message tells the lab, with the
-model, the verdicts, the link to the report and what changed since the last PASS.
+"""Alerts: when a suite ends with a regression (a group that passed before and does not now), a
+drift (a sustained shift beyond the measured seed noise) or jobs its budget left for another
+night, one message tells the lab, with the model, the verdicts, the link to the report and what
+changed since the last PASS.
 
 Two channels, each optional: a webhook (Slack-compatible JSON: ``text`` plus one ``blocks``
 section per alert; its URL only from the ``ZOO_ALERT_WEBHOOK_URL`` environment variable, which the
@@ -33,7 +34,7 @@ MAX_CHANGES = 12   # what changed, listed per alert; the report has the rest
 class Alert:
     """One thing the lab should hear about tonight."""
 
-    kind: str            # regression | drift
+    kind: str            # regression | drift | budget
     group: str           # the model group, e.g. "yolov4 / full / torch / smoke / cpu"
     title: str
     lines: list[str] = field(default_factory=list)
@@ -80,10 +81,17 @@ def drift_alert(drift: Drift, suite_id: str, report: Optional[str]) -> Alert:
     return Alert("drift", label, f"DRIFT {label} in {suite_id}: {drift.describe()}", [], report)
 
 
+def budget_alert(deferred: Sequence[str], suite_id: str, report: Optional[str]) -> Alert:
+    """The jobs the suite's budget left for another night, each with why."""
+    return Alert("budget", "suite", f"BUDGET {suite_id}: {len(deferred)} job(s) left for another night",
+                 [f"- {line}" for line in deferred], report)
+
+
 def suite_alerts(regressions: Iterable[Regression], drifts: Iterable[Drift], suite_id: str,
-                 report: Optional[str]) -> list[Alert]:
-    """The alerts of a suite: each regression, then each drift."""
-    return [*(regression_alert(r, report) for r in regressions), *(drift_alert(d, suite_id, report) for d in drifts)]
+                 report: Optional[str], deferred: Sequence[str] = ()) -> list[Alert]:
+    """The alerts of a suite: each regression, then each drift, then what the budget left out."""
+    return [*(regression_alert(r, report) for r in regressions), *(drift_alert(d, suite_id, report) for d in drifts),
+            *([budget_alert(deferred, suite_id, report)] if deferred else [])]
 
 
 def _slack_escape(text: str) -> str:
@@ -95,7 +103,7 @@ def webhook_payload(suite_id: str, alerts: Sequence[Alert]) -> dict[str, Any]:
     """Slack-compatible JSON (incoming webhooks: ``text`` is the fallback, ``blocks`` the message);
     other chat tools that take Slack's format read ``text``."""
     summary = f"zoo-replicate suite {suite_id}: " + ", ".join(
-        f"{sum(a.kind == kind for a in alerts)} {kind}(s)" for kind in ("regression", "drift")
+        f"{sum(a.kind == kind for a in alerts)} {kind}(s)" for kind in ("regression", "drift", "budget")
         if any(a.kind == kind for a in alerts))
     return {"text": _slack_escape(summary + "\n" + "\n\n".join(a.text() for a in alerts)),
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(summary)}},

@@ -140,3 +140,22 @@ def test_the_chart_passes_the_webhook_from_a_secret_to_the_head_only(tmp_path):
     assert head["ZOO_ALERT_WEBHOOK_URL"]["valueFrom"] == {"secretKeyRef": {"name": "zoo-alerts", "key": "url"}}
     assert head["ZOO_REPORT_BASE_URL"]["value"] == "https://zoo.lab/results"
     assert "ZOO_ALERT_WEBHOOK_URL" not in {item["name"] for item in env(values, head=False)}
+
+
+def test_jobs_the_budget_leaves_out_are_said_and_sent(results_dir, shapes_root, tiny, monkeypatch, webhook):
+    """A night whose budget cannot pay for its job (no history: its cost is its deadline's worth)
+    runs nothing, says why, and the lab hears of it."""
+    from replicate.harness import run_suite
+
+    monkeypatch.setenv(WEBHOOK_ENV, webhook.url)
+    lines: list[str] = []
+    result = run_suite(["suite=smoke", "suite.entries=[{model:yolov4,tier:smoke,hardware:cpu,seeds:[0]}]",
+                        "suite.budget=0.01", "suite_id=poor", "scheduler=inline", f"results_dir={results_dir}",
+                        f"datasets.shapes.root={shapes_root}", *tiny], echo=lines.append)
+    assert result.jobs == [] and len(result.deferred) == 1 and not result.all_pass
+    assert "left for another night: due: never run, but its cost 0.2 is more than the budget left (0.01)" \
+        in result.deferred[0]
+    assert any("left for another night" in line for line in lines)
+    (message,) = webhook.received
+    (alert,) = message["zoo_replicate"]["alerts"]
+    assert alert["kind"] == "budget" and alert["title"] == "BUDGET poor: 1 job(s) left for another night"
