@@ -137,4 +137,7 @@ def group_record(suite_id: Optional[str], identity: Mapping[str, Any],
             "failure_stage": failure.stage if failure else None,
             "failure_impact": failure.impact if failure else None,
             "message": failure.message if failure else None,
-            "compared_with": target.to_dict(), "noise_note": group.noise_note}
+            # the band the seeds' mean was judged against (narrower than one seed's for a reference)
+            "compared_with": {**target.to_dict(),
+                              **({"low": group.band[0], "high": group.band[1]} if group.band else {})},
+            "noise_note": group.noise_note}

@@ -6,6 +6,7 @@ nothing to compare with is MEASURED, never PASS: a verdict that cannot fail is n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -66,6 +67,10 @@ class Target:
     # What the instrument must measure on the same split (pix2pix: the paper's FCN on the real
     # photos): a miss makes the job INFRA (uncalibrated instrument) before the claim is judged.
     instrument: list["Target"] = field(default_factory=list)
+    # A reference's calibration draws and the final verdict's false-alarm share: a suite's mean of
+    # several seeds is judged against the band of such a mean (``draws_band(of_mean=k)``).
+    draws: Optional[list[float]] = None
+    false_alarm: Optional[float] = None
 
     @property
     def low(self) -> Optional[float]:
@@ -127,7 +132,9 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
         low, high = band or reference_band(mean, std, reference_draws(ref), final_false_alarm(cfg))
         return Target(kind, ref.metric, mean, high - mean, "absolute", ref.direction,
                       ref.source, split=tier.eval_split, spread=std,
-                      loss_band=final_loss_band(cfg) if kind == "reference" else None, band=(low, high))
+                      loss_band=final_loss_band(cfg) if kind == "reference" else None, band=(low, high),
+                      draws=[float(v) for v in ref.draws] if kind == "reference" and band is not None else None,
+                      false_alarm=final_false_alarm(cfg) if kind == "reference" and band is not None else None)
     if kind == "claim":
         claim = select_claim(cfg, variant, tier.claim_split)
         trained = bool(cfg.tier.trains)
@@ -207,23 +214,26 @@ def reference_point(ref: Any, point: str) -> tuple[float, float]:
     return float(ref.curve[point]), float(ref.curve_spread.get(point, 0.0))
 
 
-def prediction_half_width(std: float, n: int, false_alarm: float, *, sides: int = 2) -> float:
-    """Half-width of a normal prediction interval for ONE new draw, from ``n`` past draws.
+def prediction_half_width(std: float, n: int, false_alarm: float, *, sides: int = 2, of_mean: int = 1) -> float:
+    """Half-width of a normal prediction interval for ONE new draw (or the mean of ``of_mean`` new
+    draws: a suite's seeds), from ``n`` past draws.
 
-    t quantile (Student, n - 1 degrees of freedom) x std x sqrt(1 + 1/n): a new draw falls outside
-    with probability ``false_alarm`` when draws are normal (the band is not the mean's
-    confidence interval, which would shrink with n and flag healthy runs).
+    t quantile (Student, n - 1 degrees of freedom) x std x sqrt(1/of_mean + 1/n): a new draw (or
+    mean) falls outside with probability ``false_alarm`` when draws are normal (the band is not
+    the reference mean's confidence interval, which would shrink with n and flag healthy runs).
     """
     from scipy.stats import t
 
     if n < 2:
         raise ValueError(f"a prediction interval needs at least 2 draws, got {n}")
+    if of_mean < 1:
+        raise ValueError(f"a mean of {of_mean} draws")
     quantile = t.ppf(1 - false_alarm / sides, n - 1)
-    return float(quantile * std * (1 + 1 / n) ** 0.5)
+    return float(quantile * std * (1 / of_mean + 1 / n) ** 0.5)
 
 
 def draws_band(draws: Any, false_alarm: float, *, sides: int = 2,
-               log_scale: bool = True) -> Optional[tuple[float, float]]:
+               log_scale: bool = True, of_mean: int = 1) -> Optional[tuple[float, float]]:
     """The band one new draw of a healthy implementation falls in, from recorded ``draws``; None
     with fewer than 2 draws. Every band built from calibration draws is this one computation: the
     final metric's, the 25% floor (``sides=1``: each bound at the full rate, the caller keeps
@@ -236,6 +246,9 @@ def draws_band(draws: Any, false_alarm: float, *, sides: int = 2,
     metric does, because a young AP has a heavy left tail that the log scale does not model
     (yolov3 in TensorFlow, seed 1000: AP 0.74 at 25% against 12 draws of 1.15-1.86, 4.8 log-scale
     deviations below their mean and 3.4 linear ones; it ends at 11.8, in its band).
+
+    ``of_mean``: the band of the mean of that many new draws (a suite's seeds; on the log scale,
+    their geometric mean: :func:`seed_mean`), narrower by sqrt(1/of_mean + 1/n) over sqrt(1 + 1/n).
     """
     values = [float(v) for v in draws or []]
     if len(values) < 2:
@@ -243,14 +256,24 @@ def draws_band(draws: Any, false_alarm: float, *, sides: int = 2,
     if log_scale and all(v > 0 for v in values):
         logs = [math.log(v) for v in values]
         low, high = _band(statistics.fmean(logs), statistics.stdev(logs), len(logs), false_alarm, sides,
-                          math.log1p(MIN_HALF_WIDTH))
+                          math.log1p(MIN_HALF_WIDTH), of_mean)
         return math.exp(low), math.exp(high)
     mean = statistics.fmean(values)
-    return _band(mean, statistics.stdev(values), len(values), false_alarm, sides, MIN_HALF_WIDTH * abs(mean))
+    return _band(mean, statistics.stdev(values), len(values), false_alarm, sides, MIN_HALF_WIDTH * abs(mean),
+                 of_mean)
 
 
-def _band(mean: float, std: float, n: int, false_alarm: float, sides: int, min_half: float) -> tuple[float, float]:
-    half = max(prediction_half_width(std, n, false_alarm, sides=sides), min_half)
+def seed_mean(values: Sequence[float], draws: Sequence[float]) -> float:
+    """The seeds' mean on the scale :func:`draws_band` models the draws on: geometric where the
+    draws (and the values) are all positive, arithmetic otherwise."""
+    if all(float(v) > 0 for v in [*draws, *values]):
+        return math.exp(statistics.fmean(math.log(float(v)) for v in values))
+    return statistics.fmean(float(v) for v in values)
+
+
+def _band(mean: float, std: float, n: int, false_alarm: float, sides: int, min_half: float,
+          of_mean: int = 1) -> tuple[float, float]:
+    half = max(prediction_half_width(std, n, false_alarm, sides=sides, of_mean=of_mean), min_half)
     return mean - half, mean + half
 
 
@@ -572,6 +595,7 @@ class GroupVerdict:
     seeds: list[int]
     failure: Optional[Failure]
     noise_note: Optional[str]
+    band: Optional[tuple[float, float]] = None   # the band the mean was judged against, when not the target's
 
 
 def judge_group(results: list[tuple[int, JobResult, str]], target: Target) -> GroupVerdict:
@@ -599,7 +623,10 @@ def judge_group(results: list[tuple[int, JobResult, str]], target: Target) -> Gr
         return GroupVerdict(verdict, None, None, seeds, failure, None)
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
-    verdict, failure = judge_value(mean, target)
+    judged, statistic = of_seeds(target, values), mean
+    if judged is not target:   # the band of a mean of k seeds, on the draws' scale
+        statistic = seed_mean(values, target.draws or [])
+    verdict, failure = judge_value(statistic, judged)
     if verdict == PASS:   # the other claims by their own means over the seeds
 
         def mean_of(metric: str) -> Optional[float]:
@@ -607,11 +634,27 @@ def judge_group(results: list[tuple[int, JobResult, str]], target: Target) -> Gr
             return None if any(v is None for v in seen) else statistics.fmean(v for v in seen if v is not None)
 
         verdict, failure = judge_also(mean_of, target, (verdict, failure))
-    return GroupVerdict(verdict, mean, std, seeds, failure, noise_note(target, std))
+    note = noise_note(judged, None if std is None else std / len(values) ** 0.5)
+    if judged is not target:
+        seeds_said = (f"judged on the {len(values)} seeds' {'geometric ' if statistic != mean else ''}mean "
+                      f"{statistic:.4g} against the band of such a mean [{judged.low:.4g}, {judged.high:.4g}]")
+        note = seeds_said if note is None else f"{seeds_said}; {note}"
+    return GroupVerdict(verdict, mean, std, seeds, failure, note, band=judged.band)
+
+
+def of_seeds(target: Target, values: Sequence[float]) -> Target:
+    """The target a mean of ``values`` (several seeds) is judged against: a reference with its
+    draws gives the band of a mean of that many draws; otherwise (a claim: the lab's tolerance,
+    one seed) ``target`` itself."""
+    if len(values) < 2 or not target.draws or target.false_alarm is None:
+        return target
+    band = draws_band(target.draws, target.false_alarm, of_mean=len(values))
+    return target if band is None else dataclasses.replace(target, band=band, tolerance=band[1] - (target.value or 0))
 
 
 def noise_note(target: Target, std: Optional[float]) -> Optional[str]:
-    """Say so when the band is narrower than the measured seed noise (verdicts would be flaky)."""
+    """Say so when the band is narrower than the measured noise of what it judges (one seed's, or
+    a mean's: std / sqrt(k)): then the verdict would be flaky."""
     noise = std if std is not None else target.spread
     if noise is None or target.value is None or target.high is None:
         return None

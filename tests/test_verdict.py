@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, OFF_CURVE, PASS, Failure, JobResult
@@ -56,11 +58,13 @@ def test_job_outcomes_take_precedence_in_order():
 
 def test_group_uses_the_mean_and_records_the_spread():
     target = claim()
-    results = [(s, JobResult(f"j{s}", metrics={"bbox_AP": v}), PASS) for s, v in enumerate([36.0, 37.0, 38.0])]
+    results = [(s, JobResult(f"j{s}", metrics={"bbox_AP": v}), PASS) for s, v in enumerate([35.0, 37.0, 39.0])]
     group = judge_group(results, target)
-    assert group.verdict == PASS and group.mean == pytest.approx(37.0) and group.std == pytest.approx(1.0)
-    # std 1.0 > half band 0.74: the verdict could flip between nights; say so.
-    assert group.noise_note and "tighter than the measured seed noise" in group.noise_note
+    assert group.verdict == PASS and group.mean == pytest.approx(37.0) and group.std == pytest.approx(2.0)
+    # The mean of 3 seeds has noise 2 / sqrt(3) = 1.15 > half band 0.74: it could flip between nights; say so.
+    assert group.noise_note and "tighter than the measured seed noise (std 1.155)" in group.noise_note
+    calm = [(s, JobResult(f"j{s}", metrics={"bbox_AP": v}), PASS) for s, v in enumerate([36.5, 37.0, 37.5])]
+    assert judge_group(calm, target).noise_note is None   # 0.5 / sqrt(3) = 0.29 < 0.74
 
 
 def test_group_with_an_errored_seed_is_error():
@@ -190,3 +194,38 @@ def test_claims_at_another_resolution_are_not_judged_beside_the_primary():
 def test_a_training_tiers_miss_is_the_trainings():
     target = Target("claim", "bbox_AP", 37.0, 0.02, "relative", "higher", "x", trained=True)
     assert judge_value(30.0, target)[1].stage == "training"
+
+
+
+def _reference(draws: list[float], false_alarm: float = 0.001) -> Target:
+    from replicate.verdict import draws_band
+
+    band = draws_band(draws, false_alarm)
+    mean = statistics.fmean(draws)
+    return Target("reference", "bbox_AP", mean, band[1] - mean, "absolute", "higher", "calibration draws",
+                  band=band, draws=draws, false_alarm=false_alarm)
+
+
+DRAWS = [24.7, 27.1, 29.6, 24.1, 33.0, 20.4, 23.5, 24.1, 27.8, 28.8, 22.9, 25.2]   # centernet's smoke draws
+
+
+def test_a_mean_of_seeds_is_judged_against_the_band_of_such_a_mean():
+    """Three seeds whose mean sits inside one seed's band but outside the band of a mean of three
+    (a defect costing about a third: centernet's band is wide) fail; three healthy draws pass; the
+    note says how it was judged."""
+    from replicate.verdict import draws_band, seed_mean
+
+    target = _reference(DRAWS)
+    one, three = target.band, draws_band(DRAWS, 0.001, of_mean=3)
+    assert three[0] > one[0] and three[1] < one[1]   # narrower on both sides
+    low = [0.65 * v for v in (25.0, 26.0, 27.0)]       # 35% below the reference's mean
+    assert one[0] < statistics.fmean(low) < three[0]
+    broken = judge_group([(s, JobResult(f"j{s}", metrics={"bbox_AP": v}), PASS) for s, v in enumerate(low)], target)
+    assert broken.verdict == BELOW and broken.band == pytest.approx(three)
+    assert "judged on the 3 seeds' geometric mean" in broken.noise_note
+    healthy = [(s, JobResult(f"j{s}", metrics={"bbox_AP": v}), PASS) for s, v in enumerate(DRAWS[:3])]
+    passed = judge_group(healthy, target)
+    assert passed.verdict == PASS and seed_mean(DRAWS[:3], DRAWS) == pytest.approx(
+        statistics.geometric_mean(DRAWS[:3]))
+    single = judge_group([(0, JobResult("j", metrics={"bbox_AP": low[0]}), PASS)], target)
+    assert single.verdict == PASS and single.band == pytest.approx(one)   # one seed: one draw's band
