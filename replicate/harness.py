@@ -255,10 +255,15 @@ class SuiteRun:
         budget = self.root.suite.get("budget") if self.root.get("suite") else None
         if not jobs or (budget is None and all(job.every_s is None for job in jobs)):
             return jobs
-        decisions = decide(jobs, self.store, now=datetime.now(timezone.utc),
-                           every={j.job_id: j.every_s for j in jobs}, costs=expected_costs(jobs, self.store, self.root),
-                           budget=None if budget is None else float(budget),
-                           dataset_hashes={j.job_id: manifests.get(data_of(j).root) for j in jobs})
+        try:
+            decisions = decide(jobs, self.store, now=datetime.now(timezone.utc),
+                               every={j.job_id: j.every_s for j in jobs},
+                               costs=expected_costs(jobs, self.store, self.root),
+                               budget=None if budget is None else float(budget),
+                               dataset_hashes={j.job_id: manifests.get(data_of(j).root) for j in jobs})
+        except StoreError as exc:   # no history to decide from: every job runs, as without a cadence
+            self.echo(f"cadence and budget: the store cannot be read ({exc}); every job runs")
+            return jobs
         runnable = []
         for job, decision in zip(jobs, decisions):
             if decision.action == UNCHANGED_ACTION:
