@@ -97,14 +97,15 @@ def table_cell(value: Any) -> Any:
 def table_columns() -> list[str]:
     """The leaderboard table's columns: every leaderboard key (the store's values), then two
     read-only summaries for sponsors: what the row is compared with (labelled claim or reference,
-    with its source) and the measured mean +- spread."""
+    with its source) and the measured mean +- spread, and the suite: each night's table is logged
+    under the same key, so W&B joins the nights' tables into one (rows told apart by suite)."""
     from replicate.leaderboard import LEADERBOARD_KEYS
 
-    return [*LEADERBOARD_KEYS, "compared with", "measured"]
+    return [*LEADERBOARD_KEYS, "compared with", "measured", "suite_id"]
 
 
-def table_row(row: dict[str, Any]) -> list[Any]:
-    """One leaderboard row as table cells, in :func:`table_columns` order."""
+def table_row(row: dict[str, Any], suite_id: Optional[str] = None) -> list[Any]:
+    """One leaderboard row of suite ``suite_id`` as table cells, in :func:`table_columns` order."""
     from replicate.leaderboard import LEADERBOARD_KEYS
 
     compared = row["target_label"]
@@ -113,7 +114,7 @@ def table_row(row: dict[str, Any]) -> list[Any]:
     measured = "-" if row["mean"] is None else f"{row['mean']:.4g}"
     if row["mean"] is not None and row["std"] is not None:
         measured += f" ± {row['std']:.2g}"
-    return [*(table_cell(row[k]) for k in LEADERBOARD_KEYS), compared, measured]
+    return [*(table_cell(row[k]) for k in LEADERBOARD_KEYS), compared, measured, suite_id]
 
 
 def suite_summary(suite_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -261,7 +262,7 @@ class WandbLogger:
 
         def log(run: Any) -> None:
             columns: list[Any] = table_columns()
-            table = wandb.Table(columns=columns, data=[table_row(row) for row in rows])
+            table = wandb.Table(columns=columns, data=[table_row(row, suite_id) for row in rows])
             run.log({TABLE_KEY: table})
             run.summary.update(suite_summary(suite_id, rows))
             if report_dir is not None and Path(report_dir).is_dir():

@@ -100,7 +100,8 @@ def test_leaderboard_table_rows_equal_the_store(suite, wandb_files):
     (logged,) = [row for row in board.history if "leaderboard/path" in row]
     table = json.loads((board.files_dir / logged["leaderboard/path"]).read_text())
     keys = list(LEADERBOARD_KEYS)
-    assert table["columns"] == [*keys, "compared with", "measured"]
+    assert table["columns"] == [*keys, "compared with", "measured", "suite_id"]
+    assert {cells[-1] for cells in table["data"]} == {"wb-night"}   # the nights' tables join into one
     rows = leaderboard_rows(suite["store"], "wb-night")
     assert len(table["data"]) == len(rows) == 2          # one row per model group, seeds aggregated
     _same([cells[:len(keys)] for cells in table["data"]], [[table_cell(row[k]) for k in keys] for row in rows])
