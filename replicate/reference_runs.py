@@ -92,11 +92,14 @@ def candidate(job: ResolvedJob, verdict: str, row: Mapping[str, Any]) -> Optiona
                       f"{job.target.metric} {job.target.value} ({job.target.source})"}
 
 
-def matching(job: ResolvedJob, runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The promoted runs that are ``job``'s reference (same recipe key, same fraction and metric)."""
+def matching(job: ResolvedJob, runs: Sequence[Mapping[str, Any]],
+             fraction: Optional[float] = None) -> list[Mapping[str, Any]]:
+    """The promoted runs that are ``job``'s reference: same recipe key and metric, measured at
+    ``fraction`` of the schedule (default: where the job's early check stands)."""
     key = recipe_key(job)
+    at = job.early.fraction if fraction is None else fraction
     return [r for r in runs if r["status"] == PROMOTED and all(r[k] == v for k, v in key.items())
-            and r["metric_name"] == job.target.metric and abs(float(r["fraction"]) - job.early.fraction) < 1e-9]
+            and r["metric_name"] == job.target.metric and abs(float(r["fraction"]) - at) < 1e-9]
 
 
 def _values(runs: Sequence[Mapping[str, Any]], key: str) -> list[float]:
@@ -110,22 +113,38 @@ def early_check_from(job: ResolvedJob, runs: Sequence[Mapping[str, Any]]) -> Ear
     if not metrics:
         return dataclasses.replace(early, source="no promoted reference run of this recipe: the 25% point is "
                                                  "measured, not judged (replicate reference list)")
-    ids = ", ".join(str(r["id"]) for r in runs)
     mean = statistics.fmean(metrics)
-    if len(metrics) >= MIN_REFERENCE_DRAWS:
+    if _from_spread(metrics):
         alarm = early_false_alarm(job.cfg)
         return dataclasses.replace(
             early, reference=mean, threshold=draws_bound(metrics, alarm, early.direction),
             loss_band=draws_band(_values(runs, "early_loss"), alarm),
-            drift_band=draws_band(_values(runs, "early_drift"), alarm),
-            source=f"the spread of {len(metrics)} promoted reference runs of the lab (ids {ids})")
-    tolerance = float(job.cfg.tier.early_check.tolerance)
+            drift_band=draws_band(_values(runs, "early_drift"), alarm), source=_said(runs, job))
+    tolerance = _tolerance(job)
     threshold = mean * (1 - tolerance) if early.direction == Direction.HIGHER else mean * (1 + tolerance)
     return dataclasses.replace(
         early, reference=mean, threshold=threshold, loss_band=_around(_values(runs, "early_loss"), tolerance),
-        drift_band=_around(_values(runs, "early_drift"), tolerance),
-        source=f"{len(metrics)} promoted reference run(s) of the lab (ids {ids}), the tier's tolerance "
-               f"{tolerance:g} (a band from their spread needs {MIN_REFERENCE_DRAWS})")
+        drift_band=_around(_values(runs, "early_drift"), tolerance), source=_said(runs, job))
+
+
+# The one rule for how many promoted runs give a band from their spread (below: the tier's tolerance).
+def _from_spread(values: Sequence[float]) -> bool:
+    return len(values) >= MIN_REFERENCE_DRAWS
+
+
+def _tolerance(job: ResolvedJob) -> float:
+    """The tier's stated tolerance, relative, used below :data:`MIN_REFERENCE_DRAWS` runs."""
+    return float(job.cfg.tier.early_check.tolerance)
+
+
+def _said(runs: Sequence[Mapping[str, Any]], job: ResolvedJob) -> str:
+    """Where a reference built from ``runs`` came from, as every record says it."""
+    ids = ", ".join(str(r["id"]) for r in runs)
+    measured = _values(runs, "early_metric")
+    if _from_spread(measured):
+        return f"the spread of {len(measured)} promoted reference runs of the lab (ids {ids})"
+    return (f"{len(measured)} promoted reference run(s) of the lab (ids {ids}), the tier's tolerance "
+            f"{_tolerance(job):g} (a band from their spread needs {MIN_REFERENCE_DRAWS})")
 
 
 def _around(values: list[float], tolerance: float) -> Optional[tuple[float, float]]:
@@ -145,17 +164,13 @@ def curve_target_from(job: ResolvedJob, runs: Sequence[Mapping[str, Any]]) -> Ta
     if not metrics:
         return target
     mean = statistics.fmean(metrics)
-    ids = ", ".join(str(r["id"]) for r in runs)
-    if len(metrics) >= MIN_REFERENCE_DRAWS:
+    if _from_spread(metrics):
         band = draws_band(metrics, final_false_alarm(job.cfg))
-        source = f"the spread of {len(metrics)} promoted reference runs of the lab (ids {ids})"
     else:
-        tolerance = float(job.cfg.tier.early_check.tolerance)
-        band = (mean * (1 - tolerance), mean * (1 + tolerance))
-        source = f"{len(metrics)} promoted reference run(s) of the lab (ids {ids}), the tier's tolerance {tolerance:g}"
+        band = _around(metrics, _tolerance(job))
     assert band is not None
     return dataclasses.replace(target, value=mean, tolerance=band[1] - mean, tolerance_kind="absolute",
-                               band=band, source=source)
+                               band=band, source=_said(runs, job))
 
 
 def takes_curve(job: ResolvedJob) -> bool:
@@ -166,11 +181,8 @@ def takes_curve(job: ResolvedJob) -> bool:
 def with_lab_reference(job: ResolvedJob, runs: Sequence[Mapping[str, Any]]) -> ResolvedJob:
     """``job`` with its early check (full tier) or its target (short tier) from the lab's
     promoted runs, where they apply."""
-    if takes_curve(job):
-        fraction = float(job.cfg.tier.schedule_fraction)
-        found = [r for r in runs if r["status"] == PROMOTED and abs(float(r["fraction"]) - fraction) < 1e-9
-                 and r["metric_name"] == job.target.metric
-                 and all(r[k] == v for k, v in recipe_key(job).items())]
+    if takes_curve(job):   # the short tier stops at its fraction: the runs' point there is its target
+        found = matching(job, runs, fraction=float(job.cfg.tier.schedule_fraction))
         return dataclasses.replace(job, target=curve_target_from(job, found))
     if not applies(job):
         return job
