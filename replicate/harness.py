@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
@@ -32,8 +31,8 @@ from replicate.report.alerts import Alert, report_link, send_alerts, suite_alert
 from replicate.resolved import ResolvedJob, resolve_job
 from replicate.runner.code_fingerprint import code_changes, job_code
 from replicate.scheduling import Scheduler
-from replicate.scheduling.deadlines import Deadline, expected_costs, job_deadlines, longest_first
-from replicate.scheduling.nightly import DEFERRED, Decision, decide
+from replicate.scheduling.deadlines import Deadline, job_deadlines, longest_first
+from replicate.scheduling.nightly import DEFERRED, Decision, tonight_decisions
 from replicate.scheduling.nightly import UNCHANGED as UNCHANGED_ACTION
 from replicate.store import spool
 from replicate.store.protocol import JobStore
@@ -229,15 +228,16 @@ class SuiteRun:
                 "infrastructure", "crash", unweighted[job.job_id])), out, len(jobs))
         runnable = [j for j in runnable if j.job_id not in unweighted]
         check_checkpoints(runnable)   # checkpoint= loads into the model, else exit 2 naming the file
+        if runnable:   # what each job is allowed: its duration tonight, and its cost (cadence and budget)
+            try:
+                self.deadlines = job_deadlines(runnable, self.store, self.root.scheduler)
+            except StoreError as exc:   # no history to read: every job gets scheduler.job_timeout_s
+                self.echo(f"deadlines: the store cannot be read ({exc}); scheduler.job_timeout_s for every job")
         if skip_finished:   # a suite: each entry's cadence and the suite's budget decide what runs tonight
             runnable = self.tonight(runnable, manifests, out, len(jobs))
         runnable = self.with_lab_references(runnable)
         if runnable:
             scheduler = open_scheduler(self.root)
-            try:
-                self.deadlines = job_deadlines(runnable, self.store, self.root.scheduler)
-            except StoreError as exc:   # no history to read: every job gets scheduler.job_timeout_s
-                self.echo(f"deadlines: the store cannot be read ({exc}); scheduler.job_timeout_s for every job")
             runnable = longest_first(runnable, self.deadlines)
             self.echo(f"running {len(runnable)} job(s) with {type(scheduler).__name__} ...")
             scheduler.run(runnable, lambda job, result: self.record(job, result, out, len(jobs)), self.deadlines)
@@ -252,17 +252,13 @@ class SuiteRun:
                 total: int) -> list[ResolvedJob]:
         """The jobs to run tonight (replicate/scheduling/nightly.py): an UNCHANGED one is recorded
         as such, linking its PASS; one the budget leaves out is said and not recorded."""
-        budget = self.root.suite.get("budget") if self.root.get("suite") else None
-        if not jobs or (budget is None and all(job.every_s is None for job in jobs)):
-            return jobs
         try:
-            decisions = decide(jobs, self.store, now=datetime.now(timezone.utc),
-                               every={j.job_id: j.every_s for j in jobs},
-                               costs=expected_costs(jobs, self.store, self.root),
-                               budget=None if budget is None else float(budget),
-                               dataset_hashes={j.job_id: manifests.get(data_of(j).root) for j in jobs})
+            decisions = tonight_decisions(self.root, jobs, self.store, self.deadlines,
+                                          dataset_hashes={j.job_id: manifests.get(data_of(j).root) for j in jobs})
         except StoreError as exc:   # no history to decide from: every job runs, as without a cadence
             self.echo(f"cadence and budget: the store cannot be read ({exc}); every job runs")
+            return jobs
+        if decisions is None:
             return jobs
         runnable = []
         for job, decision in zip(jobs, decisions):

@@ -11,17 +11,17 @@ use), and at most what its deadline allows. Costs carry the profile's currency a
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig
 
 from replicate.errors import ConfigError, StoreError
 from replicate.formatting import duration, price_note, priced
+from replicate.records import price_of
 from replicate.resolved import ResolvedJob
 from replicate.runner.code_fingerprint import code_changes, job_code
-from replicate.scheduling.deadlines import Deadline, expected_costs, job_deadlines
-from replicate.scheduling.nightly import DEFERRED, RUN, UNCHANGED, decide
+from replicate.scheduling.deadlines import Deadline, job_deadlines
+from replicate.scheduling.nightly import DEFERRED, RUN, UNCHANGED, tonight_decisions
 from replicate.verdict import target_label
 
 
@@ -80,11 +80,10 @@ def plan_jobs(root: DictConfig, jobs: Sequence[ResolvedJob], store: Optional[Any
         for suite_id in suite_ids:
             finished |= store.finished_job_ids(suite_id)
     fallback = Deadline(float(root.scheduler.job_timeout_s), "scheduler.job_timeout_s")
-    tonight = _tonight(root, jobs, store, finished)
+    tonight = _tonight(root, jobs, store, finished, deadlines)
     planned = []
     for job in jobs:
         hardware = job.hardware
-        rate = int(hardware.count) * float(hardware.price_per_accelerator_hour) / 3600.0
         deadline = deadlines.get(job.job_id, fallback)
         status = _status(job, store, finished) if store is not None else (
             "runs" if not job.problem else f"recorded as ERROR: {job.problem}")
@@ -96,25 +95,21 @@ def plan_jobs(root: DictConfig, jobs: Sequence[ResolvedJob], store: Optional[Any
             target=_target_text(job), target_source=job.target.source,
             status=status, runs=runs,
             expected_s=deadline.expected_s,
-            expected_cost=None if deadline.expected_s is None else deadline.expected_s * rate,
-            cost_bound=deadline.seconds * rate, basis=deadline.basis, currency=str(hardware.currency),
+            expected_cost=None if deadline.expected_s is None else price_of(deadline.expected_s, hardware),
+            cost_bound=price_of(deadline.seconds, hardware), basis=deadline.basis, currency=str(hardware.currency),
             price_source=str(hardware.price_source), price_placeholder=bool(hardware.price_placeholder)))
     return planned
 
 
-def _tonight(root: DictConfig, jobs: Sequence[ResolvedJob], store: Optional[Any],
-             finished: set[str]) -> dict[str, tuple[str, bool]]:
+def _tonight(root: DictConfig, jobs: Sequence[ResolvedJob], store: Optional[Any], finished: set[str],
+             deadlines: Mapping[str, Deadline]) -> dict[str, tuple[str, bool]]:
     """Each job's decision for tonight (cadence and budget: replicate/scheduling/nightly.py) as
     (status, runs), for the jobs a re-run would not skip; empty without a store, a cadence or a
     budget. The datasets are not verified by a plan: their hashes are compared when the suite runs."""
-    budget = root.suite.get("budget")
     candidates = [j for j in jobs if j.job_id not in finished and not j.problem]
-    if store is None or not candidates or (budget is None and all(j.every_s is None for j in candidates)):
+    decisions = tonight_decisions(root, candidates, store, deadlines, dataset_hashes={}) if store is not None else None
+    if decisions is None:
         return {}
-    decisions = decide(candidates, store, now=datetime.now(timezone.utc),
-                       every={j.job_id: j.every_s for j in candidates},
-                       costs=expected_costs(list(candidates), store, root),
-                       budget=None if budget is None else float(budget), dataset_hashes={})
     labels = {RUN: "runs", UNCHANGED: "UNCHANGED", DEFERRED: "not tonight"}
     return {d.job_id: (f"{labels[d.action]}: {d.reason}", d.action == RUN) for d in decisions}
 

@@ -72,10 +72,20 @@ class GroupRecord(TypedDict):
     noise_note: Optional[str]
 
 
+def accelerator_hours(seconds: float, hardware: Any) -> float:
+    """Hours of ``seconds`` on every accelerator of the profile."""
+    return seconds / 3600.0 * int(hardware.count)
+
+
+def price_of(seconds: float, hardware: Any) -> float:
+    """What ``seconds`` of a job cost on the profile: accelerator-hours x hourly price (the one rule
+    for every cost: a job's, an abort's savings, a plan's estimate)."""
+    return accelerator_hours(seconds, hardware) * float(hardware.price_per_accelerator_hour)
+
+
 def cost_of(result: JobResult, hardware: Any) -> tuple[float, float]:
     """Accelerator-hours and cost: wall time (dead attempts included) x accelerators x hourly price."""
-    hours = result.times.total_s / 3600.0 * int(hardware.count)
-    return hours, hours * float(hardware.price_per_accelerator_hour)
+    return accelerator_hours(result.times.total_s, hardware), price_of(result.times.total_s, hardware)
 
 
 def time_to_quality(result: JobResult, target: Target) -> Optional[float]:
@@ -94,8 +104,9 @@ def job_record(spec: JobSpec, result: JobResult, verdict: str, failure: Optional
     hours, cost = cost_of(result, hardware)
     early = dict(result.early_check)
     if early.get("aborted"):
-        saved_h = early.get("saved_train_s", 0.0) / 3600.0 * int(hardware.count)
-        early.update(saved_accelerator_hours=saved_h, saved_cost=saved_h * float(hardware.price_per_accelerator_hour))
+        saved_s = early.get("saved_train_s", 0.0)
+        early.update(saved_accelerator_hours=accelerator_hours(saved_s, hardware),
+                     saved_cost=price_of(saved_s, hardware))
     times = result.times
     return {
         "job_id": spec.job_id, "suite_id": spec.suite_id, "model": spec.model, "variant": spec.variant,

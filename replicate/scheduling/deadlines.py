@@ -106,13 +106,6 @@ def longest_first(jobs: list[ResolvedJob], deadlines: Mapping[str, Deadline]) ->
     return sorted(jobs, key=expected)
 
 
-def expected_costs(jobs: list[ResolvedJob], store: Any, root: Any) -> dict[str, float]:
-    """Each job's cost tonight, by id: the median duration of its recipe's earlier runs on its
-    profile, else its deadline (what it may cost at most), times the profile's hourly price."""
-    deadlines = job_deadlines(jobs, store, root.scheduler)
-    out = {}
-    for job in jobs:
-        deadline = deadlines[job.job_id]
-        seconds = deadline.expected_s if deadline.expected_s is not None else deadline.seconds
-        out[job.job_id] = seconds / 3600.0 * int(job.hardware.count) * float(job.hardware.price_per_accelerator_hour)
-    return out
+def tonight_seconds(deadline: Deadline) -> float:
+    """How long a job is expected to take: its recipe's median, else all its deadline allows."""
+    return deadline.expected_s if deadline.expected_s is not None else deadline.seconds

@@ -21,9 +21,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 from replicate.errors import ConfigError
 from replicate.jobs import PASS, Verdict, group_key
+from replicate.records import price_of
 from replicate.resolved import ResolvedJob
 from replicate.runner.code_fingerprint import KEYS as CODE_KEYS
 from replicate.runner.code_fingerprint import job_code
+from replicate.scheduling.deadlines import Deadline, tonight_seconds
 
 RUN, UNCHANGED, DEFERRED = "run", "unchanged", "deferred"
 _CADENCE = re.compile(r"^([1-9][0-9]{0,3})([hd])$")
@@ -129,3 +131,18 @@ def decide(jobs: Sequence[ResolvedJob], store: Any, *, now: datetime, every: Map
             left -= cost
         decided[job.job_id] = Decision(job.job_id, RUN, reason, cost=cost)
     return [decided[job.job_id] for job in jobs]
+
+
+def tonight_decisions(root: Any, jobs: Sequence[ResolvedJob], store: Any, deadlines: Mapping[str, Deadline], *,
+                      dataset_hashes: Mapping[str, Optional[str]]) -> Optional[list[Decision]]:
+    """:func:`decide` for a suite run or its plan: each job's cadence, its cost tonight from its
+    ``deadlines`` (the median of its recipe's runs, else its deadline; ``scheduler.job_timeout_s``
+    for a job without one) and the suite's budget. None when no job has a cadence and the suite
+    no budget: every job runs."""
+    budget = root.suite.get("budget") if root.get("suite") else None
+    if not jobs or (budget is None and all(job.every_s is None for job in jobs)):
+        return None
+    fallback = Deadline(float(root.scheduler.job_timeout_s), "scheduler.job_timeout_s")
+    costs = {j.job_id: price_of(tonight_seconds(deadlines.get(j.job_id, fallback)), j.hardware) for j in jobs}
+    return decide(jobs, store, now=datetime.now(timezone.utc), every={j.job_id: j.every_s for j in jobs},
+                  costs=costs, budget=None if budget is None else float(budget), dataset_hashes=dataset_hashes)
