@@ -29,7 +29,7 @@ from replicate.redact import redacted_overrides, redacting
 from replicate.reference_runs import PROMOTED, applies, candidate, takes_curve, with_lab_reference
 from replicate.report.alerts import Alert, report_link, send_alerts, suite_alerts
 from replicate.resolved import ResolvedJob, resolve_job
-from replicate.runner.code_fingerprint import code_changes, job_code
+from replicate.runner.code_fingerprint import code_changed_since, job_code
 from replicate.scheduling import Scheduler
 from replicate.scheduling.deadlines import Deadline, job_deadlines, longest_first
 from replicate.scheduling.nightly import DEFERRED, Decision, tonight_decisions
@@ -275,9 +275,9 @@ class SuiteRun:
     def record_unchanged(self, job: ResolvedJob, decision: Decision, out: SuiteResult, total: int) -> None:
         """Store an UNCHANGED row: the PASS's metrics, a link to it, no cost."""
         passed = decision.unchanged_of or {}
+        # record() adds the code's hashes, as to every row
         result = JobResult(job_id=job.job_id, metrics=dict(passed.get("metrics") or {}),
-                           environment={**{k: (passed.get("environment") or {}).get(k) for k in ("dataset_hash",)},
-                                        **job_code(job.spec.model, job.spec.framework),
+                           environment={"dataset_hash": (passed.get("environment") or {}).get("dataset_hash"),
                                         "unchanged_of": passed.get("job_id"), "unchanged_reason": decision.reason})
         self.record(job, result, out, total, verdict=UNCHANGED)
 
@@ -311,12 +311,10 @@ class SuiteRun:
         """Whether the code that computes ``job`` differs from the code its stored row was
         computed by (a row from before these hashes were recorded counts as changed): the skip
         of a finished job is keyed by its config and its code, so an edited model runs again."""
-        row = self.store.get_job(job.job_id) or {}
-        changed = code_changes(row.get("environment") or {}, job_code(job.spec.model, job.spec.framework))
+        changed = code_changed_since(self.store.get_job(job.job_id), job.spec.model, job.spec.framework)
         if changed:
-            said = ", ".join(key.replace("_", " ") for key in changed)
-            self.echo(f"job {job.job_id}: {said} changed since its stored result: running it again")
-        return bool(changed)
+            self.echo(f"job {job.job_id}: {changed} changed since its stored result: running it again")
+        return changed is not None
 
     def record(self, job: ResolvedJob, result: JobResult, out: SuiteResult, total: int,
                verdict: Optional[str] = None) -> None:

@@ -19,7 +19,7 @@ from replicate.errors import ConfigError, StoreError
 from replicate.formatting import duration, price_note, priced
 from replicate.records import price_of
 from replicate.resolved import ResolvedJob
-from replicate.runner.code_fingerprint import code_changes, job_code
+from replicate.runner.code_fingerprint import code_changed_since
 from replicate.scheduling.deadlines import Deadline, job_deadlines
 from replicate.scheduling.nightly import DEFERRED, RUN, UNCHANGED, tonight_decisions
 from replicate.verdict import target_label
@@ -63,10 +63,9 @@ def _status(job: ResolvedJob, store: Any, finished: set[str]) -> str:
         return f"recorded as ERROR: {job.problem}"
     if job.job_id not in finished:
         return "runs"
-    row = store.get_job(job.job_id) or {}
-    changed = code_changes(row.get("environment") or {}, job_code(job.spec.model, job.spec.framework))
+    changed = code_changed_since(store.get_job(job.job_id), job.spec.model, job.spec.framework)
     if changed:
-        return "runs again: " + ", ".join(key.replace("_", " ") for key in changed) + " changed"
+        return f"runs again: {changed} changed"
     return "skipped: finished in this suite id with the same config and code"
 
 

@@ -22,7 +22,7 @@ import importlib.metadata
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import replicate
 
@@ -148,10 +148,13 @@ def job_code(model: str, framework: str) -> dict[str, Optional[str]]:
     return code_fingerprint(module)
 
 
-def code_changes(recorded: Mapping[str, object], current: Mapping[str, Optional[str]]) -> list[str]:
-    """The keys whose hash differs between a stored job's environment and ``current`` (all of
-    them for a row recorded before the hashes were)."""
-    return [key for key, value in current.items() if recorded.get(key) != value]
+def code_changed_since(row: Optional[Mapping[str, Any]], model: str, framework: str) -> Optional[str]:
+    """What of the code that computes a job of ``model`` in ``framework`` differs from the code
+    its stored ``row`` recorded (e.g. "model code, harness code"; every part for a row recorded
+    before the hashes were), or None when nothing did: the skip of a finished job is keyed by it."""
+    recorded = (row or {}).get("environment") or {}
+    changed = [key for key, value in job_code(model, framework).items() if recorded.get(key) != value]
+    return ", ".join(key.replace("_", " ") for key in changed) or None
 
 
 def forget() -> None:

@@ -95,30 +95,26 @@ def decide(jobs: Sequence[ResolvedJob], store: Any, *, now: datetime, every: Map
                    and r["verdict"] != Verdict.UNCHANGED]
         cadence = every.get(job.job_id)
         now_print = job_fingerprint(job, dataset_hashes.get(job.job_id))
-        passes = [r for r in earlier if r["verdict"] == PASS]
-        last_pass = passes[0] if passes else None
-        same = last_pass is not None and all(
-            now_print[k] is None or fingerprint(last_pass["config_hash"], last_pass.get("environment") or {})[k] == v
-            for k, v in now_print.items())
-        if cadence is not None and same and last_pass is not None and _age(last_pass, now) <= cadence:
+        last_pass = next((r for r in earlier if r["verdict"] == PASS), None)
+        # the parts of the fingerprint that differ from the last PASS's (a part not known tonight is not compared)
+        before = {} if last_pass is None else fingerprint(last_pass["config_hash"], last_pass.get("environment") or {})
+        changed = [k for k, v in now_print.items() if last_pass is not None and v is not None and before[k] != v]
+        if cadence is not None and last_pass is not None and not changed and _age(last_pass, now) <= cadence:
             decided[job.job_id] = Decision(job.job_id, UNCHANGED,
                                            f"unchanged since its PASS in {last_pass['suite_id']} "
                                            f"({_days(_age(last_pass, now))} ago, every {_days(cadence)})", last_pass)
             continue
-        last = earlier[0] if earlier else None
-        if last is None:
-            ranked.append(((0, float("inf")), job, "due: never run"))
+        age = _age(earlier[0], now) if earlier else float("inf")
+        if not earlier:
+            ranked.append(((0, age), job, "due: never run"))
         elif cadence is None:
-            ranked.append(((0, _age(last, now)), job, "due: it runs every time"))
-        elif _age(last, now) > cadence:
-            ranked.append(((0, _age(last, now)), job, f"due: last run {_days(_age(last, now))} ago "
-                                                      f"(every {_days(cadence)})"))
+            ranked.append(((0, age), job, "due: it runs every time"))
+        elif age > cadence:
+            ranked.append(((0, age), job, f"due: last run {_days(age)} ago (every {_days(cadence)})"))
         elif last_pass is None:
-            ranked.append(((1, _age(last, now)), job, "no PASS inside its cadence yet"))
+            ranked.append(((1, age), job, "no PASS inside its cadence yet"))
         else:
-            before = fingerprint(last_pass["config_hash"], last_pass.get("environment") or {})
-            changed = [k for k, v in now_print.items() if v is not None and before[k] != v]
-            ranked.append(((1, _age(last, now)), job, "changed since its last PASS: " + ", ".join(changed)))
+            ranked.append(((1, age), job, "changed since its last PASS: " + ", ".join(changed)))
     left = budget
     for (_, _), job, reason in sorted(ranked, key=lambda item: (item[0][0], -item[0][1])):
         cost = float(costs.get(job.job_id, 0.0))
