@@ -21,13 +21,14 @@ from replicate.config.compose import compose_config
 from replicate.config.infra import build
 from replicate.entry_checks import check_checkpoints, check_input_sizes
 from replicate.errors import ConfigError, DataError, StoreError
+from replicate.history import Drift, Regression
 from replicate.jobs import ERROR, INFRA, PASS, UNCHANGED, Failure, JobResult, verdict_counts
 from replicate.loggers import RunLogger, log_suite_end, make_logger
 from replicate.plan import plan_suite
 from replicate.records import GroupRecord, group_record, job_record
 from replicate.redact import redacted_overrides, redacting
 from replicate.reference_runs import PROMOTED, applies, candidate, takes_curve, with_lab_reference
-from replicate.report.alerts import Alert, report_link, send_alerts, suite_alerts
+from replicate.report.alerts import report_link, send_alerts, suite_alerts
 from replicate.resolved import ResolvedJob, resolve_job
 from replicate.runner.code_fingerprint import code_changed_since, job_code
 from replicate.scheduling import Scheduler
@@ -151,28 +152,28 @@ class SuiteRun:
         """Mark the suite finished, write its report and log the leaderboard."""
         assert self.suite_id is not None
         self.store.finish_suite(self.suite_id)
-        report = self.write_report()
+        found = self.findings()   # read once: the report shows them, the alerts tell them
+        report = self.write_report(found)
         result.report = str(report) if report is not None else None
-        alerts = self.alerts(result.report, result.deferred)
+        alerts = suite_alerts(*(found or ([], [])), self.suite_id, report_link(result.report), result.deferred)
         result.alerts = [alert.title for alert in alerts]
         result.logged = log_suite_end(self.store, self.suite_id, report.parent if report is not None else None,
                                       self.logger, self.echo, alerts)
         send_alerts(self.suite_id, alerts, self.echo)
 
-    def alerts(self, report: Optional[str], deferred: Sequence[str] = ()) -> list[Alert]:
-        """The suite's regressions, drifts and the jobs its budget left out, as alerts (the first
-        two not when they cannot be read: the report, if written, shows what the store has)."""
+    def findings(self) -> Optional[tuple[list[Regression], list[Drift]]]:
+        """The suite's regressions and drifts, for its report and its alerts; None when they cannot
+        be read (the report then reads them itself, and no regression is told)."""
         from replicate.report.pages import findings
 
         assert self.suite_id is not None
         try:
-            regressions, drifts = findings(self.store, self.suite_id)
-        except Exception as exc:   # noqa: BLE001 - alerts are a view of the store, never a verdict
+            return findings(self.store, self.suite_id)
+        except Exception as exc:   # noqa: BLE001 - a view of the store, never a verdict
             self.echo(f"alerts: not computed ({type(exc).__name__}: {exc}); the store has every result")
-            regressions, drifts = [], []
-        return suite_alerts(regressions, drifts, self.suite_id, report_link(report), deferred)
+            return None
 
-    def write_report(self) -> Optional[Path]:
+    def write_report(self, found: Optional[tuple[list[Regression], list[Drift]]] = None) -> Optional[Path]:
         """The suite's HTML report where ``replicate report`` writes it by default; its index.html.
 
         A report failure never fails the suite: the store already holds every result, so one line
@@ -182,7 +183,8 @@ class SuiteRun:
 
         assert self.suite_id is not None
         try:
-            return write_report(self.store, self.suite_id, default_report_dir(self.root.results_dir, self.suite_id))
+            return write_report(self.store, self.suite_id, default_report_dir(self.root.results_dir, self.suite_id),
+                                found)
         except Exception as exc:   # noqa: BLE001 - the report is a view of the store, never a verdict
             self.echo(f"report: failed ({type(exc).__name__}: {exc}); the store has every result")
             return None

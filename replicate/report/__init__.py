@@ -24,8 +24,8 @@ def default_report_dir(results_dir: str | Path, suite_id: str) -> Path:
     return Path(results_dir) / "reports" / safe_name(suite_id, "suite id")
 
 
-def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:
+def write_report(store: Any, suite_id: str, out_dir: Path, found: Any = None) -> Path:
     """Write the HTML report of ``suite_id``; see :func:`replicate.report.pages.write_report`."""
     from replicate.report.pages import write_report as _write
 
-    return _write(store, suite_id, out_dir)
+    return _write(store, suite_id, out_dir, found)

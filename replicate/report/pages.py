@@ -38,7 +38,8 @@ INDEX = "index.html"
 DASH = "–"   # a missing value on a page (the terminal tables print "-")
 
 
-def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:
+def write_report(store: Any, suite_id: str, out_dir: Path,
+                 found: Optional[tuple[list[Regression], list[Drift]]] = None) -> Path:
     """Write the report of ``suite_id`` into ``out_dir`` and return the path of its index.html.
 
     Args:
@@ -52,7 +53,7 @@ def write_report(store: Any, suite_id: str, out_dir: Path) -> Path:
     check_suite(store, suite_id)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = collect(store, suite_id)
+    data = collect(store, suite_id, found)
     env = _environment()
     pages = []
     drawings: list[Drawing] = []
@@ -82,11 +83,15 @@ def findings(store: Any, suite_id: str, every: Optional[Sequence[Mapping[str, An
     of its groups: what the report shows and the alerts tell (one computation for both)."""
     history = _history_until(store.group_history() if every is None else every, suite_id)
     jobs = store.jobs(suite_id=suite_id) if jobs is None else jobs
+    return _findings(store, suite_id, history, jobs, metric_series(history))
+
+
+def _findings(store: Any, suite_id: str, history: Sequence[Mapping[str, Any]], jobs: list[dict[str, Any]],
+              series: Mapping[tuple, list[Point]]) -> tuple[list[Regression], list[Drift]]:
     # First find the regressions, then read only the jobs of their last-PASS suites to diff.
     before = {r.last_pass_suite_id for r in find_regressions(history, suite_id)}
     jobs_before = [job for other in sorted(before) for job in store.jobs(suite_id=other)]
     regressions = find_regressions(history, suite_id, [*jobs_before, *jobs])
-    series = metric_series(history)
     directions = directions_of(history)
     current = {series_key(g) for g in history if g["suite_id"] == suite_id}
     drift_list = [d for key in sorted(current)
@@ -94,13 +99,15 @@ def findings(store: Any, suite_id: str, every: Optional[Sequence[Mapping[str, An
     return regressions, drift_list
 
 
-def collect(store: Any, suite_id: str) -> dict[str, Any]:
-    """Everything the pages show, as plain data (history up to and including ``suite_id``)."""
+def collect(store: Any, suite_id: str,
+            found: Optional[tuple[list[Regression], list[Drift]]] = None) -> dict[str, Any]:
+    """Everything the pages show, as plain data (history up to and including ``suite_id``);
+    ``found``: the suite's :func:`findings` when the caller has them already (the suite's end)."""
     every = store.group_history()
     history = _history_until(every, suite_id)
     jobs = store.jobs(suite_id=suite_id)
-    regressions, drift_list = findings(store, suite_id, every, jobs)
     series = metric_series(history)
+    regressions, drift_list = found if found is not None else _findings(store, suite_id, history, jobs, series)
     rows = leaderboard_rows(store, suite_id, jobs=jobs, history=every)
     suite = next((s for s in store.suites() if s["suite_id"] == suite_id), {"suite_id": suite_id})
     costs = cost_summary(store, suite_id)
