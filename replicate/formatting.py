@@ -30,9 +30,14 @@ def priced(value: Optional[float], currency: Optional[str], missing: str = "-") 
     return f"{money(value)} {currency}" if currency else f"{money(value)} (currency not recorded)"
 
 
+def hardware_of(job: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The hardware profile a job row recorded with its config (empty for a row without one)."""
+    return (job.get("config") or {}).get("hardware") or {}
+
+
 def currency_of(job: Mapping[str, Any]) -> Optional[str]:
     """The currency a job row's cost is in: its hardware profile's, as the job recorded it."""
-    return ((job.get("config") or {}).get("hardware") or {}).get("currency")
+    return hardware_of(job).get("currency")
 
 
 def price_note(rows: Iterable[Mapping[str, Any]]) -> Optional[str]:

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 
 from replicate.defects.injection import defect_of
 from replicate.errors import UserInputError
+from replicate.formatting import hardware_of
 from replicate.jobs import GROUP_IDENTITY, MEASURED, PASS, group_key
 from replicate.verdict import target_label
 
@@ -46,7 +47,7 @@ def prices_of(jobs: list[dict[str, Any]]) -> dict[str, Any]:
     """The currency, price source and placeholder flag the jobs' hardware profile recorded; None
     each where a job recorded none (a row from before currencies) or the jobs disagree."""
     seen = {(hw.get("currency"), hw.get("price_source"), hw.get("price_placeholder"))
-            for hw in ((j.get("config") or {}).get("hardware") or {} for j in jobs)}
+            for hw in map(hardware_of, jobs)}
     currency, source, placeholder = seen.pop() if len(seen) == 1 else (None, None, None)
     return {"currency": currency, "price_source": source, "price_placeholder": placeholder}
 
