@@ -56,8 +56,9 @@ RUN set -eux; \
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=root:root . /app
-# Editable: the package finds conf/ and charts/ beside itself (replicate/config/compose.py).
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation -e /app \
+# Editable: the package finds conf/ and charts/ beside itself (replicate/config/compose.py); the
+# lab's zoo (models/) is installed beside it, found through its entry point (replicate/zoo/installed.py).
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation -e /app -e /app/models \
  && /opt/venv/bin/replicate --help > /dev/null
 # A login shell (KubeRay < 1.4, or ENABLE_LOGIN_SHELL=true, starts Ray with `bash -lc`) rebuilds
 # PATH in /etc/profile without /opt/venv/bin: put it back there for `ray` and `replicate`.

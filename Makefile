@@ -10,10 +10,10 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml models/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,tensorflow]'
+	$(PY) -m pip install --quiet -e '.[test,tensorflow]' -e ./models   # the harness and the lab's zoo (models/)
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -25,7 +25,7 @@ test: $(STAMP)
 # Lint and types (ruff: pyflakes, pycodestyle, import order; mypy over the product; settings in
 # pyproject.toml). .ci/run runs it.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check replicate tests benchmarks
+	$(VENV)/bin/ruff check replicate models tests benchmarks examples
 	$(VENV)/bin/mypy
 
 test-slow: $(STAMP)

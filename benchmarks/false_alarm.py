@@ -1,7 +1,7 @@
 """False-alarm rate of the smoke verdicts, reproduced from the recorded calibration draws.
 
 For every smoke job of a suite it reads the reference the job compares with (the draws that
-`replicate calibrate` recorded in conf/model/*.yaml) and reports:
+`replicate calibrate` recorded in models/zoo_models/conf/model/*.yaml) and reports:
 
 - the stated rate: ``tier.false_alarm`` per job, split between the 25% check and the final band;
 - leave-one-out: each draw judged by the bands built from the other draws with the functions the

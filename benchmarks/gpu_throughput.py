@@ -6,7 +6,7 @@ training images/s in fp32 and in amp (fp16 autocast and a GradScaler on CUDA; ev
 is fp32, its reference's), evaluation images/s in amp (data, forward, post-processing, COCO
 encoding: ``BaseLoop.predict_into``), peak GPU memory, and for the Darknet models the model FLOPs
 utilisation of a training step (3 x darknet's forward FLOPs per image,
-replicate/models/darknet/flops.py, over the GPU's peak). Inputs are the synthetic shapes data at
+models/zoo_models/darknet/flops.py, over the GPU's peak). Inputs are the synthetic shapes data at
 that size (no COCO on the machine); throughput does not depend on what the pixels show. Published
 inference speeds are printed beside ours where the papers give them (other GPUs, batch 1: a
 context, not a target).
@@ -126,8 +126,8 @@ def _gpu_peak(precision: str) -> Optional[float]:
 
 
 def measure_model(model: str, dry_run: bool, steps: int, max_batch: int) -> dict[str, Any]:
-    from replicate.models.darknet.cfg_parser import find_cfg
-    from replicate.models.darknet.flops import forward_flops, graph_at_size
+    from zoo_models.darknet.cfg_parser import find_cfg
+    from zoo_models.darknet.flops import forward_flops, graph_at_size
 
     with tempfile.TemporaryDirectory(prefix="zoo-gpu-") as tmp:
         loop, size, batch = _loop(model, dry_run, tmp, max_batch)

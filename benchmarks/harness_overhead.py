@@ -161,7 +161,7 @@ def ratio_for(model: str, steps: int, repeats: int, overrides: Sequence[str] = (
 
 def measure_all(steps: int = 60, repeats: int = 4, echo: Callable[[str], None] = print) -> list[Ratio]:
     """``ratio_for`` every registered (model, framework)."""
-    from replicate.models.registry import implementations
+    from replicate.zoo.registry import implementations
 
     return [ratio_for(name, steps, repeats, echo=echo, framework=framework) for name, framework in implementations()]
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from replicate.models.darknet.augment import letterbox_geometry
+from zoo_models.darknet.augment import letterbox_geometry
 
 Results = list[dict]
 Run = Callable[[], tuple[int, Results]]   # -> (images evaluated, COCO results)
@@ -181,7 +181,7 @@ class _Letterboxed(Dataset):
 
 
 def darknet_loop(loop: Any) -> Run:
-    from replicate.models.yolo.loss import postprocess
+    from zoo_models.yolo.loss import postprocess
 
     images_dir, annotations = _split_paths(loop)
     model, device, net = loop.model, loop.device, int(loop.tier.input_size)

@@ -4,7 +4,7 @@ held to, and what they score under every numeric variant (replicate/runner/evalu
 1. The smoke job is trained once (the first seed, the first variant, one thread), as a draw is.
 2. Its final checkpoint becomes the weights file (the model's whole state, floats as float16),
    written to ``results/calibration/`` for the lab to place under
-   ``replicate/models/evaluation_weights/`` (the block printed says where).
+   ``models/zoo_models/evaluation_weights/`` (the block printed says where).
 3. The weights are scored through the smoke job's evaluation on the first ``images`` evaluation
    images under each (variant, threads), each in a fresh process; the block records the first
    variant's metrics and, per metric, the tolerance the largest gap between variants implies.

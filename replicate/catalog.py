@@ -12,11 +12,11 @@ from replicate.precision import declared_deviations
 
 
 def model_rows() -> list[dict[str, Any]]:
-    """One row per registered model: frameworks, variants, tiers (each with what it is compared
+    """One row per registered model: its zoo, frameworks, variants, tiers (each with what it is compared
     with and its deviations), full parameter count, primary claim."""
     from replicate.config.compose import compose_config
     from replicate.config.conf_tree import group_options
-    from replicate.models.registry import frameworks_of, registered_names
+    from replicate.zoo.registry import frameworks_of, registered_names, zoo_of
 
     rows = []
     configured = set(group_options("model"))
@@ -27,7 +27,12 @@ def model_rows() -> list[dict[str, Any]]:
         cfg = compose_config([f"model={name}", "tier.compare_with=none"])
         model = cfg.model
         primary = next(c for c in model.claims if c.get("primary"))
-        rows.append({"name": name, "frameworks": list(frameworks_of(name)), "variants": list(model.variants),
+        zoo = zoo_of(name, frameworks_of(name)[0])
+        rows.append({"name": name,
+                     # where the model comes from: the installed zoo's entry point, distribution, version
+                     "zoo": ({"name": zoo.name, "distribution": zoo.distribution, "version": zoo.version}
+                             if zoo else None),
+                     "frameworks": list(frameworks_of(name)), "variants": list(model.variants),
                      "tiers": list(model.tiers), "trainable_params": model.variants.full.trainable_params,
                      "primary_claim": OmegaConf.to_container(primary),
                      "tier_details": [tier_row(model, tier, cfg.datasets) for tier in model.tiers]})

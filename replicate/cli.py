@@ -25,19 +25,29 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from replicate.errors import Terminated, UserInputError, ZooError
+from replicate.errors import ConfigError, Terminated, UserInputError, ZooError
 from replicate.redact import one_line, redact_text
 
 # What a process killed by SIGPIPE exits with (128 + 13), which a shell's pipefail reports.
 BROKEN_PIPE = 141
 
-# The subcommands, one module each under replicate/commands/, in the order `--help` lists them.
+# The subcommands, one module each under replicate/commands/, in the order `--help` lists them;
+# an installed zoo may add its own after them (its ZooSpec.commands, e.g. `darknet`).
 COMMANDS = ("run", "suite", "check", "models", "history", "report", "cost", "reference", "calibrate", "selftest",
-            "darknet", "evaluate", "k8s")
+            "evaluate", "k8s")
 
 
 def _command_modules() -> dict[str, ModuleType]:
-    return {name: importlib.import_module(f"replicate.commands.{name}") for name in COMMANDS}
+    from replicate.zoo.installed import installed_zoos
+
+    modules = {name: importlib.import_module(f"replicate.commands.{name}") for name in COMMANDS}
+    for zoo in installed_zoos():
+        for path in zoo.spec.commands:
+            name = path.rsplit(".", 1)[-1]
+            if name in modules:
+                raise ConfigError(f"zoo {zoo.name}", f"command {name!r} ({path}) is already a command")
+            modules[name] = importlib.import_module(path)
+    return modules
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -70,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    modules = _command_modules()
-    parser = _parser(modules)
     try:
+        modules = _command_modules()
+        parser = _parser(modules)
         # Overrides may come before or after flags (argparse stops collecting positionals at a flag).
         args, extra = parser.parse_known_args(argv)
         unknown = [e for e in extra if e.startswith("-") or not hasattr(args, "overrides")]

@@ -45,17 +45,19 @@ def model_label(row: Mapping[str, Any]) -> str:
     return label if defect is None else f"{label} (defect {defect})"
 
 
-def print_jobs(rows: list[dict[str, Any]], title: str = "jobs") -> None:
-    """One line per job: verdict, metric vs reference band, time, cost, failure class."""
+def print_jobs(rows: list[dict[str, Any]], title: str = "jobs", with_suite: bool = False) -> None:
+    """One line per job: verdict, metric vs reference band, time, cost, failure class; with
+    ``with_suite`` (jobs of several suites: history) first its suite and when it was recorded."""
     table = Table(title=title)
     # escape: rich would take "[band]" for a markup tag and drop it from the header.
-    for col in ("model", "tier", "hardware", "seed", "verdict", "metric", "value", escape("compared with [band]"),
-                "time", "cost", "failure"):
+    for col in (*(("suite", "when") if with_suite else ()), "model", "tier", "hardware", "seed", "verdict", "metric",
+                "value", escape("compared with [band]"), "time", "cost", "failure"):
         table.add_column(col)
     for row in rows:
         verdict = row["verdict"]
         failure = f"{row['failure_stage']} / {row['failure_impact']}" if row.get("failure_stage") else ""
-        table.add_row(model_label(row), row["tier"], row["hardware"], str(row["seed"]),
+        when = (str(row.get("suite_id") or ""), str(row.get("created_at") or "")[:16].replace("T", " "))
+        table.add_row(*(when if with_suite else ()), model_label(row), row["tier"], row["hardware"], str(row["seed"]),
                       f"[{VERDICT_STYLES.get(verdict, 'white')}]{verdict}[/]", row.get("metric_name") or "-",
                       _fmt(row.get("metric_value")), _compared_with(row), _duration(row.get("wall_s")),
                       priced(row.get("cost"), currency_of(row)), failure)
@@ -97,11 +99,12 @@ def verdict_summary(counts: dict[str, int], unit: str) -> str:
 
 def print_models(rows: list[dict[str, Any]]) -> None:
     table = Table(title="registered models")
-    for col in ("name", "frameworks", "variants", "tiers", "full trainable params", "primary claim"):
+    for col in ("name", "zoo", "frameworks", "variants", "tiers", "full trainable params", "primary claim"):
         table.add_column(col)
     for r in rows:
         claim = r["primary_claim"]
-        table.add_row(r["name"], ", ".join(r["frameworks"]), ", ".join(r["variants"]), ", ".join(r["tiers"]),
+        zoo = f"{r['zoo']['distribution']} {r['zoo']['version']}" if r.get("zoo") else "–"
+        table.add_row(r["name"], zoo, ", ".join(r["frameworks"]), ", ".join(r["variants"]), ", ".join(r["tiers"]),
                       f"{r['trainable_params']:,}",
                       f"{claim['metric']} {claim['value']} on {claim['split']} ({claim['source']})")
     terminal().print(table)

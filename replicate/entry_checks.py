@@ -2,7 +2,7 @@
 line naming it, never an ERROR row in the store.
 
 * ``model.tiers.<tier>.input_size`` is a multiple of what the job's Task declares
-  (:meth:`~replicate.models.task.Task.input_size_multiple`: the network's total downsampling);
+  (:meth:`~replicate.zoo.task.Task.input_size_multiple`: the network's total downsampling);
   another size would fail mid-run on a tensor size mismatch. A ConfigError naming the key.
 * A ``checkpoint=`` file loads into the job's model as the job loads it (the Task's own format,
   else the job's loop's own, read as data only): the model is built on the CPU, nothing runs
@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from replicate.errors import ConfigError
-from replicate.models.task import Task
 from replicate.resolved import ResolvedJob
+from replicate.zoo.task import Task
 
 
 def check_input_size(cfg: Any, framework: str, variant: str) -> None:
     """The job's tier's ``input_size`` against the multiple its model declares for ``variant``."""
-    from replicate.models.registry import get_task_class
+    from replicate.zoo.registry import get_task_class
 
     tier = cfg.tier.name
     size = int(cfg.model.tiers[tier].input_size)

@@ -31,7 +31,7 @@ def plan_suite(root: DictConfig, overrides: Sequence[str]) -> tuple[str, list[Re
     A model whose config exists but which has no registered implementation becomes a planned
     job with a ``problem`` (recorded as ERROR), so the leaderboard shows it missing.
     """
-    from replicate.models.registry import registered_names
+    from replicate.zoo.registry import registered_names
 
     given = Overrides.parse(overrides)
     for key, entry_key in ENTRY_KEYS.items():

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Optional
 from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, OFF_CURVE, PASS
 
 # The one seed of every selftest job, defects and controls alike: not a calibration seed
-# (conf/model/*.yaml reference seeds, replicate.calibrate's defaults), so a control is a fresh
+# (models/zoo_models/conf/model/*.yaml reference seeds, replicate.calibrate's defaults), so a control is a fresh
 # draw from the reference's distribution, not one the band was built from.
 SELFTEST_SEED = 1000
 

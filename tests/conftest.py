@@ -52,7 +52,7 @@ def _no_wandb_online(monkeypatch):
 def tf():
     """TensorFlow, imported when a test first needs it, never at collection (that would import it
     for every collected module), and through the helper that loads triton first: importing TF
-    before torchvision.ops segfaults (replicate/models/darknet/tf_backend.py)."""
+    before torchvision.ops segfaults (models/zoo_models/darknet/tf_backend.py)."""
     from replicate.tf_import import tensorflow
 
     return tensorflow()

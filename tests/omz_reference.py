@@ -11,7 +11,7 @@ Files and functions, under tools/accuracy_checker/accuracy_checker/:
 * postprocessor/clip_boxes.py ``ClipBoxes._clip_boxes``;
 * metrics/coco_metrics.py ``prepare_predictions`` (the detections the metric sees per label).
 
-Written from that code in its own loops and order, independently of replicate/models/yolo/omz_protocol.py,
+Written from that code in its own loops and order, independently of models/zoo_models/yolo/omz_protocol.py,
 which the tests hold to it; never imported by the product."""
 
 from __future__ import annotations

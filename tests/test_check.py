@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from replicate.check import run_check
-from replicate.models.registry import frameworks_of, registered_names
+from replicate.zoo.registry import frameworks_of, registered_names
 
 
 @pytest.mark.parametrize("model", registered_names())

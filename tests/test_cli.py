@@ -7,7 +7,7 @@ import json
 import pytest
 
 from replicate.cli import main
-from replicate.models.registry import registered_names
+from replicate.zoo.registry import registered_names
 
 
 def test_models_lists_every_registered_model_with_its_full_parameter_count(capsys):
@@ -31,17 +31,23 @@ def _shapes_val(shapes_root, tiny):
     return ensure_shapes(cfg) / "val.json"
 
 
-def test_evaluate_prints_twelve_stats_and_perfect_detections_score_one(shapes_root, tiny, tmp_path, capsys):
+def test_evaluate_names_twelve_stats_in_percent_and_perfect_detections_score_100(shapes_root, tiny, tmp_path,
+                                                                                 capsys):
     gt = _shapes_val(shapes_root, tiny)
     anns = json.loads(gt.read_text())["annotations"]
     dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
             for a in anns]
     path = tmp_path / "dets.json"
     path.write_text(json.dumps(dets))
-    assert main(["evaluate", "--annotations", str(gt), "--detections", str(path)]) == 0
+    assert main(["evaluate", "--annotations", str(gt), "--detections", str(path), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert len(stats) == 12
-    assert stats[0] == pytest.approx(1.0) and stats[1] == pytest.approx(1.0)
+    assert len(stats) == 12 and list(stats)[:3] == ["bbox_AP", "bbox_AP50", "bbox_AP75"]
+    assert stats["bbox_AP"] == pytest.approx(100.0) and stats["bbox_AP50"] == pytest.approx(100.0)
+    dets[0]["bbox"] = [0, 0, 1, 1]   # one box off: below 100, printed with its name
+    path.write_text(json.dumps(dets))
+    assert main(["evaluate", "--annotations", str(gt), "--detections", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 12 and lines[0].startswith("bbox_AP ") and float(lines[0].split()[1]) < 100
 
 
 def test_evaluate_missing_file_exits_2_naming_it(tmp_path, capsys):
@@ -53,7 +59,8 @@ def test_evaluate_missing_file_exits_2_naming_it(tmp_path, capsys):
 
 def test_run_then_history_shows_the_job(results_dir, shapes_root, tiny, capsys):
     common = [f"results_dir={results_dir}", f"datasets.shapes.root={shapes_root}", *tiny]
-    code = main(["run", "model=faster_rcnn", "scheduler=inline", "tier.compare_with=none", "--json", *common])
+    code = main(["run", "model=faster_rcnn", "scheduler=inline", "tier.compare_with=none", "suite_id=cli-run", "--json",
+                 *common])
     run = json.loads(capsys.readouterr().out)
     # Nothing to compare with: MEASURED, which is not a PASS, so the run does not exit 0.
     assert code == 1 and run["verdicts"] == {"MEASURED": 1}
@@ -64,6 +71,14 @@ def test_run_then_history_shows_the_job(results_dir, shapes_root, tiny, capsys):
     assert main(["history", "--model", "faster_rcnn", "--json", *common]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["job_id"] for r in rows] == [job["job_id"]]
+    # the suite id `history suite=...` points to (--suite-id) filters; the table says suite and date
+    common, (stored,) = [f"results_dir={results_dir}"], rows
+    assert main(["history", "--suite-id", stored["suite_id"], *common]) == 0
+    table = capsys.readouterr().out
+    assert "when" in table and stored["suite_id"] in table and stored["created_at"][:10] in table
+    assert main(["history", "suite=smoke", *common]) == 2 and "--suite-id ID" in capsys.readouterr().err
+    assert main(["history", "--suite-id", "no-such-suite", *common]) == 2
+    assert "no job of suite 'no-such-suite'" in capsys.readouterr().err
 
 
 REFERENCE = {"kind": "reference", "value": 12.0, "low": 9.0, "high": 15.0}

@@ -12,9 +12,9 @@ import torch
 
 from replicate.cli import main
 from replicate.config.compose import compose_config
-from replicate.models.registry import get_task_class
 from replicate.resolved import resolve_job
 from replicate.runner.worker import build_task
+from replicate.zoo.registry import get_task_class
 
 MODEL = "model=yolov4"
 

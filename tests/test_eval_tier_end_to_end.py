@@ -95,9 +95,9 @@ def test_a_yolo_eval_tier_runs_end_to_end_on_a_coco_layout(model, file, tmp_path
     measurement as an evaluation."""
     from replicate.config.compose import compose_config
     from replicate.harness import run_one
-    from replicate.models.darknet.weights import save_darknet_weights
     from replicate.resolved import make_spec
     from replicate.runner.worker import build_task
+    from zoo_models.darknet.weights import save_darknet_weights
 
     monkeypatch.setenv("ZOO_DATA_ROOT", str(tmp_path / "data"))
     write_coco_layout(tmp_path / "data" / "coco2017", val_images=2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from replicate.harness import run_one
-from replicate.models.registry import registered_names
+from replicate.zoo.registry import registered_names
 
 pytestmark = pytest.mark.slow
 

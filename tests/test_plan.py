@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from replicate.cli import main
 from replicate.harness import run_suite
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "models" / "zoo_models" / "conf"   # the lab's zoo's model configs
 
 
 def _models_with_a_claim_tier() -> list[str]:

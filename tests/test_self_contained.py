@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # What ships or documents the product; tests/ is left out (its one pointer is tests/conftest.py).
-PRODUCT = ("replicate", "conf", "charts", "docs", "benchmarks", "README.md", "Dockerfile",
+PRODUCT = ("replicate", "models", "examples", "conf", "charts", "docs", "benchmarks", "README.md", "Dockerfile",
            ".dockerignore", "pyproject.toml", "Makefile", ".ci")
 SUFFIXES = {".py", ".yaml", ".yml", ".md", ".toml", ".cfg", ".tpl", ".json", ".txt", ".html", ""}
 # A path into the folder beside the project, however it is spelt.

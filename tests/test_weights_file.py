@@ -14,7 +14,7 @@ from replicate.harness import preflight_weights
 from replicate.resolved import resolve_job
 from replicate.weights_file import sha256_of, verify, weights_for
 
-RELEASED = "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"   # conf/model/faster_rcnn.yaml, tier eval
+RELEASED = "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"   # models/zoo_models/conf/model/faster_rcnn.yaml, tier eval
 
 
 def _cfg(*overrides):

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants \
         else list(variants_for(framework))
     if args.evaluation_reference:
-        return _evaluation_reference(args, framework, seeds, variants, threads, echo)
+        return _evaluation_reference(args, str(probe.model.name), framework, seeds, variants, threads, echo)
     if args.images is not None:
         raise ConfigError("--images", "only with --evaluation-reference")
     draws = plan_draws(seeds, variants, threads, crossed=args.crossed)
@@ -88,14 +88,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluation_reference(args: argparse.Namespace, framework: str, seeds: list[int], variants: list[str],
+def _evaluation_reference(args: argparse.Namespace, model: str, framework: str, seeds: list[int], variants: list[str],
                           threads: list[int], echo: Any) -> int:
     """Train, export and score the evaluation weights; print the block and where the file goes."""
     import yaml
 
     from replicate.calibrate_evaluation import DEFAULT_IMAGES, calibrate_evaluation_reference
     from replicate.errors import ConfigError
-    from replicate.runner.evaluation_reference import WEIGHTS_DIR
+    from replicate.runner.evaluation_reference import weights_dir
 
     if args.early_only or args.crossed:
         raise ConfigError("--evaluation-reference", "takes neither --early-only nor --crossed")
@@ -105,7 +105,8 @@ def _evaluation_reference(args: argparse.Namespace, framework: str, seeds: list[
     if args.json:
         print_json({"evaluation_reference": block, "framework": framework})
         return 0
-    print(f"# copy the weights file written above ({block['weights']}) into {WEIGHTS_DIR}, then record under "
+    print(f"# copy the weights file written above ({block['weights']}) into "
+          f"{weights_dir(model, framework)}, then record under "
           "model.tiers.smoke.evaluation_references:")
     print(yaml.safe_dump({framework: block}, sort_keys=False, width=200, default_flow_style=None))
     return 0

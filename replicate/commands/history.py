@@ -1,5 +1,6 @@
-"""``replicate history [--model NAME] [--limit N] [--json] [overrides]``: the newest jobs from the
-store; with a model, its metric per suite with verdicts, regressions (and what changed) and drift.
+"""``replicate history [--model NAME] [--suite-id ID] [--limit N] [--json] [overrides]``: the newest
+jobs from the store, each with its suite and date; with a model, its metric per suite with
+verdicts, regressions (and what changed) and drift; with a suite id, that suite's jobs only.
 
 A year of nightly suites holds thousands of jobs: the job list shows the newest ``--limit``
 (default 50; 0 shows all), and "what changed" reads only the jobs of the suites it compares."""
@@ -17,6 +18,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("history", help="past jobs from the store: replicate history [--model NAME]")
     add_store_overrides(parser)
     parser.add_argument("--model", default=None, help="one model: its metric per suite, regressions and drift")
+    parser.add_argument("--suite-id", default=None, help="the jobs of one suite only")
     parser.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT,
                         help=f"show the newest N jobs (default {DEFAULT_LIMIT}; 0: all of them)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -47,14 +49,17 @@ def run(args: argparse.Namespace) -> int:
     cfg = store_config("history", args.overrides)
     store = open_existing(cfg.store)   # read-only: a missing SQLite file is exit 2, never created
     try:
-        rows = store.jobs(model=model, limit=args.limit or None)
-        total = store.count_jobs(model=model)
+        suite_id = args.suite_id
+        if suite_id is not None and not store.count_jobs(suite_id=suite_id):
+            raise ConfigError("--suite-id", f"no job of suite {suite_id!r} in the store")
+        rows = store.jobs(model=model, suite_id=suite_id, limit=args.limit or None)
+        total = store.count_jobs(model=model, suite_id=suite_id)
         series: list = []
         if model:
             # Its metric per suite, marked with regressions and drift (replicate.history); the
             # jobs diffed for "what changed" are those of the regressions' suites only.
             groups = store.group_history(model=model)
-            compared = [job for suite_id in diff_suites(groups) for job in store.jobs(model=model, suite_id=suite_id)]
+            compared = [job for earlier in diff_suites(groups) for job in store.jobs(model=model, suite_id=earlier)]
             series = model_history(groups, compared)
     finally:
         store.close()
@@ -64,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
     if series:
         print_history(series, title=f"{model}: metric over time ({len(series)} suite results)")
     shown = f"{len(rows)} jobs" if len(rows) == total else f"newest {len(rows)} of {total} jobs; --limit 0 for all"
-    print_jobs(rows, title=f"history{' of ' + model if model else ''} ({shown})")
+    scope = "".join((f" of {model}" if model else "", f" in suite {suite_id}" if suite_id else ""))
+    print_jobs(rows, title=f"history{scope} ({shown})", with_suite=True)
     return 0

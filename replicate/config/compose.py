@@ -15,7 +15,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from replicate.config.conf_tree import GROUPS, conf_dir, group_options
+from replicate.config.conf_tree import GROUPS, conf_dir, group_options, search_dirs
 from replicate.config.overrides import Overrides
 from replicate.errors import ConfigError
 
@@ -105,7 +105,7 @@ def compose_config(overrides: Sequence[str] | Overrides = ()) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=groups)
+            cfg = compose(config_name="config", overrides=[*groups, _search_path_override()])
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_key_of(exc, overrides), _first_line(exc)) from None
     except yaml.YAMLError as exc:
@@ -121,6 +121,11 @@ def compose_config(overrides: Sequence[str] | Overrides = ()) -> DictConfig:
     except OmegaConfBaseException as exc:
         raise ConfigError(str(getattr(exc, "full_key", None) or "config"), _first_line(exc)) from None
     return validate(cfg)
+
+
+def _search_path_override() -> str:
+    """Hydra's search path beyond ``conf/``: each installed zoo's config folder (conf_tree.search_dirs)."""
+    return "hydra.searchpath=[" + ",".join(f"'file://{folder}'" for folder in search_dirs()[1:]) + "]"
 
 
 def _key_of(exc: Exception, overrides: Overrides) -> str:

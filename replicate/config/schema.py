@@ -171,7 +171,7 @@ class EvaluationReferenceConfig:
     again through its own evaluation before training: evaluation alone, with no training noise,
     so a change of post-processing, preprocessing or scoring shows at once."""
 
-    weights: str = MISSING            # file name under replicate/models/evaluation_weights/
+    weights: str = MISSING            # file name under models/zoo_models/evaluation_weights/
     sha256: str = MISSING             # of that file
     dataset_hash: str = MISSING       # the data they were scored on (a job on other data is not judged)
     images: int = MISSING             # the first N images of the tier's evaluation split
@@ -215,9 +215,9 @@ class TestOptionsConfig:
     # stretch them; None: the cfg's [net] letter_box, AlexeyAB's rule (default: stretch).
     letter_box: Optional[bool] = None
     # YOLO: whose evaluation the tier restates, one of EVAL_PROTOCOLS: "darknet" (its detector
-    # validation: letterbox or stretch, thresh 0.005, NMS 0.45; replicate/models/yolo/loss.py) or
+    # validation: letterbox or stretch, thresh 0.005, NMS 0.45; models/zoo_models/yolo/loss.py) or
     # "omz_accuracy_checker" (Open Model Zoo's accuracy checker, which measured the yolov3/yolov4
-    # val2017 claims; replicate/models/yolo/omz_protocol.py); None: darknet.
+    # val2017 claims; models/zoo_models/yolo/omz_protocol.py); None: darknet.
     protocol: Optional[str] = None
     # omz_accuracy_checker: the checker config's NMS postprocessor, one of OMZ_NMS_KINDS
     nms: Optional[str] = None

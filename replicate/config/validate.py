@@ -57,7 +57,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(missing[0], "required value is missing")
     _validate_lab(cfg)      # before the claims, which are held to it
     _validate_model(cfg)
-    _validate_darknet_cfgs(cfg)
+    _validate_implementations(cfg)
     _validate_framework_references(cfg)
     _validate_selection(cfg)
     _validate_precision(cfg)
@@ -85,18 +85,16 @@ def _validate_model(cfg: DictConfig) -> None:
         _validate_model_tier(cfg, name, tier)
 
 
-def _validate_darknet_cfgs(cfg: DictConfig) -> None:
-    """Every variant's Darknet cfg must be found ($ZOO_DARKNET_CFG_DIR, then the packaged ones):
-    a missing file is the config's error, refused before scheduling, never the model's crash.
+def _validate_implementations(cfg: DictConfig) -> None:
+    """Each implementation of the model checks the model config it would run (its Task's
+    ``check_config``: e.g. every variant's Darknet cfg found): a missing file is the config's
+    error, refused before scheduling, never the model's crash, whichever tier runs it."""
+    from replicate.zoo.registry import frameworks_of, get_task_class
+    from replicate.zoo.task import Task
 
-    The driver looks it up for every variant, not just the chosen one: a config naming a cfg
-    that is nowhere is broken whichever tier runs it. Only looked up; the model parses it.
-    """
-    from replicate.models.darknet.cfg_parser import resolve_cfg  # no framework import
-
-    for name, variant in cfg.model.variants.items():
-        if variant.arch.get("cfg") is not None:
-            resolve_cfg(str(variant.arch.cfg), f"model.variants.{name}.arch.cfg")
+    for framework in frameworks_of(str(cfg.model.name)):
+        task_class: type[Task] = get_task_class(str(cfg.model.name), framework)
+        task_class.check_config(cfg.model)
 
 
 def _validate_claim(cfg: DictConfig, claim, key: str) -> None:
@@ -205,7 +203,7 @@ def _validate_evaluation_reference(ref, key: str) -> None:
     path elsewhere), a positive image count, and a tolerance for every recorded metric."""
     name = str(ref.weights)
     require(name == Path(name).name and name not in ("", ".", "..") and name.endswith(".pt"), f"{key}.weights",
-            f"{name!r} must be a .pt file name in replicate/models/evaluation_weights/, not a path")
+            f"{name!r} must be a .pt file name in models/zoo_models/evaluation_weights/, not a path")
     require(len(str(ref.sha256)) == 64 and all(c in "0123456789abcdef" for c in str(ref.sha256)), f"{key}.sha256",
             "must be the file's 64-digit lowercase hex sha256")
     require(int(ref.images) >= 1, f"{key}.images", f"{ref.images} must be >= 1")
@@ -323,7 +321,7 @@ def _validate_framework_installed(cfg: DictConfig) -> None:
     """A TensorFlow job run on this machine needs TensorFlow here: refuse it before scheduling.
 
     Only looked up (find_spec), never imported: importing TensorFlow costs seconds and must come
-    after torchvision.ops in a process (replicate/models/darknet/tf_backend.py). A scheduler with a Ray
+    after torchvision.ops in a process (models/zoo_models/darknet/tf_backend.py). A scheduler with a Ray
     address runs jobs on the cluster's workers, whose image may carry TensorFlow when this
     driver's does not (Dockerfile EXTRAS): there the worker reports it (environment/crash).
     """

@@ -79,13 +79,15 @@ class Defect:
     @property
     def targets(self) -> tuple[Target, ...]:
         """The implementations it applies to, :data:`EVERY_IMPLEMENTATION` expanded from the model
-        registry (a model or framework registered later is covered without editing the catalogue)."""
+        registry (a model or framework registered later, in any installed zoo, is covered without
+        editing the catalogue), led by the implementation a zoo asked for (:func:`lead`)."""
         found: list[Target] = []
         for name in self.target_names:
             if name == EVERY_IMPLEMENTATION:
-                from replicate.models.registry import implementations
+                from replicate.zoo.registry import implementations
 
-                found += [Target(model, framework) for model, framework in implementations()]
+                registered = [Target(model, framework) for model, framework in implementations()]
+                found += [t for t in _LEADERS.get(self.name, ()) if t in registered] + registered
             else:
                 found.append(Target.parse(name))
         return tuple(dict.fromkeys(found))   # first occurrence kept: the leader stays first
@@ -105,6 +107,15 @@ def led_by(model: str, targets: Sequence[str]) -> tuple[str, ...]:
 
 
 _REGISTRY: dict[str, Defect] = {}
+# defect name -> the implementations a zoo asks a defect of every implementation to lead with
+_LEADERS: dict[str, tuple[Target, ...]] = {}
+
+
+def lead(name: str, target: str) -> None:
+    """Ask that the harness's defect ``name`` (one of every implementation) be injected first into
+    ``target`` (``"model"`` or ``"model/framework"``) by the selftest: a zoo picks which of its
+    models measures it. Called from a zoo's defects package; a target no zoo registers is ignored."""
+    _LEADERS[name] = (*_LEADERS.get(name, ()), Target.parse(target))
 
 
 def register(name: str, targets: Sequence[str], stage: str, type: str, description: str,
@@ -142,10 +153,15 @@ def register(name: str, targets: Sequence[str], stage: str, type: str, descripti
 
 
 def _load_catalogue() -> None:
-    """Import every module of the catalogue package so their decorators run (once)."""
-    package = importlib.import_module("replicate.defects.catalogue")
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
+    """Import every module of the harness's catalogue (defects of any recipe) and of each
+    installed zoo's defects package so their decorators run (once)."""
+    from replicate.zoo.installed import installed_zoos
+
+    names = ["replicate.defects.catalogue", *(z.spec.defects for z in installed_zoos() if z.spec.defects)]
+    for name in names:
+        package = importlib.import_module(name)
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 def all_defects() -> list[Defect]:

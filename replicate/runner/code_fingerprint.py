@@ -7,9 +7,9 @@ file, a changed loss in the harness or another torch build runs it again), and "
 the last PASS" lists them. Files are hashed, not git objects: the image has no ``.git``.
 
 The model's code is the module of its registered Task class and every module it imports (and their
-packages' ``__init__``), at any depth, from the zoo it belongs to (this project's
-``replicate.models``, or the Task's own top-level package for a lab's zoo), plus the data files of
-the family folders visited (Darknet cfgs).
+packages' ``__init__``), at any depth, from the installed zoos' packages (a lab's Task may build
+on another zoo's families; replicate/zoo/installed.py) or the Task's own top-level package, plus
+the data files of the family folders visited (Darknet cfgs).
 Imports are read from the source (``ast``), function-level ones included, so nothing is imported
 to hash it.
 """
@@ -27,8 +27,6 @@ from typing import Any, Mapping, Optional
 import replicate
 
 HARNESS_ROOT = Path(replicate.__file__).resolve().parent
-MODELS_PACKAGE = "replicate.models"
-MODELS_ROOT = HARNESS_ROOT / "models"
 
 # The keys a job's environment record holds them under (history.what_changed compares them).
 KEYS = ("model_code", "harness_code", "packages_hash")
@@ -76,14 +74,17 @@ def _imported_names(path: Path, module: str) -> set[str]:
     return names
 
 
-def _zoo_of(module: str) -> str:
-    """The package whose modules count as the model's own code."""
-    return MODELS_PACKAGE if module.startswith(MODELS_PACKAGE + ".") else module.split(".")[0]
+def _zoo_packages(module: str) -> set[str]:
+    """The packages whose modules count as model code: every installed zoo's, and the Task's own
+    top-level package (a Task defined outside any zoo)."""
+    from replicate.zoo.installed import installed_zoos
+
+    return {module.split(".")[0], *(zoo.spec.package for zoo in installed_zoos())}
 
 
 def model_code_files(module: str) -> dict[str, Path]:
     """The files of the model whose Task lives in ``module`` (see the module docstring), by label."""
-    zoos = {_zoo_of(module), MODELS_PACKAGE}   # a lab's Task may build on this project's families
+    zoos = _zoo_packages(module)
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:
@@ -107,9 +108,8 @@ def model_code_files(module: str) -> dict[str, Path]:
 
 
 def harness_files() -> dict[str, Path]:
-    """Every source file of the harness, ``replicate/`` without the models folder, by label."""
-    return {p.relative_to(HARNESS_ROOT).as_posix(): p for p in HARNESS_ROOT.rglob("*.py")
-            if MODELS_ROOT not in p.parents}
+    """Every source file of the harness (``replicate/``), by label."""
+    return {p.relative_to(HARNESS_ROOT).as_posix(): p for p in HARNESS_ROOT.rglob("*.py")}
 
 
 @lru_cache(maxsize=None)
@@ -139,7 +139,7 @@ def code_fingerprint(task_module: Optional[str]) -> dict[str, Optional[str]]:
 def job_code(model: str, framework: str) -> dict[str, Optional[str]]:
     """The hashes of the code that computes a job of ``model`` in ``framework``."""
     from replicate.errors import ConfigError
-    from replicate.models.registry import get_task_class
+    from replicate.zoo.registry import get_task_class
 
     try:
         module: Optional[str] = get_task_class(model, framework).__module__

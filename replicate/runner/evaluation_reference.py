@@ -29,9 +29,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from replicate.errors import DataError, EvaluationPathChanged
+from replicate.errors import ConfigError, DataError, EvaluationPathChanged
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "evaluation_weights"
 FORMAT = "zoo-replicate evaluation weights 1"
 # Evaluation that draws random numbers (dropout at test time) draws them from this seed, so the
 # weights score the same every time; the job's own streams are restored afterwards.
@@ -49,8 +48,19 @@ def weights_file_name(model: str, framework: str) -> str:
     return f"{model}-{framework}.pt"
 
 
-def weights_path(name: str) -> Path:
-    return WEIGHTS_DIR / name
+def weights_dir(model: str, framework: str) -> Path:
+    """Where the zoo of ``model`` in ``framework`` keeps its fixed evaluation weights (its ZooSpec)."""
+    from replicate.zoo.registry import zoo_of
+
+    zoo = zoo_of(model, framework)
+    if zoo is None or zoo.spec.evaluation_weights_dir is None:
+        raise ConfigError("model.tiers.smoke.evaluation_references",
+                          f"{model} ({framework}) comes from no installed zoo that ships evaluation weights")
+    return Path(zoo.spec.evaluation_weights_dir)
+
+
+def weights_path(name: str, model: str, framework: str) -> Path:
+    return weights_dir(model, framework) / name
 
 
 def sha256_of(path: Path) -> str:
@@ -194,7 +204,7 @@ def judge(loop: Any, reference: Any) -> dict[str, Any]:
     if loop.dataset_hash != str(reference.dataset_hash):
         return {"judged": False, "why": f"the evaluation data (hash {str(loop.dataset_hash)[:12]}) is not the "
                                         f"calibrated data ({str(reference.dataset_hash)[:12]})"}
-    path = weights_path(str(reference.weights))
+    path = weights_path(str(reference.weights), loop.task.name, loop.task.framework)
     measured = score_weights(loop, path, str(reference.sha256), int(reference.images))
     recorded = {str(k): float(v) for k, v in reference.metrics.items()}
     comparison = Comparison(measured, recorded, {str(k): float(v) for k, v in reference.tolerance.items()})

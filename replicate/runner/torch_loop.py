@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 
 from replicate.errors import ConfigError
 from replicate.jobs import JobResult
-from replicate.models.task import Task
 from replicate.precision import autocasts, chosen_precision
 from replicate.runner import checkpoint as ckpt
 from replicate.runner.base_loop import BaseLoop, RunContext
@@ -30,6 +29,7 @@ from replicate.runner.mixed_precision import MixedPrecision
 from replicate.runner.optim import build_optimizer, lr_factor, scaled_lr, total_steps
 from replicate.runner.prefetch import prefetched
 from replicate.runner.schedule_check import torch_applied
+from replicate.zoo.task import Task
 
 
 def seed_everything(seed: int) -> None:

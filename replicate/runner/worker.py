@@ -201,8 +201,8 @@ def build_loop(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, num_threads
 def build_task(spec: JobSpec, cfg: Any) -> Any:
     """The registered Task of the job's (model, framework), with the job's defect injected."""
     from replicate.defects import inject
-    from replicate.models.registry import get_task_class
-    from replicate.models.task import TaskContext
+    from replicate.zoo.registry import get_task_class
+    from replicate.zoo.task import TaskContext
 
     cls = get_task_class(spec.model, spec.framework)
     tier = cfg.model.tiers[cfg.tier.name]

@@ -220,11 +220,13 @@ class ResultStore:
             return [row_to_dict(row) for row in session.scalars(query)]
 
     @_database_errors
-    def count_jobs(self, *, model: Optional[str] = None) -> int:
-        """How many jobs the store holds (of ``model`` if given)."""
+    def count_jobs(self, *, model: Optional[str] = None, suite_id: Optional[str] = None) -> int:
+        """How many jobs the store holds (of ``model``, of ``suite_id``, where given)."""
         query = select(func.count()).select_from(Job)
         if model is not None:
             query = query.where(Job.model == model)
+        if suite_id is not None:
+            query = query.where(Job.suite_id == suite_id)
         with self._sessions() as session:
             return int(session.scalar(query) or 0)
 

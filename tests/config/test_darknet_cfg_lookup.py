@@ -10,7 +10,7 @@ import pytest
 from replicate.cli import main
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
-from replicate.models.darknet.cfg_parser import CFG_DIR_ENV, PACKAGED_CFG_DIR
+from zoo_models.darknet.cfg_parser import CFG_DIR_ENV, PACKAGED_CFG_DIR
 
 
 @pytest.mark.parametrize("override, key", [
@@ -51,14 +51,14 @@ def test_every_configured_cfg_is_packaged(monkeypatch):
 
 
 def test_the_packaged_cfgs_ship_with_the_package():
-    """pyproject's package data carries them (a wheel, an install) and the image's build context
+    """The zoo's pyproject package data carries them (a wheel, an install) and the image's build context
     does not leave them out (.dockerignore)."""
     import tomllib
 
     root = Path(__file__).resolve().parents[2]
-    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "cfg/*.cfg" in data["replicate.models.darknet"]
+    data = tomllib.loads((root / "models" / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "cfg/*.cfg" in data["zoo_models.darknet"]
     ignored = [line.strip() for line in (root / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
-    assert not any(part in ignored for part in ("replicate/models", "replicate/models/darknet",
-                                                "replicate/models/darknet/cfg", "*.cfg", "**/*.cfg"))
+    assert not any(part in ignored for part in ("models/zoo_models", "models/zoo_models/darknet",
+                                                "models/zoo_models/darknet/cfg", "*.cfg", "**/*.cfg"))

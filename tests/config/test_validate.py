@@ -9,7 +9,7 @@ from replicate.config.compose import compose_config
 from replicate.config.conf_tree import group_options
 from replicate.config.selection import chosen_framework
 from replicate.errors import ConfigError
-from replicate.models.registry import frameworks_of, registered_names
+from replicate.zoo.registry import frameworks_of, registered_names
 
 BAD = {
     "unknown model": (["model=resnet9000"], "model: unknown 'resnet9000'; allowed:"),

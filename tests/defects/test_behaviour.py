@@ -185,7 +185,7 @@ def _(clean, bad):
 def _yolo_predictions(clean, bad, tensorflow: bool = False) -> list[list[dict]]:
     """Both tasks' predictions of the same model (objectness raised so every head detects) on the
     same validation batch."""
-    from replicate.models.yolo.torch_task import set_objectness_prior
+    from zoo_models.yolo.torch_task import set_objectness_prior
 
     model = _seeded_model(clean)
     set_objectness_prior(model, 0.5)

@@ -150,7 +150,7 @@ SHORT_FULL_TIER = ["model=pix2pix", "tier=full", "hardware=cpu", "scheduler=inli
                    "model.tiers.full.recipe.epochs=null", "model.tiers.full.recipe.steps=2",
                    "model.tiers.full.recipe.decay_start=1", "model.tiers.full.recipe.checkpoint_every=2",
                    "model.tiers.full.recipe.log_every=1"]
-# as conf/model/pix2pix.yaml says a lab names its own
+# as models/zoo_models/conf/model/pix2pix.yaml says a lab names its own
 THE_LABS = ["model.tiers.full.segmenter={file: fcn_resnet50_cityscapes.pth, "
             "source: \"the lab's Cityscapes fcn_resnet50\"}"]
 

@@ -1,4 +1,4 @@
-"""CenterNet (replicate/models/centernet/): build, targets, loss, decoding.
+"""CenterNet (models/zoo_models/centernet/): build, targets, loss, decoding.
 
 Fast tests run the real config shrunk (tests/conftest.py TINY); the smoke-tier learning run and
 ``replicate check`` are marked slow.
@@ -14,10 +14,10 @@ import torch
 from torchvision.ops import box_iou, deform_conv2d
 
 from replicate.config.compose import compose_config
-from replicate.models.centernet import targets as ct
-from replicate.models.centernet.detector import DCN, down_ratio, sampled_deform_conv3x3
 from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
+from zoo_models.centernet import targets as ct
+from zoo_models.centernet.detector import DCN, down_ratio, sampled_deform_conv3x3
 
 TINY = [
     "datasets.shapes.num_train=16", "datasets.shapes.num_val=8", "datasets.shapes.image_size=64",

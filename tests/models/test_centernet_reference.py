@@ -140,7 +140,7 @@ def smooth_image(height: int, width: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("scale,cx,cy,flip", [(0.6 * 640, 200.0, 150.0, False), (1.3 * 640, 400.0, 300.0, True),
                                               (0.9 * 640, 128.0, 352.0, True)])
 def test_training_warp_and_boxes_equal_the_references(scale, cx, cy, flip):
-    from replicate.models.centernet.augment import RandomScaleCropColour
+    from zoo_models.centernet.augment import RandomScaleCropColour
 
     rgb = smooth_image(480, 640, int(scale))
     boxes = np.array([[10.0, 20.0, 300.0, 200.0], [400.0, 100.0, 630.0, 470.0]], dtype=np.float32)
@@ -154,7 +154,7 @@ def test_training_warp_and_boxes_equal_the_references(scale, cx, cy, flip):
 
 
 def test_colour_noise_equals_the_references_color_aug():
-    from replicate.models.centernet.augment import colour_noise
+    from zoo_models.centernet.augment import colour_noise
 
     rgb = np.random.default_rng(3).random((16, 24, 3), dtype=np.float32)
     lighting = np.array([0.05, -0.12, 0.2], dtype=np.float32)
@@ -165,8 +165,8 @@ def test_colour_noise_equals_the_references_color_aug():
 
 
 def test_the_full_tier_draws_the_references_augmentation_from_the_checkpointed_stream(tmp_path, monkeypatch):
-    from replicate.models.centernet.augment import SCALES, RandomScaleCropColour, border
     from tests.coco_layout import write_coco_layout
+    from zoo_models.centernet.augment import SCALES, RandomScaleCropColour, border
 
     assert SCALES == (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)                 # np.arange(0.6, 1.4, 0.1)
     assert (border(128, 640), border(128, 200), border(128, 100)) == (128, 64, 32)

@@ -1,6 +1,6 @@
 """Darknet cfg parser, PyTorch backend, .weights reader/writer and the `replicate darknet` command.
 
-Reads the cfgs the package carries (replicate/models/darknet/cfg/). Where the reference data holds the
+Reads the cfgs the package carries (models/zoo_models/darknet/cfg/). Where the reference data holds the
 official cfgs (tests/conftest.py, ``reference``), proves each packaged cfg equal to its official
 file, layer for layer and in parameter count; without it, that cross-check alone skips.
 """
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from replicate.commands import darknet as darknet_command
 from replicate.errors import ConfigError, DataError
-from replicate.models.darknet.cfg_parser import (
+from zoo_models.commands import darknet as darknet_command
+from zoo_models.darknet.cfg_parser import (
     CFG_DIR_ENV,
     PACKAGED_CFG_DIR,
     layer_parameters,
@@ -29,8 +29,8 @@ from replicate.models.darknet.cfg_parser import (
     trainable_parameter_count,
     typed_options,
 )
-from replicate.models.darknet.torch_backend import Route, build_model, trainable_parameters
-from replicate.models.darknet.weights import load_darknet_weights, read_header, save_darknet_weights, weights_file_size
+from zoo_models.darknet.torch_backend import Route, build_model, trainable_parameters
+from zoo_models.darknet.weights import load_darknet_weights, read_header, save_darknet_weights, weights_file_size
 
 CFG = PACKAGED_CFG_DIR
 
@@ -41,7 +41,7 @@ EXPECTED = {
     "yolov4.cfg": (162, [(139, 255, 8), (150, 255, 16), (161, 255, 32)]),
     "yolov4-tiny.cfg": (38, [(30, 255, 32), (37, 255, 16)]),
 }
-# Trainable parameters with 80 classes: conf/model/yolov3.yaml and yolov4.yaml (full variants'
+# Trainable parameters with 80 classes: models/zoo_models/conf/model/yolov3.yaml and yolov4.yaml (full variants'
 # trainable_params); the tiny counts are darknet's sums of conv kernels, conv biases (no BN) and
 # BN scale/shift for these cfgs.
 PARAMS = {"yolov3.cfg": 61_949_149, "yolov4.cfg": 64_363_101,
@@ -79,7 +79,8 @@ def test_trainable_parameters_of_pytorch_builds_and_of_the_cfg_count(name):
 def test_packaged_cfgs_are_the_ones_the_models_name():
     assert packaged_cfgs() == sorted([*EXPECTED, "darknet53.cfg"])
     for model in ("yolov3", "yolov4"):
-        text = (Path(__file__).resolve().parents[2] / "conf" / "model" / f"{model}.yaml").read_text()
+        zoo_conf = Path(__file__).resolve().parents[2] / "models" / "zoo_models" / "conf"
+        text = (zoo_conf / "model" / f"{model}.yaml").read_text()
         assert f"cfg: {model}.cfg" in text and f"cfg: {model}-tiny.cfg" in text
 
 
@@ -479,8 +480,8 @@ def test_a_classification_cfg_is_counted_but_never_built_as_a_detector():
     """[avgpool]/[softmax] parse (replicate darknet counts them); building one must refuse, not
     put a pass-through where the layer was."""
     from replicate.errors import ConfigError
-    from replicate.models.darknet.cfg_parser import build_graph, find_cfg, read_sections
-    from replicate.models.darknet.torch_backend import build_model
+    from zoo_models.darknet.cfg_parser import build_graph, find_cfg, read_sections
+    from zoo_models.darknet.torch_backend import build_model
 
     path = find_cfg("darknet53.cfg")
     graph = build_graph(read_sections(path.read_text(), str(path)), str(path))

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from replicate.models.darknet.augment import PJREDDIE, AugmentConfig, _Random, pjreddie_item
 from tests.models.test_yolo import make_task
+from zoo_models.darknet.augment import PJREDDIE, AugmentConfig, _Random, pjreddie_item
 
 F32 = np.float32
 
@@ -122,7 +122,7 @@ def test_placement_and_boxes_match_pjreddies_load_data_detection(case):
 
 
 def test_yolov3_trains_with_pjreddies_augmentation_and_yolov4_with_alexeyabs(results):
-    """The yolov3 job's training set (from conf/model/yolov3.yaml) makes pjreddie's samples;
+    """The yolov3 job's training set (from models/zoo_models/conf/model/yolov3.yaml) makes pjreddie's samples;
     yolov4's stays AlexeyAB's crop-and-stretch."""
     task, _ = make_task("yolov3", results)
     task.prepare_data()

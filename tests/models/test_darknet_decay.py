@@ -10,7 +10,7 @@ the images whose deltas the updates summed):
     weight_updates += -decay * batch * weights
     weights += lr / batch * weight_updates; weight_updates *= momentum
 
-The product's loss is the batch's mean of each image's loss (replicate/models/yolo/loss.py), so
+The product's loss is the batch's mean of each image's loss (models/zoo_models/yolo/loss.py), so
 ``batch`` times its gradient is darknet's summed delta, and the recipe's lr is darknet's
 ``learning_rate`` as it stands.
 """
@@ -25,11 +25,11 @@ import torch
 from omegaconf import OmegaConf
 
 from replicate.config.compose import compose_config
-from replicate.models.darknet.cfg_parser import PACKAGED_CFG_DIR
 from replicate.resolved import make_spec
 from replicate.runner.optim import build_optimizer
 from replicate.runner.worker import build_task
 from replicate.tf_import import tf_available
+from zoo_models.darknet.cfg_parser import PACKAGED_CFG_DIR
 
 MOMENTUM, DECAY, LR = 0.9, 0.05, 0.01   # decay x lr large enough to show on a bias in two steps
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from replicate.models.darknet.augment import ResizeForEval, darknet_resize, to_original
 from tests import darknet_reference as ref
+from zoo_models.darknet.augment import ResizeForEval, darknet_resize, to_original
 
 
 @pytest.mark.parametrize("in_h,in_w,out_h,out_w", [(30, 47, 13, 19), (17, 11, 32, 32), (48, 64, 37, 64),
@@ -55,9 +55,9 @@ def test_the_darknet_protocol_letterboxes_when_the_tier_asks(tmp_path):
     darknet's geometry stays for the smoke tier (the cfg's letter_box: none, a stretch) and for a
     tier that names protocol darknet with pjreddie's letterbox."""
     from replicate.config.compose import compose_config
-    from replicate.models.yolo.omz_protocol import OmzResize
     from replicate.resolved import make_spec
     from replicate.runner.worker import build_task
+    from zoo_models.yolo.omz_protocol import OmzResize
 
     darknet = ["model.tiers.eval.test.protocol=darknet", "model.tiers.eval.test.nms=null",
                "model.tiers.eval.test.letter_box=true"]
@@ -73,7 +73,7 @@ def test_detections_equal_darknets_threshold_and_nms(scale_x_y):
     """Raw [yolo] maps decoded, thresholded (0.005) and suppressed (0.45 per class) as darknet's
     get_yolo_detections and do_nms_sort; boxes compared before the clip darknet applies when it
     writes them."""
-    from replicate.models.yolo.loss import YoloHead, postprocess
+    from zoo_models.yolo.loss import YoloHead, postprocess
 
     net, classes = 64, 3
     anchors = [[10.0, 14.0], [23.0, 27.0], [37.0, 58.0], [81.0, 82.0]]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from replicate.models.darknet.cfg_parser import find_cfg, parse_cfg
-from replicate.models.darknet.flops import forward_flops, graph_at_size, layer_flops
+from zoo_models.darknet.cfg_parser import find_cfg, parse_cfg
+from zoo_models.darknet.flops import forward_flops, graph_at_size, layer_flops
 
 
 def test_yolov3_at_416_counts_what_darknet_prints():

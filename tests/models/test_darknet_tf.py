@@ -15,24 +15,24 @@ import torch
 
 from replicate import tf_import
 from replicate.errors import ConfigError, DataError
-from replicate.models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg, parse_cfg_text
-from replicate.models.darknet.tf_differential import (
+from replicate.tf_import import tf_available
+from zoo_models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg, parse_cfg_text
+from zoo_models.darknet.tf_differential import (
     DEFAULT_ATOL,
     compare_models,
     random_images,
     run_differential,
     write_random_weights,
 )
-from replicate.tf_import import tf_available
 
-CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (replicate/models/darknet/cfg/)
+CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/zoo_models/darknet/cfg/)
 if not tf_available():
     pytest.skip("tensorflow is not installed (pip install -e '.[tensorflow]')", allow_module_level=True)
 
-from replicate.models.darknet import tf_backend, tf_weights  # noqa: E402  (after the TF skip; neither imports TF)
-from replicate.models.darknet.torch_backend import build_model as build_torch  # noqa: E402
-from replicate.models.darknet.torch_backend import trainable_parameters as torch_params  # noqa: E402
-from replicate.models.darknet.weights import load_darknet_weights as load_torch_weights  # noqa: E402
+from zoo_models.darknet import tf_backend, tf_weights  # noqa: E402  (after the TF skip; neither imports TF)
+from zoo_models.darknet.torch_backend import build_model as build_torch  # noqa: E402
+from zoo_models.darknet.torch_backend import trainable_parameters as torch_params  # noqa: E402
+from zoo_models.darknet.weights import load_darknet_weights as load_torch_weights  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["yolov3-tiny.cfg", "yolov4-tiny.cfg", "yolov3.cfg"])

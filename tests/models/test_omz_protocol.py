@@ -1,4 +1,4 @@
-"""The yolov3/yolov4 eval protocol (replicate/models/yolo/omz_protocol.py) against Open Model Zoo's
+"""The yolov3/yolov4 eval protocol (models/zoo_models/yolo/omz_protocol.py) against Open Model Zoo's
 accuracy checker restated in numpy (tests/omz_reference.py): the same raw [yolo] maps give the
 same candidates, scores, labels, NMS survivors and clipped boxes; the image is resized as its
 cv2.resize; and the eval tiers choose this protocol with the NMS their claims were measured with."""
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from replicate.models.yolo import omz_protocol as omz
-from replicate.models.yolo.loss import YoloHead
 from tests import omz_reference as ref
+from zoo_models.yolo import omz_protocol as omz
+from zoo_models.yolo.loss import YoloHead
 
 ANCHORS = [10.0, 13.0, 16.0, 30.0, 33.0, 23.0, 30.0, 61.0, 62.0, 45.0, 59.0, 119.0]   # yolov3's first six
 MASKS = [[3, 4, 5], [0, 1, 2]]   # coarse layer first, as yolov3.cfg

@@ -1,4 +1,4 @@
-"""pix2pix (replicate/models/pix2pix.py): parameter counts, shapes, the GAN step, the FCN-score hook
+"""pix2pix (models/zoo_models/pix2pix.py): parameter counts, shapes, the GAN step, the FCN-score hook
 (the FCN-score itself: tests/evaluation/test_fcn_score.py).
 
 Fast tests compose the real config shrunk to a tiny generated shapes set; the smoke-tier
@@ -15,10 +15,10 @@ import torch
 
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError, DataError
-from replicate.models.pix2pix import JitterPairs, Pix2Pix, build_pix2pix
 from replicate.resolved import make_spec, resolve_job
 from replicate.runner.optim import build_optimizer
 from replicate.runner.worker import build_task
+from zoo_models.pix2pix import JitterPairs, Pix2Pix, build_pix2pix
 
 TINY = ["datasets.shapes.num_train=8", "datasets.shapes.num_val=4", "datasets.shapes.image_size=64"]
 

@@ -15,15 +15,15 @@ from torchvision.ops import box_iou
 
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
-from replicate.models.darknet.augment import AugmentConfig, ResizeForEval, _Random, jitter_item, mosaic, to_original
-from replicate.models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
-from replicate.models.darknet.weights import save_darknet_weights
-from replicate.models.registry import get_task_class
-from replicate.models.yolo.loss import heads_from_graph, layer_loss, postprocess, truths_tensor, yolo_loss
 from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
+from replicate.zoo.registry import get_task_class
+from zoo_models.darknet.augment import AugmentConfig, ResizeForEval, _Random, jitter_item, mosaic, to_original
+from zoo_models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
+from zoo_models.darknet.weights import save_darknet_weights
+from zoo_models.yolo.loss import heads_from_graph, layer_loss, postprocess, truths_tensor, yolo_loss
 
-CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (replicate/models/darknet/cfg/)
+CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/zoo_models/darknet/cfg/)
 MODELS = ("yolov3", "yolov4")
 
 
@@ -237,7 +237,7 @@ def test_augmentation_strengths_come_from_the_cfg():
 def test_detections_are_capped_per_class_as_cocoeval_keeps_them():
     """COCOeval keeps 100 detections per image *and category*: a cap of 100 per image would drop
     the lower-scored boxes of other classes that still count."""
-    from replicate.models.yolo.loss import top_per_class
+    from zoo_models.yolo.loss import top_per_class
 
     labels = torch.tensor([0] * 150 + [1] * 20)[torch.randperm(170, generator=torch.Generator().manual_seed(0))]
     kept = top_per_class(labels, 100)

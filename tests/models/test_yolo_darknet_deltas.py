@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from replicate.models.yolo.loss import YoloHead, layer_loss
+from zoo_models.yolo.loss import YoloHead, layer_loss
 
 INPUT_HW = (96, 128)      # network height, width (darknet's net.h, net.w): non-square on purpose
 ANCHORS = [(6, 8), (14, 10), (12, 26), (30, 22), (24, 50), (58, 40), (50, 84), (100, 70), (120, 92)]

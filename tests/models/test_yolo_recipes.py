@@ -9,13 +9,13 @@ import torch
 
 from replicate.config.compose import compose_config
 from replicate.errors import DataError
-from replicate.models.darknet.cfg_parser import parse_cfg
-from replicate.models.darknet.weights import _conv_tensors, write_weights_file
 from replicate.resolved import make_spec
 from replicate.runner.optim import lr_factor
 from replicate.runner.worker import build_task
+from zoo_models.darknet.cfg_parser import parse_cfg
+from zoo_models.darknet.weights import _conv_tensors, write_weights_file
 
-CFG_DIR = "replicate/models/darknet/cfg"
+CFG_DIR = "models/zoo_models/darknet/cfg"
 
 
 @pytest.mark.parametrize("model,cfg_file", [("yolov3", "yolov3.cfg"), ("yolov4", "yolov4.cfg")])

@@ -11,21 +11,21 @@ import torch
 
 from replicate.config.compose import compose_config
 from replicate.errors import ConfigError
-from replicate.models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
-from replicate.models.registry import frameworks_of, get_task_class
-from replicate.models.yolo.loss import heads_from_graph
-from replicate.models.yolo.loss import postprocess as torch_postprocess
 from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
 from replicate.tf_import import tf_available
+from replicate.zoo.registry import frameworks_of, get_task_class
+from zoo_models.darknet.cfg_parser import PACKAGED_CFG_DIR, parse_cfg
+from zoo_models.yolo.loss import heads_from_graph
+from zoo_models.yolo.loss import postprocess as torch_postprocess
 
-CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (replicate/models/darknet/cfg/)
+CFG = PACKAGED_CFG_DIR  # the cfgs the product runs (models/zoo_models/darknet/cfg/)
 if not tf_available():
     pytest.skip("tensorflow is not installed (pip install -e '.[tensorflow]')", allow_module_level=True)
 
-from replicate.models.darknet.tf_weights import save_darknet_weights  # noqa: E402  (none of these imports TF)
-from replicate.models.darknet.weights import load_darknet_weights  # noqa: E402
-from replicate.models.yolo.loss_tf import postprocess as tf_postprocess  # noqa: E402
+from zoo_models.darknet.tf_weights import save_darknet_weights  # noqa: E402  (none of these imports TF)
+from zoo_models.darknet.weights import load_darknet_weights  # noqa: E402
+from zoo_models.yolo.loss_tf import postprocess as tf_postprocess  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_check_of_the_tensorflow_implementation_is_seeded(tmp_path, shapes_root,
         return [("overfit", True, "not run")]
 
     monkeypatch.setattr("replicate.runner.tf_loop.tf_preflight", fake_preflight)
-    monkeypatch.setattr("replicate.models.yolo.tf_task.YoloTfTask.differential_check", lambda self: None)
+    monkeypatch.setattr("zoo_models.yolo.tf_task.YoloTfTask.differential_check", lambda self: None)
     data = [o for o in tiny if o.startswith("datasets.") or "input_size" in o]
     for _ in range(2):
         run_check(["model=yolov3", "framework=tensorflow", f"results_dir={tmp_path}",

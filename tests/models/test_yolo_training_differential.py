@@ -1,4 +1,4 @@
-"""The two builds of yolov3 on a training step (replicate/models/yolo/training_differential.py),
+"""The two builds of yolov3 on a training step (models/zoo_models/yolo/training_differential.py),
 as ``replicate check`` runs it: clean builds agree; a loss term, a gradient or a batch-norm
 convention that differs between them (none of these in the selftest catalogue) is named."""
 
@@ -9,16 +9,16 @@ import dataclasses
 import pytest
 
 from replicate.config.compose import compose_config
-from replicate.models.registry import get_task_class
 from replicate.resolved import make_spec
 from replicate.runner.worker import build_task
 from replicate.tf_import import tf_available
+from replicate.zoo.registry import get_task_class
 
 if not tf_available():
     pytest.skip("tensorflow is not installed (pip install -e '.[tensorflow]')", allow_module_level=True)
 
-from replicate.models.yolo import tf_task as tf_task_module  # noqa: E402
-from replicate.models.yolo.training_differential import training_differential  # noqa: E402
+from zoo_models.yolo import tf_task as tf_task_module  # noqa: E402
+from zoo_models.yolo.training_differential import training_differential  # noqa: E402
 
 
 @pytest.fixture

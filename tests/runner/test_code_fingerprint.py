@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from replicate.harness import run_suite
-from replicate.models import registry
-from replicate.models.registry import get_task_class, implementations
 from replicate.runner import code_fingerprint as fingerprint
+from replicate.zoo import registry
+from replicate.zoo.registry import get_task_class, implementations
 
 FILES = {
     "__init__.py": "",
@@ -96,16 +96,17 @@ def test_the_same_code_hashes_the_same_wherever_it_is_installed(zoo, tmp_path, m
 def test_every_implementation_hashes_its_own_files_and_not_the_others(model, framework):
     module = get_task_class(model, framework).__module__
     files = fingerprint.model_code_files(module)
-    assert module in files and "replicate.models.task" in files
-    assert not any(label.startswith("replicate.models.evaluation_weights") for label in files)
+    assert module in files
+    assert not any(label.startswith("zoo_models.evaluation_weights") for label in files)
     if model in ("yolov3", "yolov4"):
-        assert "replicate.models.yolo.loss" in files
-        assert f"replicate.models.darknet/cfg/{model}.cfg" in files
+        assert "zoo_models.yolo.loss" in files
+        assert f"zoo_models.darknet/cfg/{model}.cfg" in files
     else:
-        assert not any(label.startswith(("replicate.models.yolo", "replicate.models.darknet")) for label in files)
-    assert all(label.startswith("replicate.models") for label in files)
+        assert not any(label.startswith(("zoo_models.yolo", "zoo_models.darknet")) for label in files)
+    assert all(label.startswith("zoo_models") for label in files)
     harness = fingerprint.harness_files()
-    assert "verdict.py" in harness and not any(label.startswith("models/") for label in harness)
+    # the Task interface is the harness's (replicate/zoo/task.py): hashed with the harness, not the model
+    assert "verdict.py" in harness and "zoo/task.py" in harness and "replicate.zoo.task" not in files
 
 
 def test_an_edited_model_runs_again_in_a_re_run_and_an_unchanged_one_is_skipped(

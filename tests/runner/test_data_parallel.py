@@ -17,9 +17,9 @@ import torch.multiprocessing as mp
 
 from replicate.config.compose import compose_config
 from replicate.jobs import JobResult
-from replicate.models.task import Task, TaskContext
 from replicate.runner.base_loop import RunContext
 from replicate.runner.torch_loop import TorchLoop
+from replicate.zoo.task import Task, TaskContext
 
 STEPS, GLOBAL_BATCH = 6, 8
 RECIPE = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": GLOBAL_BATCH,

@@ -19,7 +19,7 @@ from replicate.failures import classify
 from replicate.runner import evaluation_reference as reference
 from tests.runner.loops import set_up_loop
 
-SHIPPED = reference.WEIGHTS_DIR
+SHIPPED = reference.weights_dir("yolov4", "torch")   # the zoo ships every model's weights in one folder
 SMOKE = [("faster_rcnn", "torch"), ("retinanet", "torch"), ("mask_rcnn", "torch"), ("centernet", "torch"),
          ("yolov3", "torch"), ("yolov4", "torch"), ("pix2pix", "torch"), ("yolov3", "tensorflow")]
 
@@ -35,7 +35,7 @@ def test_every_smoke_tier_ships_its_evaluation_weights(model, framework):
     cfg = compose_config(_overrides(model, framework))
     recorded = reference.reference_for(cfg)
     assert recorded is not None, f"{model}/{framework}: no evaluation reference recorded"
-    path = reference.weights_path(recorded.weights)
+    path = reference.weights_path(recorded.weights, model, framework)
     assert path.is_file() and reference.sha256_of(path) == recorded.sha256
     metric = cfg.model.tiers.smoke.reference.metric if framework == cfg.model.frameworks[0] \
         else cfg.model.tiers.smoke.framework_references[framework].metric
@@ -81,7 +81,7 @@ def _record(loop, images: int = 16) -> dict:
     from replicate.config.schema import EvaluationReferenceConfig
 
     shipped = reference.reference_for(loop.cfg)
-    path = reference.weights_path(shipped.weights)
+    path = reference.weights_path(shipped.weights, loop.task.name, loop.task.framework)
     metrics = reference.score_weights(loop, path, shipped.sha256, images)
     assert max(metrics.values()) > 0   # trained weights: something to lose
     block = EvaluationReferenceConfig(weights=shipped.weights, sha256=shipped.sha256, dataset_hash=loop.dataset_hash,
@@ -161,7 +161,7 @@ def test_weights_of_another_layout_or_hash_are_refused(results_dir, small_root, 
     loop = _loop("yolov4", "torch", results_dir, small_root)
     _record(loop)   # recorded on this data: judged
     shipped = reference.reference_for(loop.cfg)
-    monkeypatch.setattr(reference, "WEIGHTS_DIR", tmp_path)   # a copy to spoil, not the shipped file
+    monkeypatch.setattr(reference, "weights_dir", lambda model, framework: tmp_path)   # a copy to spoil
     path = tmp_path / shipped.weights
     path.write_bytes((SHIPPED / shipped.weights).read_bytes())
     arrays = reference.read_weights(path, shipped.sha256)

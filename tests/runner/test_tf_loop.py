@@ -307,7 +307,7 @@ def test_far_below_the_reference_curve_stops_with_early_abort(tf, results_dir, s
 
 
 def test_a_nan_loss_stops_the_job_as_a_training_numerical_error(tf, monkeypatch, results_dir, shapes_root, tiny):
-    from replicate.models.yolo.tf_task import YoloTfTask
+    from zoo_models.yolo.tf_task import YoloTfTask
 
     original, calls = YoloTfTask.training_step, tf.Variable(0)
 

@@ -1,6 +1,7 @@
-"""The defect catalogue, one module per family of implementations (plus ``recipe`` for defects
-of the training recipe any model can have). Each module registers its defects with
-``replicate.defects.registry.register``; the registry imports every module here.
+"""The harness's defects: mistakes of a training recipe that any model can have, in any zoo
+(``recipe``). A zoo's own defects (of its models' decoding, targets, augmentation) live in its
+``defects`` package (replicate/zoo/installed.py). Each module registers its defects with
+``replicate.defects.registry.register``; the registry imports every module here and in each zoo's.
 
 Every defect is a mistake of the kind the reengineering study found (a hyperparameter, the data
 pipeline, decoding, evaluation), most of them subtle. None is tuned to what the benchmark

@@ -1,1 +1,0 @@
-"""Model implementations behind one Task interface; see replicate/models/task.py and replicate/models/registry.py."""
