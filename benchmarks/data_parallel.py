@@ -75,13 +75,13 @@ def measure(steps: int = 60, echo: Callable[[str], None] = print, *, workers: in
         single = _job(work / "one", steps, model, extra)
         prepare_dataset(single.cfg.datasets.shapes)   # generated before either run is timed
         with contextlib.redirect_stderr(io.StringIO()):
-            one = run_job(single, progress=False, num_threads=1)
+            one = run_job(single, progress=False)
             if not ray.is_initialized():
                 ray.init(num_cpus=max(2, workers), num_gpus=workers if gpus else 0, include_dashboard=False,
                          logging_level="ERROR")
             group = _job(work / "many", steps, model, extra)
             shutil.copytree(work / "one" / "data", work / "many" / "data")
-            many = run_data_parallel(group, workers, num_threads=1, use_gpu=gpus)
+            many = run_data_parallel(group, workers, use_gpu=gpus)
         label = f"{workers} {'NCCL GPU' if gpus else 'gloo'} workers"
         for name, result in (("1 process", one), (label, many)):
             if result.failure is not None or not result.throughput:

@@ -92,7 +92,7 @@ def bare_loop(cfg) -> float:
 
 def harness(cfg) -> float:
     """The job through run_job (checkpoints, guard, curve, progress): its recorded training time."""
-    result = run_job(resolve_job(cfg, None), progress=True, num_threads=job_threads(cfg))
+    result = run_job(resolve_job(cfg, None), progress=True)
     if result.failure:
         raise SystemExit(f"harness run failed: {result.failure.message}")
     return result.times.train_s

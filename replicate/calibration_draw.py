@@ -24,10 +24,11 @@ def main(argv: list[str]) -> int:
     from replicate.runner.worker import run_job
     from replicate.verdict import final_loss
 
-    job = resolve_job(compose_config(args["overrides"]), None)
+    # the draw's thread count is the job's own (num_threads), so the job decides its pools as any job does
+    job = resolve_job(compose_config([*args["overrides"], f"num_threads={int(args['threads'])}"]), None)
     early_only = bool(args.get("early_only"))
     began = time.perf_counter()
-    result = run_job(job, progress=False, num_threads=int(args["threads"]), stop_at_early=early_only)
+    result = run_job(job, progress=False, stop_at_early=early_only)
     if result.failure is not None:
         print(f"draw failed: {result.failure.message}", file=sys.stderr)
         return 1

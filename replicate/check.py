@@ -58,12 +58,12 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     report = CheckReport(cfg.model.name)
     report.add("config", True,
                f"{cfg.model.name}: valid ({len(cfg.model.claims)} claims, tiers {', '.join(cfg.model.tiers)})")
-    spec = resolve_job(cfg, None).spec
+    job = resolve_job(cfg, None)
+    spec = job.spec
     check_input_size(cfg, spec.framework, spec.variant)   # before a model is built at that size
     from replicate.runner.numeric_threads import apply_job_threads
-    from replicate.scheduling.resources import job_threads
 
-    apply_job_threads(job_threads(cfg))   # the thread pools the job will run on
+    apply_job_threads(job.threads)   # the thread pools the job will run on
     task = build_task(spec, cfg)   # the registered implementation of the job's framework
     framework = spec.framework
     _check_param_count(task, cfg, report)
@@ -101,12 +101,14 @@ def _check_evaluation_reference(spec: Any, cfg: Any, report: CheckReport) -> Non
     from replicate.runner.base_loop import RunContext
     from replicate.runner.evaluation_reference import judge, reference_for
     from replicate.runner.worker import build_loop
+    from replicate.scheduling.resources import job_threads
 
     recorded = reference_for(cfg)
     if recorded is None:
         return   # an eval or full tier: its metric is judged against the paper, not fixed weights
     with tempfile.TemporaryDirectory(prefix="zoo-check-") as scratch:
-        loop = build_loop(spec, cfg, RunContext(checkpoint_dir=Path(scratch), progress=False), JobResult(spec.job_id))
+        ctx = RunContext(checkpoint_dir=Path(scratch), progress=False, threads=job_threads(cfg))
+        loop = build_loop(spec, cfg, ctx, JobResult(spec.job_id))
         try:
             loop.setup()   # a bad checkpoint= file fails here too (the checkpoint check names it)
             judged = judge(loop, recorded)

@@ -30,10 +30,10 @@ def build_set_up_loop(overrides: list[str], threads: int, checkpoint_dir: Path) 
     from replicate.runner.numeric_threads import apply_job_threads
     from replicate.runner.worker import build_loop
 
-    job = resolve_job(compose_config(overrides), None)
-    apply_job_threads(threads)
-    ctx = RunContext(checkpoint_dir=checkpoint_dir, progress=False, metric=job.target.metric)
-    loop = build_loop(job.spec, job.cfg, ctx, JobResult(job_id=job.spec.job_id), threads)
+    job = resolve_job(compose_config([*overrides, f"num_threads={threads}"]), None)   # the draw's threads, the job's
+    apply_job_threads(job.threads)
+    ctx = RunContext(checkpoint_dir=checkpoint_dir, progress=False, metric=job.target.metric, threads=job.threads)
+    loop = build_loop(job.spec, job.cfg, ctx, JobResult(job_id=job.spec.job_id))
     loop.setup()
     return loop
 

@@ -33,6 +33,9 @@ class ResolvedJob:
         early: The early check's thresholds and bands.
         problem: Why the job cannot run (a model config without an implementation), else None.
         every_s: The cadence of its suite entry in seconds (None: every run).
+        threads: The CPU threads the job runs on (its intra-op pools, its Ray task's CPUs),
+            decided once here (scheduling/resources.py ``job_threads``) and read by the
+            scheduler, the worker and the loop from the job itself.
     """
 
     spec: JobSpec
@@ -41,6 +44,7 @@ class ResolvedJob:
     early: EarlyCheck
     problem: Optional[str] = None
     every_s: Optional[float] = None   # its suite entry's cadence (the driver decides; not sent to workers)
+    threads: int = 1
 
     @property
     def job_id(self) -> str:
@@ -76,13 +80,14 @@ class ResolvedJob:
 
     def to_wire(self) -> dict[str, Any]:
         """Plain JSON for crossing a process or machine boundary (a Ray task's argument)."""
-        return {"spec": self.spec.to_dict(), "target": self.target.to_dict(), "early": self.early.to_dict()}
+        return {"spec": self.spec.to_dict(), "target": self.target.to_dict(), "early": self.early.to_dict(),
+                "threads": self.threads}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> "ResolvedJob":
         spec = JobSpec(**data["spec"])
         return cls(spec, OmegaConf.create(spec.config), Target.from_dict(data["target"]),
-                   EarlyCheck.from_dict(data["early"]))
+                   EarlyCheck.from_dict(data["early"]), threads=int(data["threads"]))
 
 
 def plain(cfg: DictConfig) -> dict[str, Any]:
@@ -134,7 +139,9 @@ def make_spec(cfg: DictConfig, suite_id: Optional[str]) -> JobSpec:
 
 
 def resolve_job(cfg: DictConfig, suite_id: Optional[str], problem: Optional[str] = None) -> ResolvedJob:
-    """Resolve the composed config of one job: its spec, comparison target and early check."""
+    """Resolve the composed config of one job: its spec, comparison target, early check and threads."""
+    from replicate.scheduling.resources import job_threads
+
     spec = make_spec(cfg, suite_id)
     target = target_for(cfg, spec.variant)
-    return ResolvedJob(spec, cfg, target, early_check_for(cfg, target.direction), problem)
+    return ResolvedJob(spec, cfg, target, early_check_for(cfg, target.direction), problem, threads=job_threads(cfg))

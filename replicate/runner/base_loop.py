@@ -60,6 +60,7 @@ class RunContext:
     # 1 worker runs the single-process path unchanged.
     rank: int = 0
     world_size: int = 1
+    threads: int = 1                        # the job's CPU threads (ResolvedJob.threads), set in its pools
 
 
 class BaseLoop(abc.ABC):

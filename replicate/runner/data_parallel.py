@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from torch.nn.parallel import DistributedDataParallel
 
@@ -58,14 +58,12 @@ def seed_from_rank_zero(job_dir: Path, rank: int) -> None:
         (mine / ckpt.LATEST).unlink(missing_ok=True)
 
 
-def run_data_parallel(job: ResolvedJob, workers: int, *, num_threads: Optional[int] = None, use_gpu: bool = False,
-                      max_failures: int = 2) -> JobResult:
+def run_data_parallel(job: ResolvedJob, workers: int, *, use_gpu: bool = False, max_failures: int = 2) -> JobResult:
     """Train and evaluate ``job`` on ``workers`` Ray Train workers; rank 0's result.
 
     Args:
         job: the resolved job (its recipe's batch size is the global batch).
         workers: data-parallel workers (processes; one GPU each with ``use_gpu``).
-        num_threads: CPU threads per worker.
         use_gpu: NCCL on one GPU per worker, else gloo on CPUs.
         max_failures: group restarts after a lost worker (each resumes from rank 0's checkpoint).
     """
@@ -78,9 +76,9 @@ def run_data_parallel(job: ResolvedJob, workers: int, *, num_threads: Optional[i
     (job_dir / RESULT).unlink(missing_ok=True)
     storage = job_dir.resolve() / "ray_train"
     trainer = TorchTrainer(
-        _worker_loop, train_loop_config={"wire": job.to_wire(), "num_threads": num_threads},
+        _worker_loop, train_loop_config={"wire": job.to_wire()},   # the job's threads travel with it
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": float(num_threads or 1)}),
+                                     resources_per_worker={"CPU": float(job.threads)}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name="group", storage_path=str(storage), failure_config=FailureConfig(max_failures)))
     trainer.fit()
@@ -98,7 +96,6 @@ def _worker_loop(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     job = ResolvedJob.from_wire(config["wire"])
     rank = context.get_world_rank()
-    result = run_job(job, progress=False, num_threads=config.get("num_threads"), rank=rank,
-                     world_size=context.get_world_size())
+    result = run_job(job, progress=False, rank=rank, world_size=context.get_world_size())
     # every rank's result beside its files (rank 0's is the job's): the ranks can be compared
     ckpt.write_json(rank_directory(checkpoint_dir(job.cfg, job.job_id), rank) / RESULT, result.to_dict())

@@ -89,14 +89,14 @@ class TfLoop(BaseLoop):
     label_suffix = "/tf"
     lr_float32 = True   # Keras keeps the rate in a float32 variable
 
-    def __init__(self, task: Any, cfg: Any, ctx: RunContext, result: JobResult, num_threads: int | None = None):
+    def __init__(self, task: Any, cfg: Any, ctx: RunContext, result: JobResult):
         from replicate.runner.strategy import make_strategy
         from replicate.tf_import import tensorflow
 
         # The device TF places on: the profile's accelerator kind (the strategy picks the devices).
         ctx.device = "cpu" if cfg.hardware.accelerator == "cpu" else str(cfg.hardware.accelerator)
         super().__init__(task, cfg, ctx, result)
-        self.tf = tensorflow(num_threads)
+        self.tf = tensorflow(ctx.threads)
         # A worker without the profile's accelerators raises ResourceUnavailable: run_job turns it
         # into an INFRA result (replicate.failures.classify), the cluster's fault, not the model's.
         self.strategy = make_strategy(cfg.hardware, self.tf)

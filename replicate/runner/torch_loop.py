@@ -51,8 +51,8 @@ def to_device(obj: Any, device: Any) -> Any:
 class TorchLoop(BaseLoop):
     """Runs one job of a torch Task: setup -> train (optional) -> evaluate -> JobResult."""
 
-    def __init__(self, task: Task, cfg: Any, ctx: RunContext, result: JobResult, num_threads: int | None = None):
-        # num_threads: the worker set torch's intra-op threads before building the loop (run_job).
+    def __init__(self, task: Task, cfg: Any, ctx: RunContext, result: JobResult):
+        # torch's intra-op threads (ctx.threads) were set by the worker before the loop (run_job)
         super().__init__(task, cfg, ctx, result)
         self.device = torch.device(ctx.device)
         self.on_cuda = self.device.type == "cuda"

@@ -64,15 +64,14 @@ def _worker_gpu() -> Any:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def run_job(job: ResolvedJob, *, progress: bool = True, num_threads: int | None = None,
-            stop_at_early: bool = False, rank: int = 0, world_size: int = 1) -> JobResult:
+def run_job(job: ResolvedJob, *, progress: bool = True, stop_at_early: bool = False, rank: int = 0,
+            world_size: int = 1) -> JobResult:
     """Build the Task from the registry, train and evaluate it, return the result.
 
     Args:
         job: the job, resolved by the driver (its config, target and early check are used as
             they are: nothing is resolved again here).
         progress: show a progress bar on stderr.
-        num_threads: torch intra-op threads (the CPUs the scheduler gave this job).
         stop_at_early: stop at the early check, unevaluated (a calibration replay).
         rank, world_size: this worker's place in a data-parallel group (run_data_parallel);
             rank 0 owns the job's directory, the others work in ranks/<rank>/ inside it.
@@ -86,11 +85,12 @@ def run_job(job: ResolvedJob, *, progress: bool = True, num_threads: int | None 
     seed_from_rank_zero(checkpoint_dir(job.cfg, spec.job_id), rank)
     directory = rank_directory(checkpoint_dir(job.cfg, spec.job_id), rank)
     ctx = RunContext(checkpoint_dir=directory, progress=progress, stop_at_early=stop_at_early,
-                     metric=job.target.metric, early=job.early, rank=rank, world_size=world_size)
+                     metric=job.target.metric, early=job.early, rank=rank, world_size=world_size,
+                     threads=job.threads)
     try:
         with ckpt.JobLock(directory) as lock:
             if lock.holder is None:
-                return _run_locked(job, ctx, result, began, num_threads)
+                return _run_locked(job, ctx, result, began)
     except StorageError as exc:  # the checkpoint volume cannot be written: the machine's fault
         result.failure = Failure("infrastructure", "crash", str(exc))
     else:  # another process trains this job: never two writers on one directory
@@ -112,7 +112,7 @@ def set_determinism(deterministic: bool) -> None:
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
-def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num_threads: int | None) -> JobResult:
+def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float) -> JobResult:
     from replicate.failures import classify
     from replicate.runner.environment import fingerprint
 
@@ -125,13 +125,11 @@ def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num
         ckpt.write_json(directory / "worker.json", {"pid": os.getpid(), "started": time.time()})
         attempts.begin(directory)
         from replicate.runner.numeric_threads import apply_job_threads
-        from replicate.scheduling.resources import job_threads
 
-        num_threads = num_threads or job_threads(cfg)   # the plan's count, whoever calls
-        result.environment.update(apply_job_threads(num_threads))
+        result.environment.update(apply_job_threads(ctx.threads))   # the job's count, decided with it
         set_determinism(bool(cfg.tier.get("deterministic")))
         ctx.device = pick_device(cfg.device, cfg.hardware, ctx.world_size)
-        result = build_loop(spec, cfg, ctx, result, num_threads).run()
+        result = build_loop(spec, cfg, ctx, result).run()
     except KeyboardInterrupt:   # SIGTERM/Ctrl-C: the job stops unfinished; its record says how
         _close_stopped(directory, ctx, result)
         raise
@@ -142,7 +140,7 @@ def _run_locked(job: ResolvedJob, ctx: Any, result: JobResult, began: float, num
             result.times.setup_s = time.perf_counter() - began
     result.environment = {**fingerprint(config_hash=spec.config_hash,
                                         dataset_hash=result.environment.get("dataset_hash"),
-                                        device=ctx.device, num_threads=num_threads), **result.environment}
+                                        device=ctx.device, num_threads=ctx.threads), **result.environment}
     _close_attempt(directory, result)
     if result.failure is None:
         try:
@@ -192,10 +190,10 @@ def loop_class(framework: str) -> type[BaseLoop]:
     return getattr(importlib.import_module(module), name)
 
 
-def build_loop(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult, num_threads: int | None = None) -> Any:
-    """The job's Task in its framework's loop."""
-    loop: Any = loop_class(spec.framework)   # each loop's constructor also takes the job's threads
-    return loop(build_task(spec, cfg), cfg, ctx, result, num_threads)
+def build_loop(spec: JobSpec, cfg: Any, ctx: Any, result: JobResult) -> Any:
+    """The job's Task in its framework's loop (its threads in ``ctx``)."""
+    loop: Any = loop_class(spec.framework)
+    return loop(build_task(spec, cfg), cfg, ctx, result)
 
 
 def build_task(spec: JobSpec, cfg: Any) -> Any:
@@ -214,22 +212,22 @@ def build_task(spec: JobSpec, cfg: Any) -> Any:
     return inject(cls(ctx), cfg, spec.framework)
 
 
-def run_resolved(job: ResolvedJob, *, progress: bool = True, num_threads: int | None = None) -> JobResult:
+def run_resolved(job: ResolvedJob, *, progress: bool = True) -> JobResult:
     """The job as its config asks: in this process, or on ``job.workers`` data-parallel workers
     (Ray Train). Never raises for a model failure, as run_job."""
     if job.workers == 1:
-        return run_job(job, progress=progress, num_threads=num_threads)
+        return run_job(job, progress=progress)
     from replicate.failures import classify
     from replicate.runner.data_parallel import run_data_parallel
 
     try:
-        return run_data_parallel(job, job.workers, num_threads=num_threads, use_gpu=job.hardware.accelerator == "gpu")
+        return run_data_parallel(job, job.workers, use_gpu=job.hardware.accelerator == "gpu")
     except Exception as exc:  # noqa: BLE001 - the group failed: classified like a single job's failure
         failure = classify(exc, "training")
         return JobResult(job_id=job.job_id, failure=failure, infra=failure.stage == "infrastructure")
 
 
-def run_job_wire(wire: dict[str, Any], progress: bool = True, num_threads: int | None = None) -> dict[str, Any]:
+def run_job_wire(wire: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     """Plain-JSON wrapper for crossing a process boundary (Ray): ResolvedJob.to_wire in,
     JobResult.to_dict out."""
-    return run_job(ResolvedJob.from_wire(wire), progress=progress, num_threads=num_threads).to_dict()
+    return run_job(ResolvedJob.from_wire(wire), progress=progress).to_dict()

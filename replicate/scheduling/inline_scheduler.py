@@ -11,7 +11,6 @@ from replicate.errors import ResourceUnavailable
 from replicate.resolved import ResolvedJob
 from replicate.scheduling import OnResult
 from replicate.scheduling.deadlines import Deadline
-from replicate.scheduling.resources import job_threads
 
 
 class InlineScheduler:
@@ -34,4 +33,4 @@ class InlineScheduler:
                                           f"no TPU; the profile needs {hw.count} x {hw.accelerator}")
         for job in jobs:
             # The same thread count as a Ray job of this profile: results then match suite runs.
-            on_result(job, run_resolved(job, progress=True, num_threads=job_threads(job.cfg)))
+            on_result(job, run_resolved(job, progress=True))

@@ -32,14 +32,15 @@ from replicate.resolved import ResolvedJob
 from replicate.runner.numeric_threads import PROCESS_WIDE_POOLS
 from replicate.scheduling import OnResult
 from replicate.scheduling.deadlines import Deadline
-from replicate.scheduling.resources import check_fits, job_threads, task_options
+from replicate.scheduling.resources import check_fits, task_options
 
 
-def execute_on_worker(wire: dict[str, Any], num_threads: int) -> dict[str, Any]:
-    """The Ray task: one resolved job (ResolvedJob.to_wire) in, its JobResult as a dict out."""
+def execute_on_worker(wire: dict[str, Any]) -> dict[str, Any]:
+    """The Ray task: one resolved job (ResolvedJob.to_wire, its threads included) in, its
+    JobResult as a dict out."""
     from replicate.runner.worker import run_job_wire
 
-    return run_job_wire(wire, progress=False, num_threads=num_threads)
+    return run_job_wire(wire, progress=False)
 
 
 CONNECT_TIMEOUT_S = 10.0   # an unreachable head is said in seconds, not after Ray's minutes of retries
@@ -188,14 +189,14 @@ class RayScheduler:
             # A data-parallel job is a group of Ray Train workers the driver starts (a Ray task
             # cannot hold them); it runs in a driver thread while the others are Ray tasks.
             groups = ThreadPoolExecutor(max_workers=max(1, sum(j.workers > 1 for j in jobs)))
-            running = {groups.submit(run_resolved, job, progress=False, num_threads=job_threads(job.cfg)): job
+            running = {groups.submit(run_resolved, job, progress=False): job
                        for job in jobs if job.workers > 1}
             shared, own_process = ray.remote(execute_on_worker), ray.remote(max_calls=1)(execute_on_worker)
             pending: dict[Any, Pending] = {}
             for job in [j for j in jobs if j.workers == 1]:
                 remote = own_process if job.spec.framework in PROCESS_WIDE_POOLS else shared
                 ref = remote.options(**task_options(job.cfg), max_retries=self.max_retries, retry_exceptions=False,
-                                     name=job.job_id).remote(job.to_wire(), job_threads(job.cfg))
+                                     name=job.job_id).remote(job.to_wire())
                 deadline = (deadlines or {}).get(job.job_id) or Deadline(self.job_timeout_s, "scheduler.job_timeout_s")
                 pending[ref] = Pending(job, submitted=time.time(), deadline=deadline)
             try:

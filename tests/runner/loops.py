@@ -17,6 +17,6 @@ def set_up_loop(overrides: list[str], results_dir: Path, data_root: Path) -> Any
     cfg = compose_config([*overrides, f"results_dir={results_dir}", f"datasets.shapes.root={data_root}"])
     spec = make_spec(cfg, None)
     loop = build_loop(spec, cfg, RunContext(checkpoint_dir=results_dir / "job", progress=False),
-                      JobResult(spec.job_id), num_threads=1)
+                      JobResult(spec.job_id))
     loop.setup()
     return loop

@@ -133,7 +133,7 @@ def test_a_job_runs_on_two_ray_train_workers_and_rank_zero_keeps_its_files(ray_l
     cfg = compose_config(["model=yolov4", f"results_dir={results_dir}", *tiny, "tier.compare_with=none",
                           "model.tiers.smoke.recipe.batch_size=4"])
     job = resolve_job(cfg, None)
-    result = run_data_parallel(job, 2, num_threads=1)
+    result = run_data_parallel(job, 2)
     assert result.failure is None, result.failure
     assert result.steps_done == result.steps_planned == 4 and result.images_seen == 4 * 4
     assert "bbox_AP" in result.metrics and [p["step"] for p in result.curve if "loss" in p] == [1, 2, 3, 4]
@@ -202,7 +202,7 @@ def test_a_killed_worker_restarts_the_group_and_it_resumes_from_rank_zero(ray_lo
 
     watcher = threading.Thread(target=kill_rank_one, daemon=True)
     watcher.start()
-    result = run_data_parallel(job, 2, num_threads=1)
+    result = run_data_parallel(job, 2)
     watcher.join(timeout=1)
     assert killed, "rank 1 was never seen running"
     assert result.failure is None and result.steps_done == 40

@@ -31,7 +31,7 @@ def _loop(overrides: list[str], directory: Path):
     cfg = compose_config(overrides)
     spec = make_spec(cfg, None)
     ctx = RunContext(checkpoint_dir=directory, progress=False)
-    return build_loop(spec, cfg, ctx, JobResult(spec.job_id), num_threads=1)
+    return build_loop(spec, cfg, ctx, JobResult(spec.job_id))
 
 
 def _weights(loop) -> list[torch.Tensor]:
