@@ -70,3 +70,14 @@ def test_a_login_shell_finds_ray_and_replicate(tmp_path):
     found = subprocess.run(["bash", "-c", f"export PATH=/usr/bin:/bin; . {script}; command -v ray replicate"],
                            capture_output=True, text=True, check=True).stdout.split()
     assert found == [f"{venv_bin}/ray", f"{venv_bin}/replicate"]
+
+
+def test_the_lab_zoo_is_installed_beside_the_harness():
+    """The image's models are the zoo in models/, installed as its own distribution (its entry
+    point is how the harness finds them), and the build context keeps it."""
+    install = next(line for line in DOCKERFILE.splitlines() if "pip install" in line and "-e /app" in line)
+    assert "-e /app/models" in install
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert not any(entry.strip("/") in ("models", "models/zoo_models", "**/*.yaml", "*.pt", "**/*.pt")
+                   for entry in ignored)
