@@ -72,6 +72,9 @@ class BaseLoop(abc.ABC):
     def __init__(self, task: Any, cfg: Any, ctx: RunContext, result: JobResult):
         self.task, self.cfg, self.ctx, self.result = task, cfg, ctx, result
         self.tier = cfg.model.tiers[cfg.tier.name]
+        # The job's seed has one home below the plan: the spec's, which build_task gives the
+        # Task's context; every draw of the loop (weights, batch order, generators) reads it here.
+        self.seed = int(task.ctx.seed)
         self.start = time.perf_counter()
         # Set by the hooks (setup, build_training, train): declared here so every attribute of a
         # loop is visible in one place.
@@ -193,7 +196,7 @@ class BaseLoop(abc.ABC):
         recipe = self.tier.recipe
         self.ctx.stage = "training"
         early_step = math.ceil(self.ctx.early.fraction * self.steps)
-        self.label = f"{self.cfg.model.name}/{self.cfg.tier.name}/s{self.cfg.seed}{self.label_suffix}"
+        self.label = f"{self.cfg.model.name}/{self.cfg.tier.name}/s{self.seed}{self.label_suffix}"
         bar = tqdm(total=self.steps, initial=self.step, desc=self.label, file=sys.stderr, disable=not self.ctx.progress,
                    mininterval=2.0, dynamic_ncols=True)
         data = self.batches()

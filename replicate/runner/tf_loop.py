@@ -107,7 +107,7 @@ class TfLoop(BaseLoop):
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
-        self.tf.keras.utils.set_random_seed(int(self.cfg.seed))  # python, numpy and TF seeds
+        self.tf.keras.utils.set_random_seed(self.seed)  # python, numpy and TF seeds
         if self.cfg.tier.get("deterministic"):
             self.tf.config.experimental.enable_op_determinism()
         self.ctx.stage = "data pipeline"
@@ -208,7 +208,7 @@ class TfLoop(BaseLoop):
 
     def batches(self) -> Iterator[Any]:
         """The torch loop's order (same BatchOrder, no grouping), so a resumed run sees the same data."""
-        order = BatchOrder(len(self.train_set), self.cfg.seed, self.tier.recipe.batch_size)
+        order = BatchOrder(len(self.train_set), self.seed, self.tier.recipe.batch_size)
         epoch, offset = order.position(self.step)
         while True:
             self.start_epoch(epoch)

@@ -70,7 +70,7 @@ class TorchLoop(BaseLoop):
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> None:
-        seed_everything(self.cfg.seed)
+        seed_everything(self.seed)
         self.ctx.stage = "data pipeline"
         self.dataset_hash = self.task.prepare_data()
         self.ctx.stage = "modeling"
@@ -97,7 +97,7 @@ class TorchLoop(BaseLoop):
         workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
         common: dict[str, Any] = dict(num_workers=workers, pin_memory=self.on_cuda)
         if batches is not None:
-            private = torch.Generator().manual_seed(self.cfg.seed) if mid_epoch else None
+            private = torch.Generator().manual_seed(self.seed) if mid_epoch else None
             return DataLoader(dataset, batch_sampler=batches, generator=private, collate_fn=self.task.collate, **common)
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=self.task.eval_collate, **common)
 
@@ -144,7 +144,7 @@ class TorchLoop(BaseLoop):
         torch.set_rng_state(state["rng"]["torch"])
 
     def batches(self) -> Iterator[Any]:
-        order = job_batch_order(self.task, self.train_set, self.tier.recipe, self.cfg.seed)
+        order = job_batch_order(self.task, self.train_set, self.tier.recipe, self.seed)
         epoch, offset = order.position(self.step)
         rank, world = self.ctx.rank, self.ctx.world_size
         while True:

@@ -205,7 +205,7 @@ def build_task(spec: JobSpec, cfg: Any) -> Any:
     cls = get_task_class(spec.model, spec.framework)
     tier = cfg.model.tiers[cfg.tier.name]
     ctx = TaskContext(model_cfg=cfg.model, variant=spec.variant, framework=spec.framework, tier_cfg=tier,
-                      data_cfg=cfg.datasets[tier.data], input_size=int(tier.input_size), seed=int(cfg.seed),
+                      data_cfg=cfg.datasets[tier.data], input_size=int(tier.input_size), seed=spec.seed,
                       shuffle_labels=bool(cfg.shuffle_labels))
     # The one place a defect enters a job (``defect=NAME``; a no-op without one): the worker and
     # ``replicate check`` both build their Task here, so a check sees what the job runs.

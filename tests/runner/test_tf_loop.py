@@ -63,7 +63,7 @@ class LinearTask:
         rng = np.random.default_rng(0)
         self.x = rng.normal(size=(size, 3)).astype(np.float32)
         self.y = (self.x @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3).astype(np.float32)
-        self.ctx = SimpleNamespace(variant=variant)
+        self.ctx = SimpleNamespace(variant=variant, seed=0)   # the job's seed, as build_task gives it
 
     def prepare_data(self) -> str:
         return "linear"
