@@ -78,7 +78,7 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     if weights is not None:
         _check_checkpoint(task, model, weights.path, framework, report)
     PREFLIGHTS[framework].run(task, model, dataset, batch, cfg, report)
-    _check_evaluation_reference(spec, cfg, report)
+    _check_evaluation_reference(spec, cfg, job.threads, report)
     differential = task.differential_check()  # torch vs TensorFlow, for two-framework models
     if differential is not None:
         report.add("differential", *differential)
@@ -91,7 +91,7 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     return report
 
 
-def _check_evaluation_reference(spec: Any, cfg: Any, report: CheckReport) -> None:
+def _check_evaluation_reference(spec: Any, cfg: Any, threads: int, report: CheckReport) -> None:
     """The smoke tier's calibrated evaluation weights, scored through the job's own loop and
     evaluation, as every smoke job does before it trains (replicate/runner/evaluation_reference.py)."""
     import tempfile
@@ -101,13 +101,12 @@ def _check_evaluation_reference(spec: Any, cfg: Any, report: CheckReport) -> Non
     from replicate.runner.base_loop import RunContext
     from replicate.runner.evaluation_reference import judge, reference_for
     from replicate.runner.worker import build_loop
-    from replicate.scheduling.resources import job_threads
 
     recorded = reference_for(cfg)
     if recorded is None:
         return   # an eval or full tier: its metric is judged against the paper, not fixed weights
     with tempfile.TemporaryDirectory(prefix="zoo-check-") as scratch:
-        ctx = RunContext(checkpoint_dir=Path(scratch), progress=False, threads=job_threads(cfg))
+        ctx = RunContext(checkpoint_dir=Path(scratch), progress=False, threads=threads)
         loop = build_loop(spec, cfg, ctx, JobResult(spec.job_id))
         try:
             loop.setup()   # a bad checkpoint= file fails here too (the checkpoint check names it)

@@ -45,6 +45,11 @@ def model_label(row: Mapping[str, Any]) -> str:
     return label if defect is None else f"{label} (defect {defect})"
 
 
+def _when(row: Mapping[str, Any]) -> str:
+    """When a row was recorded, to the minute (UTC, as stored)."""
+    return str(row.get("created_at") or "")[:16].replace("T", " ")
+
+
 def print_jobs(rows: list[dict[str, Any]], title: str = "jobs", with_suite: bool = False) -> None:
     """One line per job: verdict, metric vs reference band, time, cost, failure class; with
     ``with_suite`` (jobs of several suites: history) first its suite and when it was recorded."""
@@ -56,8 +61,8 @@ def print_jobs(rows: list[dict[str, Any]], title: str = "jobs", with_suite: bool
     for row in rows:
         verdict = row["verdict"]
         failure = f"{row['failure_stage']} / {row['failure_impact']}" if row.get("failure_stage") else ""
-        when = (str(row.get("suite_id") or ""), str(row.get("created_at") or "")[:16].replace("T", " "))
-        table.add_row(*(when if with_suite else ()), model_label(row), row["tier"], row["hardware"], str(row["seed"]),
+        suite = (str(row.get("suite_id") or ""), _when(row)) if with_suite else ()
+        table.add_row(*suite, model_label(row), row["tier"], row["hardware"], str(row["seed"]),
                       f"[{VERDICT_STYLES.get(verdict, 'white')}]{verdict}[/]", row.get("metric_name") or "-",
                       _fmt(row.get("metric_value")), _compared_with(row), _duration(row.get("wall_s")),
                       priced(row.get("cost"), currency_of(row)), failure)
@@ -123,7 +128,7 @@ def print_history(rows: list[dict[str, Any]], title: str = "metric over time") -
         if r.get("drift"):
             flags.append("[dark_orange]DRIFT[/]")
         spread = f" ± {_fmt(r['std'], 3)}" if r.get("std") is not None else ""
-        table.add_row(r["suite_id"], (r.get("created_at") or "")[:16].replace("T", " "),
+        table.add_row(r["suite_id"], _when(r),
                       f"{r['variant']} / {r.get('framework') or '-'}", r["tier"],
                       r["hardware"], f"[{VERDICT_STYLES.get(r['verdict'], 'white')}]{r['verdict']}[/]",
                       f"{_fmt(r.get('mean'))}{spread}", f"[{_fmt(r.get('band_low'))}, {_fmt(r.get('band_high'))}]",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, cast
 
 from omegaconf import DictConfig, OmegaConf
@@ -44,7 +44,7 @@ class ResolvedJob:
     early: EarlyCheck
     problem: Optional[str] = None
     every_s: Optional[float] = None   # its suite entry's cadence (the driver decides; not sent to workers)
-    threads: int = 1
+    threads: int = field(kw_only=True)   # always decided: resolve_job, from_wire
 
     @property
     def job_id(self) -> str:

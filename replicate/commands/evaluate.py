@@ -21,18 +21,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def named_statistics(stats: list[float], iou_type: str) -> dict[str, float]:
-    """pycocotools' 12 statistics (fractions) by the evaluator's names, in percent."""
-    from replicate.evaluation.coco import STAT_NAMES, UNDEFINED
-
-    return {f"{iou_type}_{name}": value if value == UNDEFINED else 100.0 * value
-            for name, value in zip(STAT_NAMES, stats)}
-
-
 def run(args: argparse.Namespace) -> int:
-    from replicate.evaluation.coco import evaluate_files
+    from replicate.evaluation.coco import evaluate_files, named_percent
 
-    named = named_statistics(evaluate_files(args.annotations, args.detections, args.iou_type), args.iou_type)
+    named = named_percent(evaluate_files(args.annotations, args.detections, args.iou_type), args.iou_type)
     if args.json:
         print_json(named)
         return 0

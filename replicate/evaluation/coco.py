@@ -243,6 +243,12 @@ def _to_percent(value: float) -> float:
     return value if value == UNDEFINED else 100.0 * value
 
 
+def named_percent(stats: list[float], iou_type: str) -> dict[str, float]:
+    """pycocotools' 12 statistics (fractions) under the names claims use (``bbox_AP``...), in
+    percent; ``-1.0`` stays where undefined."""
+    return {f"{iou_type}_{name}": _to_percent(v) for name, v in zip(STAT_NAMES, stats)}
+
+
 # --------------------------------------------------------------------------------------------
 # Tensor predictions -> COCO results
 # --------------------------------------------------------------------------------------------
@@ -469,9 +475,7 @@ class CocoEvaluator:
         for iou_type, results in self._results.items():
             # loadRes adds keys to the entries it is given; copies keep ours reusable.
             stats = _evaluate(self._gt, [dict(r) for r in results], iou_type)
-            metrics.update(
-                {f"{iou_type}_{name}": _to_percent(v) for name, v in zip(STAT_NAMES, stats)}
-            )
+            metrics.update(named_percent(stats, iou_type))
             if self._ignored_ids:
                 metrics[f"{iou_type}_ignored_detections"] = float(self._ignored[iou_type])
         return metrics

@@ -55,21 +55,16 @@ def _load_all() -> None:
     from replicate.zoo.installed import installed_zoos
 
     for zoo in installed_zoos():
-        for name in _zoo_modules(zoo.spec.package):
-            try:
+        name = zoo.spec.package
+        try:
+            package = importlib.import_module(name)
+            # walk_packages yields a subpackage before it looks inside: each name is imported here first
+            for info in pkgutil.walk_packages(package.__path__, f"{name}."):
+                name = info.name
                 importlib.import_module(name)
-            except Exception as exc:   # a lab's module that does not import: one line naming it
-                raise ConfigError(f"zoo {zoo.name}", f"module {name} does not import: {type(exc).__name__}: {exc}") \
-                    from None
-
-
-def _zoo_modules(package_name: str) -> list[str]:
-    """The package and every module below it, by name (importing the package to find them)."""
-    try:
-        package = importlib.import_module(package_name)
-    except Exception:
-        return [package_name]   # imported again by the caller, which says why it fails
-    return [package_name, *(info.name for info in pkgutil.walk_packages(package.__path__, f"{package_name}."))]
+        except Exception as exc:   # a lab's module that does not import: one line naming it
+            raise ConfigError(f"zoo {zoo.name}", f"module {name} does not import: {type(exc).__name__}: {exc}") \
+                from None
 
 
 def zoo_of(name: str, framework: str = "torch") -> "InstalledZoo | None":
