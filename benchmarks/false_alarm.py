@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 from replicate.config.compose import compose_config
 from replicate.config.selection import chosen_reference
-from replicate.verdict import draws_band, draws_bound, early_check_alarm, final_check_alarm
+from replicate.verdict import draws_band, draws_bound, early_check_alarm, final_false_alarm
 
 
 @dataclass
@@ -64,7 +64,7 @@ def job_alarm(entry: Any, suite: str) -> JobAlarm:
                  *([f"framework={entry.framework}"] if entry.framework else [])]
     cfg = compose_config(overrides)
     ref = chosen_reference(cfg)   # the framework's own reference (yolov3 in TensorFlow has one)
-    final_alarm = final_check_alarm(cfg.tier.false_alarm, early_enabled=cfg.tier.early_check.enabled)
+    final_alarm = final_false_alarm(cfg)   # each of the final verdict's tests (also_judged metrics included)
     early_alarm = early_check_alarm(cfg.tier.false_alarm)   # each of the early check's tests
     finals = [float(v) for v in ref.draws]
 

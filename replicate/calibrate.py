@@ -116,7 +116,7 @@ def calibrate(overrides: Sequence[str], draws: Sequence[Draw], *, cpus: int = 2,
     asked = list(overrides)   # what the user typed: the recorded command shows these
     overrides = [*overrides, *prepared_data(probe, echo)]
     digest = _draw_hash(probe)
-    record = _load_record(out, digest)
+    record = _load_record(out, digest, also=list(probe.model.tiers.smoke.also_judged))
     todo = [d for d in draws if d.label not in record["draws"]]
     echo(f"calibrate {probe.model.name} ({framework}): {len(draws)} draws, {len(draws) - len(todo)} already "
          f"recorded in {out}; running {len(todo)} within {cpus} CPU threads")
@@ -282,8 +282,10 @@ FULL_DRAW_KEYS = ("early_loss", "final_loss", "early_drift")
 EARLY_DRAW_KEYS = ("early_loss", "early_drift")
 
 
-def _load_record(path: Path, digest: str, required: Sequence[str] = FULL_DRAW_KEYS) -> dict[str, Any]:
-    """The draws recorded so far for this exact config (another config starts afresh)."""
+def _load_record(path: Path, digest: str, required: Sequence[str] = FULL_DRAW_KEYS,
+                 also: Sequence[str] = ()) -> dict[str, Any]:
+    """The draws recorded so far for this exact config (another config starts afresh); a draw
+    that lacks one of ``required`` or of the ``also`` metrics is run again."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -292,7 +294,8 @@ def _load_record(path: Path, digest: str, required: Sequence[str] = FULL_DRAW_KE
         return {"config_hash": digest, "draws": {}}
     # a failed draw is retried, and so is one recorded before all of ``required`` were measured
     record["draws"] = {k: v for k, v in record.get("draws", {}).items()
-                       if not v.get("error") and all(v.get(key) is not None for key in required)}
+                       if not v.get("error") and all(v.get(key) is not None for key in required)
+                       and all(name in (v.get("also") or {}) for name in also)}
     return record
 
 
@@ -350,6 +353,9 @@ def reference_block(cfg: Any, measured: list[dict[str, Any]], overrides: Sequenc
         "direction": direction,
         "curve": {fraction: _sig(statistics.fmean(earlies))},
         "curve_spread": {fraction: _sig(statistics.stdev(earlies)) if len(earlies) > 1 else 0.0},
+        **({"also": {str(name): {"direction": str(direction), "draws": [_sig(m["also"][name]) for m in measured]}
+                     for name, direction in cfg.model.tiers.smoke.also_judged.items()}}
+           if cfg.model.tiers.smoke.also_judged else {}),
         "source": f"measured: `{command}` on {dt.date.today().isoformat()} "
                   f"(git {(git_output('rev-parse', '--short', 'HEAD') or 'unknown')}, {os.cpu_count()} CPU cores)",
     }
@@ -360,15 +366,18 @@ def draw_summary(block: dict[str, Any], false_alarm: float, early_fraction: floa
     from replicate.verdict import draws_band, draws_bound, early_check_alarm, final_check_alarm
 
     n = len(block["draws"])
-    final_alarm, early_alarm = final_check_alarm(false_alarm, early_enabled=True), early_check_alarm(false_alarm)
+    final_alarm = final_check_alarm(false_alarm, early_enabled=True, also=len(block.get("also") or {}))
+    early_alarm = early_check_alarm(false_alarm)
     low, high = draws_band(block["draws"], final_alarm) or (math.nan, math.nan)
     floor = draws_bound(block["early_draws"], early_alarm, block["direction"])
 
-    def band(key: str, alarm: float) -> Optional[list[float]]:
-        found = draws_band(block.get(key), alarm)
+    def band(key: Optional[str], alarm: float, draws: Optional[list[float]] = None) -> Optional[list[float]]:
+        found = draws_band(block.get(key) if key is not None else draws, alarm)
         return [_sig(v) for v in found] if found is not None else None
 
+    also = {name: band(None, final_alarm, recorded["draws"]) for name, recorded in (block.get("also") or {}).items()}
     return {"n": n, "band": [_sig(low), _sig(high)], "early_floor": _sig(floor) if floor is not None else None,
+            **({"also_bands": also} if also else {}),
             "early_loss_band": band("early_loss_draws", early_alarm),
             "early_drift_band": band("early_drift_draws", early_alarm),
             "final_loss_band": band("final_loss_draws", final_alarm),

@@ -42,12 +42,15 @@ def main(argv: list[str]) -> int:
     if not early_only:
         measured |= {"final": result.metrics.get(metric), "early": check.get("metric"),
                      "final_loss": final_loss(result)}
-    missing = sorted(k for k, v in measured.items() if v is None)
+    # the tier's also_judged metrics, each judged from its own draws
+    also = {} if early_only else {str(name): result.metrics.get(name) for name in job.cfg.model.tiers.smoke.also_judged}
+    missing = sorted(k for k, v in {**measured, **also}.items() if v is None)
     if missing:
         print(f"draw failed: not measured: {', '.join(missing)}", file=sys.stderr)
         return 1
     Path(args["out"]).write_text(json.dumps({
         **{k: (float(v) if k not in ("metric", "early_step") else v) for k, v in measured.items()},
+        "also": {k: float(v) for k, v in also.items() if v is not None},
         "wall_s": round(time.perf_counter() - began, 1), "config_hash": job.spec.config_hash,
         **numeric_variant(int(args["threads"]))}))
     return 0

@@ -1,7 +1,8 @@
 """Pre-flight check of a model without training it: the defects that are cheap to catch early.
 
 Config valid; the evaluation split shares no images with the training split; the full variant
-builds with the config's trainable parameter count; outputs pass through; an image's predictions
+builds with the config's trainable parameter count; outputs pass through; every input a network
+is declared to read moves its output; an image's predictions
 do not depend on the images batched with it; gradients reach every trainable parameter; one
 batch can be overfit, and training updates the normalisation layers' running statistics.
 """
@@ -284,8 +285,17 @@ def _check_overfit(task: Any, model: Any, batch: Any, cfg: Any, report: CheckRep
                                                [bool(torch.equal(b, t)) for b, (_, t) in zip(before, statistics)]))
 
 
+def _check_inputs_read(task: Any, model: Any, dataset: Any, report: CheckReport) -> None:
+    """Every input a network is declared to read moves its output (``Task.ignored_inputs``); the
+    line is left out for a model that declares none."""
+    ignored = task.ignored_inputs(model, dataset)
+    if ignored is not None:
+        report.add("inputs", not ignored, "; ".join(ignored) or "every declared input moves its network's output")
+
+
 def _torch_preflight(task: Any, model: Any, dataset: Any, batch: Any, cfg: Any, report: CheckReport) -> None:
     _check_shapes(task, model, batch, report)
+    _check_inputs_read(task, model, dataset, report)
     _check_batch_invariance(task, model, dataset, report)
     _check_target_round_trip(task, model, dataset, report)
     _check_gradients(task, model, batch, report)

@@ -84,12 +84,13 @@ def _share(part: int, whole: int) -> Optional[float]:
 
 def written_before_checks(name: Optional[str]) -> bool:
     """Whether the catalogue's defect ``name`` was written before the checks were looked at with
-    it in mind (replicate/defects/registry.py); False for one no longer in the catalogue."""
+    it in mind and no check has been fitted to it since (``Defect.not_tuned``,
+    replicate/defects/registry.py); False for one no longer in the catalogue."""
     from replicate.defects import get_defect
     from replicate.errors import ConfigError
 
     try:
-        return bool(name) and get_defect(str(name)).written_before_checks is not None
+        return bool(name) and get_defect(str(name)).not_tuned
     except ConfigError:
         return False
 

@@ -61,8 +61,9 @@ class Target:
     # Whether the job trained: a miss of a tier that only evaluates (released weights) is the
     # evaluation's failure, not the training's.
     trained: bool = True
-    # The tier's other claims on the same split (Mask R-CNN's mask AP beside its box AP): each is
-    # judged too, and the first one missed decides the verdict.
+    # The tier's other claims on the same split (Mask R-CNN's mask AP beside its box AP), or a
+    # reference's ``also_judged`` metrics (pix2pix's layout score): each is judged too, and the
+    # first one missed decides the verdict.
     also: list["Target"] = field(default_factory=list)
     # What the instrument must measure on the same split (pix2pix: the paper's FCN on the real
     # photos): a miss makes the job INFRA (uncalibrated instrument) before the claim is judged.
@@ -134,7 +135,8 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
                       ref.source, split=tier.eval_split, spread=std,
                       loss_band=final_loss_band(cfg) if kind == "reference" else None, band=(low, high),
                       draws=[float(v) for v in ref.draws] if kind == "reference" and band is not None else None,
-                      false_alarm=final_false_alarm(cfg) if kind == "reference" and band is not None else None)
+                      false_alarm=final_false_alarm(cfg) if kind == "reference" and band is not None else None,
+                      also=also_judged_targets(cfg, ref) if kind == "reference" else [])
     if kind == "claim":
         claim = select_claim(cfg, variant, tier.claim_split)
         trained = bool(cfg.tier.trains)
@@ -152,6 +154,25 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
                   "relative", primary.direction, "calibration run: nothing to compare with")
 
 
+def also_judged_targets(cfg: DictConfig, ref: Any) -> list[Target]:
+    """The tier's ``also_judged`` metrics, each against the band of its own calibration draws
+    (``reference.also``), at the same false-alarm share as the primary metric's band."""
+    tier = cfg.model.tiers[cfg.tier.name]
+    alarm = final_false_alarm(cfg)
+    found = []
+    for metric, direction in tier.also_judged.items():
+        recorded = ref.also.get(metric)
+        band = draws_band(recorded.draws, alarm) if recorded is not None else None
+        if band is None:   # validation refuses a judged job without the draws
+            continue
+        draws = [float(v) for v in recorded.draws]
+        mean = statistics.fmean(draws)
+        found.append(Target("reference", str(metric), mean, band[1] - mean, "absolute", str(direction), ref.source,
+                            split=tier.eval_split, spread=statistics.stdev(draws), band=band, draws=draws,
+                            false_alarm=alarm))
+    return found
+
+
 # ----------------------------------------------------------------- bands from calibration draws
 # The false-alarm budget of one job (tier.false_alarm) is split evenly between the early check
 # (three tests: loss, weight drift, metric) and the final verdict (two: metric, loss), each test
@@ -166,17 +187,20 @@ def false_alarm_split(total: float, *, early_enabled: bool) -> tuple[float, floa
 
 
 # The final verdict judges the metric against its band and the training loss of the schedule's
-# last quarter against the draws' loss band, each with half of the final share.
+# last quarter against the draws' loss band, each with an equal part of the final share, and so
+# each metric the tier's ``also_judged`` adds (pix2pix's layout score).
 FINAL_CHECKS = 2
 
 
-def final_check_alarm(total: float, *, early_enabled: bool) -> float:
-    """The share of a job's budget ``total`` for each of the final verdict's two tests."""
-    return false_alarm_split(total, early_enabled=early_enabled)[1] / FINAL_CHECKS
+def final_check_alarm(total: float, *, early_enabled: bool, also: int = 0) -> float:
+    """The share of a job's budget ``total`` for each of the final verdict's tests (two, and
+    ``also`` more)."""
+    return false_alarm_split(total, early_enabled=early_enabled)[1] / (FINAL_CHECKS + also)
 
 
 def final_false_alarm(cfg: DictConfig) -> float:
-    return final_check_alarm(cfg.tier.false_alarm, early_enabled=cfg.tier.early_check.enabled)
+    return final_check_alarm(cfg.tier.false_alarm, early_enabled=cfg.tier.early_check.enabled,
+                             also=len(cfg.model.tiers[cfg.tier.name].also_judged))
 
 
 # The early check judges three things, each with a third of its share: the metric against its

@@ -104,3 +104,22 @@ def test_a_malformed_draw_label_is_named(label):
     assert Draw.from_label("s3/avx2/t2") == Draw(3, "avx2", 2)
     with pytest.raises(ValueError, match="is not s<seed>/<variant>/t<threads>"):
         Draw.from_label(label)
+
+
+def test_the_metrics_a_tier_also_judges_are_recorded_per_draw(results_dir, tiny):
+    """pix2pix's smoke tier judges its layout score beside L1: each draw records it, the block
+    keeps one value per draw under ``also`` with its direction, and a draw recorded without it
+    would be run again."""
+    overrides = ["model=pix2pix", f"results_dir={results_dir}", *tiny]
+    draws = plan_draws([0, 1], ["default"], [1], crossed=True)
+    block = calibrate(overrides, draws, cpus=2, echo=lambda line: None)
+    record = json.loads((results_dir / "calibration" / "pix2pix-torch.json").read_text())
+    recorded = [record["draws"][d.label]["also"]["layout_class_iou"] for d in draws]
+    assert block["also"]["layout_class_iou"]["direction"] == "higher"
+    assert block["also"]["layout_class_iou"]["draws"] == pytest.approx(recorded, rel=1e-4)
+    assert all(0 < v <= 1 for v in recorded)
+    from replicate.calibrate import _load_record
+
+    (results_dir / "old.json").write_text(json.dumps({"config_hash": "h", "draws": {
+        "s0/default/t1": {k: v for k, v in record["draws"]["s0/default/t1"].items() if k != "also"}}}))
+    assert _load_record(results_dir / "old.json", "h", also=["layout_class_iou"])["draws"] == {}

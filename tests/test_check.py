@@ -17,6 +17,8 @@ def test_check_passes_for_every_registered_model(model, results_dir, shapes_root
     assert not failed, failed
     assert {c["check"] for c in report.checks} >= {"config", "params", "shapes", "gradients", "overfit", "statistics",
                                                    "visual"}
+    if model == "pix2pix":   # its networks declare their inputs: the conditional D reads the label map
+        assert "every declared input" in next(c["detail"] for c in report.checks if c["check"] == "inputs")
     if len(frameworks_of(model)) > 1:  # torch vs TensorFlow differential (or why it was skipped)
         assert "differential" in {c["check"] for c in report.checks}
     assert (results_dir / "check" / f"{model}_samples.png").stat().st_size > 0

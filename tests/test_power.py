@@ -140,3 +140,17 @@ def test_the_catalogue_says_which_defects_were_written_before_the_checks():
 
     assert not written_before_checks("lr_10x")            # written after seeing what the checks let through
     assert not written_before_checks("no_such_defect") and not written_before_checks(None)
+    assert written_before_checks("score_thresh_from_demo")   # written blind, no check fitted to it since
+    # written blind and missed; the input rule was then written with it in mind: tuned from then on
+    assert not written_before_checks("discriminator_unconditioned")
+
+
+def test_a_fitted_check_date_must_be_a_date():
+    from replicate.defects.registry import register
+
+    def hook(task, cfg):
+        """A hook with its docstring: only the date is wrong."""
+
+    with pytest.raises(ValueError, match="isoformat"):
+        register("never_registered", ("pix2pix",), stage="model", type="model architecture/API misuse",
+                 description="x", check_fitted_after="yesterday")(hook)

@@ -229,3 +229,51 @@ def test_a_mean_of_seeds_is_judged_against_the_band_of_such_a_mean():
         statistics.geometric_mean(DRAWS[:3]))
     single = judge_group([(0, JobResult("j", metrics={"bbox_AP": low[0]}), PASS)], target)
     assert single.verdict == PASS and single.band == pytest.approx(one)   # one seed: one draw's band
+
+
+def test_a_metric_the_tier_also_judges_decides_when_it_leaves_its_band():
+    """pix2pix's smoke tier: L1 in its band is not enough; the layout score is judged beside it,
+    against the band of its own calibration draws, with its share of the false-alarm budget."""
+    from replicate.config.compose import compose_config
+    from replicate.verdict import draws_band, final_false_alarm, target_for
+
+    cfg = compose_config(["model=pix2pix"])
+    target = target_for(cfg, "small")
+    (layout,) = target.also
+    recorded = cfg.model.tiers.smoke.reference.also.layout_class_iou
+    assert layout.metric == "layout_class_iou" and layout.direction == "higher"
+    assert layout.band == draws_band(recorded.draws, final_false_alarm(cfg))
+    assert final_false_alarm(cfg) == cfg.tier.false_alarm / 2 / 3   # L1, the loss and the layout score
+    healthy = {"L1": target.value, "layout_class_iou": layout.value}
+    assert judge_job(JobResult("j", metrics=healthy), target)[0] == PASS
+    verdict, failure = judge_job(JobResult("j", metrics={**healthy, "layout_class_iou": layout.low * 0.99}), target)
+    assert verdict == BELOW and failure.message.startswith("layout_class_iou")
+    verdict, failure = judge_job(JobResult("j", metrics={"L1": target.value}), target)
+    assert verdict == ERROR and "'layout_class_iou' was not produced" in failure.message
+    assert Target.from_dict(target.to_dict()) == target
+
+
+LAYOUT_DRAWS = "model.tiers.smoke.reference.also.layout_class_iou"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("+model.tiers.smoke.also_judged.layout_per_class_acc=higher",
+     "model.tiers.smoke.reference.also.layout_per_class_acc"),
+    ("model.tiers.smoke.also_judged.layout_class_iou=lower", f"{LAYOUT_DRAWS}.direction"),
+    ("model.tiers.smoke.also_judged.layout_class_iou=sideways", "model.tiers.smoke.also_judged.layout_class_iou"),
+    (f"{LAYOUT_DRAWS}.draws=[0.9,0.9]", f"{LAYOUT_DRAWS}.draws"),
+])
+def test_a_metric_judged_without_its_draws_is_refused(override, key):
+    from replicate.config.compose import compose_config
+    from replicate.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        compose_config(["model=pix2pix", override])
+    assert caught.value.key == key
+
+
+def test_a_calibration_run_may_measure_before_the_draws_exist():
+    from replicate.config.compose import compose_config
+
+    compose_config(["model=pix2pix", "tier.compare_with=none",
+                    "+model.tiers.smoke.also_judged.layout_per_class_acc=higher"])

@@ -239,22 +239,27 @@ class JitterPairs(Dataset):
 
 # ------------------------------------------------------------------------- evaluation
 class ImagePairEvaluator:
-    """Adapts :class:`ImageToImageEvaluator` to the harness's ``update(predictions)``."""
+    """Adapts :class:`ImageToImageEvaluator` to the harness's ``update(predictions)``; with
+    ``layout``, also scores each generated photo's layout against its label map (the synthetic
+    pairs' exact FCN-score, replicate/evaluation/layout_score.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, layout: Optional[Any] = None) -> None:
         from replicate.evaluation.image import ImageToImageEvaluator
 
         self.inner = ImageToImageEvaluator()
+        self.layout = layout
 
     def update(self, predictions: list[dict]) -> None:
         for p in predictions:
-            pred, target = p["pred"], p["target"]
+            pred, target, source = p["pred"], p["target"], p["source"]
             if pred.dim() == 3:
-                pred, target = pred[None], target[None]
+                pred, target, source = pred[None], target[None], source[None]
             self.inner.update(pred, target)
+            if self.layout is not None:
+                self.layout.update(source, pred)
 
     def compute(self) -> dict[str, float]:
-        return self.inner.compute()
+        return {**self.inner.compute(), **(self.layout.compute() if self.layout is not None else {})}
 
 
 # ------------------------------------------------------------------------------- task
@@ -424,6 +429,25 @@ class Pix2PixTask(Task):
         loss_gan, loss_l1 = generator_losses(model, source, real, fake, float(self.extra.get("lambda_l1", 100.0)))
         return loss_gan + loss_l1 + discriminator_loss(model, source, real, fake.detach())
 
+    def ignored_inputs(self, model: Pix2Pix, dataset: Any) -> list[str]:
+        """G reads its source; the conditional D reads the source beside the image (the reference's
+        ``torch.cat((real_A, fake_B), 1)``): each must move its network's output. Run in inference
+        mode on the first two pairs, the model's mode and state put back."""
+        from replicate.runner.input_dependence import ignored_inputs
+
+        device = next(model.parameters()).device
+        source, image = (t.to(device) for t in self.source_target(
+            self.collate([dataset[i] for i in range(min(2, len(dataset)))])))
+        was_training = model.training
+        model.eval()   # batch norm reads its running statistics and writes nothing
+        try:
+            return [*ignored_inputs("the generator", lambda source: model.generator(source), {"source": source}),
+                    *ignored_inputs("the discriminator",
+                                    lambda condition, image: model.discriminator(torch.cat([condition, image], 1)),
+                                    {"condition": source, "image": image})]
+        finally:
+            model.train(was_training)
+
     # -------------------------------------------------------------- evaluation
     def evaluation_is_stochastic(self) -> bool:
         return bool(self.extra.get("paper_inference", False))   # dropout on, the test batch's statistics
@@ -435,7 +459,18 @@ class Pix2PixTask(Task):
                 fake = model.generator(source)
         else:
             fake = model.generator(source)
-        return [{"pred": fake, "target": real}]
+        return [{"pred": fake, "target": real, "source": source}]
+
+    def layout_score(self) -> Optional[Any]:
+        """The layout score's evaluator where the renderer knows each class's colours (the
+        synthetic shapes pairs, label -> photo); None elsewhere (Cityscapes has the FCN-score)."""
+        from replicate.data.shapes import class_colours
+        from replicate.evaluation.layout_score import LayoutScoreEvaluator
+
+        data = self.ctx.data_cfg
+        if str(data.get("kind")) != "synthetic" or self.translation() != "label_to_photo":
+            return None
+        return LayoutScoreEvaluator(*class_colours(data.classes))
 
     def build_evaluator(self, split: str) -> Any:
         from replicate.data.paired_dataset import PairedImages
@@ -443,7 +478,7 @@ class Pix2PixTask(Task):
 
         segmenter = self.segmenter()
         if segmenter is None:
-            return ImagePairEvaluator()
+            return ImagePairEvaluator(self.layout_score())
         weights, digest = segmenter
         data = self.ctx.data_cfg
         labels = data.splits[split].get("labels")

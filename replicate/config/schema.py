@@ -140,6 +140,14 @@ class RecipeConfig:
 
 
 @dataclass
+class AlsoJudgedConfig:
+    """A metric judged beside the primary one by the final verdict, from its own draws."""
+
+    direction: str = "higher"
+    draws: list[float] = field(default_factory=list)   # per calibration draw, in the draws' order
+
+
+@dataclass
 class ReferenceConfig:
     """A measured result of this implementation (smoke tier): calibration draws and their spread.
 
@@ -161,6 +169,8 @@ class ReferenceConfig:
     source: str = MISSING            # command and date it was measured with
     curve: dict[str, float] = field(default_factory=dict)         # fraction of schedule -> mean
     curve_spread: dict[str, float] = field(default_factory=dict)  # fraction of schedule -> std
+    # the tier's ``also_judged`` metrics, each with its own draws (calibrate records them)
+    also: dict[str, AlsoJudgedConfig] = field(default_factory=dict)
 
 
 @dataclass
@@ -234,6 +244,10 @@ class ModelTierConfig:
     input_size: int = MISSING
     recipe: Optional[RecipeConfig] = None
     reference: Optional[ReferenceConfig] = None
+    # Metrics the final verdict judges beside the reference's, each against the band of its own
+    # calibration draws (metric -> higher | lower): pix2pix's layout score sees conditioning,
+    # which L1 does not. calibrate records their draws in ``reference.also``.
+    also_judged: dict[str, str] = field(default_factory=dict)
     # framework -> its own recorded reference (measured on that implementation); a job of that
     # framework compares with it instead of ``reference`` (which belongs to the first framework)
     framework_references: dict[str, ReferenceConfig] = field(default_factory=dict)

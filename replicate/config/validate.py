@@ -190,10 +190,14 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
         # A claim measured at another resolution says nothing about this one.
         require(measured_at in (None, tier.input_size), f"{key}.input_size",
                 f"{tier.input_size} is not the {measured_at} its claim on {tier.claim_split} was measured at")
+    for metric, direction in tier.also_judged.items():
+        _one_of(direction, ["higher", "lower"], f"{key}.also_judged.{metric}")
     if tier.reference is not None:
         _validate_reference(tier.reference, f"{key}.reference")
+        _validate_also(tier, tier.reference, f"{key}.reference", judged=_judges_reference(cfg, name))
     for framework, ref in tier.framework_references.items():
         _validate_reference(ref, f"{key}.framework_references.{framework}")
+        _validate_also(tier, ref, f"{key}.framework_references.{framework}", judged=_judges_reference(cfg, name))
     for framework, ref in tier.evaluation_references.items():
         _validate_evaluation_reference(ref, f"{key}.evaluation_references.{framework}")
 
@@ -230,6 +234,28 @@ def _validate_reference(ref, key: str) -> None:
              "one early-check weight drift per draw")
     require(ref.spread >= 0, f"{key}.spread", f"{ref.spread} must be >= 0")
     require(bool(ref.source.strip()), f"{key}.source", "required: how it was measured")
+
+
+def _judges_reference(cfg: DictConfig, name: str) -> bool:
+    """Whether this job judges tier ``name`` against its recorded reference (a calibration run
+    measures, so it may run before the reference records every metric it will judge)."""
+    return str(cfg.tier.name) == name and str(cfg.tier.compare_with) == "reference"
+
+
+def _validate_also(tier, ref, key: str, *, judged: bool) -> None:
+    """Each metric the tier judges beside the reference's has one draw per calibration draw and
+    the tier's direction; a job judged against the reference refuses a metric with no draws (it
+    would never be judged: recalibrate)."""
+    for metric, recorded in ref.also.items():
+        require(metric in tier.also_judged, f"{key}.also.{metric}",
+                f"recorded, but not in the tier's also_judged ({', '.join(tier.also_judged) or 'none'})")
+        require(len(recorded.draws) == len(ref.draws), f"{key}.also.{metric}.draws", "one value per draw")
+        require(recorded.direction == tier.also_judged[metric], f"{key}.also.{metric}.direction",
+                f"{recorded.direction!r} where the tier's also_judged says {tier.also_judged[metric]!r}")
+    if judged:
+        for metric in tier.also_judged:
+            require(metric in ref.also, f"{key}.also.{metric}",
+                    "no calibration draws of this also_judged metric: run replicate calibrate for this model")
 
 
 def _validate_recipe(recipe, key: str) -> None:

@@ -179,15 +179,25 @@ def _generate(out: Path, params: dict[str, Any]) -> None:
     write_manifest(out)
 
 
+def class_colours(classes: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs' colours per class code (background 0, then ``classes`` in order): the label
+    map's and the photo's material colour, each int64 [1 + len(classes), 3] grey levels."""
+    names = ["background", *[str(c) for c in classes]]
+    unknown = [n for n in names if n not in LABEL_COLOURS]
+    if unknown:
+        raise ConfigError("data.classes", f"{unknown[0]!r} is not a shapes class; allowed: {', '.join(SHAPE_CLASSES)}")
+    return (np.array([LABEL_COLOURS[n] for n in names], dtype=np.int64),
+            np.array([PHOTO_COLOURS[n] for n in names], dtype=np.int64))
+
+
 def _write_split(out: Path, split: str, split_index: int, count: int,
                  params: dict[str, Any]) -> dict[str, Any]:
     """Renders ``count`` scenes of one split and returns its COCO dictionary."""
     size, classes = params["image_size"], params["classes"]
     (out / split).mkdir()
     (out / "pairs" / split).mkdir(parents=True)
-    palette = np.array([LABEL_COLOURS["background"]] + [LABEL_COLOURS[c] for c in classes],
-                       dtype=np.uint8)
-    materials = np.array([PHOTO_COLOURS["background"]] + [PHOTO_COLOURS[c] for c in classes], dtype=float)
+    label_colours, material_colours = class_colours(classes)
+    palette, materials = label_colours.astype(np.uint8), material_colours.astype(float)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for index in range(count):

@@ -66,6 +66,9 @@ class Defect:
             the benchmark's checks were looked at with it in mind, and never used to change them:
             the half that measures the power on defects nobody tuned the checks to. None for a
             defect written after seeing what the checks let through.
+        check_fitted_after: The date (ISO) a check was written after this defect had passed
+            the selftest, with it in mind: its catch is fitted, so it counts with the tuned half
+            from then on (its first, blind measurement stays in the measured figures).
     """
 
     name: str
@@ -75,6 +78,12 @@ class Defect:
     description: str
     apply: Apply
     written_before_checks: Optional[str] = None
+    check_fitted_after: Optional[str] = None
+
+    @property
+    def not_tuned(self) -> bool:
+        """Written before the checks and no check fitted to it since: the power's blind half."""
+        return self.written_before_checks is not None and self.check_fitted_after is None
 
     @property
     def targets(self) -> tuple[Target, ...]:
@@ -119,7 +128,8 @@ def lead(name: str, target: str) -> None:
 
 
 def register(name: str, targets: Sequence[str], stage: str, type: str, description: str,
-             written_before_checks: Optional[str] = None) -> Callable[[Apply], Apply]:
+             written_before_checks: Optional[str] = None,
+             check_fitted_after: Optional[str] = None) -> Callable[[Apply], Apply]:
     """Decorator: register the decorated ``apply`` hook as defect ``name``.
 
     Args:
@@ -131,6 +141,8 @@ def register(name: str, targets: Sequence[str], stage: str, type: str, descripti
         description: One line; the hook's docstring says what a reengineer got wrong.
         written_before_checks: ISO date, for a defect written before the checks were looked at
             with it in mind (see :class:`Defect`).
+        check_fitted_after: ISO date a check was written with this defect in mind, after it
+            passed (see :class:`Defect`).
 
     Raises:
         ValueError: a duplicate name, an unknown stage or type, no target, no docstring, or a
@@ -144,9 +156,11 @@ def register(name: str, targets: Sequence[str], stage: str, type: str, descripti
             raise ValueError(f"defect {name!r}: stage {stage!r} / type {type!r} not in {STAGES} / {TYPES}")
         if not targets or not (apply.__doc__ or "").strip():
             raise ValueError(f"defect {name!r} needs targets and a docstring (what a reengineer got wrong)")
-        if written_before_checks is not None:
-            dt.date.fromisoformat(written_before_checks)   # ValueError: not an ISO date
-        _REGISTRY[name] = Defect(name, tuple(targets), stage, type, description, apply, written_before_checks)
+        for date in (written_before_checks, check_fitted_after):
+            if date is not None:
+                dt.date.fromisoformat(date)   # ValueError: not an ISO date
+        _REGISTRY[name] = Defect(name, tuple(targets), stage, type, description, apply, written_before_checks,
+                                 check_fitted_after)
         return apply
 
     return decorate

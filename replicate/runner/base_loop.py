@@ -429,18 +429,22 @@ class BaseLoop(abc.ABC):
             return int(self.tier.recipe.batch_size)
         return 1 if self.cfg.hardware.accelerator == "cpu" else 8
 
+    def evaluation_set(self) -> Any:
+        """The tier's evaluation split as the task builds it, built once."""
+        if self.val_set is None:
+            self.val_set = self.task.build_dataset(self.tier.eval_split, train=False)
+        return self.val_set
+
     def predict_into(self, evaluator: Any, max_batches: Optional[int] = None,
                      batch_size: Optional[int] = None) -> int:
         """The evaluation path up to the scoring: each batch of the evaluation split loaded,
         predicted and handed to ``evaluator.update`` (COCO encoding for the detectors). What
         benchmarks/eval_throughput.py times against each reference's own loop. Returns the
         number of images."""
-        if self.val_set is None:
-            self.val_set = self.task.build_dataset(self.tier.eval_split, train=False)
         images = 0
         with self.inference():
             # islice: stop before loading a batch past max_batches, not after
-            batches = self.eval_batches(self.val_set, batch_size or self.eval_batch_size())
+            batches = self.eval_batches(self.evaluation_set(), batch_size or self.eval_batch_size())
             for batch in itertools.islice(batches, max_batches):
                 problem = self.mode_problem(training=False)
                 if problem:

@@ -4,6 +4,8 @@ path such as ``replicate check``'s ``task.predict``), in both frameworks.
 
 Before training (and before an eval tier scores), on the first images of the evaluation split:
 
+* **every input a network is declared to read moves its output** (``Task.ignored_inputs``:
+  pix2pix's discriminator reads the label map beside the image);
 * **evaluating leaves the model unchanged**: every parameter and buffer (batch norm's running
   statistics included) bit-identical afterwards;
 * **evaluating twice gives the same predictions**;
@@ -112,6 +114,10 @@ def check_evaluation_path(loop: Any) -> dict[str, Any]:
                                                 f"reference's: {'; '.join(problems)}")
     if deviations:
         loop.result.environment["declared_deviations"] = deviations
+    ignored = loop.task.ignored_inputs(loop.model, loop.evaluation_set())
+    if ignored:
+        raise PathInvariantBroken("evaluation", f"{'; '.join(ignored)} (a conditioning input dropped or "
+                                                "overwritten on its way in?)")
     batch = min(int(loop.eval_batch_size()), MAX_IMAGES)
     images = max(batch, 2)
     before = loop.state_snapshot()

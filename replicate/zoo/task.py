@@ -140,6 +140,13 @@ class Task(abc.ABC):
         Nothing to compare by default."""
         return [], {}
 
+    def ignored_inputs(self, model: Any, dataset: Any) -> Optional[list[str]]:
+        """One line per input that one of ``model``'s networks is declared to read but does not
+        (its output unchanged when that input changes: replicate/runner/input_dependence.py), on
+        the first items of ``dataset``; checked at every job's start and by ``replicate check``.
+        None (the default): the task declares no inputs to check."""
+        return None
+
     def evaluation_is_stochastic(self) -> bool:
         """True when evaluating samples by design (dropout kept on, the batch's statistics): the
         path invariants then hold evaluation to leaving the model unchanged only."""

@@ -65,7 +65,8 @@ def test_small_variant_shapes(tmp_path):
     assert [tuple(t.shape) for t in batch] == [(4, 3, 64, 64)] * 2 and task.batch_size_of(batch) == 4
     model.eval()
     with torch.no_grad():
-        assert task.output_shapes(model, batch) == {"pred": (4, 3, 64, 64), "target": (4, 3, 64, 64)}
+        assert task.output_shapes(model, batch) == {"pred": (4, 3, 64, 64), "target": (4, 3, 64, 64),
+                                                  "source": (4, 3, 64, 64)}
         patches = model.discriminator(torch.cat(batch, 1))
     assert patches.shape == (4, 1, 14, 14)  # n_layers 2 at 64 px
 
@@ -101,7 +102,7 @@ def test_evaluator_reports_l1_psnr_ssim(tmp_path):
         predictions = task.predict(model, first_batch(task))
     evaluator.update(predictions)
     metrics = evaluator.compute()
-    assert set(metrics) == {"L1", "PSNR", "SSIM"}
+    assert set(metrics) == {"L1", "PSNR", "SSIM", "layout_per_pixel_acc", "layout_per_class_acc", "layout_class_iou"}
     expected = torch.cat([(p["pred"] - p["target"]).abs().flatten() for p in predictions]).mean()
     assert metrics["L1"] == pytest.approx(float(expected), rel=1e-4)
 

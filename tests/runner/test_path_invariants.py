@@ -192,3 +192,25 @@ def test_a_setting_the_variant_declares_is_a_recorded_deviation(results_dir, sha
                  results_dir, shapes_root, tiny)
     loop.check_evaluation_path()
     assert loop.result.environment["declared_deviations"] == {"box_score_thresh": {"value": 0.1, "reference": 0.05}}
+
+
+def test_a_discriminator_that_never_sees_the_label_map_is_named(results_dir, shapes_root, tiny, monkeypatch):
+    """A port that stacks the photo twice (``torch.cat((fake_B, fake_B), 1)`` for ``(real_A,
+    fake_B)``): the discriminator's first layer keeps its six channels and trains, L1 barely moves,
+    and the GAN is no longer conditional. Named at the job's start, before training."""
+    loop = _loop(["model=pix2pix"], results_dir, shapes_root, tiny)
+    discriminator = loop.model.discriminator
+    forward = discriminator.forward
+    monkeypatch.setattr(discriminator, "forward", lambda x: forward(torch.cat([x[:, 3:], x[:, 3:]], 1)))
+    _broken(loop, "the discriminator ignores its condition")
+
+
+def test_the_input_rule_changes_nothing_it_reads(results_dir, shapes_root, tiny):
+    """The check runs the networks in inference mode and puts the mode back: no running statistic
+    moves and the loop's random draws are where they were."""
+    loop = _loop(["model=pix2pix"], results_dir, shapes_root, tiny)
+    loop.model.train()
+    before = loop.state_snapshot()
+    assert loop.task.ignored_inputs(loop.model, loop.evaluation_set()) == []
+    assert loop.model.training
+    assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(loop.state_snapshot()[k])) for k, v in before.items())
