@@ -19,6 +19,7 @@ import torch
 from replicate.config.compose import compose_config
 from replicate.config.overrides import Overrides
 from replicate.config.schema import Optimizer
+from replicate.config.selection import job_data, model_tier
 from replicate.entry_checks import check_input_size
 from replicate.resolved import resolve_job
 from replicate.runner.norm_statistics import running_statistics, statistics_moved
@@ -73,7 +74,7 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     task.prepare_data()
     _check_splits(cfg, report)
     model = task.build_model(spec.variant)
-    dataset = task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=False)
+    dataset = task.build_dataset(model_tier(cfg).train_split, train=False)
     batch = task.collate([dataset[i] for i in range(min(2, len(dataset)))])
     weights = weights_for(cfg)   # checkpoint=, or an eval tier's released file
     if weights is not None:
@@ -84,7 +85,7 @@ def run_check(overrides: Sequence[str], echo: Callable[[str], None] = print, vis
     if differential is not None:
         report.add("differential", *differential)
     if visual:
-        path = write_sample_grid(task, task.build_dataset(cfg.model.tiers[cfg.tier.name].train_split, train=True),
+        path = write_sample_grid(task, task.build_dataset(model_tier(cfg).train_split, train=True),
                                  Path(cfg.results_dir) / "check" / f"{cfg.model.name}_samples.png")
         report.add("visual", path.is_file(), f"training samples drawn to {path}")
     for item in report.checks:
@@ -142,13 +143,13 @@ def _check_splits(cfg: Any, report: CheckReport) -> None:
     from replicate.data.leakage import check_no_leak
     from replicate.errors import SplitLeak
 
-    tier = cfg.model.tiers[cfg.tier.name]
+    tier = model_tier(cfg)
     try:
-        overlap = check_no_leak(cfg.datasets[tier.data], tier.eval_split, tier.train_split)
+        overlap = check_no_leak(job_data(cfg), tier.eval_split, tier.train_split)
     except SplitLeak as exc:
         report.add("splits", False, str(exc))
         return
-    root = cfg.datasets[tier.data].root
+    root = job_data(cfg).root
     detail = (f"evaluation split {tier.eval_split!r}: {overlap.shared} of {overlap.eval_files} files also in "
               f"training split {tier.train_split!r}" if overlap is not None else
               f"not compared: the manifest of {root} lists no file of split {tier.eval_split!r}")
@@ -263,7 +264,7 @@ def _check_gradients(task: Any, model: Any, batch: Any, report: CheckReport) -> 
 
 
 def _check_overfit(task: Any, model: Any, batch: Any, cfg: Any, report: CheckReport) -> None:
-    recipe = cfg.model.tiers[cfg.tier.name].recipe
+    recipe = model_tier(cfg).recipe
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-3) if recipe is None or recipe.optimizer != Optimizer.SGD else \
         torch.optim.SGD(params, lr=float(recipe.lr), momentum=0.9)
@@ -305,7 +306,7 @@ def _torch_preflight(task: Any, model: Any, dataset: Any, batch: Any, cfg: Any, 
 def _tf_preflight(task: Any, model: Any, dataset: Any, batch: Any, cfg: Any, report: CheckReport) -> None:
     from replicate.runner.tf_loop import tf_preflight
 
-    for name, ok, detail in tf_preflight(task, model, batch, cfg.model.tiers[cfg.tier.name].recipe,
+    for name, ok, detail in tf_preflight(task, model, batch, model_tier(cfg).recipe,
                                          OVERFIT_STEPS, OVERFIT_DROP):
         report.add(name, ok, detail)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from replicate.config.selection import model_tier
 from replicate.errors import ConfigError
 from replicate.resolved import ResolvedJob
 from replicate.zoo.task import Task
@@ -54,7 +55,7 @@ def check_checkpoints(jobs: Sequence[ResolvedJob]) -> None:
             continue
         path = Path(str(job.cfg.checkpoint)).expanduser()
         build = (job.spec.model, job.spec.framework, job.spec.variant,
-                 int(job.cfg.model.tiers[job.cfg.tier.name].input_size), str(path))
+                 int(model_tier(job.cfg).input_size), str(path))
         if build in seen:
             continue
         seen.add(build)

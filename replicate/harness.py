@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from replicate.config.compose import compose_config
 from replicate.config.infra import build
+from replicate.config.selection import job_data
 from replicate.entry_checks import check_checkpoints, check_input_sizes
 from replicate.errors import ConfigError, DataError, StoreError
 from replicate.history import Drift, Regression
@@ -376,7 +377,7 @@ class SuiteRun:
 
 def data_of(job: ResolvedJob) -> DictConfig:
     """The dataset config the job's tier reads."""
-    return job.cfg.datasets[job.cfg.model.tiers[job.cfg.tier.name].data]
+    return job_data(job.cfg)
 
 
 def preflight_data(jobs: list[ResolvedJob], echo: Echo, keep_going: bool = False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from replicate.config.schema import Precision
+from replicate.config.selection import model_tier
 
 # Shown beside the verdict of a job that asks for amp (catalog, console, report, W&B).
 AMP_DEVIATION = (
@@ -23,7 +24,7 @@ AMP_DEVIATION = (
 def chosen_precision(cfg: Any) -> str:
     """The precision a job asks for: ``precision`` set for the whole job, else its tier's."""
     job_wide = cfg.get("precision")
-    return str(job_wide if job_wide is not None else cfg.model.tiers[cfg.tier.name].precision)
+    return str(job_wide if job_wide is not None else model_tier(cfg).precision)
 
 
 def precision_key(cfg: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 from omegaconf import DictConfig
 
 from replicate.config.schema import Direction
-from replicate.config.selection import chosen_reference
+from replicate.config.selection import chosen_reference, model_tier
 from replicate.jobs import ABOVE, BELOW, EARLY_ABORT, ERROR, INFRA, MEASURED, OFF_CURVE, PASS, Failure, JobResult
 from replicate.precision import chosen_precision, declared_deviations
 
@@ -114,7 +114,7 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
     A reference's band is the prediction interval of its calibration draws (``reference_band``);
     a claim's band is the lab's tolerance around the published number.
     """
-    tier = cfg.model.tiers[cfg.tier.name]
+    tier = model_tier(cfg)
     kind = cfg.tier.compare_with
     reference = chosen_reference(cfg)
     if kind == "reference_curve" and (reference is None or str(cfg.tier.schedule_fraction) not in reference.curve):
@@ -157,7 +157,7 @@ def target_for(cfg: DictConfig, variant: str) -> Target:
 def also_judged_targets(cfg: DictConfig, ref: Any) -> list[Target]:
     """The tier's ``also_judged`` metrics, each against the band of its own calibration draws
     (``reference.also``), at the same false-alarm share as the primary metric's band."""
-    tier = cfg.model.tiers[cfg.tier.name]
+    tier = model_tier(cfg)
     alarm = final_false_alarm(cfg)
     found = []
     for metric, direction in tier.also_judged.items():
@@ -200,7 +200,7 @@ def final_check_alarm(total: float, *, early_enabled: bool, also: int = 0) -> fl
 
 def final_false_alarm(cfg: DictConfig) -> float:
     return final_check_alarm(cfg.tier.false_alarm, early_enabled=cfg.tier.early_check.enabled,
-                             also=len(cfg.model.tiers[cfg.tier.name].also_judged))
+                             also=len(model_tier(cfg).also_judged))
 
 
 # The early check judges three things, each with a third of its share: the metric against its

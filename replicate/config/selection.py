@@ -8,6 +8,18 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 
+def model_tier(cfg: DictConfig) -> Any:
+    """The model's block for the job's tier (``model.tiers[<tier.name>]``: variant, data, recipe,
+    input size, references), beside the tier's policy in ``cfg.tier`` (what it compares with,
+    its false-alarm budget, its early check). The one place the two are joined."""
+    return cfg.model.tiers[cfg.tier.name]
+
+
+def job_data(cfg: DictConfig) -> Any:
+    """The dataset the job's tier reads (``datasets[<model tier>.data]``)."""
+    return cfg.datasets[model_tier(cfg).data]
+
+
 def chosen_framework(cfg: DictConfig) -> str:
     """The framework a job runs: explicit, else TensorFlow on TPU, else the model's first."""
     if cfg.framework is not None:
@@ -18,13 +30,13 @@ def chosen_framework(cfg: DictConfig) -> str:
 
 
 def chosen_variant(cfg: DictConfig) -> str:
-    return str(cfg.variant if cfg.variant is not None else cfg.model.tiers[cfg.tier.name].variant)
+    return str(cfg.variant if cfg.variant is not None else model_tier(cfg).variant)
 
 
 def chosen_reference(cfg: DictConfig) -> Optional[Any]:
     """The recorded reference the job's tier compares with: the framework's own
     (``framework_references.NAME``, calibrated on that implementation) when it has one, else the
     tier's ``reference``; None when nothing is recorded."""
-    tier = cfg.model.tiers[cfg.tier.name]
+    tier = model_tier(cfg)
     own = tier.framework_references.get(chosen_framework(cfg))
     return own if own is not None else tier.reference

@@ -20,7 +20,7 @@ from replicate.config.schema import (
     RootConfig,
     Schedule,
 )
-from replicate.config.selection import chosen_framework, chosen_reference
+from replicate.config.selection import chosen_framework, chosen_reference, model_tier
 from replicate.config.values import check_recipe, require, validate_values
 from replicate.errors import ConfigError
 from replicate.verdict import MIN_REFERENCE_DRAWS, claim_on
@@ -336,7 +336,7 @@ def _validate_framework_references(cfg: DictConfig) -> None:
     """``framework_references`` name frameworks the model has (selection.chosen_reference picks)."""
     if cfg.tier.name not in cfg.model.tiers:
         return  # _validate_selection names the missing tier
-    tier = cfg.model.tiers[cfg.tier.name]
+    tier = model_tier(cfg)
     for framework in tier.framework_references:
         _one_of(framework, list(cfg.model.frameworks), f"model.tiers.{cfg.tier.name}.framework_references")
     for framework in tier.evaluation_references:

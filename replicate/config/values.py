@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
+from replicate.config.selection import model_tier
 from replicate.errors import ConfigError
 
 SEED_MAX = 2**31 - 1        # numpy's global seeding takes < 2**32; every store keeps a signed 32-bit int
@@ -109,7 +110,7 @@ def validate_values(cfg: DictConfig) -> None:
     if cfg.tier.name not in cfg.model.tiers:
         return  # the selection check names the missing tier
     key = f"model.tiers.{cfg.tier.name}"
-    tier = cfg.model.tiers[cfg.tier.name]
+    tier = model_tier(cfg)
     _positive(tier.input_size, f"{key}.input_size")
     if tier.data in cfg.datasets:
         _check_data(cfg.datasets[tier.data], tier, f"datasets.{tier.data}", key, trains=bool(cfg.tier.trains))

@@ -41,11 +41,6 @@ def after_build_dataset(task: Any, change: Callable[[Any, bool], Any]) -> None:
     wrap(task, "build_dataset", build)
 
 
-def tier_of(cfg: Any) -> Any:
-    """The job's model tier config (``model.tiers[<tier>]``): the node its Task and loop read."""
-    return cfg.model.tiers[cfg.tier.name]
-
-
 class MappedItems(Dataset):
     """A dataset whose items pass through ``fn``; other attributes are the inner dataset's."""
 

@@ -24,6 +24,7 @@ from typing import Any, Iterator, Optional
 from tqdm import tqdm
 
 from replicate.config.schema import EARLY_FRACTION
+from replicate.config.selection import job_data, model_tier
 from replicate.data.augment_random import augmentation_random
 from replicate.data.leakage import check_no_leak
 from replicate.errors import DataError, NumericalError, PathInvariantBroken
@@ -71,7 +72,7 @@ class BaseLoop(abc.ABC):
 
     def __init__(self, task: Any, cfg: Any, ctx: RunContext, result: JobResult):
         self.task, self.cfg, self.ctx, self.result = task, cfg, ctx, result
-        self.tier = cfg.model.tiers[cfg.tier.name]
+        self.tier = model_tier(cfg)
         # The job's seed has one home below the plan: the spec's, which build_task gives the
         # Task's context; every draw of the loop (weights, batch order, generators) reads it here.
         self.seed = int(task.ctx.seed)
@@ -183,7 +184,7 @@ class BaseLoop(abc.ABC):
         self.ctx.stage = "data pipeline"
         self.train_set = self.task.build_dataset(self.tier.train_split, train=True)
         if len(self.train_set) < recipe.batch_size:
-            raise DataError(str(self.cfg.datasets[self.tier.data].root),
+            raise DataError(str(job_data(self.cfg).root),
                             f"{len(self.train_set)} training samples < batch_size {recipe.batch_size}")
 
     def check_finite(self, loss: Any) -> None:
@@ -472,7 +473,7 @@ class BaseLoop(abc.ABC):
         self.setup()
         # the data is in place now: an evaluation split that holds the training images fails here,
         # before any training is paid for
-        check_no_leak(self.cfg.datasets[self.tier.data], self.tier.eval_split, self.tier.train_split)
+        check_no_leak(job_data(self.cfg), self.tier.eval_split, self.tier.train_split)
         if self.cfg.tier.trains:
             self.build_training()
             self.resume()

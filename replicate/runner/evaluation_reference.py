@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from replicate.config.selection import model_tier
 from replicate.errors import ConfigError, DataError, EvaluationPathChanged
 
 FORMAT = "zoo-replicate evaluation weights 1"
@@ -180,7 +181,7 @@ def reference_for(cfg: Any) -> Optional[Any]:
     """The tier's evaluation reference for the job's framework, or None when it records none."""
     from replicate.config.selection import chosen_framework
 
-    tier = cfg.model.tiers[cfg.tier.name]
+    tier = model_tier(cfg)
     return (tier.get("evaluation_references") or {}).get(chosen_framework(cfg))
 
 

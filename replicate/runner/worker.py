@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from replicate.config.selection import job_data, model_tier
 from replicate.errors import ResourceUnavailable, StorageError
 from replicate.jobs import Failure, JobResult, JobSpec
 from replicate.paths import path_component
@@ -203,9 +204,9 @@ def build_task(spec: JobSpec, cfg: Any) -> Any:
     from replicate.zoo.task import TaskContext
 
     cls = get_task_class(spec.model, spec.framework)
-    tier = cfg.model.tiers[cfg.tier.name]
+    tier = model_tier(cfg)
     ctx = TaskContext(model_cfg=cfg.model, variant=spec.variant, framework=spec.framework, tier_cfg=tier,
-                      data_cfg=cfg.datasets[tier.data], input_size=int(tier.input_size), seed=spec.seed,
+                      data_cfg=job_data(cfg), input_size=int(tier.input_size), seed=spec.seed,
                       shuffle_labels=bool(cfg.shuffle_labels))
     # The one place a defect enters a job (``defect=NAME``; a no-op without one): the worker and
     # ``replicate check`` both build their Task here, so a check sees what the job runs.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from replicate.defects.patching import after_build_model, tier_of, wrap
+from replicate.config.selection import model_tier
+from replicate.defects.patching import after_build_model, wrap
 from replicate.defects.registry import register
 
 PAPER_LAMBDA_L1 = 100.0   # the paper's lambda (eq. 4), the task's default when the recipe has none
@@ -16,7 +17,7 @@ def l1_weight_100x_small(task: Any, cfg: Any) -> None:
     """lambda_L1 is left at 1, the weight every other loss term has, instead of the paper's 100
     (eq. 4): the generator's objective is almost all cGAN term, and its outputs drift from the
     target images the L1 term ties them to."""
-    extra = tier_of(cfg).recipe.extra
+    extra = model_tier(cfg).recipe.extra
     extra["lambda_l1"] = float(extra.get("lambda_l1", PAPER_LAMBDA_L1)) / 100
 
 

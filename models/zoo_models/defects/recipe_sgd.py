@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from replicate.defects.patching import tier_of
+from replicate.config.selection import model_tier
 from replicate.defects.registry import register
 
 SGD_RECIPES = ("faster_rcnn", "mask_rcnn", "retinanet")   # smoke recipes with optimizer: sgd
@@ -15,4 +15,4 @@ SGD_RECIPES = ("faster_rcnn", "mask_rcnn", "retinanet")   # smoke recipes with o
 def sgd_momentum_zero(task: Any, cfg: Any) -> None:
     """The optimizer is built as ``torch.optim.SGD(params, lr)``: momentum is left at torch's
     default 0 where the recipe (and Detectron's config it came from) says 0.9."""
-    tier_of(cfg).recipe.momentum = 0.0
+    model_tier(cfg).recipe.momentum = 0.0

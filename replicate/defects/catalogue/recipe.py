@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from replicate.defects.patching import tier_of
+from replicate.config.selection import model_tier
 from replicate.defects.registry import EVERY_IMPLEMENTATION, register
 
 
@@ -17,7 +17,7 @@ from replicate.defects.registry import EVERY_IMPLEMENTATION, register
 def lr_10x(task: Any, cfg: Any) -> None:
     """The learning rate is ten times the recipe's: an exponent typed wrong (4e-2 for 4e-3), or a
     rate copied from a recipe with ten times the batch without the linear scaling rule."""
-    recipe = tier_of(cfg).recipe
+    recipe = model_tier(cfg).recipe
     recipe.lr = float(recipe.lr) * 10
 
 
@@ -36,5 +36,5 @@ def shuffled_labels(task: Any, cfg: Any) -> None:
 def eval_on_train_split(task: Any, cfg: Any) -> None:
     """The evaluation reads the split the model was trained on (a default ``split='train'`` left
     in the evaluation script): the metric measures memorisation, not generalisation."""
-    tier = tier_of(cfg)
+    tier = model_tier(cfg)
     tier.eval_split = tier.train_split
