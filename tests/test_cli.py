@@ -68,7 +68,9 @@ def test_run_then_history_shows_the_job(results_dir, shapes_root, tiny, capsys):
     assert job["steps_done"] == 4 and job["verdict"] == "MEASURED" and job["failure_stage"] is None
     assert job["environment"]["torch"] and job["environment"]["config_hash"] == job["config_hash"]
     assert job["train_s"] > 0 and job["wall_s"] >= job["train_s"] + job["eval_s"]
-    assert main(["history", "--model", "faster_rcnn", "--json", *common]) == 0
+    assert main(["history", "--model", "faster_rcnn", "--json", *common]) == 2   # a job's keys: not the store's
+    assert "only results_dir= and store=" in capsys.readouterr().err
+    assert main(["history", "--model", "faster_rcnn", "--json", f"results_dir={results_dir}"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["job_id"] for r in rows] == [job["job_id"]]
     # the suite id `history suite=...` points to (--suite-id) filters; the table says suite and date

@@ -20,12 +20,14 @@ READ_FLAGS = {"suite": "--suite-id ID", "model": "--model NAME"}
 
 
 def store_config(command: str, overrides: Sequence[str]) -> Any:
-    """The config a read command opens its store with (results_dir, store=...).
+    """The config a read command opens its store with: ``results_dir`` and ``store`` only
+    (``compose_store_config``); no job config is composed.
 
     Raises:
-        ConfigError: ``suite=`` or ``model=`` given: the message names the flag meant.
+        ConfigError: ``suite=`` or ``model=`` given (the message names the flag meant), or any
+            other key that is not where the store is.
     """
-    from replicate.config.compose import compose_config
+    from replicate.config.compose import compose_store_config
     from replicate.config.overrides import Overrides
 
     parsed = Overrides.parse(overrides)
@@ -33,7 +35,7 @@ def store_config(command: str, overrides: Sequence[str]) -> Any:
         if parsed.has(key):
             raise ConfigError(key, f"`replicate {command}` reads the store: filter with {flag} "
                                    f"({key}= picks a {key} config)")
-    return compose_config(parsed.as_list())
+    return compose_store_config(parsed, command)
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:

@@ -123,6 +123,41 @@ def compose_config(overrides: Sequence[str] | Overrides = ()) -> DictConfig:
     return validate(cfg)
 
 
+# The keys a store-only composition takes (conf/read.yaml): where the store is.
+STORE_KEYS = ("results_dir", "store")
+
+
+def compose_store_config(overrides: Sequence[str] | Overrides = (), command: str = "this command") -> DictConfig:
+    """Compose only where the store is (``conf/read.yaml``: ``results_dir`` and the ``store``
+    group), resolved; the read commands open their store with it.
+
+    Raises:
+        ConfigError: an override of any other key (naming it and what applies), or a bad value.
+    """
+    overrides = Overrides.parse(overrides)
+    other = sorted(k for k in overrides.keys() if k.split(".")[0] not in STORE_KEYS)
+    if other:
+        raise ConfigError(other[0], f"`replicate {command}` reads the store: only results_dir= and store= "
+                                    "(store.url=...) apply")
+    _check_group_overrides(overrides)   # store=NAME: one of conf/store/
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name="read", overrides=overrides.as_list())
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_key_of(exc, overrides), _first_line(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:   # e.g. store=postgres without $ZOO_STORE_URL
+        raise ConfigError(str(getattr(exc, "full_key", None) or "store.url"), _first_line(exc)) from None
+    from replicate.config.values import check_store_location
+
+    check_store_location(cfg)
+    return cfg
+
+
 def _search_path_override() -> str:
     """Hydra's search path beyond ``conf/``: each installed zoo's config folder (conf_tree.search_dirs)."""
     return "hydra.searchpath=[" + ",".join(f"'file://{folder}'" for folder in search_dirs()[1:]) + "]"

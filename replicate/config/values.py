@@ -87,6 +87,17 @@ def _check_sqlite_folder(cfg: DictConfig) -> None:
             f"the folder {str(folder)!r} of the SQLite store does not exist (it is created only as results_dir)")
 
 
+def check_store_location(cfg: DictConfig, *, local: bool = True) -> None:
+    """``results_dir`` is given and, where this machine writes (``local``), a folder that is or can
+    be made; a SQLite store's folder exists. Every command checks it, the read commands too."""
+    require(bool(str(cfg.results_dir or "").strip()), "results_dir",
+            "is empty: the store, data, checkpoints and reports would land in / and the current folder; "
+            "give a folder (default: results)")
+    if local:
+        check_results_dir(Path(str(cfg.results_dir)).expanduser())
+        _check_sqlite_folder(cfg)
+
+
 def validate_values(cfg: DictConfig) -> None:
     """Check the values of the job ``cfg`` describes (its data, device, files) and the run's; every
     tier's recipe is checked with the model (validate.py calls :func:`check_recipe`)."""
@@ -98,14 +109,11 @@ def validate_values(cfg: DictConfig) -> None:
     require(not (cfg.device == "cpu" and cfg.hardware.accelerator == "gpu"), "device",
             f"cpu with hardware={cfg.hardware.name}: the job would hold and be billed for GPUs it does not "
             f"use; use device=auto or a cpu profile")
-    require(bool(str(cfg.results_dir or "").strip()), "results_dir",
-            "is empty: the store, data, checkpoints and reports would land in / and the current folder; "
-            "give a folder (default: results)")
-    if not cfg.scheduler.get("address"):   # on a Ray cluster the workers' volumes and GPUs decide
+    local = not cfg.scheduler.get("address")   # on a Ray cluster the workers' volumes and GPUs decide
+    check_store_location(cfg, local=local)
+    if local:
         _check_checkpoint(cfg.checkpoint)
         _check_device(cfg)
-        check_results_dir(Path(str(cfg.results_dir)).expanduser())
-        _check_sqlite_folder(cfg)
     _check_run_settings(cfg)
     if cfg.tier.name not in cfg.model.tiers:
         return  # the selection check names the missing tier

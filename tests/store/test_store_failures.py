@@ -15,7 +15,7 @@ from replicate.harness import run_one
 from replicate.store import spool
 from replicate.store.results_store import ResultStore
 
-COMMANDS = ["history", "report", "cost", "run model=yolov4"]
+COMMANDS = ["history", "report", "cost", "run model=yolov4 logger=none"]
 
 
 def _one_line(capsys) -> str:
@@ -27,7 +27,7 @@ def _one_line(capsys) -> str:
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_corrupt_store_is_one_line_and_exit_2_for_every_command(command, tmp_path, capsys):
     (tmp_path / "zoo.db").write_bytes(b"this is not a SQLite database, just bytes " * 100)
-    assert main([*command.split(), f"results_dir={tmp_path}", "logger=none"]) == 2
+    assert main([*command.split(), f"results_dir={tmp_path}"]) == 2
     line = _one_line(capsys)
     assert str(tmp_path / "zoo.db") in line and "Traceback" not in line
 
