@@ -374,6 +374,123 @@ def _(clean, bad):
     assert applied[0][-1] == pytest.approx(applied[1][-1]) == pytest.approx(0.01)
 
 
+# ------------------------------------------------------ written blind, 2026-12-07 (third set)
+@probe("category_ids_zero_based")
+def _(clean, bad):
+    pairs = list(zip(_items(clean, "train", True), _items(bad, "train", True)))
+    assert all(torch.equal(b[1]["labels"], a[1]["labels"] - 1) for a, b in pairs)
+    assert any((b[1]["labels"] == 0).any() for _, b in pairs), "the first class becomes background"
+    assert all(not _differs(a[0], b[0]) and not _differs(a[1]["boxes"], b[1]["boxes"]) for a, b in pairs)
+
+
+@probe("mask_channel_label_minus_one")
+def _(clean, bad):
+    from torchvision.models.detection.roi_heads import maskrcnn_inference
+
+    ours, theirs = (_seeded_model(job).roi_heads.mask_predictor for job in (clean, bad))
+    labels = torch.arange(1, ours.mask_fcn_logits.out_channels)   # one detection of each class
+    x = torch.randn(len(labels), ours.conv5_mask.in_channels, 7, 7)
+    with torch.no_grad():
+        assert not _differs(ours(x), theirs(x)), "training reads channel `labels`"
+        ours.eval()
+        theirs.eval()
+        a, b = ours(x), theirs(x)
+    picked = maskrcnn_inference(b, [labels])[0]   # the channel inference selects for each detection ...
+    assert torch.allclose(picked, maskrcnn_inference(a, [labels - 1])[0])   # ... is the previous class's
+    assert _differs(picked, maskrcnn_inference(a, [labels])[0])
+
+
+@probe("focal_loss_mean_reduction")
+def _(clean, bad):
+    ours, theirs = (_seeded_model(job).head.classification_head for job in (clean, bad))
+    torch.manual_seed(0)
+    logits = torch.randn(1, 6, ours.num_classes)   # one image, six anchors
+    matched = torch.tensor([[0, -1, 1, ours.BETWEEN_THRESHOLDS, 0, -1]])   # 3 foreground, 5 not ignored
+    targets = [{"labels": torch.tensor([1, 2])}]
+    a, b = (float(head.compute_loss(targets, {"cls_logits": logits}, list(matched))) for head in (ours, theirs))
+    # the summed loss over 3 foreground anchors against its mean over 5 anchors x the classes
+    assert a > 0 and b == pytest.approx(a * 3 / (5 * ours.num_classes))
+
+
+@probe("centre_index_column_major")
+def _(clean, bad):
+    items = _items(clean, "train", True)
+    (_, _, a), (_, _, b) = clean.task.collate(items), bad.task.collate(items)
+    height, width = a["hm"].shape[-2:]
+    mask = a["mask"].bool()
+    y, x = a["ind"] // width, a["ind"] % width   # the reference's row-major y * W + x
+    assert torch.equal(b["ind"][mask], (x * height + y)[mask]) and _differs(a["ind"][mask], b["ind"][mask])
+    assert torch.equal(a["hm"], b["hm"]) and torch.equal(a["wh"], b["wh"]) and torch.equal(a["reg"], b["reg"])
+
+
+@probe("pair_flipped_independently")
+def _(clean, bad):
+    """Smoke pix2pix has no crop: a training pair is its unjittered pair, each half mirrored or
+    not; the clean job mirrors both halves or neither, the defect some pairs by one half only."""
+    raw = clean.task.build_dataset("train", train=True).dataset   # JitterPairs' inner, unjittered pairs
+
+    def mirrored(items):
+        flags = []
+        for i, (label, photo) in enumerate(items):
+            pair = raw[i]
+            flags.append(tuple(_differs(half, original) for half, original in zip((label, photo), pair)))
+            for half, original, flipped in zip((label, photo), pair, flags[-1]):
+                assert torch.equal(half, original.flip(-1) if flipped else original)
+        return flags
+
+    torch.manual_seed(0)
+    ours = mirrored(_items(clean, "train", True, 8))
+    torch.manual_seed(0)
+    theirs = mirrored(_items(bad, "train", True, 8))
+    assert all(f[0] == f[1] for f in ours) and any(f[0] for f in ours)
+    assert any(f[0] != f[1] for f in theirs), "some pair has only one half mirrored"
+
+
+@probe("objectness_bce_mean_reduction")
+def _(clean, bad):
+    """yolov3's objectness part is each [yolo] layer's summed BCE over its anchors x cells in the
+    defect, the sum itself in the clean loss (box and class parts alike in both)."""
+    from zoo_models.yolo.loss import layer_loss, truths_tensor
+
+    model = _seeded_model(clean)
+    images, targets = batch = clean.task.collate(_items(clean, "train", True, 2))
+    with torch.no_grad():
+        ours, theirs = (job.task.training_step(model, batch) for job in (clean, bad))
+        outputs = model(images)
+    gt, size, hw = truths_tensor(targets, images.device), len(images), tuple(images.shape[-2:])
+    obj = [(float(layer_loss(raw.float(), gt, head, hw, size)["obj"]), len(head.mask) * raw.shape[-2] * raw.shape[-1])
+           for raw, head in zip(outputs, model.heads)]
+    assert float(ours["obj"]) == pytest.approx(sum(o for o, _ in obj) / size)
+    assert float(theirs["obj"]) == pytest.approx(sum(o / cells for o, cells in obj) / size)
+    assert float(ours["box"]) == pytest.approx(float(theirs["box"]))
+    assert float(ours["cls"]) == pytest.approx(float(theirs["cls"]))
+
+
+@probe("tf_boxes_in_yxyx_order")
+def _(clean, bad):
+    items = _items(clean, "train", True, 2)
+    _items(bad, "train", True, 1)   # a task learns its category ids from the dataset it builds
+    (ours, _), (theirs, _) = clean.task.collate(items), bad.task.collate(items)
+    a, b = torch.from_numpy(ours["boxes"]), torch.from_numpy(theirs["boxes"])
+    valid = torch.from_numpy(ours["valid"])
+    assert torch.equal(b, a[..., [1, 0, 3, 2]]) and _differs(a[valid], b[valid])   # (y0, x0, y1, x1)
+    assert all(torch.equal(torch.from_numpy(ours[k]), torch.from_numpy(theirs[k]))
+               for k in ("images", "classes", "valid"))
+
+
+@probe("objectness_prior_in_class_column")
+def _(clean, bad):
+    ours, theirs = _seeded_model(clean), _seeded_model(bad)
+    prior = float(torch.logit(torch.tensor(0.01)))
+    assert ours.heads
+    for head in ours.heads:   # each anchor's (x, y, w, h, objectness, classes...) biases
+        a, b = (m.net.layers[head.index - 1].conv.bias.detach().view(len(head.mask), head.classes + 5)
+                for m in (ours, theirs))
+        assert torch.allclose(a[:, 4], torch.full_like(a[:, 4], prior))   # clean: objectness, channel 4
+        assert torch.equal(b[:, 5], a[:, 4]) and torch.count_nonzero(b[:, 4]) == 0   # defect: the first class's
+        assert torch.equal(b[:, :4], a[:, :4]) and torch.equal(b[:, 6:], a[:, 6:])
+
+
 # -------------------------------------------------------------------------------------- the tests
 def test_every_defect_has_a_probe():
     assert set(PROBES) == set(CATALOGUE)
