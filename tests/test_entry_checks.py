@@ -33,7 +33,8 @@ def _own_state(common: list[str]) -> dict[str, torch.Tensor]:
 
 
 def _job_rows(common: list[str], capsys) -> list[dict]:
-    assert main(["history", "--json", *common]) == 0
+    store = [o for o in common if o.startswith("results_dir=")]   # a read command takes where the store is only
+    assert main(["history", "--json", *store]) == 0
     return json.loads(capsys.readouterr().out)
 
 
