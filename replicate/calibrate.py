@@ -371,14 +371,14 @@ def draw_summary(block: dict[str, Any], false_alarm: float, early_fraction: floa
     low, high = draws_band(block["draws"], final_alarm) or (math.nan, math.nan)
     floor = draws_bound(block["early_draws"], early_alarm, block["direction"])
 
-    def band(key: Optional[str], alarm: float, draws: Optional[list[float]] = None) -> Optional[list[float]]:
-        found = draws_band(block.get(key) if key is not None else draws, alarm)
+    def band(draws: Any, alarm: float) -> Optional[list[float]]:
+        found = draws_band(draws, alarm)
         return [_sig(v) for v in found] if found is not None else None
 
-    also = {name: band(None, final_alarm, recorded["draws"]) for name, recorded in (block.get("also") or {}).items()}
+    also = {name: band(recorded["draws"], final_alarm) for name, recorded in (block.get("also") or {}).items()}
     return {"n": n, "band": [_sig(low), _sig(high)], "early_floor": _sig(floor) if floor is not None else None,
             **({"also_bands": also} if also else {}),
-            "early_loss_band": band("early_loss_draws", early_alarm),
-            "early_drift_band": band("early_drift_draws", early_alarm),
-            "final_loss_band": band("final_loss_draws", final_alarm),
+            "early_loss_band": band(block.get("early_loss_draws"), early_alarm),
+            "early_drift_band": band(block.get("early_drift_draws"), early_alarm),
+            "final_loss_band": band(block.get("final_loss_draws"), final_alarm),
             "cv": _sig(block["spread"] / abs(block["value"]), 3) if block["value"] else None}

@@ -102,10 +102,23 @@ def compose_config(overrides: Sequence[str] | Overrides = ()) -> DictConfig:
     overrides = Overrides.parse(overrides)
     _check_group_overrides(overrides)
     groups, values = _split_overrides(overrides)
+    cfg = _hydra_compose("config", [*groups, _search_path_override()], overrides)
+    cfg = apply_schema(cfg)
+    _apply_values(cfg, values)
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(str(getattr(exc, "full_key", None) or "config"), _first_line(exc)) from None
+    return validate(cfg)
+
+
+def _hydra_compose(config_name: str, hydra_overrides: list[str], overrides: Overrides) -> DictConfig:
+    """Hydra's composition of ``conf/<config_name>.yaml`` with ``hydra_overrides``; each of its
+    failures (a bad override, a YAML syntax error) a ConfigError naming the key or file."""
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[*groups, _search_path_override()])
+            return compose(config_name=config_name, overrides=hydra_overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_key_of(exc, overrides), _first_line(exc)) from None
     except yaml.YAMLError as exc:
@@ -114,13 +127,6 @@ def compose_config(overrides: Sequence[str] | Overrides = ()) -> DictConfig:
         raise ConfigError(where, f"YAML syntax error: {getattr(exc, 'problem', None) or exc}") from None
     finally:
         GlobalHydra.instance().clear()
-    cfg = apply_schema(cfg)
-    _apply_values(cfg, values)
-    try:
-        OmegaConf.resolve(cfg)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(str(getattr(exc, "full_key", None) or "config"), _first_line(exc)) from None
-    return validate(cfg)
 
 
 # The keys a store-only composition takes (conf/read.yaml): where the store is.
@@ -140,14 +146,7 @@ def compose_store_config(overrides: Sequence[str] | Overrides = (), command: str
         raise ConfigError(other[0], f"`replicate {command}` reads the store: only results_dir= and store= "
                                     "(store.url=...) apply")
     _check_group_overrides(overrides)   # store=NAME: one of conf/store/
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(config_name="read", overrides=overrides.as_list())
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_key_of(exc, overrides), _first_line(exc)) from None
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = _hydra_compose("read", overrides.as_list(), overrides)
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:   # e.g. store=postgres without $ZOO_STORE_URL

@@ -191,7 +191,7 @@ def _validate_model_tier(cfg: DictConfig, name: str, tier) -> None:
         require(measured_at in (None, tier.input_size), f"{key}.input_size",
                 f"{tier.input_size} is not the {measured_at} its claim on {tier.claim_split} was measured at")
     for metric, direction in tier.also_judged.items():
-        _one_of(direction, ["higher", "lower"], f"{key}.also_judged.{metric}")
+        _one_of(direction, tuple(Direction), f"{key}.also_judged.{metric}")
     if tier.reference is not None:
         _validate_reference(tier.reference, f"{key}.reference")
         _validate_also(tier, tier.reference, f"{key}.reference", judged=_judges_reference(cfg, name))
